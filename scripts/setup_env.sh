@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Creates .venv (when missing) and installs requirements.txt into it.
+# Sourced by scripts/test.sh and scripts/demo.sh so both get the same environment.
+# The install is skipped when requirements.txt has not changed since the last one.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$REPO_ROOT/.venv}"
+PYTHON="${PYTHON:-python3}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "[setup] creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+
+stamp="$VENV/.requirements.sha256"
+wanted="$(sha256sum "$REPO_ROOT/requirements.txt" | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+    echo "[setup] installing requirements.txt into $VENV"
+    # visdom 0.2.4 ships only as a source archive whose build needs setuptools<81
+    # from the environment itself, hence the first step and --no-build-isolation.
+    "$VENV/bin/python" -m pip install --quiet --upgrade "pip>=23" "setuptools<81" wheel
+    "$VENV/bin/python" -m pip install --quiet --no-build-isolation -r "$REPO_ROOT/requirements.txt"
+    echo "$wanted" > "$stamp"
+fi
+
+export PATH="$VENV/bin:$PATH"

@@ -1,0 +1,25 @@
+"""Shared test fixtures: the reference fixtures in ../shared/golden and the repo root."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GOLDEN_DIR = Path(os.environ.get("VISDIAL_GOLDEN", REPO_ROOT.parent / "shared" / "golden"))
+
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+@pytest.fixture(scope="session")
+def golden_dir() -> Path:
+    """The reference fixture folder; its absence is an error, never a skip."""
+    if not (GOLDEN_DIR / "README.md").is_file():
+        pytest.fail(f"reference fixtures not found at {GOLDEN_DIR} (set VISDIAL_GOLDEN)")
+    return GOLDEN_DIR
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
