@@ -1,0 +1,126 @@
+"""Model configuration in the reference's JSON schema (`config/bert_base_6layer_6conect.json`)."""
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Union
+
+from utils.errors import UserError
+
+ACTIVATIONS = ("gelu", "relu", "swish")
+
+
+@dataclass
+class BertConfig:
+    """Hyper-parameters of the two-stream ViLBERT (and of the language-only baseline).
+
+    Field names and defaults are those of the reference's `BertConfig` constructor, so every
+    released config file loads unchanged. `pooling_method`, `bi_intermediate_size`,
+    `bi_attention_type`, `v_initializer_range` and `intra_gate` are read but, as in the
+    reference, never used: the fusion of the two pooled streams is `fusion_method`.
+
+    Example
+    -------
+    >>> config = BertConfig.from_json_file("config/bert_base_6layer_6conect.json")
+    >>> config.num_hidden_layers, config.v_num_hidden_layers
+    (12, 6)
+    """
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    v_feature_size: int = 2048
+    v_target_size: int = 1601
+    v_hidden_size: int = 768
+    v_num_hidden_layers: int = 3
+    v_num_attention_heads: int = 12
+    v_intermediate_size: int = 3072
+    bi_hidden_size: int = 1024
+    bi_num_attention_heads: int = 16
+    bi_intermediate_size: int = 1024
+    bi_attention_type: int = 1
+    v_attention_probs_dropout_prob: float = 0.1
+    v_hidden_act: str = "gelu"
+    v_hidden_dropout_prob: float = 0.1
+    v_initializer_range: float = 0.2
+    v_biattention_id: List[int] = field(default_factory=lambda: [0, 1])
+    t_biattention_id: List[int] = field(default_factory=lambda: [10, 11])
+    predict_feature: bool = False
+    fast_mode: bool = False
+    fixed_v_layer: int = 0
+    fixed_t_layer: int = 0
+    in_batch_pairs: bool = False
+    fusion_method: str = "mul"
+    pooling_method: str = "mul"
+    intra_gate: bool = False
+    with_coattention: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> "BertConfig":
+        """Build and validate a config from a dict; unknown keys are an error naming `source`."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserError(f"{source}: unknown model config key(s) {', '.join(unknown)}")
+        config = cls(**values)
+        config.validate(source)
+        return config
+
+    @classmethod
+    def from_json_file(cls, path: Union[str, Path]) -> "BertConfig":
+        """Read a JSON model config (the reference's schema)."""
+        path = Path(path)
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"{path}: model config not found") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise UserError(f"{path}: not a readable JSON model config ({error})") from None
+        if not isinstance(values, dict):
+            raise UserError(f"{path}: a model config must be a JSON object")
+        return cls.from_dict(values, source=str(path))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self, source: str = "config") -> None:
+        """Raise UserError for combinations the model cannot build or does not support."""
+
+        def fail(problem: str) -> None:
+            raise UserError(f"{source}: {problem}")
+
+        for name in ("hidden_act", "v_hidden_act"):
+            if getattr(self, name) not in ACTIVATIONS:
+                fail(f"{name} must be one of {', '.join(ACTIVATIONS)}, got {getattr(self, name)!r}")
+        for hidden, heads in (("hidden_size", "num_attention_heads"),
+                              ("v_hidden_size", "v_num_attention_heads"),
+                              ("bi_hidden_size", "bi_num_attention_heads")):
+            if getattr(self, hidden) % getattr(self, heads) != 0:
+                fail(f"{hidden} ({getattr(self, hidden)}) is not a multiple of {heads} "
+                     f"({getattr(self, heads)})")
+        if len(self.v_biattention_id) != len(self.t_biattention_id):
+            fail("v_biattention_id and t_biattention_id must have the same length")
+        if self.v_biattention_id and max(self.v_biattention_id) >= self.v_num_hidden_layers:
+            fail(f"v_biattention_id {self.v_biattention_id} must be below v_num_hidden_layers "
+                 f"({self.v_num_hidden_layers})")
+        if self.t_biattention_id and max(self.t_biattention_id) >= self.num_hidden_layers:
+            fail(f"t_biattention_id {self.t_biattention_id} must be below num_hidden_layers "
+                 f"({self.num_hidden_layers})")
+        for ids in (self.v_biattention_id, self.t_biattention_id):
+            if list(ids) != sorted(ids):
+                fail(f"co-attention positions must be increasing, got {ids}")
+        if self.v_biattention_id and (self.fixed_v_layer > self.v_biattention_id[0]
+                                      or self.fixed_t_layer > self.t_biattention_id[0]):
+            fail("fixed_v_layer / fixed_t_layer must not pass the first co-attention layer")
+        if self.fusion_method not in ("mul", "sum"):
+            fail(f"fusion_method must be 'mul' or 'sum', got {self.fusion_method!r}")
+        if self.in_batch_pairs:
+            fail("in_batch_pairs is not supported: every dialog sequence is scored with its own image")

@@ -1,0 +1,347 @@
+"""The two-stream ViLBERT dialog encoder of the paper, read top to bottom in data-flow order.
+
+A dialog turn `[CLS] caption [SEP] q1 [SEP] a1 [SEP] ... q_t [SEP] answer [SEP]` runs through
+the text stream (BERT layers), its image's regions through the image stream, and co-attention
+layers exchange information between the two at the positions `t_biattention_id` /
+`v_biattention_id`. The first token of each stream is pooled (ReLU), the two are fused by a
+product, and a linear head scores whether the answer belongs (class 0) or not (class 1).
+
+Module names follow the reference (`bert_pretrained.bert.encoder.c_layer.0.biattention.query1`
+...), so its released checkpoints load with strict key checking.
+"""
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.config import BertConfig
+from models.layers import (LAYER_NORM_EPS, DialogTextEmbeddings, Intermediate, LMPredictionHead,
+                           PredictionHeadTransform, ResidualOutput, TransformerLayer,
+                           additive_mask, attend, init_bert_weights, masked_lm_loss)
+
+
+@dataclass
+class EncoderOutput:
+    """What one forward pass returns; fields that were not asked for are None.
+
+    nsp_scores [N, 2] logits (class 0: the answer belongs; ranking uses softmax(.)[:, 0]);
+    lm_scores [N, L, vocab]; img_scores [N, R, v_target_size]; hidden states on request:
+    sequence_output_t [N, L, H], sequence_output_v [N, R, Hv], pooled_output_t / _v [N, Hbi],
+    embedding_output [N, L, H], v_embedding_output [N, R, Hv]; 0-d losses when labels are given.
+    """
+
+    nsp_scores: torch.Tensor
+    lm_scores: Optional[torch.Tensor] = None
+    img_scores: Optional[torch.Tensor] = None
+    sequence_output_t: Optional[torch.Tensor] = None
+    sequence_output_v: Optional[torch.Tensor] = None
+    pooled_output_t: Optional[torch.Tensor] = None
+    pooled_output_v: Optional[torch.Tensor] = None
+    embedding_output: Optional[torch.Tensor] = None
+    v_embedding_output: Optional[torch.Tensor] = None
+    lm_loss: Optional[torch.Tensor] = None
+    nsp_loss: Optional[torch.Tensor] = None
+    img_loss: Optional[torch.Tensor] = None
+
+
+class ImageEmbeddings(nn.Module):
+    """LayerNorm(Linear(region feature) + Linear(5-d box)) of every region (`v_embeddings`)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.image_embeddings = nn.Linear(config.v_feature_size, config.v_hidden_size)
+        self.image_location_embeddings = nn.Linear(5, config.v_hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.v_hidden_size, eps=LAYER_NORM_EPS)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, image_feat: torch.Tensor, image_loc: torch.Tensor,
+                image_index: Optional[torch.Tensor]) -> torch.Tensor:
+        """image_feat [K, R, F], image_loc [K, R, 5], image_index [N] or None -> [N, R, Hv].
+
+        The projections run once per image; rows are then gathered per sequence before the
+        dropout, so each sequence draws its own dropout mask, as when features are copied.
+        """
+        embeddings = self.LayerNorm(self.image_embeddings(image_feat)
+                                    + self.image_location_embeddings(image_loc))
+        if image_index is not None:
+            embeddings = embeddings[image_index]
+        return self.dropout(embeddings)
+
+
+class BiAttention(nn.Module):
+    """Co-attention: text queries attend to image regions and image queries to text tokens.
+
+    Stream 1 is the image, stream 2 the text, as in the reference's names.
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.num_heads = config.bi_num_attention_heads
+        self.query1 = nn.Linear(config.v_hidden_size, config.bi_hidden_size)
+        self.key1 = nn.Linear(config.v_hidden_size, config.bi_hidden_size)
+        self.value1 = nn.Linear(config.v_hidden_size, config.bi_hidden_size)
+        self.dropout1 = nn.Dropout(config.v_attention_probs_dropout_prob)
+        self.query2 = nn.Linear(config.hidden_size, config.bi_hidden_size)
+        self.key2 = nn.Linear(config.hidden_size, config.bi_hidden_size)
+        self.value2 = nn.Linear(config.hidden_size, config.bi_hidden_size)
+        self.dropout2 = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def forward(self, image: torch.Tensor, image_mask: torch.Tensor, text: torch.Tensor,
+                text_mask: torch.Tensor):
+        """image [N, R, Hv], text [N, L, H], additive masks -> (text-side [N, L, Hbi] context
+        over the image, image-side [N, R, Hbi] context over the text)."""
+        dropout1 = self.dropout1.p if self.training else 0.0
+        dropout2 = self.dropout2.p if self.training else 0.0
+        text_context = attend(self.query2(text), self.key1(image), self.value1(image),
+                              image_mask, self.num_heads, dropout1)
+        image_context = attend(self.query1(image), self.key2(text), self.value2(text),
+                               text_mask, self.num_heads, dropout2)
+        return text_context, image_context
+
+
+class BiOutput(nn.Module):
+    """Residual outputs of the co-attention for both streams (`biOutput`).
+
+    `q_dense1` / `q_dense2` exist in the reference's checkpoints but are never called: kept so
+    that checkpoints load strictly, without any effect on an output.
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense1 = nn.Linear(config.bi_hidden_size, config.v_hidden_size)
+        self.LayerNorm1 = nn.LayerNorm(config.v_hidden_size, eps=LAYER_NORM_EPS)
+        self.dropout1 = nn.Dropout(config.v_hidden_dropout_prob)
+        self.q_dense1 = nn.Linear(config.bi_hidden_size, config.v_hidden_size)
+        self.dense2 = nn.Linear(config.bi_hidden_size, config.hidden_size)
+        self.LayerNorm2 = nn.LayerNorm(config.hidden_size, eps=LAYER_NORM_EPS)
+        self.dropout2 = nn.Dropout(config.hidden_dropout_prob)
+        self.q_dense2 = nn.Linear(config.bi_hidden_size, config.hidden_size)
+
+    def forward(self, image_context, image, text_context, text):
+        image = self.LayerNorm1(self.dropout1(self.dense1(image_context)) + image)
+        text = self.LayerNorm2(self.dropout2(self.dense2(text_context)) + text)
+        return image, text
+
+
+class ConnectionLayer(nn.Module):
+    """One co-attention layer followed by each stream's feed-forward block (`c_layer`)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.biattention = BiAttention(config)
+        self.biOutput = BiOutput(config)
+        self.v_intermediate = Intermediate(config.v_hidden_size, config.v_intermediate_size,
+                                           config.v_hidden_act)
+        self.v_output = ResidualOutput(config.v_intermediate_size, config.v_hidden_size,
+                                       config.v_hidden_dropout_prob)
+        self.t_intermediate = Intermediate(config.hidden_size, config.intermediate_size,
+                                           config.hidden_act)
+        self.t_output = ResidualOutput(config.intermediate_size, config.hidden_size,
+                                       config.hidden_dropout_prob)
+
+    def forward(self, image, image_mask, text, text_mask):
+        text_context, image_context = self.biattention(image, image_mask, text, text_mask)
+        image, text = self.biOutput(image_context, image, text_context, text)
+        image = self.v_output(self.v_intermediate(image), image)
+        text = self.t_output(self.t_intermediate(text), text)
+        return image, text
+
+
+class Encoder(nn.Module):
+    """Text layers, image layers and co-attention layers, run in the reference's schedule.
+
+    For each co-attention position c: image layers up to `v_biattention_id[c]`, text layers up
+    to `t_biattention_id[c]`, then co-attention layer c; finally the remaining layers of each
+    stream. Layers below `fixed_v_layer` / `fixed_t_layer` run without gradients (frozen).
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.layer = nn.ModuleList(TransformerLayer.text(config)
+                                   for _ in range(config.num_hidden_layers))
+        self.v_layer = nn.ModuleList(TransformerLayer.image(config)
+                                     for _ in range(config.v_num_hidden_layers))
+        self.c_layer = nn.ModuleList(ConnectionLayer(config)
+                                     for _ in range(len(config.v_biattention_id)))
+
+    @staticmethod
+    def _run(layers, start: int, end: int, frozen_below: int, hidden, mask):
+        for index in range(start, end):
+            with torch.set_grad_enabled(torch.is_grad_enabled() and index >= frozen_below):
+                hidden = layers[index](hidden, mask)
+        return hidden
+
+    def forward(self, text, text_mask, image, image_mask):
+        """text [N, L, H], image [N or 1, R, Hv], additive masks -> (text, image) hidden states."""
+        config = self.config
+        t_start = v_start = 0
+        for c, (v_end, t_end) in enumerate(zip(config.v_biattention_id, config.t_biattention_id)):
+            image = self._run(self.v_layer, v_start, v_end, config.fixed_v_layer, image, image_mask)
+            text = self._run(self.layer, t_start, t_end, config.fixed_t_layer, text, text_mask)
+            if c == 0 and config.fast_mode:
+                # fast mode scores one text against every image of the batch
+                text = text.expand(image.shape[0], -1, -1)
+                text_mask = text_mask.expand(image.shape[0], -1, -1, -1)
+            if config.with_coattention:
+                image, text = self.c_layer[c](image, image_mask, text, text_mask)
+            v_start, t_start = v_end, t_end
+        image = self._run(self.v_layer, v_start, len(self.v_layer), config.fixed_v_layer,
+                          image, image_mask)
+        text = self._run(self.layer, t_start, len(self.layer), config.fixed_t_layer,
+                         text, text_mask)
+        return text, image
+
+
+class FirstTokenPooler(nn.Module):
+    """ReLU(Linear(hidden state of the first token or region)) -> [N, bi_hidden_size]."""
+
+    def __init__(self, hidden_size: int, bi_hidden_size: int):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, bi_hidden_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.dense(hidden[:, 0]))
+
+
+class ViLBertModel(nn.Module):
+    """Embeddings, the two-stream encoder and the two poolers (`bert_pretrained.bert`)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.embeddings = DialogTextEmbeddings(config)
+        self.v_embeddings = ImageEmbeddings(config)
+        self.encoder = Encoder(config)
+        self.t_pooler = FirstTokenPooler(config.hidden_size, config.bi_hidden_size)
+        self.v_pooler = FirstTokenPooler(config.v_hidden_size, config.bi_hidden_size)
+
+
+class ImagePredictionHead(nn.Module):
+    """Region-class head: transform (with the *text* activation, as the reference), decoder."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.transform = PredictionHeadTransform(config.v_hidden_size, config.hidden_act)
+        self.decoder = nn.Linear(config.v_hidden_size, config.v_target_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.transform(hidden))
+
+
+class PreTrainingHeads(nn.Module):
+    """Masked-LM, answer-belongs (NSP) and masked-region heads (`bert_pretrained.cls`)."""
+
+    def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
+        super().__init__()
+        self.predictions = LMPredictionHead(config, word_embeddings)
+        self.bi_seq_relationship = nn.Linear(config.bi_hidden_size, 2)
+        self.imagePredictions = ImagePredictionHead(config)
+        self.fusion_method = config.fusion_method
+        self.dropout = nn.Dropout(0.1)
+
+    def nsp(self, pooled_t: torch.Tensor, pooled_v: torch.Tensor) -> torch.Tensor:
+        """Fuse the pooled streams (product or sum) and score them: [N, Hbi] x2 -> [N, 2]."""
+        fused = pooled_t * pooled_v if self.fusion_method == "mul" else pooled_t + pooled_v
+        return self.bi_seq_relationship(self.dropout(fused))
+
+
+class MultiModalPreTraining(nn.Module):
+    """The ViLBERT body with its pre-training heads (`bert_pretrained`)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.bert = ViLBertModel(config)
+        self.cls = PreTrainingHeads(config, self.bert.embeddings.word_embeddings)
+
+
+class VisualDialogEncoder(nn.Module):
+    """The paper's model: scores dialog sequences with their images, and computes the losses.
+
+    Parameters
+    ----------
+    config : BertConfig
+        Model sizes and layer schedule (the reference's JSON schema).
+
+    Example
+    -------
+    >>> model = VisualDialogEncoder(BertConfig.from_json_file("config/bert_base_6layer_6conect.json"))
+    >>> out = model(tokens, segments, attention_mask, image_feat, image_loc, image_mask,
+    ...             output_lm_scores=False, output_img_scores=False)
+    >>> ranking_scores = out.nsp_scores.softmax(-1)[:, 0]
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert_pretrained = MultiModalPreTraining(config)
+        self.apply(lambda module: init_bert_weights(module, config.initializer_range))
+
+    def forward(self, tokens: torch.Tensor, segments: torch.Tensor, attention_mask: torch.Tensor,
+                image_feat: torch.Tensor, image_loc: torch.Tensor, image_mask: torch.Tensor,
+                image_index: Optional[torch.Tensor] = None,
+                lm_labels: Optional[torch.Tensor] = None,
+                nsp_labels: Optional[torch.Tensor] = None,
+                image_label: Optional[torch.Tensor] = None,
+                image_target: Optional[torch.Tensor] = None,
+                output_lm_scores: bool = True, output_img_scores: bool = True,
+                output_hidden_states: bool = False) -> EncoderOutput:
+        """Score N sequences; images are given once each and gathered by `image_index`.
+
+        tokens, segments [N, L] int; attention_mask [N, L] (1 real token); image_feat [K, R, F];
+        image_loc [K, R, 5]; image_mask [K, R] (1 real region); image_index [N] (None: K == N);
+        lm_labels [N, L] (-1 ignored); nsp_labels [N]; image_label [K, R] (1: predict this
+        region); image_target [K, R, v_target_size]. Losses are returned for the labels given.
+        """
+        bert, heads = self.bert_pretrained.bert, self.bert_pretrained.cls
+        dtype = bert.embeddings.word_embeddings.weight.dtype
+        if image_index is not None:
+            image_mask = image_mask[image_index]
+        text_mask = additive_mask(attention_mask, dtype)
+        region_mask = additive_mask(image_mask, dtype)
+
+        embedding_output = bert.embeddings(tokens, segments)
+        v_embedding_output = bert.v_embeddings(image_feat, image_loc, image_index)
+        sequence_t, sequence_v = bert.encoder(embedding_output, text_mask, v_embedding_output,
+                                              region_mask)
+        pooled_t, pooled_v = bert.t_pooler(sequence_t), bert.v_pooler(sequence_v)
+
+        out = EncoderOutput(nsp_scores=heads.nsp(pooled_t, pooled_v))
+        if output_lm_scores:
+            out.lm_scores = heads.predictions(sequence_t)
+        if output_img_scores:
+            out.img_scores = heads.imagePredictions(sequence_v)
+        if output_hidden_states:
+            out.sequence_output_t, out.sequence_output_v = sequence_t, sequence_v
+            out.pooled_output_t, out.pooled_output_v = pooled_t, pooled_v
+            out.embedding_output, out.v_embedding_output = embedding_output, v_embedding_output
+
+        if lm_labels is not None:
+            out.lm_loss = masked_lm_loss(heads.predictions, sequence_t, lm_labels)
+        if nsp_labels is not None:
+            out.nsp_loss = F.cross_entropy(out.nsp_scores.float(), nsp_labels, ignore_index=-1)
+        if image_label is not None and image_target is not None:
+            if image_index is not None:
+                image_label, image_target = image_label[image_index], image_target[image_index]
+            out.img_loss = self._masked_region_loss(heads.imagePredictions, sequence_v,
+                                                    image_label, image_target)
+        return out
+
+    def _masked_region_loss(self, head: nn.Module, sequence_v: torch.Tensor,
+                            image_label: torch.Tensor, image_target: torch.Tensor) -> torch.Tensor:
+        """Masked-region loss over the regions labelled 1, as the reference computes it.
+
+        Class targets (default): KL(target || softmax(scores)) summed over classes and regions,
+        divided by the number of labelled regions (padding regions labelled 1 add 0 to the sum
+        but count in the divisor, as in the reference). With `predict_feature`, mean squared
+        error per labelled feature element. No labelled region: 0 instead of the reference's nan.
+        """
+        labelled = image_label == 1
+        if not labelled.any():
+            return sequence_v.sum() * 0.0
+        scores = head(sequence_v[labelled]).float()
+        target = image_target[labelled].float()
+        if self.config.predict_feature:
+            return F.mse_loss(scores, target, reduction="sum") / target.numel()
+        return F.kl_div(F.log_softmax(scores, dim=-1), target, reduction="sum") / labelled.sum()
