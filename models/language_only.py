@@ -1,0 +1,107 @@
+"""The reference's language-only baseline: the dialog text through BERT, no image.
+
+Same input layout and NSP ranking as the ViLBERT encoder; trained with masked LM + NSP.
+Parameter names follow the reference (`bert_pretrained.bert.encoder.layer.0...`,
+`bert_pretrained.cls.seq_relationship`), which are also those of a Hugging Face BERT.
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.config import BertConfig
+from models.layers import (DialogTextEmbeddings, LMPredictionHead, TransformerLayer,
+                           additive_mask, init_bert_weights, masked_lm_loss)
+from models.vilbert import EncoderOutput
+
+
+class TanhPooler(nn.Module):
+    """BERT's pooler: tanh(Linear(first token)) -> [N, H]."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))
+
+
+class TextEncoder(nn.Module):
+    """A stack of BERT layers (`encoder.layer`)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(TransformerLayer.text(config)
+                                   for _ in range(config.num_hidden_layers))
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        for layer in self.layer:
+            hidden = layer(hidden, mask)
+        return hidden
+
+
+class DialogBertModel(nn.Module):
+    """Dialog embeddings, BERT layers and pooler (`bert_pretrained.bert`)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.embeddings = DialogTextEmbeddings(config)
+        self.encoder = TextEncoder(config)
+        self.pooler = TanhPooler(config.hidden_size)
+
+
+class DialogPreTrainingHeads(nn.Module):
+    """Masked-LM and NSP heads of BERT (`bert_pretrained.cls`)."""
+
+    def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
+        super().__init__()
+        self.predictions = LMPredictionHead(config, word_embeddings)
+        self.seq_relationship = nn.Linear(config.hidden_size, 2)
+
+
+class DialogPreTraining(nn.Module):
+    """`bert_pretrained`: the body and its heads."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.bert = DialogBertModel(config)
+        self.cls = DialogPreTrainingHeads(config, self.bert.embeddings.word_embeddings)
+
+
+class LanguageOnlyDialogEncoder(nn.Module):
+    """Scores dialog sequences from text alone; the ViLBERT call without the image arguments.
+
+    tokens, segments [N, L]; attention_mask [N, L]; lm_labels [N, L] (-1 ignored);
+    nsp_labels [N]. Returns an EncoderOutput without image fields.
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert_pretrained = DialogPreTraining(config)
+        self.apply(lambda module: init_bert_weights(module, config.initializer_range))
+
+    def forward(self, tokens: torch.Tensor, segments: torch.Tensor, attention_mask: torch.Tensor,
+                lm_labels: Optional[torch.Tensor] = None,
+                nsp_labels: Optional[torch.Tensor] = None,
+                output_lm_scores: bool = True, output_hidden_states: bool = False,
+                **image_inputs) -> EncoderOutput:
+        """`image_inputs` (image_feat, image_index, ...) are accepted and ignored, so training
+        and evaluation code can call both models alike."""
+        bert, heads = self.bert_pretrained.bert, self.bert_pretrained.cls
+        dtype = bert.embeddings.word_embeddings.weight.dtype
+        embedding_output = bert.embeddings(tokens, segments)
+        sequence = bert.encoder(embedding_output, additive_mask(attention_mask, dtype))
+        pooled = bert.pooler(sequence)
+        out = EncoderOutput(nsp_scores=heads.seq_relationship(pooled))
+        if output_lm_scores:
+            out.lm_scores = heads.predictions(sequence)
+        if output_hidden_states:
+            out.sequence_output_t, out.pooled_output_t = sequence, pooled
+            out.embedding_output = embedding_output
+        if lm_labels is not None:
+            out.lm_loss = masked_lm_loss(heads.predictions, sequence, lm_labels)
+        if nsp_labels is not None:
+            out.nsp_loss = F.cross_entropy(out.nsp_scores.float(), nsp_labels, ignore_index=-1)
+        return out

@@ -1,0 +1,159 @@
+"""Reading checkpoints safely and putting their weights into a model.
+
+Every file goes through `torch.load(..., weights_only=True)`: a checkpoint that would need to
+run pickled code is refused, never executed.
+"""
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Union
+
+import torch
+from torch import nn
+
+from utils.errors import UserError
+
+# Prefixes that other ViLBERT code bases (and nn.DataParallel / DDP) put before our names.
+WRAPPER_PREFIXES = ("module.",)
+MODEL_PREFIX = "bert_pretrained."
+
+
+def read_checkpoint(path: Union[str, Path]) -> dict:
+    """Load a checkpoint file onto the CPU with weights_only=True; UserError if it cannot be."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = str(error).splitlines()[0] if str(error) else "unsafe content"
+        raise UserError(f"{path}: refused to load: the checkpoint needs pickled code, which is "
+                        f"never executed ({reason})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"{path}: not a PyTorch checkpoint ({reason})") from None
+    if not isinstance(content, dict):
+        raise UserError(f"{path}: not a checkpoint (holds a {type(content).__name__}, "
+                        "expected a dict)")
+    return content
+
+
+def extract_state_dict(content: dict, source: Union[str, Path]) -> Dict[str, torch.Tensor]:
+    """The model weights of a checkpoint: a raw state dict, or the training wrapper's
+    `model_state_dict` (what the reference's train.py and ours save)."""
+    state = content.get("model_state_dict", content)
+    if not isinstance(state, dict) or not state:
+        raise UserError(f"{source}: no model weights found")
+    not_tensors = [key for key, value in state.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        raise UserError(f"{source}: not a model state dict (entry {not_tensors[0]!r} is not a "
+                        "tensor)")
+    return state
+
+
+def align_key_names(state: Dict[str, torch.Tensor],
+                    expected: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Rename keys saved under other prefixes (`module.`, `bert.` ...) to the model's names."""
+    renamed = {}
+    for key, value in state.items():
+        for prefix in WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        if key not in expected and MODEL_PREFIX + key in expected:
+            key = MODEL_PREFIX + key
+        renamed[key] = value
+    return renamed
+
+
+@dataclass
+class LoadReport:
+    """Which keys of a checkpoint were loaded, missing from it, or not used by the model."""
+
+    loaded: List[str] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+
+    def describe(self, source: Union[str, Path]) -> str:
+        """A readable block: counts, then every missing and unexpected key by name."""
+        lines = [f"{source}: loaded {len(self.loaded)} tensors"]
+        if self.missing:
+            lines.append(f"  missing from the checkpoint ({len(self.missing)}), left as initialised:")
+            lines += [f"    {key}" for key in self.missing]
+        if self.unexpected:
+            lines.append(f"  in the checkpoint but not in the model ({len(self.unexpected)}), ignored:")
+            lines += [f"    {key}" for key in self.unexpected]
+        return "\n".join(lines)
+
+
+def load_state_into(model: nn.Module, state: Dict[str, torch.Tensor], source: Union[str, Path],
+                    strict: bool = True) -> LoadReport:
+    """Copy `state` into `model`, refusing any shape mismatch.
+
+    strict=True also refuses missing or unexpected keys (released checkpoints load strictly);
+    strict=False loads what fits and reports the rest.
+    """
+    expected = model.state_dict()
+    state = align_key_names(state, expected)
+    for key, value in state.items():
+        if key in expected and value.shape != expected[key].shape:
+            raise UserError(f"{source}: {key} has shape {tuple(value.shape)} in the checkpoint but "
+                            f"{tuple(expected[key].shape)} in the model config")
+    report = LoadReport(loaded=[key for key in state if key in expected],
+                        missing=[key for key in expected if key not in state],
+                        unexpected=[key for key in state if key not in expected])
+    if strict and (report.missing or report.unexpected):
+        raise UserError(f"{source}: does not fit the model config: {len(report.missing)} missing "
+                        f"keys (first: {(report.missing or ['-'])[0]}), {len(report.unexpected)} "
+                        f"unexpected keys (first: {(report.unexpected or ['-'])[0]})")
+    model.load_state_dict({key: state[key] for key in report.loaded}, strict=False)
+    return report
+
+
+def load_model_weights(model: nn.Module, path: Union[str, Path], strict: bool = True) -> LoadReport:
+    """Load the model weights of a checkpoint file (see `read_checkpoint`, `load_state_into`)."""
+    state = extract_state_dict(read_checkpoint(path), path)
+    return load_state_into(model, state, path, strict=strict)
+
+
+def read_bert_weights(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
+    """Read a Hugging Face BERT checkpoint: a folder or a `.safetensors` / `.bin` file."""
+    path = Path(path)
+    if path.is_dir():
+        candidates = [path / "model.safetensors", path / "pytorch_model.bin"]
+        found = [candidate for candidate in candidates if candidate.is_file()]
+        if not found:
+            raise UserError(f"{path}: no model.safetensors or pytorch_model.bin in this folder")
+        path = found[0]
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        if not path.is_file():
+            raise UserError(f"{path}: BERT checkpoint not found")
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as error:
+            raise UserError(f"{path}: not a safetensors file ({error})") from None
+    return extract_state_dict(read_checkpoint(path), path)
+
+
+def bert_key_to_model_key(key: str) -> str:
+    """`bert.encoder.layer.0...gamma` (Hugging Face / Google BERT) -> our name of that tensor."""
+    key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta",
+                                                                      "LayerNorm.bias")
+    if key.startswith("bert."):
+        key = key[len("bert."):]
+    if key.startswith("cls."):
+        return MODEL_PREFIX + key
+    return MODEL_PREFIX + "bert." + key
+
+
+def load_bert_weights(model: nn.Module, path: Union[str, Path]) -> LoadReport:
+    """Initialise the text stream (and LM head) of `model` from a BERT checkpoint.
+
+    Tensors the model has under the same name are loaded (shapes must match); the image
+    stream and co-attention keep their initialisation. `report.unexpected` lists the BERT
+    tensors that have no place in the model (e.g. the tanh pooler for ViLBERT).
+    """
+    state = {bert_key_to_model_key(key): value for key, value in read_bert_weights(path).items()}
+    return load_state_into(model, state, path, strict=False)
