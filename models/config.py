@@ -62,16 +62,18 @@ class BertConfig:
     pooling_method: str = "mul"
     intra_gate: bool = False
     with_coattention: bool = True
+    # where the values came from, for error messages; not part of the JSON schema
+    source: str = field(default="config", repr=False, compare=False)
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "BertConfig":
         """Build and validate a config from a dict; unknown keys are an error naming `source`."""
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)} - {"source"}
         unknown = sorted(set(values) - known)
         if unknown:
             raise UserError(f"{source}: unknown model config key(s) {', '.join(unknown)}")
-        config = cls(**values)
-        config.validate(source)
+        config = cls(**values, source=source)
+        config.validate()
         return config
 
     @classmethod
@@ -89,19 +91,28 @@ class BertConfig:
         return cls.from_dict(values, source=str(path))
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The JSON schema's fields and values."""
+        values = dataclasses.asdict(self)
+        values.pop("source")
+        return values
 
-    def validate(self, source: str = "config") -> None:
-        """Raise UserError for combinations the model cannot build or does not support."""
+    def _fail(self, problem: str) -> None:
+        raise UserError(f"{self.source}: {problem}")
 
-        def fail(problem: str) -> None:
-            raise UserError(f"{source}: {problem}")
+    def validate(self) -> None:
+        """Raise UserError for text-stream settings the model cannot build."""
+        if self.hidden_act not in ACTIVATIONS:
+            self._fail(f"hidden_act must be one of {', '.join(ACTIVATIONS)}, got {self.hidden_act!r}")
+        if self.hidden_size % self.num_attention_heads != 0:
+            self._fail(f"hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads "
+                       f"({self.num_attention_heads})")
 
-        for name in ("hidden_act", "v_hidden_act"):
-            if getattr(self, name) not in ACTIVATIONS:
-                fail(f"{name} must be one of {', '.join(ACTIVATIONS)}, got {getattr(self, name)!r}")
-        for hidden, heads in (("hidden_size", "num_attention_heads"),
-                              ("v_hidden_size", "v_num_attention_heads"),
+    def validate_two_stream(self) -> None:
+        """Raise UserError for image-stream and co-attention settings ViLBERT cannot build."""
+        fail = self._fail
+        if self.v_hidden_act not in ACTIVATIONS:
+            fail(f"v_hidden_act must be one of {', '.join(ACTIVATIONS)}, got {self.v_hidden_act!r}")
+        for hidden, heads in (("v_hidden_size", "v_num_attention_heads"),
                               ("bi_hidden_size", "bi_num_attention_heads")):
             if getattr(self, hidden) % getattr(self, heads) != 0:
                 fail(f"{hidden} ({getattr(self, hidden)}) is not a multiple of {heads} "

@@ -274,6 +274,7 @@ class VisualDialogEncoder(nn.Module):
 
     def __init__(self, config: BertConfig):
         super().__init__()
+        config.validate_two_stream()
         self.config = config
         self.bert_pretrained = MultiModalPreTraining(config)
         self.apply(lambda module: init_bert_weights(module, config.initializer_range))

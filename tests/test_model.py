@@ -1,0 +1,151 @@
+"""The ViLBERT encoder and the language-only baseline: conformance and invariants."""
+import json
+
+import pytest
+import torch
+
+from models import BertConfig, LanguageOnlyDialogEncoder, VisualDialogEncoder, build_model
+from utils.conformance import model_checks
+from utils.errors import UserError
+
+
+def test_every_model_check_passes_on_the_reference_fixtures(golden_dir):
+    results = model_checks(golden_dir)
+    failed = [f"{r.name}: {r.detail} ({r.max_abs_diff})" for r in results if not r.passed]
+    assert len(results) > 60
+    assert failed == []
+
+
+def test_paper_config_has_the_reference_parameter_count(repo_root):
+    model = build_model(repo_root / "config" / "bert_base_6layer_6conect.json")
+    assert sum(p.numel() for p in model.parameters()) == 250_090_109
+    assert len(model.state_dict()) == 535
+
+
+def tiny_config(golden_dir, **changes) -> BertConfig:
+    values = json.loads((golden_dir / "model_config.json").read_text())
+    values.update(changes)
+    return BertConfig.from_dict(values)
+
+
+def random_batch(num_sequences=4, length=12, num_images=2, regions=5, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(1000, 2000, (num_sequences, length), generator=generator)
+    lengths = torch.tensor([length, length - 3, 6, 4][:num_sequences])
+    attention = torch.arange(length)[None] < lengths[:, None]
+    tokens = tokens * attention
+    segments = (torch.arange(length)[None] // 3 % 2).expand(num_sequences, -1) * attention
+    feat = torch.randn(num_images, regions, 2048, generator=generator)
+    loc = torch.rand(num_images, regions, 5, generator=generator)
+    mask = torch.ones(num_images, regions)
+    mask[1, -2:] = 0
+    index = torch.arange(num_sequences) % num_images
+    return tokens, segments, attention, feat, loc, mask, index
+
+
+def test_image_index_equals_copying_the_image_per_sequence(golden_dir):
+    model = VisualDialogEncoder(tiny_config(golden_dir)).eval()
+    tokens, segments, attention, feat, loc, mask, index = random_batch()
+    with torch.no_grad():
+        shared = model(tokens, segments, attention, feat, loc, mask, image_index=index)
+        copied = model(tokens, segments, attention, feat[index], loc[index], mask[index])
+    torch.testing.assert_close(shared.nsp_scores, copied.nsp_scores, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(shared.img_scores, copied.img_scores, atol=1e-5, rtol=1e-5)
+
+
+def test_scores_do_not_depend_on_padding(golden_dir):
+    model = VisualDialogEncoder(tiny_config(golden_dir)).eval()
+    tokens, segments, attention, feat, loc, mask, index = random_batch()
+    pad = lambda x: torch.nn.functional.pad(x, (0, 20))  # noqa: E731
+    with torch.no_grad():
+        short = model(tokens, segments, attention, feat, loc, mask, image_index=index)
+        long = model(pad(tokens), pad(segments), pad(attention), feat, loc, mask, image_index=index)
+    torch.testing.assert_close(short.nsp_scores, long.nsp_scores, atol=1e-5, rtol=1e-5)
+
+
+def test_ranking_path_skips_heads_and_gives_the_same_scores(golden_dir):
+    model = VisualDialogEncoder(tiny_config(golden_dir)).eval()
+    batch = random_batch()
+    with torch.no_grad():
+        full = model(*batch[:6], image_index=batch[6])
+        ranking = model(*batch[:6], image_index=batch[6], output_lm_scores=False,
+                        output_img_scores=False)
+    assert ranking.lm_scores is None and ranking.img_scores is None
+    assert torch.equal(full.nsp_scores, ranking.nsp_scores)
+
+
+def test_losses_are_zero_not_nan_without_masked_tokens_or_regions(golden_dir):
+    model = VisualDialogEncoder(tiny_config(golden_dir)).eval()
+    tokens, segments, attention, feat, loc, mask, index = random_batch()
+    out = model(tokens, segments, attention, feat, loc, mask, image_index=index,
+                lm_labels=torch.full_like(tokens, -1), nsp_labels=torch.zeros(4, dtype=torch.long),
+                image_label=torch.full(mask.shape, -1), image_target=torch.rand(2, 5, 1601))
+    assert out.lm_loss.item() == 0.0 and out.img_loss.item() == 0.0
+    assert torch.isfinite(out.nsp_loss)
+
+
+def test_lm_loss_only_counts_labelled_tokens(golden_dir):
+    model = VisualDialogEncoder(tiny_config(golden_dir)).eval()
+    tokens, segments, attention, feat, loc, mask, index = random_batch()
+    labels = torch.full_like(tokens, -1)
+    labels[0, 2], labels[2, 1] = 1996, 2003
+    out = model(tokens, segments, attention, feat, loc, mask, image_index=index, lm_labels=labels)
+    log_probs = out.lm_scores.log_softmax(-1)
+    expected = -(log_probs[0, 2, 1996] + log_probs[2, 1, 2003]) / 2
+    torch.testing.assert_close(out.lm_loss, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("changes", [{"fusion_method": "sum"}, {"with_coattention": False},
+                                     {"fixed_t_layer": 1, "fixed_v_layer": 0},
+                                     {"predict_feature": True, "v_target_size": 2048}])
+def test_config_variants_build_and_train(golden_dir, changes):
+    model = VisualDialogEncoder(tiny_config(golden_dir, **changes))
+    tokens, segments, attention, feat, loc, mask, index = random_batch()
+    target = feat if changes.get("predict_feature") else torch.rand(2, 5, 1601).softmax(-1)
+    out = model(tokens, segments, attention, feat, loc, mask, image_index=index,
+                nsp_labels=torch.tensor([0, 1, 0, 1]), image_label=(mask > 0).long(),
+                image_target=target)
+    (out.nsp_loss + out.img_loss).backward()
+    frozen = model.bert_pretrained.bert.encoder.layer[0].attention.self.query.weight.grad
+    assert (frozen is None) == (changes.get("fixed_t_layer", 0) > 0)
+    assert torch.isfinite(out.img_loss)
+
+
+def test_with_coattention_false_ignores_the_image(golden_dir):
+    model = VisualDialogEncoder(tiny_config(golden_dir, with_coattention=False)).eval()
+    tokens, segments, attention, feat, loc, mask, index = random_batch()
+    with torch.no_grad():
+        text_a = model(tokens, segments, attention, feat, loc, mask, image_index=index,
+                       output_hidden_states=True).sequence_output_t
+        text_b = model(tokens, segments, attention, feat * 2, loc, mask, image_index=index,
+                       output_hidden_states=True).sequence_output_t
+    assert torch.equal(text_a, text_b)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"in_batch_pairs": True}, "in_batch_pairs is not supported"),
+    ({"fusion_method": "concat"}, "fusion_method"),
+    ({"t_biattention_id": [2, 9]}, "num_hidden_layers"),
+    ({"num_attention_heads": 3}, "not a multiple"),
+    ({"colour": 1}, "unknown model config key"),
+])
+def test_unsupported_configs_are_rejected_clearly(golden_dir, changes, message):
+    with pytest.raises(UserError, match=message):
+        VisualDialogEncoder(tiny_config(golden_dir, **changes))
+
+
+def test_language_only_baseline_scores_and_trains(repo_root):
+    model = build_model(repo_root / "tests" / "fixtures" / "language_only_tiny.json",
+                        "language_only")
+    assert isinstance(model, LanguageOnlyDialogEncoder)
+    names = set(model.state_dict())
+    assert "bert_pretrained.cls.seq_relationship.weight" in names
+    assert "bert_pretrained.bert.pooler.dense.weight" in names
+    tokens, segments, attention, *_ = random_batch()
+    labels = torch.full_like(tokens, -1)
+    labels[1, 3] = 2054
+    out = model(tokens, segments, attention, lm_labels=labels, nsp_labels=torch.tensor([0, 1, 1, 0]),
+                image_feat=None, output_img_scores=False)
+    assert out.nsp_scores.shape == (4, 2) and out.lm_scores.shape == (4, 12, 30522)
+    (out.lm_loss + out.nsp_loss).backward()
+    assert model.bert_pretrained.bert.encoder.layer[0].attention.self.query.weight.grad is not None
