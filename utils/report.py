@@ -1,0 +1,210 @@
+"""A results report people can look at: one self-contained HTML page plus PNG plots.
+
+`evaluate.py -split val -report DIR` calls `write_report(DIR, ...)`, which writes
+
+    DIR/index.html               metrics table, the plots, and a sample of dialogs round by round
+    DIR/per_round_metrics.png    R@1, MRR and NDCG of each dialog round
+    DIR/gt_rank_histogram.png    how often the ground truth lands at each rank
+
+The page has no scripts and loads nothing from elsewhere (the plots are embedded as base64), so
+it opens from a file, a CI artifact or an e-mail. Its inputs are plain data, independent of the
+model and the data loaders:
+
+    metrics          the dict of utils.metrics.visdial_metrics (r@1, ..., mrr_round_k, ndcg)
+    scores           [dialogs, rounds, options] ranking scores (higher = better)
+    gt_option_inds   [dialogs, rounds] index of the ground-truth option
+    dialogs          one DialogText per dialog: caption, questions and option texts in the
+                     order of `scores`
+    round_id, gt_relevance  optional [dialogs] (1-based annotated round) and [dialogs, options]
+"""
+import base64
+import html
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import torch  # noqa: E402
+
+from utils.errors import UserError  # noqa: E402
+from utils.metrics import NDCG, scores_to_ranks  # noqa: E402
+
+TOP_K = 5
+METRIC_NAMES = (  # key in the metrics dict, label on the page, format
+    ("r@1", "R@1", "{:.4f}"), ("r@5", "R@5", "{:.4f}"), ("r@10", "R@10", "{:.4f}"),
+    ("mean", "Mean rank", "{:.2f}"), ("mrr", "MRR", "{:.4f}"), ("ndcg", "NDCG", "{:.4f}"),
+)
+
+
+@dataclass
+class DialogText:
+    """The texts of one dialog; `options[r][j]` is the text scored by `scores[dialog, r, j]`."""
+    image_id: int
+    caption: str
+    questions: List[str]
+    options: List[List[str]]
+
+
+def per_round_ndcg(scores: torch.Tensor, round_id: torch.Tensor, gt_relevance: torch.Tensor) -> Dict[int, float]:
+    """NDCG of each round (1-based) over the dialogs annotated at that round."""
+    values = {}
+    for round_number in sorted(set(round_id.view(-1).tolist())):
+        dialogs = (round_id.view(-1) == round_number).nonzero().view(-1)
+        ndcg = NDCG()
+        ndcg.observe(scores[dialogs, round_number - 1], gt_relevance[dialogs])
+        result = ndcg.retrieve()
+        if result:
+            values[int(round_number)] = result["ndcg"]
+    return values
+
+
+def plot_per_round(metrics: dict, num_rounds: int, ndcg_by_round: Dict[int, float], path: Path) -> None:
+    rounds = list(range(1, num_rounds + 1))
+    figure, axes = plt.subplots(figsize=(7, 3.6), dpi=100)
+    axes.plot(rounds, [metrics[f"r_1_round_{r}"] for r in rounds], "o-", label="R@1")
+    axes.plot(rounds, [metrics[f"mrr_round_{r}"] for r in rounds], "s-", label="MRR")
+    if ndcg_by_round:
+        annotated = sorted(ndcg_by_round)
+        axes.plot(annotated, [ndcg_by_round[r] for r in annotated], "^--", label="NDCG (annotated dialogs)")
+    axes.set_xlabel("dialog round")
+    axes.set_ylabel("metric")
+    axes.set_xticks(rounds)
+    axes.set_ylim(0, 1)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best")
+    axes.set_title("Metrics per round")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def plot_rank_histogram(gt_ranks: torch.Tensor, num_options: int, path: Path) -> None:
+    figure, axes = plt.subplots(figsize=(7, 3.6), dpi=100)
+    axes.hist(gt_ranks.view(-1).numpy(), bins=range(1, num_options + 2), color="#4c72b0")
+    axes.set_xlabel("rank of the ground-truth answer (1 = best)")
+    axes.set_ylabel("rounds")
+    axes.set_xlim(1, num_options + 1)
+    axes.set_title(f"Ground-truth rank distribution ({gt_ranks.numel()} rounds)")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def embedded_png(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def metrics_table(metrics: dict) -> str:
+    header = "".join(f"<th>{label}</th>" for key, label, _ in METRIC_NAMES if key in metrics)
+    cells = "".join(f"<td>{fmt.format(metrics[key])}</td>" for key, _, fmt in METRIC_NAMES if key in metrics)
+    return f'<table class="metrics"><tr>{header}</tr><tr>{cells}</tr></table>'
+
+
+def dialog_section(index: int, dialog: DialogText, scores: torch.Tensor, ranks: torch.Tensor,
+                   gt_option_inds: torch.Tensor, annotated_round: Optional[int],
+                   relevance: Optional[torch.Tensor]) -> str:
+    """One sample dialog: per round the question, the GT answer and its rank, the model's top 5."""
+    rows = []
+    for round_index, question in enumerate(dialog.questions):
+        gt = int(gt_option_inds[round_index])
+        round_relevance = relevance if annotated_round == round_index + 1 else None
+        top = torch.argsort(ranks[round_index])[:TOP_K].tolist()
+        items = []
+        for option in top:
+            text = html.escape(dialog.options[round_index][option])
+            detail = f"{scores[round_index, option]:.3f}"
+            if round_relevance is not None:
+                detail += f", relevance {float(round_relevance[option]):g}"
+            css = ' class="gt"' if option == gt else ""
+            items.append(f"<li{css}>{text} <span class=score>({detail})</span></li>")
+        gt_text = html.escape(dialog.options[round_index][gt])
+        gt_cell = f"{gt_text} <span class=rank>rank {int(ranks[round_index, gt])}</span>"
+        if round_relevance is not None:
+            gt_cell += f' <span class="dense">dense-annotated round, GT relevance {float(round_relevance[gt]):g}</span>'
+        rows.append(f"<tr><td>{round_index + 1}</td><td>{html.escape(question)}</td><td>{gt_cell}</td>"
+                    f"<td><ol>{''.join(items)}</ol></td></tr>")
+    return (f'<section class="dialog"><h3>Dialog {index + 1}: image {dialog.image_id}</h3>'
+            f"<p class=caption>Caption: {html.escape(dialog.caption)}</p>"
+            "<table class=rounds><tr><th>round</th><th>question</th><th>ground-truth answer</th>"
+            f"<th>model's top {TOP_K} (score)</th></tr>{''.join(rows)}</table></section>")
+
+
+STYLE = """
+body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; }
+table { border-collapse: collapse; margin: .5em 0 1.5em; }
+td, th { border: 1px solid #ccc; padding: .3em .6em; text-align: left; vertical-align: top; }
+table.metrics td { font-size: 1.3em; font-variant-numeric: tabular-nums; }
+th { background: #f0f3f8; }
+ol { margin: 0; padding-left: 1.4em; }
+li.gt { font-weight: bold; color: #1a7f37; }
+.score, .caption { color: #666; } .rank { background: #fff3c4; padding: 0 .3em; }
+.dense { display: block; color: #8250df; font-size: .9em; }
+.plots img { max-width: 49%; }
+"""
+
+
+def write_report(out_dir, metrics: dict, scores, gt_option_inds, dialogs: Sequence[DialogText],
+                 round_id=None, gt_relevance=None, title: str = "VisDial evaluation",
+                 num_sample_dialogs: int = 5) -> Path:
+    """Write index.html and the PNG plots into out_dir (created if needed); returns the page path.
+
+    scores [dialogs, rounds, options] and gt_option_inds [dialogs, rounds] are tensors or arrays;
+    round_id [dialogs] and gt_relevance [dialogs, options] are optional (dense annotations).
+    """
+    scores = torch.as_tensor(scores, dtype=torch.float32)
+    gt_option_inds = torch.as_tensor(gt_option_inds, dtype=torch.long)
+    if scores.dim() != 3 or gt_option_inds.shape != scores.shape[:2] or len(dialogs) != scores.shape[0]:
+        raise UserError(f"report: scores {list(scores.shape)}, gt_option_inds {list(gt_option_inds.shape)} "
+                        f"and {len(dialogs)} dialogs do not match")
+    num_dialogs, num_rounds, num_options = scores.shape
+    missing = [f"r_1_round_{r}" for r in range(1, num_rounds + 1) if f"r_1_round_{r}" not in metrics]
+    if missing:
+        raise UserError(f"report: the metrics lack the per-round values ({missing[0]}, ...)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    ranks = scores_to_ranks(scores)
+    gt_ranks = ranks.gather(2, gt_option_inds.unsqueeze(2)).squeeze(2)
+    annotated = round_id is not None and gt_relevance is not None
+    if annotated:
+        round_id = torch.as_tensor(round_id, dtype=torch.long).view(-1)
+        gt_relevance = torch.as_tensor(gt_relevance, dtype=torch.float32)
+    ndcg_by_round = per_round_ndcg(scores, round_id, gt_relevance) if annotated else {}
+
+    per_round_path = out_dir / "per_round_metrics.png"
+    histogram_path = out_dir / "gt_rank_histogram.png"
+    plot_per_round(metrics, num_rounds, ndcg_by_round, per_round_path)
+    plot_rank_histogram(gt_ranks, num_options, histogram_path)
+
+    samples = [
+        dialog_section(d, dialogs[d], scores[d], ranks[d], gt_option_inds[d],
+                       int(round_id[d]) if annotated else None,
+                       gt_relevance[d] if annotated else None)
+        for d in range(min(num_sample_dialogs, num_dialogs))
+    ]
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{STYLE}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>{num_dialogs} dialogs, {num_rounds} rounds, {num_options} answer options per round.
+R@k: share of rounds whose ground-truth answer is in the top k; Mean rank of the ground truth;
+MRR: mean reciprocal rank; NDCG: normalised discounted cumulative gain on the dense annotations.</p>
+<h2>Metrics</h2>
+{metrics_table(metrics)}
+<h2>Per round and rank distribution</h2>
+<div class="plots">{embedded_png(per_round_path, "per-round R@1, MRR and NDCG")}
+{embedded_png(histogram_path, "histogram of ground-truth ranks")}</div>
+<h2>Sample dialogs</h2>
+<p>Ground-truth answers are in <b style="color:#1a7f37">green</b> when in the top {TOP_K}.</p>
+{''.join(samples)}
+</body></html>
+"""
+    page_path = out_dir / "index.html"
+    page_path.write_text(page, encoding="utf-8")
+    return page_path
