@@ -1,0 +1,196 @@
+"""One training step of each objective: the loss, its check, and its backward pass.
+
+* Base training (`base_step`): masked LM + NSP + masked regions, weighted by the
+  `-lm_loss_coeff`, `-nsp_loss_coeff`, `-img_loss_coeff` coefficients (the reference's train.py).
+* Dense-annotation finetuning (`dense_step`): cross-entropy between log_softmax of the class-0 NSP
+  logits over all options of the annotated round and softmax of their relevance, plus
+  `-nsp_loss_coeff` times the NSP loss (the reference's dense_annotation_finetuning.py, which could
+  fit only 80 of the 100 options). Here the loss covers every option exactly, with peak memory
+  set by `-dense_chunk`:
+
+  1. score all N options chunk by chunk without gradients, recording the random state before
+     each chunk (dropout draws from it);
+  2. compute the loss from the N scores and its gradient with respect to the scores;
+  3. for each chunk, restore its random state, recompute its scores with gradients (the same
+     dropout masks, so the same values) and back-propagate that chunk's share of the gradient.
+
+  The parameter gradients equal those of one graph over all N scores (tests/test_dense_loss.py).
+
+Both steps always run their backward pass (DDP needs every rank to) and report whether the loss
+was finite; the training loop then stops or skips the optimizer step (`-nan_policy`).
+"""
+import contextlib
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from models.losses import dense_relevance_loss
+from utils.scoring import autocast
+
+MODEL_INPUT_FIELDS = ("tokens", "segments", "attention_mask", "image_feat", "image_loc",
+                      "image_mask", "image_index")
+
+
+@dataclass
+class StepSettings:
+    """How a step computes and scales its loss.
+
+    loss_divisor: the loss is divided by this before backward (`-batch_multiply`, as the
+    reference). grad_scaler: a torch.amp.GradScaler for fp16, else None. coefficients: the loss
+    weights by name ('lm', 'nsp', 'img'). dense_chunk: sequences per forward pass in dense mode.
+    """
+    device: torch.device
+    precision: str = "fp32"
+    loss_divisor: float = 1.0
+    grad_scaler: Optional[torch.amp.GradScaler] = None
+    coefficients: dict = field(default_factory=lambda: {"lm": 1.0, "nsp": 1.0, "img": 1.0})
+    dense_chunk: int = 20
+
+
+@dataclass
+class StepResult:
+    """What a step computed: the total loss (before division), its parts, and whether it was
+    finite (if not, the accumulated gradients must not be used)."""
+    loss: float
+    parts: dict
+    finite: bool
+
+
+def model_inputs(batch: dict, device: torch.device, indices: Optional[torch.Tensor] = None) -> dict:
+    """The model's keyword inputs from a collated batch, on `device`.
+
+    indices: keep only these sequences (the images stay whole; image_index still points into them).
+    """
+    inputs = {}
+    for name in MODEL_INPUT_FIELDS:
+        value = batch[name]
+        if indices is not None and name in ("tokens", "segments", "attention_mask", "image_index"):
+            value = value[indices]
+        inputs[name] = value.to(device, non_blocking=True)
+    return inputs
+
+
+def _result(loss: torch.Tensor, parts: dict) -> StepResult:
+    return StepResult(loss.item(), {name: value.item() for name, value in parts.items()},
+                      bool(torch.isfinite(loss)))
+
+
+def _backward(loss: torch.Tensor, settings: StepSettings) -> None:
+    scaled = loss / settings.loss_divisor
+    if settings.grad_scaler is not None:
+        scaled = settings.grad_scaler.scale(scaled)
+    scaled.backward()
+
+
+def _gradient_sync(model: torch.nn.Module, sync_gradients: bool) -> contextlib.AbstractContextManager:
+    """Under DDP, `no_sync()` unless this backward should all-reduce the gradients."""
+    if isinstance(model, DistributedDataParallel) and not sync_gradients:
+        return model.no_sync()
+    return contextlib.nullcontext()
+
+
+def base_step(model: torch.nn.Module, batch: dict, settings: StepSettings,
+              sync_gradients: bool = True) -> StepResult:
+    """Forward and backward of the base objective on one collated train batch.
+
+    The batch follows the collate contract: tokens/segments/attention_mask/lm_labels [N, L],
+    next_sentence_labels [N], image tensors [K, ...] with image_index [N], image_label [K, R],
+    image_target [K, R, C]. The language-only model ignores the image inputs and has no region loss.
+    sync_gradients: under DDP, whether this backward should all-reduce the gradients.
+    """
+    with _gradient_sync(model, sync_gradients):
+        return _base_forward_backward(model, batch, settings)
+
+
+def _base_forward_backward(model: torch.nn.Module, batch: dict, settings: StepSettings) -> StepResult:
+    device = settings.device
+    with autocast(device, settings.precision):
+        out = model(**model_inputs(batch, device),
+                    lm_labels=batch["lm_labels"].to(device),
+                    nsp_labels=batch["next_sentence_labels"].to(device),
+                    image_label=batch["image_label"].to(device),
+                    image_target=batch["image_target"].to(device),
+                    output_lm_scores=False, output_img_scores=False)
+    coefficients = settings.coefficients
+    parts = {"lm_loss": out.lm_loss, "nsp_loss": out.nsp_loss}
+    loss = coefficients["lm"] * out.lm_loss.float() + coefficients["nsp"] * out.nsp_loss.float()
+    if out.img_loss is not None:
+        parts["img_loss"] = out.img_loss
+        loss = loss + coefficients["img"] * out.img_loss.float()
+    _backward(loss, settings)
+    return _result(loss, parts)
+
+
+def dense_loss(nsp_scores: torch.Tensor, relevance: torch.Tensor, nsp_labels: torch.Tensor,
+               nsp_coefficient: float) -> tuple[torch.Tensor, dict]:
+    """The dense finetuning loss of K annotated rounds with O options each.
+
+    nsp_scores [K, O, 2] logits; relevance [K, O] raw relevance; nsp_labels [K * O] (0 for the
+    ground-truth option). Returns (ce_loss + nsp_coefficient * nsp_loss, {'ce_loss', 'nsp_loss'}).
+    """
+    ce_loss = dense_relevance_loss(nsp_scores, relevance)
+    nsp_loss = F.cross_entropy(nsp_scores.reshape(-1, 2).float(), nsp_labels.reshape(-1))
+    return ce_loss + nsp_coefficient * nsp_loss, {"ce_loss": ce_loss, "nsp_loss": nsp_loss}
+
+
+class RandomState:
+    """A snapshot of the CPU random generator (and the current CUDA device's, when used)."""
+
+    def __init__(self, device: torch.device):
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        self.device = device
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state(self.cuda, self.device)
+
+
+def _score_chunk(model: torch.nn.Module, batch: dict, indices: torch.Tensor,
+                 settings: StepSettings) -> torch.Tensor:
+    """NSP logits [len(indices), 2] (float32) of some sequences of the batch."""
+    with autocast(settings.device, settings.precision):
+        out = model(**model_inputs(batch, settings.device, indices),
+                    output_lm_scores=False, output_img_scores=False)
+    return out.nsp_scores.float()
+
+
+def dense_step(model: torch.nn.Module, batch: dict, settings: StepSettings,
+               sync_gradients: bool = True) -> StepResult:
+    """Forward and backward of the exact dense loss over all options, `settings.dense_chunk`
+    sequences at a time (see the module docstring).
+
+    The batch holds the N = K * O sequences of K annotated rounds (collate contract, dense
+    split): gt_relevance [K, O], next_sentence_labels [N]. sync_gradients: under DDP, whether
+    this backward should all-reduce the gradients (False while accumulating).
+    """
+    device = settings.device
+    num_sequences = batch["tokens"].shape[0]
+    relevance = batch["gt_relevance"].to(device).float()
+    num_rounds, num_options = relevance.shape
+    chunks = list(torch.arange(num_sequences).split(settings.dense_chunk))
+    plain_model = model.module if isinstance(model, DistributedDataParallel) else model
+
+    states = []
+    with torch.no_grad():
+        scores = []
+        for indices in chunks:
+            states.append(RandomState(device))
+            scores.append(_score_chunk(plain_model, batch, indices, settings))
+    state_after = RandomState(device)
+
+    scores = torch.cat(scores).requires_grad_()
+    loss, parts = dense_loss(scores.view(num_rounds, num_options, 2), relevance,
+                             batch["next_sentence_labels"].to(device), settings.coefficients["nsp"])
+    _backward(loss, settings)
+    for number, (indices, state) in enumerate(zip(chunks, states)):
+        last = number == len(chunks) - 1
+        state.restore()
+        with _gradient_sync(model, sync_gradients and last):
+            _score_chunk(model, batch, indices, settings).backward(scores.grad[indices.to(device)])
+    state_after.restore()
+    return _result(loss, parts)
