@@ -1,0 +1,81 @@
+"""The BERT WordPiece tokenizer, configured like the reference's (bert-base-uncased, no special tokens).
+
+Two traps of transformers 5 are avoided here: `BertTokenizer(vocab_file=path)` silently ignores the
+file (every word becomes [UNK]), so the vocabulary is passed positionally; and `encode` adds
+[CLS]/[SEP] by default, while the reference's pytorch-transformers 1.2.0 did not, so
+`encode_texts` asks for no special tokens.
+"""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from utils.errors import UserError
+
+REQUIRED_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+MIN_VOCABULARY_SIZE = 1000
+
+
+def load_tokenizer(vocab: str):
+    """Build a lower-casing `transformers.BertTokenizer` from `vocab`.
+
+    `vocab` is a WordPiece vocab.txt, a folder holding vocab.txt (or a saved tokenizer), or a
+    hub name such as `bert-base-uncased` (needs a network or the hub cache). Raises UserError,
+    one line naming `vocab`, when it cannot be loaded or lacks the BERT special tokens.
+    """
+    from transformers import BertTokenizer
+
+    path = Path(vocab)
+    try:
+        if path.is_file():
+            tokenizer = BertTokenizer(str(path), do_lower_case=True)
+        elif path.is_dir() and (path / "vocab.txt").is_file():
+            tokenizer = BertTokenizer(str(path / "vocab.txt"), do_lower_case=True)
+        elif path.is_dir():
+            tokenizer = BertTokenizer.from_pretrained(str(path), do_lower_case=True)
+        elif len(path.parts) > 2 or str(vocab).endswith(".txt"):
+            raise UserError(f"{vocab}: vocabulary file not found")
+        else:
+            tokenizer = _from_hub(str(vocab))
+    except UserError:
+        raise
+    except Exception as error:
+        raise UserError(f"{vocab}: cannot load a BERT vocabulary (not a vocab.txt, a tokenizer folder, "
+                        f"or a hub name reachable offline): {type(error).__name__}") from None
+    vocabulary = tokenizer.get_vocab()
+    missing = [token for token in REQUIRED_SPECIAL_TOKENS if token not in vocabulary]
+    if missing or len(vocabulary) < MIN_VOCABULARY_SIZE:
+        raise UserError(f"{vocab}: not a BERT WordPiece vocabulary ({len(vocabulary)} entries"
+                        + (f", missing {', '.join(missing)})" if missing else ")"))
+    return tokenizer
+
+
+def _from_hub(name: str):
+    """A tokenizer by hub name: from the local hub cache, else downloaded when the hub is reachable."""
+    from transformers import BertTokenizer
+
+    try:
+        cached = BertTokenizer.from_pretrained(name, do_lower_case=True, local_files_only=True)
+        if len(cached.get_vocab()) >= MIN_VOCABULARY_SIZE:  # transformers 5 returns an empty one if absent
+            return cached
+    except OSError:
+        pass
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=5).close()
+    except OSError:
+        raise UserError(f"{name}: not a local vocabulary file or folder, and the Hugging Face hub is "
+                        "unreachable (offline?); pass -vocab path/to/vocab.txt") from None
+    return BertTokenizer.from_pretrained(name, do_lower_case=True)
+
+
+def encode_texts(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Token ids of every text (one batch call), without [CLS]/[SEP], as the reference's `encode`."""
+    if not texts:
+        return []
+    return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+
+
+def special_token_ids(tokenizer) -> dict[str, int]:
+    """Ids of the tokens the encoders insert: {'CLS': .., 'SEP': .., 'MASK': .., 'PAD': ..}."""
+    cls_id, sep_id, mask_id, pad_id = tokenizer.convert_tokens_to_ids(["[CLS]", "[SEP]", "[MASK]", "[PAD]"])
+    return {"CLS": cls_id, "SEP": sep_id, "MASK": mask_id, "PAD": pad_id}
