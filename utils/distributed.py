@@ -1,0 +1,102 @@
+"""Running under torchrun: process group, devices, and the few collective helpers training needs.
+
+Without torchrun (no WORLD_SIZE in the environment) everything here is a single process: rank 0 of
+a world of 1, and the helpers return their input.
+
+    torchrun --nproc_per_node=8 train.py ...                     # one node, 8 GPUs
+    torchrun --nnodes=2 --node_rank=0 --master_addr=HOST --nproc_per_node=8 train.py ...
+"""
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process runs: its rank among `world_size` processes and its device."""
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 logs, validates into files and saves checkpoints."""
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def is_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def setup_distributed() -> DistributedContext:
+    """Join the torchrun process group when launched by torchrun (NCCL on GPUs, gloo on CPUs),
+    and pick this process's device: cuda:<local rank> when GPUs exist, else the CPU."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world_size > 1 and not is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+    return DistributedContext(rank, world_size, local_rank, device)
+
+
+def teardown_distributed() -> None:
+    if is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_model(model: nn.Module, context: DistributedContext) -> nn.Module:
+    """DistributedDataParallel under torchrun, the model itself otherwise.
+
+    find_unused_parameters: some parameters never get a gradient (the reference's unused
+    `sep_embeddings` and `q_dense` layers; the LM and region heads in dense mode).
+    """
+    if not context.is_distributed:
+        return model
+    device_ids = [context.device.index] if context.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+
+
+def all_ranks_agree(flag: bool) -> bool:
+    """True when `flag` is true on every rank (a logical AND across processes)."""
+    if not is_initialized():
+        return flag
+    value = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    if dist.get_backend() == "nccl":
+        value = value.cuda()
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())
+
+
+def any_rank(flag: bool) -> bool:
+    """True when `flag` is true on at least one rank."""
+    return not all_ranks_agree(not flag)
+
+
+def broadcast_from_main(value):
+    """Rank 0's `value` on every rank (any picklable object)."""
+    if not is_initialized():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def barrier() -> None:
+    if is_initialized():
+        dist.barrier()

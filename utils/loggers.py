@@ -1,0 +1,166 @@
+"""Where training reports its progress: metrics.jsonl, visdom and TensorBoard.
+
+`TrainingLogger` sends every record to the sinks the options enable; only rank 0 logs.
+
+* metrics.jsonl (always): one JSON object per line in the run folder, `{"event": "train" | "val",
+  "iteration": ..., ...}`, flushed line by line so a killed run keeps what it logged.
+* visdom (`-enable_visdom 1`): line plots as the reference drew them (window 'loss' with lines
+  'tot loss', 'lm loss' ...; window 'Retrieval Val Metrics'; one window per round).
+* TensorBoard (`-tensorboard 1`): scalars `loss/<name>` and `val/<metric>` in <run folder>/tensorboard.
+"""
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+
+class MetricsFile:
+    """Appends one JSON object per line to a file (created with its folder)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        # json has no nan/inf: write them as strings so every line stays valid JSON
+        clean = {key: (str(value) if isinstance(value, float) and not math.isfinite(value) else value)
+                 for key, value in record.items()}
+        self._file.write(json.dumps(clean) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class VisdomLogger:
+    """Line plots and text on a visdom server (the reference's VisdomVisualize).
+
+    A window is created by its first point and appended to afterwards; a line is named
+    within its window. If the server cannot be reached, a warning says so and nothing is sent.
+    """
+
+    def __init__(self, server: str, port: int, env: str):
+        import visdom
+        self.env = env or "main"
+        self._visdom = visdom.Visdom(server=server, port=port, env=self.env,
+                                     use_incoming_socket=False, raise_exceptions=False)
+        if not self._visdom.check_connection(timeout_seconds=3):
+            warnings.warn(f"visdom server {server}:{port} not reachable: visdom logging is off")
+            self._visdom = None
+        self._windows = set()
+
+    @property
+    def connected(self) -> bool:
+        return self._visdom is not None
+
+    def line(self, x: float, y: float, window: str, line_name: str, xlabel: str = "Iterations") -> None:
+        if self._visdom is None:
+            return
+        if window in self._windows:
+            self._visdom.line(X=np.array([x]), Y=np.array([y]), win=window, update="append",
+                              name=line_name, opts={"showlegend": True})
+        else:
+            self._visdom.line(X=np.array([x]), Y=np.array([y]), win=window, name=line_name,
+                              opts={"xlabel": xlabel, "ylabel": window, "title": window,
+                                    "showlegend": True})
+            self._windows.add(window)
+
+    def text(self, text: str) -> None:
+        if self._visdom is not None:
+            self._visdom.text(text)
+
+    def save(self) -> None:
+        if self._visdom is not None:
+            self._visdom.save([self.env])
+
+
+class TensorBoardLogger:
+    """Scalars in TensorBoard event files under `log_dir`."""
+
+    def __init__(self, log_dir: Path):
+        from torch.utils.tensorboard import SummaryWriter
+        self._writer = SummaryWriter(log_dir=str(log_dir))
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        self._writer.add_scalar(tag, value, step)
+
+    def text(self, tag: str, text: str) -> None:
+        self._writer.add_text(tag, text)
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+# The reference's visdom line names of the training losses.
+VISDOM_LOSS_NAMES = {"loss": "tot loss", "lm_nsp_loss": "lm + nsp loss", "lm_loss": "lm loss",
+                     "nsp_loss": "nsp loss", "img_loss": "img loss", "ce_loss": "ce loss"}
+
+
+class TrainingLogger:
+    """Fans training and validation records out to metrics.jsonl, visdom and TensorBoard.
+
+    run_dir: the run folder (metrics.jsonl, tensorboard/). enabled: False on ranks other than 0.
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool = True, visdom: Optional[dict] = None,
+                 tensorboard: bool = False):
+        self.enabled = enabled
+        self.metrics = MetricsFile(Path(run_dir) / "metrics.jsonl") if enabled else None
+        self.visdom = VisdomLogger(**visdom) if enabled and visdom else None
+        self.tensorboard = TensorBoardLogger(Path(run_dir) / "tensorboard") if enabled and tensorboard else None
+
+    def log_text(self, text: str) -> None:
+        """The run's options, shown once (visdom text window, TensorBoard text)."""
+        if self.visdom:
+            self.visdom.text(text)
+        if self.tensorboard:
+            self.tensorboard.text("options", text.replace("\n", "  \n"))
+
+    def log_train(self, iteration: int, losses: dict, **extra) -> None:
+        """Losses by name ('loss', 'lm_loss' ...) at an iteration, plus extra fields for the file."""
+        if not self.enabled:
+            return
+        self.metrics.write({"event": "train", "iteration": iteration, **losses, **extra})
+        for name, value in losses.items():
+            if self.visdom:
+                self.visdom.line(iteration, value, "loss", VISDOM_LOSS_NAMES.get(name, name))
+            if self.tensorboard:
+                self.tensorboard.scalar(f"loss/{name}", value, iteration)
+
+    def log_validation(self, iteration: int, metrics: dict) -> None:
+        """Validation metrics by the reference's names ('r@1', 'mrr', 'r_1_round_3', ...)."""
+        if not self.enabled:
+            return
+        self.metrics.write({"event": "val", "iteration": iteration, **metrics})
+        for name, value in metrics.items():
+            if self.visdom:
+                window = ("Retrieval Round Val Metrics Round -" + name.split("_")[-1]
+                          if "round" in name else "Retrieval Val Metrics")
+                self.visdom.line(iteration, value, window, name)
+            if self.tensorboard:
+                self.tensorboard.scalar(f"val/{name}", value, iteration)
+
+    def log_event(self, event: str, iteration: int, **fields) -> None:
+        """Any other record for metrics.jsonl (a checkpoint written, a skipped step ...)."""
+        if self.enabled:
+            self.metrics.write({"event": event, "iteration": iteration, **fields})
+
+    def flush(self) -> None:
+        """Make what was logged durable: visdom env saved, event files flushed."""
+        if self.visdom:
+            self.visdom.save()
+        if self.tensorboard:
+            self.tensorboard.flush()
+
+    def close(self) -> None:
+        if self.metrics:
+            self.metrics.close()
+        if self.tensorboard:
+            self.tensorboard.close()
