@@ -1,12 +1,16 @@
-"""Reading checkpoints safely and putting their weights into a model.
+"""Reading checkpoints safely and putting their weights into a model; saving them atomically.
 
 Every file goes through `torch.load(..., weights_only=True)`: a checkpoint that would need to
-run pickled code is refused, never executed.
+run pickled code is refused, never executed. Training saves with `save_checkpoint` (temporary
+file, fsync, rename), so a process killed at any moment leaves the previous checkpoint intact.
 """
+import os
 import pickle
+import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Union
+from typing import BinaryIO, Callable, Dict, List, Tuple, Union
 
 import torch
 from torch import nn
@@ -156,3 +160,116 @@ def load_bert_weights(model: nn.Module, path: Union[str, Path]) -> LoadReport:
     """
     state = {bert_key_to_model_key(key): value for key, value in read_bert_weights(path).items()}
     return load_state_into(model, state, path, strict=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving (training side): atomic files, run folders, keeping the last K and the best.
+# ---------------------------------------------------------------------------------------------
+
+CHECKPOINT_PREFIX = "visdial_dialog_encoder_"   # the reference's file names: <prefix><iteration>.ckpt
+BEST_CHECKPOINT = CHECKPOINT_PREFIX + "best.ckpt"
+TEMPORARY_MARK = ".tmp-"
+
+
+def checkpoint_path(run_dir: Union[str, Path], iteration: int) -> Path:
+    """<run_dir>/visdial_dialog_encoder_<iteration>.ckpt"""
+    return Path(run_dir) / f"{CHECKPOINT_PREFIX}{iteration}.ckpt"
+
+
+def list_checkpoints(run_dir: Union[str, Path]) -> List[Tuple[int, Path]]:
+    """The (iteration, path) of every periodic checkpoint of a run folder, oldest first."""
+    found = []
+    for path in Path(run_dir).glob(f"{CHECKPOINT_PREFIX}*.ckpt"):
+        number = path.stem[len(CHECKPOINT_PREFIX):]
+        if number.isdigit():
+            found.append((int(number), path))
+    return sorted(found)
+
+
+def atomic_write(path: Union[str, Path], write: Callable[[BinaryIO], None]) -> None:
+    """Write a file so that it is either absent, the previous version, or complete.
+
+    `write(file)` fills a temporary file in the same folder, which is flushed, fsync'ed and then
+    renamed over `path` (a rename is atomic), and the folder is fsync'ed. On any error (disk
+    full, no permission) the temporary file is removed, `path` is left as it was, and a
+    UserError names the path.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
+    try:
+        with open(temporary, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise UserError(f"{path}: cannot write ({error.strerror or error}); "
+                        "the previous file, if any, is kept") from None
+
+
+def save_checkpoint(path: Union[str, Path], content: dict) -> None:
+    """torch.save `content` (tensors and plain containers only, so that it loads with
+    weights_only=True) atomically to `path`."""
+    atomic_write(path, lambda file: torch.save(content, file))
+
+
+def remove_stale_temporaries(run_dir: Union[str, Path]) -> List[Path]:
+    """Delete temporary files left by a process killed while saving; returns what was removed."""
+    removed = []
+    for path in Path(run_dir).glob(f".*{TEMPORARY_MARK}*"):
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def prune_checkpoints(run_dir: Union[str, Path], keep: int) -> List[Path]:
+    """Delete all but the `keep` newest periodic checkpoints (the best one is a separate file
+    and is never pruned); returns the deleted paths."""
+    checkpoints = list_checkpoints(run_dir)
+    doomed = [path for _, path in checkpoints[:max(0, len(checkpoints) - keep)]]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    return doomed
+
+
+def check_writable(run_dir: Union[str, Path], needed_bytes: int) -> None:
+    """Fail early, with the path, when the run folder cannot be created or written, or when its
+    disk has less than `needed_bytes` free (one checkpoint)."""
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{run_dir}: cannot create the run folder ({error.strerror})") from None
+    atomic_write(run_dir / ".write_test", lambda file: file.write(b"ok"))
+    (run_dir / ".write_test").unlink()
+    free = shutil.disk_usage(run_dir).free
+    if free < needed_bytes:
+        raise UserError(f"{run_dir}: only {free / 2**20:.0f} MiB free on this disk, a checkpoint "
+                        f"needs about {needed_bytes / 2**20:.0f} MiB")
+
+
+def latest_checkpoint(run_dir: Union[str, Path]) -> Path:
+    """The newest periodic checkpoint of a run folder (for -continue); UserError if none."""
+    checkpoints = list_checkpoints(run_dir)
+    if not checkpoints:
+        raise UserError(f"{run_dir}: no checkpoint to continue from "
+                        f"({CHECKPOINT_PREFIX}<iteration>.ckpt)")
+    return checkpoints[-1][1]
+
+
+def git_commit(repo_dir: Union[str, Path]) -> str:
+    """The commit hash of the code (with '-dirty' when files changed), or 'unknown'."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_dir, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                cwd=repo_dir, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("-dirty" if status.strip() else "")
