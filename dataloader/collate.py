@@ -1,0 +1,50 @@
+"""Batching of dataset items: pad every sequence to the batch's longest, keep images once each."""
+from __future__ import annotations
+
+import torch
+
+SEQUENCE_FIELDS = {"tokens": 0, "segments": 0, "lm_labels": -1}
+PER_SEQUENCE_FIELDS = ("hist_len", "next_sentence_labels")
+PER_IMAGE_FIELDS = ("image_feat", "image_loc", "image_mask", "image_target", "image_label", "image_id",
+                    "gt_option_inds", "gt_relevance", "round_id", "gt_relevance_round_id", "gt_option")
+
+
+def collate_dialog_batch(items: list[dict]) -> dict:
+    """Merge K dataset items holding n_1..n_K sequences into one batch (N = sum n_k).
+
+    Returns tokens / segments [N, L] (0-padded; L = longest sequence of the batch), lm_labels
+    [N, L] (-1 padded), sep_indices [N, S] (0-padded), hist_len [N], attention_mask [N, L] bool
+    (True on `[CLS] ... last [SEP]`), next_sentence_labels [N] when the items have them,
+    image_index [N] (row of each sequence's image), the per-image fields stacked to [K, ...]
+    (image_feat [K, 37, 2048], image_loc, image_mask, image_target, image_label, image_id [K] and
+    split fields such as gt_option_inds [K, rounds], gt_relevance [K, options], round_id [K]),
+    and num_rounds / num_options (ints, equal for every item) to view eval scores as [K, rounds, options].
+    """
+    counts = [item["tokens"].shape[0] for item in items]
+    total = sum(counts)
+    width = max(item["tokens"].shape[1] for item in items)
+    num_seps = max(item["sep_indices"].shape[1] for item in items)
+    batch = {name: torch.full((total, width), fill, dtype=torch.long) for name, fill in SEQUENCE_FIELDS.items()}
+    batch["sep_indices"] = torch.zeros(total, num_seps, dtype=torch.long)
+    start = 0
+    for item, count in zip(items, counts):
+        for name in SEQUENCE_FIELDS:
+            batch[name][start:start + count, :item[name].shape[1]] = item[name]
+        batch["sep_indices"][start:start + count, :item["sep_indices"].shape[1]] = item["sep_indices"]
+        start += count
+    for name in PER_SEQUENCE_FIELDS:
+        if name in items[0]:
+            batch[name] = torch.cat([item[name] for item in items])
+    lengths = batch["sep_indices"].gather(1, batch["hist_len"].view(-1, 1)).squeeze(1) + 1
+    batch["attention_mask"] = torch.arange(width).view(1, -1) < lengths.view(-1, 1)
+    batch["image_index"] = torch.repeat_interleave(torch.arange(len(items)), torch.tensor(counts))
+    for name in PER_IMAGE_FIELDS:
+        if name in items[0]:
+            batch[name] = torch.stack([item[name] for item in items])
+    for name in ("num_rounds", "num_options"):
+        if name in items[0]:
+            values = {item[name] for item in items}
+            if len(values) > 1:
+                raise ValueError(f"items with different {name} {sorted(values)} cannot share a batch")
+            batch[name] = values.pop()
+    return batch
