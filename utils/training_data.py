@@ -1,0 +1,137 @@
+"""The data side of a training run: datasets, the resumable loader, and validation.
+
+`build_training_data(options, context)` opens the feature store and tokenizer once and builds
+the train dataset of the mode (VisDial train items for base training, dense-annotation items for
+dense finetuning) and the val dataset. `TrainingData.epoch_batches(epoch, start)` yields the
+collated batches of one epoch from batch `start` on (see utils/data_order.py for why the order
+and the random draws are reproducible). `validate` scores val with the evaluation engine
+(utils/scoring.py) and computes the metrics with utils/metrics.py.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from dataloader.collate import collate_dialog_batch
+from dataloader.datasets import VisdialDataset, VisdialDenseDataset
+from utils.data_order import ResumableSampler, SeededItems, collate_skipping_bad
+from utils.distributed import DistributedContext
+from utils.errors import UserError
+from utils.feature_store import open_feature_store
+from utils.metrics import visdial_metrics
+from utils.scoring import score_dataset
+from utils.tokenizer import load_tokenizer
+
+OVERFIT_IMAGES_PER_BATCH = 5
+
+
+def images_per_batch(batch_size: int, sequences_per_image: int, overfit: bool) -> int:
+    """Images per base-training batch, as the reference: batch_size // sequences_per_image, or
+    1 (5 with -overfit) when that is 0."""
+    images = batch_size // sequences_per_image
+    if images:
+        return images
+    return OVERFIT_IMAGES_PER_BATCH if overfit else 1
+
+
+@dataclass
+class TrainingData:
+    """The train items of a run, how they are batched, and the val dataset (None: no validation)."""
+    dataset: Dataset
+    source: Path
+    batch_images: int
+    shuffle: bool
+    seed: int
+    num_workers: int
+    context: DistributedContext
+    validation: Optional[Dataset]
+
+    @property
+    def num_items(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return (self.num_items // self.context.world_size) // self.batch_images
+
+    def describe(self, index: int) -> str:
+        return f"image {self.dataset.dialogs[index]['image_id']} of {self.source}"
+
+    def epoch_batches(self, epoch: int, start: int = 0) -> Iterator[dict]:
+        """Batches `start`.. of epoch `epoch` of this rank: {'batch': collated batch or None,
+        'bad_records': [messages of items that could not be read]}."""
+        sampler = ResumableSampler(self.num_items, self.seed, self.shuffle, self.context.rank,
+                                   self.context.world_size)
+        sampler.set_epoch(epoch, start * self.batch_images)
+        loader = DataLoader(
+            SeededItems(self.dataset, self.seed, self.context.rank, self.describe),
+            batch_size=self.batch_images, sampler=sampler, drop_last=True,
+            num_workers=self.num_workers, collate_fn=collate_skipping_bad(collate_dialog_batch),
+            pin_memory=self.context.device.type == "cuda",
+            # its own generator: creating the loader must not draw from the global one
+            generator=torch.Generator().manual_seed(self.seed))
+        position = start
+        try:
+            for batch in loader:
+                yield batch
+                position += 1
+        except RuntimeError as error:
+            if "DataLoader worker" not in str(error):
+                raise
+            share = sampler.share()[position * self.batch_images:(position + 1) * self.batch_images]
+            raise UserError(f"a DataLoader worker died loading epoch {epoch}, batch {position} (at or "
+                            f"after {', '.join(self.describe(index) for index in share)}): "
+                            f"{str(error).splitlines()[0]}; rerun with -num_workers 0 to see the "
+                            "failing record") from None
+
+
+def _require_file(path: str, flag: str) -> None:
+    if not Path(path).exists():
+        raise UserError(f"{path}: file not found (-{flag})")
+
+
+def build_training_data(options, context: DistributedContext) -> TrainingData:
+    """Datasets and batching of a run from its options (TrainOptions)."""
+    _require_file(options.visdial_image_feats, "visdial_image_feats")
+    features = open_feature_store(options.visdial_image_feats)
+    tokenizer = load_tokenizer(options.vocab)
+    common = {"max_seq_len": options.max_seq_len, "visdial_tot_rounds": options.visdial_tot_rounds,
+              "overfit": options.overfit}
+    if options.mode == "dense":
+        _require_file(options.visdial_processed_train_dense, "visdial_processed_train_dense")
+        _require_file(options.visdial_processed_train_dense_annotations,
+                      "visdial_processed_train_dense_annotations")
+        dataset = VisdialDenseDataset(options.visdial_processed_train_dense,
+                                      options.visdial_processed_train_dense_annotations, features,
+                                      tokenizer, num_samples=options.num_train_samples, **common)
+        source, batch_images, shuffle = Path(options.visdial_processed_train_dense), 1, False
+    else:
+        _require_file(options.visdial_processed_train, "visdial_processed_train")
+        dataset = VisdialDataset("train", options.visdial_processed_train, features, tokenizer,
+                                 num_options=options.num_options, mask_prob=options.mask_prob,
+                                 sequences_per_image=options.sequences_per_image,
+                                 num_negative_samples=options.num_negative_samples,
+                                 num_samples=options.num_train_samples, **common)
+        source = Path(options.visdial_processed_train)
+        batch_images = images_per_batch(options.batch_size, options.sequences_per_image, options.overfit)
+        shuffle = True
+    validation = None
+    if options.val_every != -1:
+        _require_file(options.visdial_processed_val, "visdial_processed_val")
+        _require_file(options.visdial_processed_val_dense_annotations, "visdial_processed_val_dense_annotations")
+        validation = VisdialDataset("val", options.visdial_processed_val, features, tokenizer,
+                                    options.visdial_processed_val_dense_annotations,
+                                    num_options=options.num_options, num_samples=options.num_val_samples,
+                                    **common)
+    return TrainingData(dataset, source, batch_images, shuffle, options.seed, options.num_workers,
+                        context, validation)
+
+
+def validate(model: torch.nn.Module, dataset: Dataset, options, precision: str) -> dict:
+    """Val metrics of `model` (R@k, mean rank, MRR, NDCG and per round), on every rank."""
+    scored = score_dataset(model, dataset, collate_dialog_batch, precision=precision,
+                           num_workers=options.num_workers, progress=False)
+    return visdial_metrics(scored.scores, scored.fields["gt_option_inds"],
+                           scored.fields.get("round_id"), scored.fields.get("gt_relevance"))
