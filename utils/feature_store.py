@@ -329,6 +329,8 @@ def open_feature_store(path: str | os.PathLike) -> LmdbFeatureStore | Hdf5Featur
         magic = handle.read(8)
     if magic == b"\x89HDF\r\n\x1a\n":
         return Hdf5FeatureStore(path)
+    if path.suffix in (".h5", ".hdf5"):
+        raise UserError(f"{path}: not an HDF5 file")
     return LmdbFeatureStore(path)
 
 
