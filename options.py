@@ -50,8 +50,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     _add(group, "visdial_processed_val_dense_annotations",
          default="data/visdial/visdial_1.0_val_dense_annotations_processed.json",
          help="dense annotations of the val split")
-    _add(group, "vocab", default="bert-base-uncased",
-         help="BERT WordPiece vocabulary: a vocab.txt, a folder, or a Hugging Face hub name")
+    _add(group, "vocab", default="data/bert-base-uncased/vocab.txt",
+         help="BERT WordPiece vocabulary: a vocab.txt, a folder, or a Hugging Face hub name "
+              "(default: where scripts/download_preprocessed.sh puts it)")
     _add(group, "num_options", type=int, default=100, help="answer options per round (2..100)")
     _add(group, "visdial_tot_rounds", type=int, default=11,
          help="rounds kept in a sequence, the caption counting as one (at most 11)")

@@ -18,6 +18,7 @@ the last -keep_checkpoints kept, and always one at the end), visdial_dialog_enco
 (best val MRR) and tensorboard/. SIGTERM or SIGINT finishes the current iteration, saves a
 checkpoint and exits; `-continue` with the same -save_name resumes exactly where it stopped.
 """
+import hashlib
 import random
 import signal
 import sys
@@ -74,8 +75,13 @@ class StopRequest:
 
     def __init__(self):
         self.signal_name: Optional[str] = None
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._handle)
+        self._previous = {signum: signal.signal(signum, self._handle)
+                          for signum in (signal.SIGTERM, signal.SIGINT)}
+
+    def close(self) -> None:
+        """Put the previous handlers back."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
     def _handle(self, signum, frame) -> None:
         if self.signal_name is not None:
@@ -112,6 +118,14 @@ def restore_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def parameters_sha256(model: torch.nn.Module) -> str:
+    """A hash of every parameter's bytes: equal on all ranks when they hold the same weights."""
+    digest = hashlib.sha256()
+    for _, parameter in sorted(model.named_parameters()):
+        digest.update(parameter.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def resolve_run_dir(options: train_options.TrainOptions, context: DistributedContext) -> Path:
     """<save_path>/<save_name>, or <save_path>/<UTC time stamp> without -save_name (as the
     reference); every rank gets rank 0's name."""
@@ -139,7 +153,6 @@ class Trainer:
             raise UserError("-precision fp16 needs a CUDA device (use fp32 or bf16 on the CPU)")
         self.run_dir = resolve_run_dir(options, context)
         self.progress = Progress()
-        self.stop = StopRequest()
 
         random.seed(options.seed)
         np.random.seed(options.seed)
@@ -197,6 +210,7 @@ class Trainer:
     def _training_state(self) -> dict:
         """Everything needed to continue exactly (see `_resume`), gathered from every rank."""
         local = {"rng": capture_rng_states(),
+                 "parameters_sha256": parameters_sha256(self.model),
                  "pending_gradients": {name: p.grad.detach().cpu() for name, p in self.model.named_parameters()
                                        if p.grad is not None}}
         if self.context.is_distributed:
@@ -276,6 +290,7 @@ class Trainer:
         bar = tqdm(total=limit, initial=min(progress.iteration, limit), unit="it",
                    disable=not self.context.is_main, dynamic_ncols=True)
         started, sequences = time.perf_counter(), 0
+        self.stop = StopRequest()
         try:
             while progress.epoch < options.num_epochs and progress.iteration < limit:
                 for wrapped in self.data.epoch_batches(progress.epoch, progress.position):
@@ -291,7 +306,7 @@ class Trainer:
                         return self._stop_for_signal()
                     if progress.iteration >= limit:
                         break
-                else:
+                if progress.position >= batches_per_epoch:
                     progress.epoch, progress.position = progress.epoch + 1, 0
                     last_saved = self._end_of_epoch()
             if last_saved is None or last_saved.name != checkpointing.checkpoint_path(
@@ -301,6 +316,7 @@ class Trainer:
             return 0
         finally:
             bar.close()
+            self.stop.close()
             self.logger.flush()
             self.logger.close()
 

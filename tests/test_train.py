@@ -1,0 +1,72 @@
+"""train.py end to end on the fixture data: checkpoints, exact resume, dense mode, presets."""
+import pytest
+import torch
+
+import train
+from tests.train_helpers import assert_bit_identical, final_weights, fixture_flags, read_metrics
+from utils.checkpointing import load_model_weights
+from models import build_model
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(golden_dir, tmp_path_factory):
+    """6 iterations (2 epochs of 3), gradients accumulated over 2 iterations, no validation."""
+    save_path = tmp_path_factory.mktemp("runs")
+    train.main(fixture_flags(golden_dir, save_path, "whole", "-max_iterations", "6",
+                             "-batch_multiply", "2", "-val_every", "-1"))
+    return save_path / "whole"
+
+
+def test_run_writes_config_metrics_and_loadable_checkpoints(uninterrupted, golden_dir):
+    names = sorted(path.name for path in uninterrupted.iterdir())
+    assert "config.yml" in names and "metrics.jsonl" in names
+    # epoch ends at 3 and 6; the final one is the epoch-6 checkpoint
+    assert [n for n in names if n.endswith(".ckpt")] == ["visdial_dialog_encoder_3.ckpt",
+                                                          "visdial_dialog_encoder_6.ckpt"]
+    content = torch.load(uninterrupted / "visdial_dialog_encoder_6.ckpt", weights_only=True)
+    assert content["iter_id"] == 6 and content["progress"]["epoch"] == 2
+    assert content["options"]["batch_multiply"] == 2
+    model = build_model(golden_dir / "model_config.json")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    load_model_weights(model, uninterrupted / "visdial_dialog_encoder_6.ckpt", strict=True)
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    train_records = [r for r in read_metrics(uninterrupted) if r["event"] == "train"]
+    assert [r["iteration"] for r in train_records] == list(range(6))
+    assert all(r["loss"] > 0 and "img_loss" in r for r in train_records)
+
+
+def test_resume_is_bit_identical(uninterrupted, golden_dir, tmp_path):
+    flags = fixture_flags(golden_dir, tmp_path, "split", "-batch_multiply", "2", "-val_every", "-1")
+    train.main(flags + ["-max_iterations", "4"])      # stops mid-epoch with a gradient pending
+    stopped = torch.load(tmp_path / "split" / "visdial_dialog_encoder_4.ckpt", weights_only=True)
+    assert stopped["progress"]["position"] == 1 and stopped["per_rank"][0]["pending_gradients"]
+    train.main(flags + ["-max_iterations", "6", "-continue"])
+    iterations = [r["iteration"] for r in read_metrics(tmp_path / "split") if r["event"] == "train"]
+    assert iterations == list(range(6))       # continued at 4, not restarted
+    assert_bit_identical(final_weights(tmp_path / "split", 6), final_weights(uninterrupted, 6))
+    initial = torch.load(tmp_path / "split" / "visdial_dialog_encoder_3.ckpt", weights_only=True)
+    assert not torch.equal(initial["model_state_dict"]["bert_pretrained.cls.bi_seq_relationship.weight"],
+                           final_weights(uninterrupted, 6)["bert_pretrained.cls.bi_seq_relationship.weight"])
+
+
+def test_dense_mode_with_validation_and_best_checkpoint(golden_dir, tmp_path):
+    train.main(fixture_flags(golden_dir, tmp_path, "dense", "-mode", "dense", "-num_epochs", "1",
+                             "-dense_chunk", "40", "-nsp_loss_coeff", "1", "-keep_checkpoints", "1",
+                             "-num_options", "10", "-num_val_samples", "2"))
+    run_dir = tmp_path / "dense"
+    records = read_metrics(run_dir)
+    train_records = [r for r in records if r["event"] == "train"]
+    assert len(train_records) == 3 and all({"ce_loss", "nsp_loss"} <= r.keys() for r in train_records)
+    val = [r for r in records if r["event"] == "val"]
+    assert len(val) == 1 and 0 < val[0]["mrr"] <= 1 and 0 <= val[0]["ndcg"] <= 1 and "r_1_round_1" in val[0]
+    assert sorted(p.name for p in run_dir.glob("*.ckpt")) == ["visdial_dialog_encoder_3.ckpt",
+                                                              "visdial_dialog_encoder_best.ckpt"]
+
+
+def test_start_path_loads_reference_checkpoint_weights(golden_dir, tmp_path, capsys):
+    train.main(fixture_flags(golden_dir, tmp_path, "from_ref", "-max_iterations", "1", "-val_every", "-1",
+                             "-start_path", str(golden_dir / "model_ckpt.pt")))
+    assert "loaded 199 tensors" in capsys.readouterr().out
+    # one iteration never steps (the reference's loop): the weights are the reference's
+    reference = torch.load(golden_dir / "model_raw.pt", weights_only=True)
+    assert_bit_identical(final_weights(tmp_path / "from_ref", 1), dict(reference))
