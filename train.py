@@ -433,8 +433,8 @@ def main(argv=None) -> None:
     options = train_options.parse_options(train_options.build_train_parser(), argv,
                                           train_options.TrainOptions)
     problems = train_options.validate_train_options(options)
-    if problems:
-        raise UserError("\n".join(problems))
+    if problems:  # run_cli prefixes the first line; every problem gets its own "error:" line
+        raise UserError("\nerror: ".join(problems))
     context = setup_distributed()
     try:
         exit_code = Trainer(options, context).run()
