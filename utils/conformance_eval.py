@@ -1,0 +1,143 @@
+"""Evaluation checks against a reference fixture folder (laid out like ../shared/golden).
+
+* metrics: `scores_to_ranks`, SparseGTMetrics and NDCG on every case of metrics_cases.pt, and the
+  metrics / EvalAI ranks of the reference's own scores (eval_scores.pt) against
+  val_metrics_end2end.json and test_predictions.json;
+* end to end: the model of model_raw.pt scores the fixture's processed data through our datasets
+  (visdial_processed/, the LMDB, the vocab) and evaluate.py's code; the test predictions must equal
+  test_predictions.json exactly and the val metrics val_metrics_end2end.json.
+
+Metrics are compared to 1e-6, ranks and predictions exactly. Dataset parameters (max_seq_len,
+num_options, rounds) come from the fixture's dataset_items.pt `meta`.
+"""
+import json
+from pathlib import Path
+
+import torch
+
+from utils.conformance import CheckResult, absent
+from utils.metrics import NDCG, SparseGTMetrics, scores_to_ranks, visdial_metrics
+
+METRICS_ATOL = 1e-6
+METRICS_CASES = ("random", "ties", "constant_round", "perfect_ndcg")
+PROCESSED = "visdial_processed"
+VOCAB_FILE = "bert-base-uncased-vocab.txt"
+FEATURES = "visdial_img_feat.lmdb"
+
+
+def eval_checks(fixtures: Path) -> list[CheckResult]:
+    """Every evaluation check (module docstring)."""
+    return metrics_checks(fixtures) + reference_score_checks(fixtures) + end_to_end_checks(fixtures)
+
+
+def _load(path: Path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def compare_metrics(name: str, actual: dict, expected: dict) -> CheckResult:
+    """Same keys and every value within METRICS_ATOL."""
+    if actual.keys() != expected.keys():
+        different = sorted(set(actual) ^ set(expected))
+        return CheckResult(name, False, None, f"keys differ: {', '.join(different[:5])}")
+    diff = max((abs(actual[key] - expected[key]) for key in expected), default=0.0)
+    return CheckResult(name, diff <= METRICS_ATOL, diff)
+
+
+def compare_ranks(name: str, actual: torch.Tensor, expected: torch.Tensor) -> CheckResult:
+    """Ranks must be equal exactly."""
+    if actual.shape != expected.shape:
+        return CheckResult(name, False, None, f"shape {tuple(actual.shape)} != {tuple(expected.shape)}")
+    mismatches = int((actual != expected).sum())
+    return CheckResult(name, mismatches == 0, 0.0 if mismatches == 0 else None,
+                       "" if mismatches == 0 else f"{mismatches} ranks differ")
+
+
+def metrics_checks(fixtures: Path) -> list[CheckResult]:
+    """Ranks and metrics of every case of metrics_cases.pt."""
+    path = fixtures / "metrics_cases.pt"
+    if not path.is_file():
+        return [absent("metrics_cases.pt", path)]
+    cases, results = _load(path), []
+    for name in METRICS_CASES:
+        case = cases[name]
+        results.append(compare_ranks(f"metrics {name}: ranks", scores_to_ranks(case["scores"]), case["ranks"]))
+        metrics = visdial_metrics(case["scores"], case["gt_option_inds"], case["round_id"], case["gt_relevance"])
+        results.append(compare_metrics(f"metrics {name}: values", metrics, case["metrics"]))
+    ties = cases["tie_ranks"]
+    results.append(compare_ranks("metrics tie_ranks: ranks", scores_to_ranks(ties["scores"]), ties["ranks"]))
+    sparse, ndcg = SparseGTMetrics(), NDCG()
+    for batch in cases["two_batches"]["batches"]:
+        sparse.observe(batch["scores"], batch["gt_option_inds"])
+        rows = torch.arange(batch["scores"].shape[0])
+        ndcg.observe(batch["scores"][rows, batch["round_id"] - 1], batch["gt_relevance"])
+    results.append(compare_metrics("metrics two_batches: values", {**sparse.retrieve(), **ndcg.retrieve()},
+                                   cases["two_batches"]["metrics"]))
+    return results
+
+
+def reference_score_checks(fixtures: Path) -> list[CheckResult]:
+    """Our metrics and EvalAI ranks of the reference's own scores (eval_scores.pt)."""
+    needed = [fixtures / name for name in ("eval_scores.pt", "dataset_items.pt", "val_metrics_end2end.json",
+                                           "test_predictions.json")]
+    missing = [path for path in needed if not path.is_file()]
+    if missing:
+        return [absent("reference scores: metrics and ranks", missing[0])]
+    scores, items = _load(needed[0]), _load(needed[1])["val"]
+    round_id = torch.stack([item["round_id"].reshape(()) for item in items])
+    relevance = torch.stack([item["gt_relevance"] for item in items])
+    metrics = visdial_metrics(scores["val_nsp_probs"], scores["val_gt_option_inds"], round_id, relevance)
+    expected = json.loads(needed[2].read_text())["metrics"]
+    predictions = json.loads(needed[3].read_text())
+    expected_ranks = torch.tensor([entry["ranks"] for entry in predictions])
+    return [compare_metrics("reference scores: val metrics", metrics, expected),
+            compare_ranks("reference scores: test ranks", scores_to_ranks(scores["test_nsp_probs"]), expected_ranks)]
+
+
+def end_to_end_checks(fixtures: Path) -> list[CheckResult]:
+    """model_raw.pt on the processed fixture data: test predictions and val metrics."""
+    import evaluate
+    from dataloader.collate import collate_dialog_batch
+    from dataloader.datasets import VisdialDataset
+    from utils.conformance import fixture_model
+    from utils.feature_store import open_feature_store
+    from utils.scoring import score_dataset
+    from utils.tokenizer import load_tokenizer
+
+    processed = fixtures / PROCESSED
+    needed = [fixtures / name for name in ("model_config.json", "model_raw.pt", VOCAB_FILE, FEATURES,
+                                           "dataset_items.pt", "test_predictions.json",
+                                           "val_metrics_end2end.json")]
+    needed += [processed / name for name in ("test_processed.json", "val_processed.json",
+                                             "val_dense_annotations_processed.json")]
+    missing = [path for path in needed if not path.exists()]
+    if missing:
+        return [absent("end to end: test predictions and val metrics", missing[0])]
+    meta = _load(fixtures / "dataset_items.pt")["meta"]
+    tokenizer, features = load_tokenizer(str(fixtures / VOCAB_FILE)), open_feature_store(fixtures / FEATURES)
+    shape = dict(max_seq_len=meta["max_seq_len"], visdial_tot_rounds=meta["visdial_tot_rounds"])
+    model = fixture_model(fixtures)
+
+    test = VisdialDataset("test", processed / "test_processed.json", features, tokenizer, **shape)
+    scored = score_dataset(model, test, collate_dialog_batch, progress=False)
+    entries = evaluate.evalai_test_entries(scored)
+    expected_entries = json.loads((fixtures / "test_predictions.json").read_text())
+    same = entries == expected_entries
+    results = [CheckResult("end to end: test predictions == test_predictions.json", same,
+                           None, "" if same else _first_entry_difference(entries, expected_entries))]
+
+    val = VisdialDataset("val", processed / "val_processed.json", features, tokenizer,
+                         processed / "val_dense_annotations_processed.json", num_options=meta["num_options"],
+                         **shape)
+    metrics = evaluate.evaluate_val(model, val)
+    expected = json.loads((fixtures / "val_metrics_end2end.json").read_text())["metrics"]
+    results.append(compare_metrics("end to end: val metrics == val_metrics_end2end.json", metrics, expected))
+    return results
+
+
+def _first_entry_difference(actual: list[dict], expected: list[dict]) -> str:
+    if len(actual) != len(expected):
+        return f"{len(actual)} entries vs {len(expected)}"
+    for index, (mine, theirs) in enumerate(zip(actual, expected)):
+        if mine != theirs:
+            return f"entry {index} (image {theirs.get('image_id')}) differs"
+    return ""
