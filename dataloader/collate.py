@@ -1,12 +1,18 @@
 """Batching of dataset items: pad every sequence to the batch's longest, keep images once each."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 SEQUENCE_FIELDS = {"tokens": 0, "segments": 0, "lm_labels": -1}
 PER_SEQUENCE_FIELDS = ("hist_len", "next_sentence_labels")
 PER_IMAGE_FIELDS = ("image_feat", "image_loc", "image_mask", "image_target", "image_label", "image_id",
                     "gt_option_inds", "gt_relevance", "round_id", "gt_relevance_round_id", "gt_option")
+
+
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """torch.stack through numpy (see the note in collate_dialog_batch)."""
+    return torch.from_numpy(np.stack([tensor.numpy() for tensor in tensors]))
 
 
 def collate_dialog_batch(items: list[dict]) -> dict:
@@ -24,23 +30,24 @@ def collate_dialog_batch(items: list[dict]) -> dict:
     total = sum(counts)
     width = max(item["tokens"].shape[1] for item in items)
     num_seps = max(item["sep_indices"].shape[1] for item in items)
-    batch = {name: torch.full((total, width), fill, dtype=torch.long) for name, fill in SEQUENCE_FIELDS.items()}
-    batch["sep_indices"] = torch.zeros(total, num_seps, dtype=torch.long)
+    # filled with numpy: torch's thread pool makes these many small copies slower, badly so on a busy machine
+    arrays = {name: np.full((total, width), fill, dtype=np.int64) for name, fill in SEQUENCE_FIELDS.items()}
+    arrays["sep_indices"] = np.zeros((total, num_seps), dtype=np.int64)
     start = 0
     for item, count in zip(items, counts):
-        for name in SEQUENCE_FIELDS:
-            batch[name][start:start + count, :item[name].shape[1]] = item[name]
-        batch["sep_indices"][start:start + count, :item["sep_indices"].shape[1]] = item["sep_indices"]
+        for name, array in arrays.items():
+            array[start:start + count, :item[name].shape[1]] = item[name].numpy()
         start += count
+    batch = {name: torch.from_numpy(array) for name, array in arrays.items()}
     for name in PER_SEQUENCE_FIELDS:
         if name in items[0]:
             batch[name] = torch.cat([item[name] for item in items])
     lengths = batch["sep_indices"].gather(1, batch["hist_len"].view(-1, 1)).squeeze(1) + 1
-    batch["attention_mask"] = torch.arange(width).view(1, -1) < lengths.view(-1, 1)
-    batch["image_index"] = torch.repeat_interleave(torch.arange(len(items)), torch.tensor(counts))
+    batch["attention_mask"] = torch.from_numpy(np.arange(width)[None, :] < lengths.numpy()[:, None])
+    batch["image_index"] = torch.from_numpy(np.repeat(np.arange(len(items)), counts))
     for name in PER_IMAGE_FIELDS:
         if name in items[0]:
-            batch[name] = torch.stack([item[name] for item in items])
+            batch[name] = _stack([item[name] for item in items])
     for name in ("num_rounds", "num_options"):
         if name in items[0]:
             values = {item[name] for item in items}
