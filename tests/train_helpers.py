@@ -1,7 +1,9 @@
 """Shared pieces of the training tests: the fixture-data flags and reading a run's results."""
 import json
+import os
 from pathlib import Path
 
+import pytest
 import torch
 
 
@@ -37,3 +39,18 @@ def assert_bit_identical(first: dict, second: dict) -> None:
 
 def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Run torch on one thread: the tiny test models are much faster so on a busy 2-core machine
+    (and a thread count fixed within a test keeps bit-identical comparisons meaningful)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def single_thread_env() -> dict:
+    """The environment of a train.py subprocess that matches `single_thread`."""
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
