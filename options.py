@@ -135,7 +135,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     _add(group, "skip_bad_records", action="store_true",
          help="count and skip unreadable records instead of stopping")
     _add(group, "val_every", type=int, default=0,
-         help="validate every this many iterations (0: as the reference, every 8/sequences_per_image epochs; -1: never)")
+         help="validate every this many iterations (0: as the reference, every 8 // sequences_per_image "
+              "epochs, every epoch in dense mode; -1: never)")
     _add(group, "log_every", type=int, default=10, help="print and plot the losses every this many iterations")
 
 

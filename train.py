@@ -347,6 +347,8 @@ class Trainer:
         progress.iteration += 1
         if iteration % options.log_every == 0:
             self._log_losses(iteration, result)
+        if options.val_every > 0 and progress.iteration % options.val_every == 0 and self.data.validation:
+            self._validate()
         return result
 
     def _non_finite(self, batch: dict, result) -> None:
@@ -390,26 +392,20 @@ class Trainer:
             parts = "".join(f"[{name}: {value:.3g}]" for name, value in losses.items())
             tqdm.write(f"[{stamp}][Ep: {epoch:.2f}][Iter: {iteration}]{parts}")
         self.logger.log_train(iteration, losses, epoch=epoch,
-                              lr=[group["lr"] for group in self.optimizer.param_groups],
+                              lr=self.schedule.rates(iteration + 1),
                               skipped_records=self.progress.skipped_records,
                               skipped_steps=self.progress.skipped_steps)
 
     def _end_of_epoch(self) -> Path:
-        """Checkpoint every epoch; validate on the schedule of -val_every."""
+        """Checkpoint every epoch; with -val_every 0, validate on the reference's schedule: every
+        8 // sequences_per_image epochs in base training, every epoch in dense finetuning."""
         path = self.save()
-        if self._validation_due():
-            self._validate()
+        if self.options.val_every == 0 and self.data.validation is not None:
+            epochs = 1 if self.options.mode == "dense" else max(1, 8 // self.options.sequences_per_image)
+            if self.progress.epoch % epochs == 0:
+                self._validate()
         self.logger.flush()
         return path
-
-    def _validation_due(self) -> bool:
-        every = self.options.val_every
-        if every == -1 or self.data.validation is None:
-            return False
-        if every > 0:
-            return True
-        epochs = 1 if self.options.mode == "dense" else max(1, 8 // self.options.sequences_per_image)
-        return self.progress.epoch % epochs == 0
 
     def _validate(self) -> None:
         """Val metrics with the evaluation code; a new best MRR also saves the best checkpoint."""
