@@ -34,6 +34,7 @@ import yaml
 from tqdm import tqdm
 
 import options as train_options
+from evaluate import evaluate_val
 from models import build_model
 from utils import checkpointing
 from utils.data_order import ResumableSampler, SeededItems, collate_skipping_bad
@@ -45,7 +46,7 @@ from utils.loggers import TrainingLogger
 from utils.optim import WarmupLinearSchedule, build_optimizer
 from utils.scoring import default_precision
 from utils.training import StepSettings, base_step, dense_step
-from utils.training_data import build_training_data, validate
+from utils.training_data import build_training_data
 
 REPO_ROOT = Path(__file__).resolve().parent
 
@@ -409,7 +410,8 @@ class Trainer:
 
     def _validate(self) -> None:
         """Val metrics with the evaluation code; a new best MRR also saves the best checkpoint."""
-        metrics = validate(self.model, self.data.validation, self.options, self.precision)
+        metrics = evaluate_val(self.model, self.data.validation, precision=self.precision,
+                               num_workers=self.options.num_workers)
         self.logger.log_validation(self.progress.iteration, metrics)
         self._say("  ".join(f"{name}: {value:.4f}" for name, value in metrics.items() if "round" not in name))
         mrr = metrics.get("mrr", -1.0)

@@ -1,4 +1,6 @@
 """train.py end to end on the fixture data: checkpoints, exact resume, dense mode, presets."""
+import json
+
 import pytest
 import torch
 
@@ -74,3 +76,19 @@ def test_start_path_loads_reference_checkpoint_weights(golden_dir, tmp_path, cap
     # one iteration never steps (the reference's loop): the weights are the reference's
     reference = torch.load(golden_dir / "model_raw.pt", weights_only=True)
     assert_bit_identical(final_weights(tmp_path / "from_ref", 1), dict(reference))
+
+
+def test_base_preset_run_is_scored_by_evaluate(golden_dir, repo_root, tmp_path):
+    import evaluate
+    flags = fixture_flags(golden_dir, tmp_path, "preset", "-max_iterations", "2", "-val_every", "-1",
+                          "-start_path", str(golden_dir / "model_ckpt.pt"))
+    train.main(["-config", str(repo_root / "config" / "presets" / "base.yml"), *flags])
+    config = (tmp_path / "preset" / "config.yml").read_text()
+    assert "mask_prob: 0.1" in config and "git commit" in config   # from the preset, traced to the code
+    data_flags = flags[:flags.index("-max_seq_len")]
+    evaluate.main([*data_flags, "-max_seq_len", "108", "-split", "test", "-num_workers", "0",
+                   "-visdial_processed_test", str(golden_dir / "visdial_processed" / "test_processed.json"),
+                   "-start_path", str(tmp_path / "preset" / "visdial_dialog_encoder_2.ckpt"),
+                   "-save_path", str(tmp_path), "-save_name", "scored"])
+    predictions = json.loads((tmp_path / "scored_predictions.json").read_text())
+    assert len(predictions) == 4 and all(sorted(p["ranks"]) == list(range(1, 101)) for p in predictions)

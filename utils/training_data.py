@@ -1,11 +1,10 @@
-"""The data side of a training run: datasets, the resumable loader, and validation.
+"""The data side of a training run: datasets and the resumable loader.
 
 `build_training_data(options, context)` opens the feature store and tokenizer once and builds
 the train dataset of the mode (VisDial train items for base training, dense-annotation items for
 dense finetuning) and the val dataset. `TrainingData.epoch_batches(epoch, start)` yields the
 collated batches of one epoch from batch `start` on (see utils/data_order.py for why the order
-and the random draws are reproducible). `validate` scores val with the evaluation engine
-(utils/scoring.py) and computes the metrics with utils/metrics.py.
+and the random draws are reproducible).
 """
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,6 @@ from utils.data_order import ResumableSampler, SeededItems, collate_skipping_bad
 from utils.distributed import DistributedContext
 from utils.errors import UserError
 from utils.feature_store import open_feature_store
-from utils.metrics import visdial_metrics
-from utils.scoring import score_dataset
 from utils.tokenizer import load_tokenizer
 
 OVERFIT_IMAGES_PER_BATCH = 5
@@ -128,10 +125,3 @@ def build_training_data(options, context: DistributedContext) -> TrainingData:
     return TrainingData(dataset, source, batch_images, shuffle, options.seed, options.num_workers,
                         context, validation)
 
-
-def validate(model: torch.nn.Module, dataset: Dataset, options, precision: str) -> dict:
-    """Val metrics of `model` (R@k, mean rank, MRR, NDCG and per round), on every rank."""
-    scored = score_dataset(model, dataset, collate_dialog_batch, precision=precision,
-                           num_workers=options.num_workers, progress=False)
-    return visdial_metrics(scored.scores, scored.fields["gt_option_inds"],
-                           scored.fields.get("round_id"), scored.fields.get("gt_relevance"))
