@@ -39,49 +39,72 @@ def read_json(path: str | os.PathLike):
         raise UserError(f"{path}: not valid JSON ({error})") from None
 
 
-def _check_index(value, size: int, where: str, what: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < size:
-        raise UserError(f"{where}: {what} {value!r} is out of range (0..{size - 1})")
+def _check_index(value, size: int, path: Path, dialog: dict, number: int, what: str) -> None:
+    if type(value) is not int or not 0 <= value < size:
+        raise UserError(f"{_round_where(path, dialog, number)}: {what} {value!r} is out of range (0..{size - 1})")
 
 
-def _check_options(options, num_answers: int, where: str) -> None:
-    if not isinstance(options, list) or len(options) != NUM_ANSWER_OPTIONS:
-        count = len(options) if isinstance(options, list) else type(options).__name__
-        raise UserError(f"{where}: has {count} answer options, expected {NUM_ANSWER_OPTIONS}")
-    array = np.asarray(options)
-    if array.dtype.kind not in "iu" or array.min() < 0 or array.max() >= num_answers:
-        raise UserError(f"{where}: an answer option is not an answer index in 0..{num_answers - 1}")
+def _round_where(path: Path, dialog: dict, number: int) -> str:
+    return f"{path}: dialog of image {dialog['image_id']}, round {number}"
 
 
 def _validate_dialog(dialog, position: int, split: str, num_questions: int, num_answers: int,
-                     path: Path, processed: bool) -> None:
+                     path: Path, processed: bool, with_options: list) -> None:
+    """Check one dialog's fields and indices; append (dialog, round number, round) to
+    `with_options` for every round whose answer options are checked later, all at once."""
     where = f"{path}: dialog {position}"
     if not isinstance(dialog, dict) or not {"image_id", "caption", "dialog"} <= dialog.keys():
         raise UserError(f"{where}: needs image_id, caption and dialog")
     if not isinstance(dialog["image_id"], int) or not isinstance(dialog["caption"], str):
         raise UserError(f"{where}: image_id must be an int and caption a string")
-    where = f"{path}: dialog of image {dialog['image_id']}"
     rounds = dialog["dialog"]
     if not isinstance(rounds, list) or not rounds:
-        raise UserError(f"{where}: has no rounds")
+        raise UserError(f"{path}: dialog of image {dialog['image_id']}: has no rounds")
     for number, turn in enumerate(rounds, start=1):
-        round_where = f"{where}, round {number}"
         if not isinstance(turn, dict) or "question" not in turn:
-            raise UserError(f"{round_where}: has no question")
-        _check_index(turn["question"], num_questions, round_where, "question index")
+            raise UserError(f"{_round_where(path, dialog, number)}: has no question")
+        _check_index(turn["question"], num_questions, path, dialog, number, "question index")
         is_last_test_round = split == "test" and number == len(rounds)
         if not is_last_test_round:
             if "answer" not in turn:
-                raise UserError(f"{round_where}: has no answer")
-            _check_index(turn["answer"], num_answers, round_where, "answer index")
-        if split != "test" or is_last_test_round:
-            _check_options(turn.get("answer_options"), num_answers, round_where)
+                raise UserError(f"{_round_where(path, dialog, number)}: has no answer")
+            _check_index(turn["answer"], num_answers, path, dialog, number, "answer index")
         if split != "test":
-            _check_index(turn.get("gt_index"), NUM_ANSWER_OPTIONS, round_where, "gt_index")
-            if turn["answer_options"][turn["gt_index"]] != turn["answer"]:
-                raise UserError(f"{round_where}: answer_options[gt_index] is not the answer")
+            _check_index(turn.get("gt_index"), NUM_ANSWER_OPTIONS, path, dialog, number, "gt_index")
+        if split != "test" or is_last_test_round:
+            with_options.append((dialog, number, turn))
     if split == "test" and processed and not isinstance(dialog.get("round_id"), int):
-        raise UserError(f"{where}: has no round_id (run preprocessing/pre_process_visdial.py first)")
+        raise UserError(f"{path}: dialog of image {dialog['image_id']}: has no round_id "
+                        "(run preprocessing/pre_process_visdial.py first)")
+
+
+def _check_answer_options(with_options: list, num_answers: int, check_answer: bool, path: Path) -> None:
+    """Every listed round has 100 answer indices in range (and, for train / val, its answer at
+    gt_index): one numpy pass over all rounds, then the first offending round is named."""
+    for dialog, number, turn in with_options:
+        options = turn.get("answer_options")
+        if type(options) is not list or len(options) != NUM_ANSWER_OPTIONS:
+            count = len(options) if isinstance(options, list) else type(options).__name__
+            raise UserError(f"{_round_where(path, dialog, number)}: has {count} answer options, "
+                            f"expected {NUM_ANSWER_OPTIONS}")
+    if not with_options:
+        return
+    options = np.array([turn["answer_options"] for _, _, turn in with_options])
+    if options.dtype.kind not in "iu":
+        bad = np.ones(len(options), dtype=bool)
+    else:
+        bad = ((options < 0) | (options >= num_answers)).any(axis=1)
+    for (dialog, number, turn), is_bad in zip(with_options, bad):
+        if is_bad and not all(type(option) is int and 0 <= option < num_answers for option in turn["answer_options"]):
+            raise UserError(f"{_round_where(path, dialog, number)}: an answer option is not an answer index "
+                            f"in 0..{num_answers - 1}")
+    if check_answer:
+        gt_index = np.array([turn["gt_index"] for _, _, turn in with_options])
+        answer = np.array([turn["answer"] for _, _, turn in with_options])
+        wrong = np.flatnonzero(options[np.arange(len(options)), gt_index] != answer)
+        if len(wrong):
+            dialog, number, _ = with_options[int(wrong[0])]
+            raise UserError(f"{_round_where(path, dialog, number)}: answer_options[gt_index] is not the answer")
 
 
 def load_visdial_json(path: str | os.PathLike, split: str, processed: bool = False) -> dict:
@@ -101,8 +124,11 @@ def load_visdial_json(path: str | os.PathLike, split: str, processed: bool = Fal
         texts = data.get(field)
         if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
             raise UserError(f"{path}: data.{field} must be a list of strings")
+    with_options = []
     for position, dialog in enumerate(data["dialogs"]):
-        _validate_dialog(dialog, position, split, len(data["questions"]), len(data["answers"]), path, processed)
+        _validate_dialog(dialog, position, split, len(data["questions"]), len(data["answers"]), path, processed,
+                         with_options)
+    _check_answer_options(with_options, len(data["answers"]), split != "test", path)
     return content
 
 

@@ -72,6 +72,9 @@ def encode_texts(tokenizer, texts: list[str]) -> list[list[int]]:
     """Token ids of every text (one batch call), without [CLS]/[SEP], as the reference's `encode`."""
     if not texts:
         return []
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # the Rust tokenizer directly: ~10x less overhead per string than __call__
+        return [encoding.ids for encoding in backend.encode_batch(list(texts), add_special_tokens=False)]
     return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
 
 
