@@ -20,7 +20,8 @@ An item holds its n sequences padded to their own longest length L_item, and its
     num_rounds, num_options (int): eval items hold num_rounds x num_options sequences, round-major
 
 Split-specific fields: val `gt_option_inds` [num_rounds] (all 0: the ground truth is moved to
-option 0), `gt_relevance` [num_options] (permuted like the options), `round_id` 0-d; test
+option 0) and, given the dense annotations, `gt_relevance` [num_options] (permuted like the
+options) and `round_id` 0-d; test
 `round_id` 0-d; dense `gt_relevance` [100], `gt_relevance_round_id` 0-d, `gt_option` 0-d.
 
 Every string is tokenised once, when the dataset is built. Random draws (negatives, masking) come
@@ -125,7 +126,8 @@ class VisdialDataset(_DialogDataset):
     dialogs_json : a processed split file (preprocessing/pre_process_visdial.py)
     features : a feature store path (LMDB or HDF5) or an open reader (utils.feature_store)
     tokenizer : a BertTokenizer, or a vocab path / hub name for `load_tokenizer`
-    dense_annotations_json : val only, the processed val dense annotations (one per dialog, same order)
+    dense_annotations_json : val only, the processed val dense annotations (one per dialog, same
+        order); without them val items have no gt_relevance / round_id (no NDCG)
     max_seq_len, num_options, visdial_tot_rounds, mask_prob, sequences_per_image,
     num_negative_samples, overfit, num_samples : the reference's flags of the same names
         (num_samples is -num_train_samples or -num_val_samples)
@@ -159,9 +161,7 @@ class VisdialDataset(_DialogDataset):
         self.sequences_per_image = sequences_per_image
         self.num_negative_samples = num_negative_samples
         self.dense_annotations = None
-        if split == "val":
-            if dense_annotations_json is None:
-                raise UserError(f"{self.dialogs_path}: val items need the val dense annotations file")
+        if split == "val" and dense_annotations_json is not None:
             self.dense_annotations = load_dense_annotations(dense_annotations_json)
             check_annotations_follow_dialogs(self.dense_annotations, self.dialogs, dense_annotations_json)
 
@@ -215,18 +215,20 @@ class VisdialDataset(_DialogDataset):
 
     def _val_item(self, index: int) -> dict:
         rounds = self.dialogs[index]["dialog"]
-        annotation = self.dense_annotations[index]
-        prefixes, finals, relevance = [], [], None
+        prefixes, finals = [], []
         for round_index, turn in enumerate(rounds):
             prefixes.append(self._prefix(index, round_index))
-            order = self._option_order(turn)
-            finals += [(round_index, self.answers[turn["answer_options"][position]]) for position in order]
-            if round_index == annotation["round_id"] - 1:
-                relevance = np.asarray(relevance_of(annotation), dtype=np.float32)[order]
+            finals += [(round_index, self.answers[turn["answer_options"][position]])
+                       for position in self._option_order(turn)]
         item = self._pack(index, prefixes, finals)
         item["lm_labels"] = np.full_like(item["tokens"], -1)
-        item.update(gt_option_inds=np.zeros(len(rounds), dtype=np.int64), gt_relevance=relevance,
-                    round_id=np.int64(annotation["round_id"]), num_rounds=len(rounds), num_options=len(order))
+        item.update(gt_option_inds=np.zeros(len(rounds), dtype=np.int64), num_rounds=len(rounds),
+                    num_options=self.num_options)
+        if self.dense_annotations is not None:
+            annotation = self.dense_annotations[index]
+            order = self._option_order(rounds[annotation["round_id"] - 1])
+            item.update(gt_relevance=np.asarray(relevance_of(annotation), dtype=np.float32)[order],
+                        round_id=np.int64(annotation["round_id"]))
         return {**item, **self._image(index, 0.0, np.random.default_rng(random.getrandbits(64)))}
 
     def _test_item(self, index: int) -> dict:

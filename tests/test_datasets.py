@@ -147,6 +147,16 @@ def test_train_batches_through_workers(parts):
     assert batch["image_label"].shape == (3, 37) and batch["image_target"].shape == (3, 37, 1601)
 
 
+def test_val_without_dense_annotations(parts):
+    processed = parts["processed"]
+    val = VisdialDataset("val", processed / "val_processed.json", parts["features"], parts["tokenizer"],
+                         max_seq_len=108, num_options=10)
+    batch = collate_dialog_batch([val[0], val[1]])
+    assert "gt_relevance" not in batch and "round_id" not in batch
+    assert batch["tokens"].shape[0] == 2 * 10 * 10 and batch["num_options"] == 10
+    assert torch.equal(batch["gt_option_inds"], torch.zeros(2, 10, dtype=torch.long))
+
+
 def test_dense_items(parts, golden_items):
     processed = parts["processed"]
     dense = VisdialDenseDataset(processed / "train_dense_processed.json",
