@@ -130,7 +130,8 @@ class VisdialDataset(_DialogDataset):
         order); without them val items have no gt_relevance / round_id (no NDCG)
     max_seq_len, num_options, visdial_tot_rounds, mask_prob, sequences_per_image,
     num_negative_samples, overfit, num_samples : the reference's flags of the same names
-        (num_samples is -num_train_samples or -num_val_samples)
+        (num_samples is -num_train_samples or -num_val_samples; the test split ignores it and
+        -overfit, as the reference)
 
     Train: each item draws `sequences_per_image` of its rounds x (1 + num_negative_samples)
     sequences uniformly without replacement (the reference built all of them and kept
@@ -152,7 +153,9 @@ class VisdialDataset(_DialogDataset):
             raise UserError(f"-num_options must be in 2..{NUM_ANSWER_OPTIONS}, got {num_options}")
         if split == "train" and (sequences_per_image < 1 or num_negative_samples < 0 or not 0 <= mask_prob <= 1):
             raise UserError("need -sequences_per_image >= 1, -num_negative_samples >= 0 and 0 <= -mask_prob <= 1")
-        samples_flag = {"train": "num_train_samples", "val": "num_val_samples", "test": "num_test_samples"}[split]
+        if split == "test":  # as the reference: the test split is always served whole
+            overfit, num_samples = False, 0
+        samples_flag = "num_train_samples" if split == "train" else "num_val_samples"
         super().__init__(split, dialogs_json, features, tokenizer, max_seq_len, visdial_tot_rounds, overfit,
                          num_samples, samples_flag)
         self.split = split

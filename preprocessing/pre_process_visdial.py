@@ -1,6 +1,6 @@
 """Filter the raw VisDial v1.0 json files so every model input fits in `-max_seq_len` tokens.
 
-    python preprocessing/pre_process_visdial.py -max_seq_len 256 -vocab bert-base-uncased \
+    python preprocessing/pre_process_visdial.py -max_seq_len 256 -vocab data/bert-base-uncased/vocab.txt \
         -visdial_train data/visdial/visdial_1.0_train.json ... (every path has a flag, see -h)
 
 Token counts use the BERT tokenizer without special tokens; a sequence is
@@ -70,7 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                             help=f"{help_text} (default: %(default)s)")
     parser.add_argument("-max_seq_len", "--max_seq_len", type=int, default=256,
                         help="maximum number of tokens of a dialog encoder input (default: %(default)s)")
-    parser.add_argument("-vocab", "--vocab", default="bert-base-uncased",
+    parser.add_argument("-vocab", "--vocab", default="data/bert-base-uncased/vocab.txt",
                         help="BERT vocab.txt, tokenizer folder or hub name (default: %(default)s)")
     parser.add_argument("-quiet", "--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)

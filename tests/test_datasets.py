@@ -173,6 +173,10 @@ def test_dataset_length_flags(parts, options, expected):
     assert len(make(parts, "train", **options)) == expected
 
 
+def test_test_split_is_always_whole(parts):
+    assert len(make(parts, "test", overfit=True, num_samples=1)) == 4
+
+
 def test_too_many_samples_is_a_flag_error(parts):
     with pytest.raises(UserError, match="-num_train_samples 9 is more than the 3 dialogs"):
         make(parts, "train", num_samples=9)
