@@ -14,9 +14,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from utils.conformance import CheckResult, model_checks  # noqa: E402
+from utils.conformance_data import data_checks  # noqa: E402
+from utils.conformance_eval import eval_checks  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
-CHECK_GROUPS = {"model": model_checks}
+CHECK_GROUPS = {"model": model_checks, "data": data_checks, "evaluation": eval_checks}
 
 
 def run_group(name: str, check, fixtures: Path) -> list:
