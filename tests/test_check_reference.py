@@ -12,7 +12,10 @@ def test_every_check_passes_on_the_reference_fixtures(golden_dir, repo_root):
     assert not [row for row in rows if row.startswith("FAIL")]
     names = "\n".join(rows)
     for expected in ("keys.json: names, shapes, dtypes", "eval_mixed: nsp_scores",
-                     "train_labels: masked_img_loss", "dense_finetune: all100_ce_loss"):
+                     "train_labels: masked_img_loss", "dense_finetune: all100_ce_loss",
+                     "preprocessing: train_processed.json (fixed)", "LMDB reader: image 562944",
+                     "dataset items: val[0]", "end to end: test predictions == test_predictions.json",
+                     "end to end: val metrics == val_metrics_end2end.json"):
         assert expected in names
     assert len(rows) >= 120
     assert re.search(r"^\d+ passed, 0 failed$", run.stdout, re.M)
