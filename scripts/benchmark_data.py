@@ -95,7 +95,8 @@ def measure(dataset, workers: int, max_items: int, batch_size: int) -> tuple[int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fixtures", "-fixtures", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "golden")
+    parser.add_argument("--fixtures", "-fixtures", type=Path,
+                        default=Path(__file__).resolve().parents[2] / "shared" / "golden")
     parser.add_argument("--vocab", "-vocab", default=None, help="vocab.txt (default: the fixture's)")
     parser.add_argument("--dialogs", "-dialogs", type=int, default=2000, help="synthetic dialogs")
     parser.add_argument("--images", "-images", type=int, default=200, help="synthetic images")

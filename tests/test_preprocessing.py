@@ -47,7 +47,8 @@ def test_the_two_fixes(golden_dir, outputs):
     assert [dialog["image_id"] for dialog in ours_train] == [
         dialog["image_id"] for dialog in raw_train if dialog in ours_train]
     # fix 2: the annotated dialog, not a stale one, decides; the documented annotation is kept
-    kept = [(a["image_id"], a["round_id"]) for a in json.loads((folder / "train_dense_annotations_processed.json").read_text())]
+    kept = [(a["image_id"], a["round_id"])
+            for a in json.loads((folder / "train_dense_annotations_processed.json").read_text())]
     reference_kept = [(a["image_id"], a["round_id"])
                       for a in json.loads((reference / "train_dense_annotations_processed.json").read_text())]
     assert (492072, 9) in kept and (492072, 9) not in reference_kept
