@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 from dataloader.collate import collate_dialog_batch
 from dataloader.datasets import VisdialDataset, VisdialDenseDataset
 from tests.eval_golden import load_golden_model
-from utils.conformance_data import check_train_item, compare_eval_item, dataset_item_checks
+from utils.conformance_data import check_train_item, compare_eval_item, data_checks, dataset_item_checks
 from utils.errors import UserError
 from utils.feature_store import open_feature_store
 from utils.tokenizer import load_tokenizer
@@ -37,6 +37,11 @@ def make(parts, split, max_seq_len=108, **options):
 def test_every_reference_item_conforms(golden_dir):
     results = dataset_item_checks(golden_dir)
     assert len(results) == 17 and all(result.passed for result in results), [r for r in results if not r.passed]
+
+
+def test_absent_fixtures_fail_as_absent(tmp_path):
+    results = data_checks(tmp_path)
+    assert len(results) == 3 and all(not r.passed and r.detail.startswith("absent") for r in results)
 
 
 def test_item_comparisons_can_fail(parts, golden_items):
