@@ -311,8 +311,8 @@ def validate_train_options(options: TrainOptions) -> list[str]:
         problems.append(f"-val_every must be -1 (never), 0 (as the reference) or positive, got {options.val_every}")
     if not 1 <= options.sequences_per_image <= 8:
         problems.append(f"-sequences_per_image must be in 1..8, got {options.sequences_per_image}")
-    if not 1 <= options.num_negative_samples <= options.num_options - 1:
-        problems.append(f"-num_negative_samples must be in 1..num_options-1 ({options.num_options - 1}), "
+    if not 0 <= options.num_negative_samples <= options.num_options - 1:
+        problems.append(f"-num_negative_samples must be in 0..num_options-1 ({options.num_options - 1}), "
                         f"got {options.num_negative_samples}")
     if not 0.0 <= options.mask_prob <= 1.0:
         problems.append(f"-mask_prob must be in [0, 1], got {options.mask_prob}")

@@ -95,3 +95,21 @@ def test_disabled_logger_writes_nothing(tmp_path):
     logger.log_validation(1, {"mrr": 1.0})
     logger.close()
     assert not (tmp_path / "rank1").exists()
+
+
+def test_train_py_sends_loss_and_validation_curves(golden_dir, tmp_path, visdom_server):
+    import visdom
+    import train
+    from tests.train_helpers import fixture_flags
+    train.main(fixture_flags(golden_dir, tmp_path, "logged", "-max_iterations", "2", "-val_every", "2",
+                             "-num_options", "10", "-num_val_samples", "1", "-tensorboard", "1",
+                             "-enable_visdom", "1", "-visdom_server", "http://127.0.0.1",
+                             "-visdom_server_port", str(visdom_server), "-visdom_env", "train_test"))
+    scalars = read_tensorboard(tmp_path / "logged" / "tensorboard")
+    assert [step for step, _ in scalars["loss/loss"]] == [0, 1]
+    assert [step for step, _ in scalars["val/mrr"]] == [2]
+    client = visdom.Visdom(server="http://127.0.0.1", port=visdom_server, use_incoming_socket=False)
+    loss = json.loads(client.get_window_data("loss", env="train_test"))
+    assert {trace["name"]: trace["x"] for trace in loss["content"]["data"]}["tot loss"] == [0, 1]
+    val = json.loads(client.get_window_data("Retrieval Val Metrics", env="train_test"))
+    assert {trace["name"] for trace in val["content"]["data"]} >= {"mrr", "r@1", "ndcg"}

@@ -77,7 +77,7 @@ def test_shipped_presets_reproduce_the_readme_commands(repo_root, preset):
 
 def test_validation_reports_one_line_per_problem():
     parsed = parse("-num_options", "101", "-visdial_tot_rounds", "12", "-sequences_per_image", "9",
-                   "-batch_size", "0", "-mask_prob", "1.5", "-num_negative_samples", "0", "-continue")
+                   "-batch_size", "0", "-mask_prob", "1.5", "-num_negative_samples", "-1", "-continue")
     problems = options.validate_train_options(parsed)
     flags = ["-num_options", "-visdial_tot_rounds", "-sequences_per_image", "-batch_size", "-mask_prob",
              "-num_negative_samples", "-continue"]
