@@ -311,7 +311,11 @@ def validate_train_options(options: TrainOptions) -> list[str]:
         problems.append(f"-val_every must be -1 (never), 0 (as the reference) or positive, got {options.val_every}")
     if not 1 <= options.sequences_per_image <= 8:
         problems.append(f"-sequences_per_image must be in 1..8, got {options.sequences_per_image}")
-    if not 0 <= options.num_negative_samples <= options.num_options - 1:
+    elif options.mode == "base" and options.batch_size >= 1 and options.batch_size % options.sequences_per_image:
+        problems.append(f"-batch_size must be a multiple of -sequences_per_image ({options.sequences_per_image}) "
+                        f"in base mode, got {options.batch_size}")
+    # with a bad -num_options this range is meaningless: report only -num_options
+    if options.num_options >= 2 and not 0 <= options.num_negative_samples <= options.num_options - 1:
         problems.append(f"-num_negative_samples must be in 0..num_options-1 ({options.num_options - 1}), "
                         f"got {options.num_negative_samples}")
     if not 0.0 <= options.mask_prob <= 1.0:
