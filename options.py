@@ -127,7 +127,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     _add(group, "save_name", default="",
          help="run folder name inside -save_path (default: a time stamp)")
     _add(group, "continue", action="store_true",
-         help="resume exactly from -start_path or the newest checkpoint of the run folder")
+         help="resume exactly from the newest checkpoint of the run folder (or -start_path when it has none)")
     _add(group, "keep_checkpoints", type=int, default=3,
          help="keep this many newest checkpoints (plus the best by val MRR)")
     _add(group, "nan_policy", choices=NAN_POLICIES, default="stop",

@@ -249,8 +249,12 @@ class Trainer:
 
     def _resume(self) -> None:
         """Restore model, optimizer, schedule position, data position, random generators and
-        gradients accumulated since the last optimizer step."""
-        path = Path(self.options.start_path) if self.options.start_path else checkpointing.latest_checkpoint(self.run_dir)
+        gradients accumulated since the last optimizer step, from the newest checkpoint of the
+        run folder (or, when it has none, from -start_path, the reference's way)."""
+        if checkpointing.list_checkpoints(self.run_dir) or not self.options.start_path:
+            path = checkpointing.latest_checkpoint(self.run_dir)
+        else:
+            path = Path(self.options.start_path)
         content = checkpointing.read_checkpoint(path)
         missing = [key for key in ("model_state_dict", "optimizer_state_dict", "progress", "per_rank")
                    if key not in content]

@@ -50,6 +50,11 @@ def test_resume_is_bit_identical(uninterrupted, golden_dir, tmp_path):
     iterations = [r["iteration"] for r in read_metrics(tmp_path / "split") if r["event"] == "train"]
     assert iterations == list(range(6))       # continued at 4, not restarted
     assert_bit_identical(final_weights(tmp_path / "split", 6), final_weights(uninterrupted, 6))
+    # the reference's way: -continue -start_path CHECKPOINT, here into a fresh run folder
+    moved = fixture_flags(golden_dir, tmp_path, "moved", "-batch_multiply", "2", "-val_every", "-1")
+    train.main(moved + ["-max_iterations", "6", "-continue",
+                        "-start_path", str(tmp_path / "split" / "visdial_dialog_encoder_4.ckpt")])
+    assert_bit_identical(final_weights(tmp_path / "moved", 6), final_weights(uninterrupted, 6))
     initial = torch.load(tmp_path / "split" / "visdial_dialog_encoder_3.ckpt", weights_only=True)
     assert not torch.equal(initial["model_state_dict"]["bert_pretrained.cls.bi_seq_relationship.weight"],
                            final_weights(uninterrupted, 6)["bert_pretrained.cls.bi_seq_relationship.weight"])
