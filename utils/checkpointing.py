@@ -30,9 +30,13 @@ def read_checkpoint(path: Union[str, Path]) -> dict:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = str(error).splitlines()[0] if str(error) else "unsafe content"
-        raise UserError(f"{path}: refused to load: the checkpoint needs pickled code, which is "
-                        f"never executed ({reason})") from None
+        # torch's message is boilerplate around one line: "... unsupported GLOBAL module.name ..."
+        # for pickled code, "Unsupported operand N" for bytes that are no checkpoint at all
+        code = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
+        if code:
+            raise UserError(f"{path}: refused to load: the checkpoint needs pickled code, which is "
+                            f"never executed ({code[0]})") from None
+        raise UserError(f"{path}: not a PyTorch checkpoint (weights-only loading cannot read it)") from None
     except Exception as error:  # torch raises many types for a file that is not a checkpoint
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(f"{path}: not a PyTorch checkpoint ({reason})") from None
