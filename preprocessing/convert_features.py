@@ -36,8 +36,10 @@ def convert_lmdb_to_hdf5(input_path: str, output_path: str, show_progress: bool 
         raise UserError(f"{input_path}: feature store holds no images")
     max_boxes = max(store.stored_num_boxes(image_id)
                     for image_id in tqdm(image_ids, desc="scanning", disable=not show_progress))
-    records = (store.read_raw(image_id) for image_id in tqdm(image_ids, desc="converting", disable=not show_progress))
-    return write_hdf5_feature_store(output_path, records, num_images=len(image_ids), max_boxes=max_boxes)
+    # closed before an error propagates, so the error stays the last line on the terminal
+    with tqdm(image_ids, desc="converting", disable=not show_progress) as progress:
+        records = (store.read_raw(image_id) for image_id in progress)
+        return write_hdf5_feature_store(output_path, records, num_images=len(image_ids), max_boxes=max_boxes)
 
 
 def main(argv=None) -> None:

@@ -386,38 +386,46 @@ def write_hdf5_feature_store(path: str | os.PathLike, records: Iterable[dict], n
         cls_prob   [N, B, 1601] float32
         attrs: format = "visdial-bert image features", version = 1
     Arrays are chunked one image per chunk, so reading an image touches one chunk per field.
-    The file is written to `path + '.tmp'` and renamed when complete.
+    The file is written to `path + '.tmp'`, renamed when complete and removed on failure.
     """
     import h5py
 
     path = Path(path)
     temporary = path.with_name(path.name + ".tmp")
     written = 0
-    with h5py.File(temporary, "w") as handle:
-        handle.attrs["format"] = HDF5_FORMAT_NAME
-        handle.attrs["version"] = HDF5_FORMAT_VERSION
-        image_ids = handle.create_dataset("image_id", (num_images,), dtype=np.int64)
-        counts = handle.create_dataset("num_boxes", (num_images,), dtype=np.int32)
-        heights = handle.create_dataset("image_h", (num_images,), dtype=np.int32)
-        widths = handle.create_dataset("image_w", (num_images,), dtype=np.int32)
-        arrays = {
-            name: handle.create_dataset(name, (num_images, max_boxes, width), dtype=np.float32,
-                                        chunks=(1, max_boxes, width))
-            for name, width in (("features", FEATURE_SIZE), ("boxes", 4), ("cls_prob", NUM_CLASSES))
-        }
-        for row, record in enumerate(records):
-            if row >= num_images:
-                raise UserError(f"{path}: more records than the {num_images} announced")
-            num_boxes = int(record["num_boxes"])
-            if num_boxes > max_boxes:
-                raise UserError(f"{path}: image {record['image_id']} has {num_boxes} boxes, "
-                                f"more than max_boxes={max_boxes}")
-            image_ids[row], counts[row] = int(record["image_id"]), num_boxes
-            heights[row], widths[row] = int(record["image_h"]), int(record["image_w"])
-            for name, dataset in arrays.items():
-                dataset[row, :num_boxes] = np.asarray(record[name], dtype=np.float32)
-            written = row + 1
-        if written != num_images:
-            raise UserError(f"{path}: got {written} records, expected {num_images}")
+    try:
+        with h5py.File(temporary, "w") as handle:
+            handle.attrs["format"] = HDF5_FORMAT_NAME
+            handle.attrs["version"] = HDF5_FORMAT_VERSION
+            image_ids = handle.create_dataset("image_id", (num_images,), dtype=np.int64)
+            counts = handle.create_dataset("num_boxes", (num_images,), dtype=np.int32)
+            heights = handle.create_dataset("image_h", (num_images,), dtype=np.int32)
+            widths = handle.create_dataset("image_w", (num_images,), dtype=np.int32)
+            arrays = {
+                name: handle.create_dataset(name, (num_images, max_boxes, width), dtype=np.float32,
+                                            chunks=(1, max_boxes, width))
+                for name, width in (("features", FEATURE_SIZE), ("boxes", 4), ("cls_prob", NUM_CLASSES))
+            }
+            for row, record in enumerate(records):
+                if row >= num_images:
+                    raise UserError(f"{path}: more records than the {num_images} announced")
+                num_boxes = int(record["num_boxes"])
+                if num_boxes > max_boxes:
+                    raise UserError(f"{path}: image {record['image_id']} has {num_boxes} boxes, "
+                                    f"more than max_boxes={max_boxes}")
+                image_ids[row], counts[row] = int(record["image_id"]), num_boxes
+                heights[row], widths[row] = int(record["image_h"]), int(record["image_w"])
+                for name, dataset in arrays.items():
+                    dataset[row, :num_boxes] = np.asarray(record[name], dtype=np.float32)
+                written = row + 1
+            if written != num_images:
+                raise UserError(f"{path}: got {written} records, expected {num_images}")
+    except BaseException as error:
+        if temporary.exists():
+            temporary.unlink()
+        if isinstance(error, OSError):
+            reason = os.strerror(error.errno) if error.errno else str(error).splitlines()[0]
+            raise UserError(f"{path}: cannot write the HDF5 feature store ({reason})") from None
+        raise
     os.replace(temporary, path)
     return written
