@@ -192,6 +192,15 @@ def truncate_test(test: dict, lengths: TokenLengths, max_seq_len: int, summary: 
                 f"history + longest last-round option longer than {max_seq_len}")
 
 
+def create_output_folders(paths: list[str]) -> None:
+    """Create the folder of every output before any work, so an unwritable one fails first."""
+    for path in paths:
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"{path}: cannot write the output ({error.strerror})") from None
+
+
 def write_json_atomically(content, path: str) -> None:
     """json.dump to `path + '.tmp'` then rename, so a crash never leaves a half-written file."""
     path = Path(path)
@@ -201,13 +210,17 @@ def write_json_atomically(content, path: str) -> None:
         with open(temporary, "w", encoding="utf-8") as handle:
             json.dump(content, handle)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise UserError(f"{path}: cannot write the output ({error.strerror or error})") from None
         raise
 
 
 def preprocess(args: argparse.Namespace) -> Summary:
     """Run the whole preprocessing described in the module docstring; returns the summary."""
+    create_output_folders([args.save_path_train, args.save_path_val, args.save_path_test, args.save_path_val_ndcg,
+                           args.save_path_train_dense_samples, args.save_path_train_ndcg])
     train = load_visdial_json(args.visdial_train, "train")
     val = load_visdial_json(args.visdial_val, "val")
     test = load_visdial_json(args.visdial_test, "test")
