@@ -97,3 +97,11 @@ def test_base_preset_run_is_scored_by_evaluate(golden_dir, repo_root, tmp_path):
                    "-save_path", str(tmp_path), "-save_name", "scored"])
     predictions = json.loads((tmp_path / "scored_predictions.json").read_text())
     assert len(predictions) == 4 and all(sorted(p["ranks"]) == list(range(1, 101)) for p in predictions)
+
+
+def test_language_only_model_trains_without_region_loss(golden_dir, tmp_path):
+    train.main(fixture_flags(golden_dir, tmp_path, "text", "-max_iterations", "2", "-val_every", "-1",
+                             "-model_type", "language_only"))
+    records = [r for r in read_metrics(tmp_path / "text") if r["event"] == "train"]
+    assert len(records) == 2 and all("img_loss" not in r and r["lm_loss"] > 0 for r in records)
+    assert "bert_pretrained.bert.pooler.dense.weight" in final_weights(tmp_path / "text", 2)
