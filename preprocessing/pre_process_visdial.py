@@ -210,10 +210,8 @@ def write_json_atomically(content, path: str) -> None:
         with open(temporary, "w", encoding="utf-8") as handle:
             json.dump(content, handle)
         os.replace(temporary, path)
-    except BaseException as error:
+    except BaseException:
         temporary.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise UserError(f"{path}: cannot write the output ({error.strerror or error})") from None
         raise
 
 
