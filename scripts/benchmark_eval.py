@@ -68,9 +68,10 @@ def make_dialog_batch(num_dialogs: int, num_options: int, generator: torch.Gener
 
 
 def timed(function):
-    start = time.perf_counter()
+    """(result, wall seconds, CPU seconds of this process over all threads)."""
+    start, start_cpu = time.perf_counter(), time.process_time()
     result = function()
-    return result, time.perf_counter() - start
+    return result, time.perf_counter() - start, time.process_time() - start_cpu
 
 
 def matmul_gflops(size: int = 4096, repeats: int = 5) -> float:
@@ -87,15 +88,15 @@ def main() -> None:
     parser.add_argument("--dialogs", type=int, default=1)
     parser.add_argument("--options", type=int, default=12, help="answer options per round")
     parser.add_argument("--tokens_per_batch", type=int, default=4096,
-                        help="token budget of our batches (smaller than evaluate.py's default because the "
-                             "pool of sequences here is small: it keeps batches as uniform in length as "
-                             "a pool of 16 real dialogs gives at 16384)")
+                        help="token budget of our batches (smaller than evaluate.py's 16384 because the "
+                             "pool of sequences here is small: it keeps batches within a few rounds)")
     parser.add_argument("--reference_chunk", type=int, default=20, help="sequences per reference call")
     parser.add_argument("--quick", action="store_true", help="1 dialog x 4 options")
     args = parser.parse_args()
     if args.quick:
         args.dialogs, args.options = 1, 4
     torch.set_num_threads(os.cpu_count())
+    load_average = f"{os.getloadavg()[0]:.1f}"
     generator = torch.Generator().manual_seed(0)
     model = build_model(args.config).eval()
     spread_weights(model, generator)
@@ -103,14 +104,15 @@ def main() -> None:
     num_sequences = len(batch["tokens"])
     shape = (args.dialogs, 10, args.options)
 
-    score_sequences(model, {k: v[:4] if k in ("tokens", "segments", "attention_mask", "image_index") else v
-                            for k, v in batch.items()}, args.tokens_per_batch, "bf16")  # warm-up
-    reference, reference_s = timed(lambda: score_padded_reference_style(
+    warm_up = {k: v[:4] if k in ("tokens", "segments", "attention_mask", "image_index") else v
+               for k, v in batch.items()}
+    for precision in ("fp32", "bf16"):
+        score_sequences(model, warm_up, args.tokens_per_batch, precision)
+    reference, reference_s, reference_cpu = timed(lambda: score_padded_reference_style(
         model, batch, REFERENCE_MAX_SEQ_LEN, args.reference_chunk, all_heads=True))
-    with FlopCounterMode(display=False) as counter:
-        ours_fp32, fp32_s = timed(lambda: score_sequences(model, batch, args.tokens_per_batch, "fp32"))
-    _, fp32_s = timed(lambda: score_sequences(model, batch, args.tokens_per_batch, "fp32"))
-    ours_bf16, bf16_s = timed(lambda: score_sequences(model, batch, args.tokens_per_batch, "bf16"))
+    with FlopCounterMode(display=False) as counter:  # counts per op; its overhead is negligible here
+        ours_fp32, fp32_s, fp32_cpu = timed(lambda: score_sequences(model, batch, args.tokens_per_batch, "fp32"))
+    ours_bf16, bf16_s, bf16_cpu = timed(lambda: score_sequences(model, batch, args.tokens_per_batch, "bf16"))
     peak = matmul_gflops()
 
     reference_ranks = scores_to_ranks(reference.view(shape))
@@ -123,12 +125,15 @@ def main() -> None:
             ("ours bf16", bf16_s, f"{bf16_moved} ranks moved, max |d score| "
                                   f"{(ours_bf16 - reference).abs().max():.1e}")]
     print(f"{num_sequences} sequences ({args.dialogs} dialogs x 10 rounds x {args.options} options), "
-          f"{torch.get_num_threads()} threads, config {args.config}")
-    print(f"{'path':<44}{'seq/s':>8}{'speedup':>9}  {'VisDial val (2.06 M seq)':>24}  vs reference")
-    for name, seconds, note in rows:
+          f"{torch.get_num_threads()} threads, config {args.config}, load average {load_average}"
+          f" -> {os.getloadavg()[0]:.1f} (a busy machine slows every row; CPU seconds are less affected)")
+    print(f"{'path':<44}{'seq/s':>8}{'speedup':>9}{'CPU s/seq':>11}{'speedup':>9}"
+          f"  {'VisDial val (2.06 M seq)':>24}  vs reference")
+    for (name, seconds, note), cpu_seconds in zip(rows, (reference_cpu, fp32_cpu, bf16_cpu)):
         rate = num_sequences / seconds
         hours = VISDIAL_VAL_SEQUENCES / rate / 3600
-        print(f"{name:<44}{rate:>8.2f}{reference_s / seconds:>8.1f}x  {hours:>22.1f} h  {note}")
+        print(f"{name:<44}{rate:>8.2f}{reference_s / seconds:>8.1f}x{cpu_seconds / num_sequences:>11.2f}"
+              f"{reference_cpu / cpu_seconds:>8.1f}x  {hours:>22.1f} h  {note}")
     print(f"ours fp32: {achieved:.1f} GFLOP/s achieved; a 4096^3 fp32 matmul: {peak:.1f} GFLOP/s "
           f"({achieved / peak:.0%} of it)")
     print(f"speedup_fp32={reference_s / fp32_s:.2f} speedup_bf16={reference_s / bf16_s:.2f} "
