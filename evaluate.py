@@ -150,12 +150,13 @@ def load_split(options: EvalOptions) -> Dataset:
                           num_options=options.num_options, num_samples=options.num_val_samples, **common)
 
 
-def load_model(options: EvalOptions, device: torch.device) -> torch.nn.Module:
+def load_model(options: EvalOptions, device: torch.device, verbose: bool = True) -> torch.nn.Module:
     """The model of -model_config with the weights of -start_path, on `device`."""
     model = build_model(options.model_config, options.model_type)
     if options.start_path:
         report = load_model_weights(model, options.start_path)
-        print(report.describe(options.start_path))
+        if verbose:
+            print(report.describe(options.start_path))
     else:
         warnings.warn("no -start_path: scoring a randomly initialised model", stacklevel=2)
     model = model.to(device)
@@ -265,7 +266,7 @@ def run(options: EvalOptions, context: DistributedContext) -> None:
     if context.is_main:
         check_writable(paths)
     dataset = load_split(options)
-    model = load_model(options, context.device)
+    model = load_model(options, context.device, verbose=context.is_main)
     precision = default_precision(context.device) if options.precision == "auto" else options.precision
     scored = score_dataset(model, dataset, collate_dialog_batch, tokens_per_batch=options.eval_tokens_per_batch,
                            precision=precision, num_workers=options.num_workers, progress=context.is_main)
