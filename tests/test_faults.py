@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,12 +81,17 @@ def test_sigkill_during_saves_never_leaves_a_broken_checkpoint(repo_root, tmp_pa
         start = checkpoints[-1][0] + 1
 
 
-def test_unwritable_save_folder_is_an_error_before_training(golden_dir, tmp_path):
-    blocker = tmp_path / "not_a_folder"
-    blocker.write_text("a file where the run folder should go")
+@pytest.mark.parametrize("where", ["file_in_the_way", "sysfs"])
+def test_unwritable_save_folder_is_an_error_before_training(golden_dir, tmp_path, where):
+    if where == "file_in_the_way":
+        save_path = tmp_path / "not_a_folder"
+        save_path.write_text("a file where the run folder should go")
+    else:
+        save_path = Path("/sys/visdial_runs")   # not writable even by root (tests may run as root)
     with pytest.raises(UserError, match="cannot create the run folder") as error:
-        train.main(fixture_flags(golden_dir, blocker, "run", "-max_iterations", "1"))
-    assert str(blocker) in str(error.value)
+        train.main(fixture_flags(golden_dir, save_path, "run", "-max_iterations", "1"))
+    assert str(save_path) in str(error.value)
+    assert not (tmp_path / "run").exists()
 
 
 def test_full_disk_on_save_keeps_the_previous_checkpoint(tmp_path):
