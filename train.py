@@ -37,7 +37,6 @@ import options as train_options
 from evaluate import evaluate_val
 from models import build_model
 from utils import checkpointing
-from utils.data_order import ResumableSampler, SeededItems, collate_skipping_bad
 from utils.distributed import (DistributedContext, all_ranks_agree, any_rank, barrier,
                                broadcast_from_main, setup_distributed, teardown_distributed,
                                wrap_model)
