@@ -384,8 +384,8 @@ def model_config(vocab_size: int, hidden_size: int) -> dict:
     """A tiny two-stream model in the key set and order of the reference's model configs."""
     return {
         "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
-        "hidden_size": hidden_size, "initializer_range": 0.02, "intermediate_size": 2 * hidden_size,
-        "max_position_embeddings": 128, "num_attention_heads": 2, "num_hidden_layers": 2,
+        "hidden_size": hidden_size, "initializer_range": 0.1, "intermediate_size": 2 * hidden_size,
+        "max_position_embeddings": 512, "num_attention_heads": 2, "num_hidden_layers": 2,
         "type_vocab_size": 2, "vocab_size": vocab_size, "v_feature_size": FEATURE_SIZE,
         "v_target_size": NUM_CLASSES, "v_hidden_size": hidden_size, "v_num_hidden_layers": 1,
         "v_num_attention_heads": 2, "v_intermediate_size": 2 * hidden_size,
