@@ -4,12 +4,12 @@
 # Sets up .venv (like scripts/test.sh), generates the toy data, preprocesses it with the real
 # preprocessing script, trains the base objective (MLM + NSP + masked regions), finetunes on the
 # dense annotations, evaluates val (metrics table + HTML report) and test (EvalAI submission file).
-# DEMO_DIR (default: demo) is where everything goes; DEMO_SEED changes the toy data and the runs.
+# DEMO_DIR (default: demo_output) is where everything goes; DEMO_SEED changes the toy data and the runs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup_env.sh
 
-DEMO_DIR="${DEMO_DIR:-demo}"
+DEMO_DIR="${DEMO_DIR:-demo_output}"
 SEED="${DEMO_SEED:-0}"
 DATA="$DEMO_DIR/data"
 RUNS="$DEMO_DIR/checkpoints"
