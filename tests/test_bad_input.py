@@ -1,0 +1,399 @@
+"""The bad-input suite: every CLI, given a bad file or flag, exits non-zero with one clear line.
+
+Each case runs a CLI as a subprocess (repo root as cwd) and asserts: a non-zero exit code; the
+last non-empty stderr line is one `error:` line naming the file or flag and the problem; no
+"Traceback" anywhere in stderr; and nothing left in the case's output folder (no partial output,
+no temporary files). Every failure happens before any heavy work, and all subprocesses are
+launched at once from a thread pool (module fixture), so the suite costs about one CLI start per
+core. The README's "Troubleshooting" section lists these inputs and their messages.
+"""
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import lmdb
+import pytest
+import torch
+
+from train_helpers import fixture_flags
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CASE_TIMEOUT_S = 600  # a safety net against a hang, far above a case's few seconds
+# one more process than cores: each spends part of its start waiting on disk
+PARALLEL_PROCESSES = (os.cpu_count() or 2) + 1
+
+
+@dataclass(frozen=True)
+class Case:
+    """A bad input: `build(folder, golden)` writes the case's inputs into `folder / "in"` and
+    returns (argv of `script`, what the message must name: a path or a flag); the message must
+    also contain `problem`. Outputs go to `folder / "out"`, which must stay empty."""
+    name: str
+    script: str
+    build: Callable[[Path, Path], tuple[list[str], str]]
+    problem: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    returncode: Optional[int]  # None: timed out
+    stderr: str
+    subject: str
+    out_dir: Path
+
+
+# ---- inputs -------------------------------------------------------------------------------------
+
+def processed(golden: Path, name: str) -> Path:
+    return golden / "visdial_processed" / name
+
+
+def edited_json(source: Path, target: Path, edit: Callable[[object], object]) -> Path:
+    """A copy of the json `source` at `target`, changed in place by `edit`."""
+    content = json.loads(source.read_text())
+    edit(content)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(content))
+    return target
+
+
+def written(path: Path, content: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+def copied_store(golden: Path, target: Path) -> Path:
+    shutil.copytree(golden / "visdial_img_feat.lmdb", target)
+    for file in target.iterdir():
+        file.chmod(0o644)
+    return target
+
+
+def lmdb_with_records(path: Path, records: dict) -> Path:
+    """An LMDB whose values are pickled as given (protocol 3, like the released store)."""
+    environment = lmdb.open(str(path), map_size=1 << 24)
+    with environment.begin(write=True) as transaction:
+        for key, value in records.items():
+            transaction.put(key, value if isinstance(value, bytes) else pickle.dumps(value, protocol=3))
+    environment.close()
+    return path
+
+
+def golden_image_ids(golden: Path, split_file: str) -> list[int]:
+    return [dialog["image_id"] for dialog in json.loads(processed(golden, split_file).read_text())["data"]["dialogs"]]
+
+
+def train_argv(folder: Path, golden: Path, *extra: str) -> list[str]:
+    return fixture_flags(golden, folder / "out", "run", "-val_every", "-1", *extra)
+
+
+def eval_argv(folder: Path, golden: Path, *extra: str) -> list[str]:
+    return ["-split", "val",
+            "-visdial_processed_val", str(processed(golden, "val_processed.json")),
+            "-visdial_processed_val_dense_annotations", str(processed(golden, "val_dense_annotations_processed.json")),
+            "-visdial_processed_test", str(processed(golden, "test_processed.json")),
+            "-visdial_image_feats", str(golden / "visdial_img_feat.lmdb"),
+            "-vocab", str(golden / "bert-base-uncased-vocab.txt"),
+            "-model_config", str(golden / "model_config.json"),
+            "-max_seq_len", "108", "-num_workers", "0", "-save_path", str(folder / "out"), *extra]
+
+
+def preprocess_argv(folder: Path, golden: Path, **replaced: str) -> list[str]:
+    raw = golden / "visdial_raw"
+    inputs = {"visdial_train": raw / "visdial_1.0_train.json", "visdial_val": raw / "visdial_1.0_val.json",
+              "visdial_test": raw / "visdial_1.0_test.json",
+              "visdial_train_ndcg": raw / "visdial_1.0_train_dense_annotations.json",
+              "visdial_val_ndcg": raw / "visdial_1.0_val_dense_annotations.json"}
+    outputs = {f"save_path_{name}": folder / "out" / f"{name}.json"
+               for name in ("train", "val", "test", "train_dense_samples", "val_ndcg", "train_ndcg")}
+    flags = {**inputs, **outputs, "vocab": golden / "bert-base-uncased-vocab.txt", **replaced}
+    return [f"-{name}={value}" for name, value in flags.items()] + ["-quiet"]
+
+
+# ---- the cases ------------------------------------------------------------------------------------
+
+def flag_case(name: str, script: str, flag: str, problem: str, *values: str) -> Case:
+    """A case of train.py or evaluate.py whose bad input is the value of `flag`."""
+    argv_of = {"train.py": train_argv, "evaluate.py": eval_argv}[script]
+    return Case(name, script, lambda folder, golden: (argv_of(folder, golden, flag, *values), flag), problem)
+
+
+def train_file_case(name: str, flag: str, make: Callable[[Path, Path], Path], problem: str) -> Case:
+    """train.py with the file given to `flag` replaced by `make(folder / "in", golden)`."""
+    def build(folder, golden):
+        path = make(folder / "in", golden)
+        return train_argv(folder, golden, f"-{flag}", str(path)), str(path)
+    return Case(name, "train.py", build, problem)
+
+
+def eval_file_case(name: str, flag: str, make: Callable[[Path, Path], Path], problem: str) -> Case:
+    """evaluate.py -split val with the file given to `flag` replaced by `make(folder / "in", golden)`."""
+    def build(folder, golden):
+        path = make(folder / "in", golden)
+        return eval_argv(folder, golden, f"-{flag}", str(path)), str(path)
+    return Case(name, "evaluate.py", build, problem)
+
+
+def edit_round(split_file: str, dialog: int, round_index: int, edit: Callable[[dict], None]):
+    def make(folder, golden):
+        def change(content):
+            edit(content["data"]["dialogs"][dialog]["dialog"][round_index])
+        return edited_json(processed(golden, split_file), folder / split_file, change)
+    return make
+
+
+def set_image_id(split_file: str, image_id: int):
+    def make(folder, golden):
+        def change(content):
+            content["data"]["dialogs"][1]["image_id"] = image_id
+        return edited_json(processed(golden, split_file), folder / split_file, change)
+    return make
+
+
+def truncated_store(folder, golden):
+    store = copied_store(golden, folder / "features.lmdb")
+    data = store / "data.mdb"
+    data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])
+    return store
+
+
+def store_with_record(record_of: Callable[[int], object], split_file: str = "val_processed.json"):
+    """An LMDB store whose first image of `split_file` holds `record_of(folder)` (others absent)."""
+    def make(folder, golden):
+        image_ids = golden_image_ids(golden, split_file)
+        keys = [str(image_id).encode() for image_id in image_ids]
+        records = {b"keys": keys, **{key: record_of(folder) for key in keys}}
+        folder.mkdir(parents=True, exist_ok=True)
+        return lmdb_with_records(folder / "features.lmdb", records)
+    return make
+
+
+def model_state(golden: Path) -> dict:
+    return torch.load(golden / "model_raw.pt", weights_only=True)
+
+
+def wrong_shape_checkpoint(folder, golden):
+    state = model_state(golden)
+    key = next(key for key in state if key.endswith("word_embeddings.weight"))
+    state[key] = torch.zeros(10, 3)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(state, folder / "wrong_shapes.ckpt")
+    return folder / "wrong_shapes.ckpt"
+
+
+def config_with(key: str, value):
+    def make(folder, golden):
+        def change(content):
+            content[key] = value
+        return edited_json(golden / "model_config.json", folder / "model_config.json", change)
+    return make
+
+
+def unwritable_folder(folder: Path) -> Path:
+    """A path inside a regular file: no user (root included) can create or write it."""
+    blocker = written(folder / "in" / "not_a_folder", b"a file")
+    return blocker / "runs"
+
+
+def unwritable_save_path(folder, golden):
+    path = unwritable_folder(folder)
+    return train_argv(folder, golden, "-save_path", str(path)), str(path)
+
+
+def unwritable_eval_output(folder, golden):
+    path = unwritable_folder(folder)
+    return eval_argv(folder, golden, "-save_path", str(path)), str(path)
+
+
+def continue_without_checkpoint(folder, golden):
+    return train_argv(folder, golden, "-continue"), str(folder / "out" / "run")
+
+
+def preset_with_unknown_option(folder, golden):
+    preset = written(folder / "in" / "preset.yml", b"batch_size: 2\nlearning_rate: 0.1\n")
+    return train_argv(folder, golden, "-config", str(preset)), str(preset)
+
+
+def preprocess_with(flag: str, make: Callable[[Path, Path], Path]):
+    def build(folder, golden):
+        path = make(folder / "in", golden)
+        return preprocess_argv(folder, golden, **{flag: str(path)}), str(path)
+    return build
+
+
+def raw_val_dialog_without_answer(folder, golden):
+    def change(content):
+        del content["data"]["dialogs"][0]["dialog"][1]["answer"]
+    return edited_json(golden / "visdial_raw" / "visdial_1.0_val.json", folder / "val.json", change)
+
+
+def unwritable_preprocess_output(folder, golden):
+    path = unwritable_folder(folder) / "val.json"
+    return preprocess_argv(folder, golden, save_path_val=str(path)), str(path)
+
+
+def convert(input_of: Callable[[Path, Path], Path], subject: str = "input"):
+    def build(folder, golden):
+        source = input_of(folder / "in", golden)
+        output = folder / "out" / "features.h5"
+        return ["-input", str(source), "-output", str(output)], str(source if subject == "input" else output)
+    return build
+
+
+def convert_to_unwritable(folder, golden):
+    output = unwritable_folder(folder) / "features.h5"
+    return ["-input", str(golden / "visdial_img_feat.lmdb"), "-output", str(output)], str(output)
+
+
+def toy_data(*flags: str):
+    def build(folder, golden):
+        return ["-out", str(folder / "out" / "toy"), *flags], flags[0]
+    return build
+
+
+CASES = [
+    # train.py: flags
+    flag_case("train_num_options_1", "train.py", "-num_options", "must be in 2..100", "1"),
+    flag_case("train_tot_rounds_12", "train.py", "-visdial_tot_rounds", "must be in 2..11", "12"),
+    flag_case("train_sequences_per_image_9", "train.py", "-sequences_per_image", "must be in 1..8", "9"),
+    flag_case("train_batch_size_not_divisible", "train.py", "-batch_size", "multiple of -sequences_per_image", "3"),
+    flag_case("train_max_seq_len_4", "train.py", "-max_seq_len", "must be in 8..512", "4"),
+    Case("train_unwritable_save_path", "train.py", unwritable_save_path, "cannot create the run folder"),
+    Case("train_continue_without_checkpoint", "train.py", continue_without_checkpoint, "no checkpoint to continue"),
+    Case("train_preset_unknown_option", "train.py", preset_with_unknown_option, "unknown option 'learning_rate'"),
+    # train.py: files
+    train_file_case("train_json_missing", "visdial_processed_train", lambda folder, golden: folder / "absent.json",
+                    "file not found"),
+    eval_file_case("eval_json_not_json", "visdial_processed_val",
+                   lambda folder, golden: written(folder / "val.json", b'{"data": {"dialogs": ['), "not valid JSON"),
+    eval_file_case("eval_json_without_dialogs", "visdial_processed_val",
+                   lambda folder, golden: written(folder / "val.json", b'{"data": {"questions": []}}'),
+                   "no data.dialogs"),
+    train_file_case("train_question_index_out_of_range", "visdial_processed_train",
+                    edit_round("train_processed.json", 0, 2, lambda turn: turn.update(question=100000)),
+                    "question index 100000 is out of range"),
+    eval_file_case("eval_image_absent_from_features", "visdial_processed_val",
+                   set_image_id("val_processed.json", 424242), "no features for image(s) 424242"),
+    train_file_case("train_truncated_lmdb", "visdial_image_feats", truncated_store, "truncated"),
+    eval_file_case("eval_vocab_missing", "vocab", lambda folder, golden: folder / "vocab.txt", "not found"),
+    train_file_case("train_model_config_unknown_key", "model_config", config_with("hiden_size", 16),
+                    "unknown model config key(s) hiden_size"),
+    train_file_case("train_start_path_not_a_checkpoint", "start_path",
+                    lambda folder, golden: written(folder / "weights.ckpt", b"not a checkpoint at all"),
+                    "not a PyTorch checkpoint"),
+    # evaluate.py
+    flag_case("eval_max_seq_len_shorter_than_data", "evaluate.py", "-max_seq_len", "more than -max_seq_len 40",
+              "40"),
+    flag_case("eval_val_evalai_on_test", "evaluate.py", "-val_evalai", "need -split val", "-split", "test"),
+    Case("eval_unwritable_output", "evaluate.py", unwritable_eval_output, "cannot write the output"),
+    eval_file_case("eval_round_with_99_options", "visdial_processed_val",
+                   edit_round("val_processed.json", 0, 2, lambda turn: turn["answer_options"].pop(50)),
+                   "99 answer options"),
+    eval_file_case("eval_val_dialog_without_dense_annotation", "visdial_processed_val_dense_annotations",
+                   lambda folder, golden: edited_json(processed(golden, "val_dense_annotations_processed.json"),
+                                                      folder / "dense.json", lambda content: content.pop(1)),
+                   "2 annotations for 3 dialogs"),
+    eval_file_case("eval_hdf5_not_hdf5", "visdial_image_feats",
+                   lambda folder, golden: written(folder / "features.h5", b"this is not hdf5\n" * 64),
+                   "not an HDF5 file"),
+    eval_file_case("eval_record_not_a_dict", "visdial_image_feats", store_with_record(lambda folder: [1, 2, 3]),
+                   "record is a list, expected a dict"),
+    eval_file_case("eval_checkpoint_wrong_shapes", "start_path", wrong_shape_checkpoint, "shape"),
+    eval_file_case("eval_model_config_not_json", "model_config",
+                   lambda folder, golden: written(folder / "config.json", b"hidden_size: 16"),
+                   "not a readable JSON model config"),
+    # preprocessing/pre_process_visdial.py
+    Case("preprocess_raw_train_missing", "preprocessing/pre_process_visdial.py",
+         preprocess_with("visdial_train", lambda folder, golden: folder / "absent.json"), "file not found"),
+    Case("preprocess_max_seq_len_2", "preprocessing/pre_process_visdial.py",
+         lambda folder, golden: (preprocess_argv(folder, golden, max_seq_len="2"), "-max_seq_len"),
+         "must be at least 4"),
+    Case("preprocess_round_without_answer", "preprocessing/pre_process_visdial.py",
+         preprocess_with("visdial_val", raw_val_dialog_without_answer), "has no answer"),
+    Case("preprocess_unwritable_output", "preprocessing/pre_process_visdial.py", unwritable_preprocess_output,
+         "cannot write"),
+    # preprocessing/convert_features.py
+    Case("convert_input_truncated", "preprocessing/convert_features.py", convert(truncated_store), "truncated"),
+    Case("convert_unwritable_output", "preprocessing/convert_features.py", convert_to_unwritable, "cannot write"),
+    # preprocessing/make_toy_data.py
+    Case("toy_zero_train_dialogs", "preprocessing/make_toy_data.py", toy_data("-train_dialogs", "0"),
+         "must be at least 1"),
+    Case("toy_boxes_fewer_than_objects", "preprocessing/make_toy_data.py", toy_data("-boxes_per_image", "2"),
+         "is smaller than -max_objects"),
+    # scripts/check_reference.py
+    Case("check_reference_missing_folder", "scripts/check_reference.py",
+         lambda folder, golden: (["--fixtures", str(folder / "in" / "no_fixtures")], str(folder / "in" / "no_fixtures")),
+         "fixture folder not found"),
+]
+
+
+def run_case(case: Case, folder: Path, golden: Path) -> Outcome:
+    argv, subject = case.build(folder, golden)
+    (folder / "out").mkdir(parents=True, exist_ok=True)
+    try:
+        result = subprocess.run([sys.executable, case.script, *argv], cwd=REPO_ROOT, capture_output=True,
+                                text=True, timeout=CASE_TIMEOUT_S)
+    except subprocess.TimeoutExpired as timeout:
+        return Outcome(None, f"timed out after {CASE_TIMEOUT_S} s: {timeout.stderr}", subject, folder / "out")
+    return Outcome(result.returncode, result.stderr, subject, folder / "out")
+
+
+def val_without_dense_annotations(folder, golden):
+    absent = folder / "in" / "val_dense.json"
+    return eval_argv(folder, golden, "-visdial_processed_val_dense_annotations", str(absent), "-num_options", "4",
+                     "-num_val_samples", "2"), str(absent)
+
+
+# Not a bad input: val scoring without dense annotations warns and gives the metrics without NDCG.
+WARNING_CASE = Case("eval_val_without_dense_annotations", "evaluate.py", val_without_dense_annotations,
+                    "no val dense annotations; NDCG will not be computed")
+
+
+@pytest.fixture(scope="module")
+def outcomes(golden_dir, tmp_path_factory) -> dict[str, Outcome]:
+    """Every case (and WARNING_CASE) run once, PARALLEL_PROCESSES subprocesses at a time."""
+    root = tmp_path_factory.mktemp("bad_input")
+    with ThreadPoolExecutor(max_workers=PARALLEL_PROCESSES) as pool:
+        # the slowest first, so it does not finish alone at the end
+        futures = {case.name: pool.submit(run_case, case, root / case.name, golden_dir)
+                   for case in [WARNING_CASE, *CASES]}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def test_cases_are_distinct_and_many():
+    assert len({case.name for case in CASES}) == len(CASES) >= 25
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+def test_bad_input_is_one_clear_line(case, outcomes):
+    outcome = outcomes[case.name]
+    lines = [line for line in outcome.stderr.splitlines() if line.strip()]
+    assert outcome.returncode not in (0, None), outcome.stderr
+    assert "Traceback" not in outcome.stderr, outcome.stderr
+    assert lines, "nothing on stderr"
+    last = lines[-1]
+    assert "error: " in last, outcome.stderr
+    assert outcome.subject in last, f"{outcome.subject!r} not named in: {last}"
+    assert case.problem in last, f"{case.problem!r} not in: {last}"
+    left = [str(path.relative_to(outcome.out_dir)) for path in outcome.out_dir.rglob("*") if not path.is_dir()]
+    assert left == [], f"files left in the output folder: {left}"
+
+
+def test_val_without_dense_annotations_warns_and_reports_metrics_without_ndcg(outcomes):
+    outcome = outcomes[WARNING_CASE.name]
+    assert outcome.returncode == 0, outcome.stderr
+    assert "Traceback" not in outcome.stderr
+    warning = [line for line in outcome.stderr.splitlines() if WARNING_CASE.problem in line]
+    assert warning and outcome.subject in warning[0], outcome.stderr
+    metrics = json.loads((outcome.out_dir / "val_metrics.json").read_text())
+    assert "ndcg" not in metrics
+    assert {"r@1", "r@5", "r@10", "mean", "mrr"} <= metrics.keys()
+    assert 0 < metrics["mrr"] <= 1 and 1 <= metrics["mean"] <= 4
