@@ -37,7 +37,7 @@ newest_checkpoint() {  # RUN_FOLDER -> its checkpoint with the highest iteration
 
 step "1/6 generating the toy VisDial in $DATA"
 rm -rf "$DEMO_DIR"
-python preprocessing/make_toy_data.py -out "$DATA" -seed "$SEED"
+python preprocessing/make_toy_data.py -out "$DATA" -seed "$SEED" -val_dialogs 20
 
 step "2/6 preprocessing it (preprocessing/pre_process_visdial.py)"
 PREPROCESS_FLAGS=(-vocab "$DATA/vocab.txt" -quiet)
@@ -54,13 +54,13 @@ python preprocessing/pre_process_visdial.py "${PREPROCESS_FLAGS[@]}" \
 
 step "3/6 base training: MLM + NSP + masked regions (train.py -mode base)"
 python train.py -config config/presets/toy.yml "${DATA_FLAGS[@]}" -seed "$SEED" \
-    -save_path "$RUNS" -save_name base
+    -max_iterations 100 -total_steps 100 -save_path "$RUNS" -save_name base
 BASE_CHECKPOINT="$(newest_checkpoint "$RUNS/base")"
 
 step "4/6 dense-annotation finetuning (train.py -mode dense)"
 python train.py -config config/presets/toy.yml "${DATA_FLAGS[@]}" -seed "$SEED" \
-    -mode dense -nsp_loss_coeff 1 -batch_size 100 -lr 2e-4 -image_lr 2e-4 -warmup_steps 0 \
-    -max_iterations 60 -total_steps 60 -start_path "$BASE_CHECKPOINT" -save_path "$RUNS" -save_name dense
+    -mode dense -nsp_loss_coeff 1 -batch_size 100 -lr 1e-3 -image_lr 1e-3 -warmup_steps 10 \
+    -max_iterations 120 -total_steps 120 -start_path "$BASE_CHECKPOINT" -save_path "$RUNS" -save_name dense
 DENSE_CHECKPOINT="$(newest_checkpoint "$RUNS/dense")"
 
 step "5/6 val metrics and report (evaluate.py -split val)"
