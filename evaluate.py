@@ -42,29 +42,8 @@ NUM_ANSWER_OPTIONS = 100
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalOptions:
+class EvalOptions(shared_options.SharedOptions):
     """The resolved options of one evaluation (field names are the flag names)."""
-    visdial_processed_train: str
-    visdial_processed_val: str
-    visdial_processed_test: str
-    visdial_image_feats: str
-    visdial_processed_train_dense: str
-    visdial_processed_train_dense_annotations: str
-    visdial_processed_val_dense_annotations: str
-    vocab: str
-    num_options: int
-    visdial_tot_rounds: int
-    max_seq_len: int
-    num_train_samples: int
-    num_val_samples: int
-    overfit: bool
-    model_config: str
-    model_type: str
-    start_path: str
-    n_gpus: int
-    num_workers: int
-    precision: str
-    compile: bool
     split: str
     eval_tokens_per_batch: int
     save_path: str
@@ -77,12 +56,12 @@ class EvalOptions:
 def build_eval_parser() -> argparse.ArgumentParser:
     """The argument parser of evaluate.py (data, model and runtime flags shared with train.py)."""
     parser = argparse.ArgumentParser(description="Evaluate visdial-bert on VisDial val or test")
-    shared_options._add(parser, "config", default="", help="YAML preset of flag values")
+    shared_options.add_flag(parser, "config", default="", help="YAML preset of flag values")
     shared_options.add_data_arguments(parser)
     shared_options.add_model_arguments(parser)
     shared_options.add_runtime_arguments(parser)
     group = parser.add_argument_group("evaluation")
-    add = shared_options._add
+    add = shared_options.add_flag
     add(group, "split", choices=SPLITS, default="test",
         help="test: write the EvalAI submission; val: compute the metrics")
     add(group, "eval_tokens_per_batch", type=int, default=16384,

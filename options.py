@@ -25,7 +25,7 @@ MODES = ("base", "dense")
 NAN_POLICIES = ("stop", "skip")
 
 
-def _add(group, name: str, **kwargs) -> None:
+def add_flag(group, name: str, **kwargs) -> None:
     """Add `-name` with the alias `--name` (the reference's single-dash spelling stays canonical)."""
     group.add_argument(f"-{name}", f"--{name}", dest=name, **kwargs)
 
@@ -33,116 +33,117 @@ def _add(group, name: str, **kwargs) -> None:
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Data files, tokenizer and dataset shape flags (shared by train.py and evaluate.py)."""
     group = parser.add_argument_group("data")
-    _add(group, "visdial_processed_train", default="data/visdial/visdial_1.0_train_processed.json",
+    add_flag(group, "visdial_processed_train", default="data/visdial/visdial_1.0_train_processed.json",
          help="json file with the preprocessed train split")
-    _add(group, "visdial_processed_val", default="data/visdial/visdial_1.0_val_processed.json",
+    add_flag(group, "visdial_processed_val", default="data/visdial/visdial_1.0_val_processed.json",
          help="json file with the preprocessed val split")
-    _add(group, "visdial_processed_test", default="data/visdial/visdial_1.0_test_processed.json",
+    add_flag(group, "visdial_processed_test", default="data/visdial/visdial_1.0_test_processed.json",
          help="json file with the preprocessed test split")
-    _add(group, "visdial_image_feats", default="data/visdial/visdial_img_feat.lmdb",
+    add_flag(group, "visdial_image_feats", default="data/visdial/visdial_img_feat.lmdb",
          help="image features of all splits (LMDB folder or .h5 file)")
-    _add(group, "visdial_processed_train_dense",
+    add_flag(group, "visdial_processed_train_dense",
          default="data/visdial/visdial_1.0_train_dense_processed.json",
          help="train dialogs that have dense annotations")
-    _add(group, "visdial_processed_train_dense_annotations",
+    add_flag(group, "visdial_processed_train_dense_annotations",
          default="data/visdial/visdial_1.0_train_dense_annotations_processed.json",
          help="dense annotations of some train dialogs")
-    _add(group, "visdial_processed_val_dense_annotations",
+    add_flag(group, "visdial_processed_val_dense_annotations",
          default="data/visdial/visdial_1.0_val_dense_annotations_processed.json",
          help="dense annotations of the val split")
-    _add(group, "vocab", default="data/bert-base-uncased/vocab.txt",
+    add_flag(group, "vocab", default="data/bert-base-uncased/vocab.txt",
          help="BERT WordPiece vocabulary: a vocab.txt, a folder, or a Hugging Face hub name "
               "(default: where scripts/download_preprocessed.sh puts it)")
-    _add(group, "num_options", type=int, default=100, help="answer options per round (2..100)")
-    _add(group, "visdial_tot_rounds", type=int, default=11,
+    add_flag(group, "num_options", type=int, default=100, help="answer options per round (2..100)")
+    add_flag(group, "visdial_tot_rounds", type=int, default=11,
          help="rounds kept in a sequence, the caption counting as one (at most 11)")
-    _add(group, "max_seq_len", type=int, default=256, help="maximum length of a dialog sequence")
-    _add(group, "num_train_samples", type=int, default=0, help="train dialogs to use, 0 for all")
-    _add(group, "num_val_samples", type=int, default=0, help="val dialogs to use, 0 for all")
-    _add(group, "overfit", action="store_true", help="use a handful of dialogs (debugging)")
+    add_flag(group, "max_seq_len", type=int, default=256, help="maximum length of a dialog sequence")
+    add_flag(group, "num_train_samples", type=int, default=0, help="train dialogs to use, 0 for all")
+    add_flag(group, "num_val_samples", type=int, default=0, help="val dialogs to use, 0 for all")
+    add_flag(group, "overfit", action="store_true", help="use a handful of dialogs (debugging)")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Which model to build and which weights to start from."""
     group = parser.add_argument_group("model")
-    _add(group, "model_config", default="config/bert_base_6layer_6conect.json",
+    add_flag(group, "model_config", default="config/bert_base_6layer_6conect.json",
          help="model definition (the reference's JSON config schema)")
-    _add(group, "model_type", choices=MODEL_TYPES, default="vilbert",
+    add_flag(group, "model_type", choices=MODEL_TYPES, default="vilbert",
          help="vilbert (the paper's model) or language_only (the text-only baseline)")
-    _add(group, "start_path", default="", help="checkpoint to start from (weights only, unless -continue)")
+    add_flag(group, "start_path", default="", help="checkpoint to start from (weights only, unless -continue)")
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     """Devices, precision and data-loading workers."""
     group = parser.add_argument_group("runtime")
-    _add(group, "n_gpus", type=int, default=8,
+    add_flag(group, "n_gpus", type=int, default=8,
          help="GPUs of the job (kept for users' scripts; processes come from torchrun)")
-    _add(group, "num_workers", type=int, default=8, help="DataLoader worker processes")
-    _add(group, "precision", choices=PRECISIONS, default="auto",
+    add_flag(group, "num_workers", type=int, default=8, help="DataLoader worker processes")
+    add_flag(group, "precision", choices=PRECISIONS, default="auto",
          help="autocast precision; auto = bf16 on GPUs that support it, else fp32")
-    _add(group, "compile", action="store_true", help="compile the model with torch.compile")
+    add_flag(group, "compile", action="store_true", help="compile the model with torch.compile")
 
 
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
     """Visdom (the reference's logger) and TensorBoard."""
     group = parser.add_argument_group("logging")
-    _add(group, "enable_visdom", type=int, default=0, help="1 to log to a visdom server")
-    _add(group, "visdom_env", type=str, default="", help="visdom environment name")
-    _add(group, "visdom_server", type=str, default="http://localhost", help="visdom server address")
-    _add(group, "visdom_server_port", type=int, default=7777, help="visdom server port")
-    _add(group, "tensorboard", type=int, default=0,
+    add_flag(group, "enable_visdom", type=int, default=0, help="1 to log to a visdom server")
+    add_flag(group, "visdom_env", type=str, default="", help="visdom environment name")
+    add_flag(group, "visdom_server", type=str, default="http://localhost", help="visdom server address")
+    add_flag(group, "visdom_server_port", type=int, default=7777, help="visdom server port")
+    add_flag(group, "tensorboard", type=int, default=0,
          help="1 to write TensorBoard event files to <run folder>/tensorboard")
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """The optimisation, objective and checkpointing flags of train.py."""
     group = parser.add_argument_group("training")
-    _add(group, "mode", choices=MODES, default="base",
+    add_flag(group, "mode", choices=MODES, default="base",
          help="base: MLM + NSP + masked regions; dense: dense-annotation finetuning")
-    _add(group, "batch_size", type=int, default=80, help="sequences per iteration")
-    _add(group, "batch_multiply", type=int, default=1,
+    add_flag(group, "batch_size", type=int, default=80, help="sequences per iteration")
+    add_flag(group, "batch_multiply", type=int, default=1,
          help="iterations whose gradients are accumulated into one optimizer step")
-    _add(group, "num_epochs", type=int, default=20, help="total number of epochs")
-    _add(group, "max_iterations", type=int, default=0,
+    add_flag(group, "num_epochs", type=int, default=20, help="total number of epochs")
+    add_flag(group, "max_iterations", type=int, default=0,
          help="stop after this many iterations in total (0: run all epochs)")
-    _add(group, "lr", type=float, default=2e-5, help="learning rate of the language parameters")
-    _add(group, "image_lr", type=float, default=2e-5, help="learning rate of all other parameters")
-    _add(group, "min_lr", type=float, default=1e-5, help="floor of every learning rate (reference: 1e-5)")
-    _add(group, "warmup_steps", type=int, default=10000, help="iterations of linear warm-up")
-    _add(group, "total_steps", type=int, default=200000, help="iteration where the linear decay ends")
-    _add(group, "grad_clip", type=float, default=0.0, help="clip the gradient norm to this (0: off)")
-    _add(group, "sequences_per_image", type=int, default=8,
+    add_flag(group, "lr", type=float, default=2e-5, help="learning rate of the language parameters")
+    add_flag(group, "image_lr", type=float, default=2e-5, help="learning rate of all other parameters")
+    add_flag(group, "min_lr", type=float, default=1e-5, help="floor of every learning rate (reference: 1e-5)")
+    add_flag(group, "warmup_steps", type=int, default=10000, help="iterations of linear warm-up")
+    add_flag(group, "total_steps", type=int, default=200000, help="iteration where the linear decay ends")
+    add_flag(group, "grad_clip", type=float, default=0.0, help="clip the gradient norm to this (0: off)")
+    add_flag(group, "sequences_per_image", type=int, default=8,
          help="sequences sampled from an image per iteration (at most 8)")
-    _add(group, "num_negative_samples", type=int, default=1,
+    add_flag(group, "num_negative_samples", type=int, default=1,
          help="random answers per true answer for the NSP loss")
-    _add(group, "mask_prob", type=float, default=0.15, help="probability of masking a token")
-    _add(group, "lm_loss_coeff", type=float, default=1.0, help="weight of the masked-LM loss")
-    _add(group, "nsp_loss_coeff", type=float, default=1.0, help="weight of the NSP loss")
-    _add(group, "img_loss_coeff", type=float, default=1.0, help="weight of the masked-region loss")
-    _add(group, "dense_chunk", type=int, default=20,
+    add_flag(group, "mask_prob", type=float, default=0.15, help="probability of masking a token")
+    add_flag(group, "lm_loss_coeff", type=float, default=1.0, help="weight of the masked-LM loss")
+    add_flag(group, "nsp_loss_coeff", type=float, default=1.0, help="weight of the NSP loss")
+    add_flag(group, "img_loss_coeff", type=float, default=1.0, help="weight of the masked-region loss")
+    add_flag(group, "dense_chunk", type=int, default=20,
          help="dense mode: sequences per forward pass (sets peak memory; the loss stays exact)")
-    _add(group, "bert_init", default="", help="initialise the text stream from a Hugging Face BERT")
-    _add(group, "seed", type=int, default=0, help="seed of every random number generator")
-    _add(group, "save_path", default="checkpoints/", help="folder that holds run folders")
-    _add(group, "save_name", default="",
+    add_flag(group, "bert_init", default="", help="initialise the text stream from a Hugging Face BERT")
+    add_flag(group, "seed", type=int, default=0, help="seed of every random number generator")
+    add_flag(group, "save_path", default="checkpoints/", help="folder that holds run folders")
+    add_flag(group, "save_name", default="",
          help="run folder name inside -save_path (default: a time stamp)")
-    _add(group, "continue", action="store_true",
+    add_flag(group, "continue", action="store_true",
          help="resume exactly from the newest checkpoint of the run folder (or -start_path when it has none)")
-    _add(group, "keep_checkpoints", type=int, default=3,
+    add_flag(group, "keep_checkpoints", type=int, default=3,
          help="keep this many newest checkpoints (plus the best by val MRR)")
-    _add(group, "nan_policy", choices=NAN_POLICIES, default="stop",
+    add_flag(group, "nan_policy", choices=NAN_POLICIES, default="stop",
          help="on a non-finite loss: stop (default) or skip the step")
-    _add(group, "skip_bad_records", action="store_true",
+    add_flag(group, "skip_bad_records", action="store_true",
          help="count and skip unreadable records instead of stopping")
-    _add(group, "val_every", type=int, default=0,
+    add_flag(group, "val_every", type=int, default=0,
          help="validate every this many iterations (0: as the reference, every 8 // sequences_per_image "
               "epochs, every epoch in dense mode; -1: never)")
-    _add(group, "log_every", type=int, default=10, help="print and plot the losses every this many iterations")
+    add_flag(group, "log_every", type=int, default=10, help="print and plot the losses every this many iterations")
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainOptions:
-    """The resolved options of one training run (field names are the flag names)."""
+class SharedOptions:
+    """The data, model and runtime options of train.py and evaluate.py (field names are the
+    flag names of `add_data_arguments`, `add_model_arguments` and `add_runtime_arguments`)."""
     visdial_processed_train: str
     visdial_processed_val: str
     visdial_processed_test: str
@@ -164,6 +165,11 @@ class TrainOptions:
     num_workers: int
     precision: str
     compile: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions(SharedOptions):
+    """The resolved options of one training run (field names are the flag names)."""
     enable_visdom: int
     visdom_env: str
     visdom_server: str
@@ -210,7 +216,7 @@ def build_train_parser() -> argparse.ArgumentParser:
     """The full argument parser of train.py."""
     parser = argparse.ArgumentParser(
         description="Train visdial-bert (base objective or dense-annotation finetuning)")
-    _add(parser, "config", default="", help="YAML preset of flag values (command-line flags override it)")
+    add_flag(parser, "config", default="", help="YAML preset of flag values (command-line flags override it)")
     add_data_arguments(parser)
     add_model_arguments(parser)
     add_runtime_arguments(parser)
@@ -260,7 +266,7 @@ def parse_options(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]
     """Parse argv (after the `-config` preset, if any) into `options_type` (a dataclass whose
     fields are the parser's destinations; a `continue` flag lands in the field `resume`)."""
     preliminary = argparse.ArgumentParser(add_help=False)
-    _add(preliminary, "config", default="")
+    add_flag(preliminary, "config", default="")
     known, _ = preliminary.parse_known_args(argv)
     if known.config:
         _apply_preset(parser, known.config)
