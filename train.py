@@ -152,6 +152,7 @@ class Trainer:
         if self.precision == "fp16" and self.device.type != "cuda":
             raise UserError("-precision fp16 needs a CUDA device (use fp32 or bf16 on the CPU)")
         self.run_dir = resolve_run_dir(options, context)
+        self.resume_path = self._resume_source() if options.resume else None
         self.progress = Progress()
 
         random.seed(options.seed)
@@ -172,11 +173,13 @@ class Trainer:
                 self._say(f"removed {len(removed)} incomplete file(s) of a killed save")
         barrier()
 
+        # the data files are checked before the optimizer is built (its first use imports
+        # torch._dynamo, seconds), so that a bad file fails fast
+        self.data = build_training_data(options, context)
         self.optimizer = build_optimizer(self.model, options.lr, options.image_lr)
         self.schedule = WarmupLinearSchedule(self.optimizer, options.warmup_steps, options.total_steps,
                                              options.min_lr)
         self.grad_scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
-        self.data = build_training_data(options, context)
         if options.resume:
             self._resume()
 
@@ -246,14 +249,17 @@ class Trainer:
         barrier()
         return path
 
+    def _resume_source(self) -> Path:
+        """The checkpoint -continue resumes from: the newest of the run folder, or, when it has
+        none, -start_path (the reference's way); UserError when there is neither."""
+        if checkpointing.list_checkpoints(self.run_dir) or not self.options.start_path:
+            return checkpointing.latest_checkpoint(self.run_dir)
+        return Path(self.options.start_path)
+
     def _resume(self) -> None:
         """Restore model, optimizer, schedule position, data position, random generators and
-        gradients accumulated since the last optimizer step, from the newest checkpoint of the
-        run folder (or, when it has none, from -start_path, the reference's way)."""
-        if checkpointing.list_checkpoints(self.run_dir) or not self.options.start_path:
-            path = checkpointing.latest_checkpoint(self.run_dir)
-        else:
-            path = Path(self.options.start_path)
+        gradients accumulated since the last optimizer step, from `self.resume_path`."""
+        path = self.resume_path
         content = checkpointing.read_checkpoint(path)
         missing = [key for key in ("model_state_dict", "optimizer_state_dict", "progress", "per_rank")
                    if key not in content]

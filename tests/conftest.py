@@ -23,3 +23,11 @@ def golden_dir() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def single_thread_env() -> dict:
+    """The environment of a CLI subprocess: torch (OpenMP, MKL) on one thread. Tests that run
+    several subprocesses at once, or one beside a busy test process, need it: on a 2-core machine,
+    processes that each spread over every core slow one another down many times over."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -335,12 +335,12 @@ CASES = [
 ]
 
 
-def run_case(case: Case, folder: Path, golden: Path) -> Outcome:
+def run_case(case: Case, folder: Path, golden: Path, env: dict) -> Outcome:
     argv, subject = case.build(folder, golden)
     (folder / "out").mkdir(parents=True, exist_ok=True)
     try:
         result = subprocess.run([sys.executable, case.script, *argv], cwd=REPO_ROOT, capture_output=True,
-                                text=True, timeout=CASE_TIMEOUT_S)
+                                text=True, timeout=CASE_TIMEOUT_S, env=env)
     except subprocess.TimeoutExpired as timeout:
         return Outcome(None, f"timed out after {CASE_TIMEOUT_S} s: {timeout.stderr}", subject, folder / "out")
     return Outcome(result.returncode, result.stderr, subject, folder / "out")
@@ -358,12 +358,12 @@ WARNING_CASE = Case("eval_val_without_dense_annotations", "evaluate.py", val_wit
 
 
 @pytest.fixture(scope="module")
-def outcomes(golden_dir, tmp_path_factory) -> dict[str, Outcome]:
-    """Every case (and WARNING_CASE) run once, PARALLEL_PROCESSES subprocesses at a time."""
+def outcomes(golden_dir, tmp_path_factory, single_thread_env) -> dict[str, Outcome]:
+    """Every case (and WARNING_CASE) run once, PARALLEL_PROCESSES single-threaded subprocesses at a time."""
     root = tmp_path_factory.mktemp("bad_input")
     with ThreadPoolExecutor(max_workers=PARALLEL_PROCESSES) as pool:
         # the slowest first, so it does not finish alone at the end
-        futures = {case.name: pool.submit(run_case, case, root / case.name, golden_dir)
+        futures = {case.name: pool.submit(run_case, case, root / case.name, golden_dir, single_thread_env)
                    for case in [WARNING_CASE, *CASES]}
         return {name: future.result() for name, future in futures.items()}
 

@@ -7,7 +7,7 @@ import sys
 import torch
 
 from models import build_model
-from tests.train_helpers import fixture_flags, read_metrics, single_thread_env
+from tests.train_helpers import fixture_flags, read_metrics
 from train import parameters_sha256
 from utils.checkpointing import load_model_weights
 
@@ -18,13 +18,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_process_training(golden_dir, repo_root, tmp_path):
+def test_two_process_training(golden_dir, repo_root, tmp_path, single_thread_env):
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
                "--master_addr=127.0.0.1", f"--master_port={free_port()}", "train.py",
                *fixture_flags(golden_dir, tmp_path, "ddp", "-max_iterations", "3", "-val_every", "2",
                               "-num_options", "10", "-num_val_samples", "3")]
     result = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=300,
-                            env=single_thread_env())
+                            env=single_thread_env)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "ddp"
     # 3 train dialogs over 2 ranks: one image per rank and epoch

@@ -14,7 +14,7 @@ import torch
 import train
 from dataloader.datasets import VisdialDataset
 from tests.train_helpers import (assert_bit_identical, final_weights, fixture_flags, read_metrics,
-                                 single_thread, single_thread_env)  # noqa: F401 (fixture)
+                                 single_thread)  # noqa: F401 (fixture)
 from utils import checkpointing
 from utils.errors import UserError
 
@@ -22,13 +22,14 @@ from utils.errors import UserError
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def test_sigterm_saves_and_resume_matches_uninterrupted_run(golden_dir, repo_root, tmp_path):
+def test_sigterm_saves_and_resume_matches_uninterrupted_run(golden_dir, repo_root, tmp_path,
+                                                            single_thread_env):
     common = ("-batch_multiply", "2", "-val_every", "-1", "-max_iterations", "9")
     train.main(fixture_flags(golden_dir, tmp_path, "whole", *common))
 
     flags = fixture_flags(golden_dir, tmp_path, "killed", *common)
     process = subprocess.Popen([sys.executable, "train.py", *flags], cwd=repo_root,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=single_thread_env())
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=single_thread_env)
     metrics = tmp_path / "killed" / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:

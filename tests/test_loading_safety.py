@@ -118,13 +118,13 @@ def build_attacks(golden: Path, root: Path) -> dict[str, Attack]:
 
 
 @pytest.fixture(scope="module")
-def attack_results(golden_dir, tmp_path_factory):
-    """Every attack run once, all at the same time: {name: (attack, completed process)}."""
+def attack_results(golden_dir, tmp_path_factory, single_thread_env):
+    """Every attack run once, all at the same time (single-threaded): {name: (attack, completed process)}."""
     attacks = build_attacks(golden_dir, tmp_path_factory.mktemp("loading_safety"))
 
     def run(attack):
         return subprocess.run([sys.executable, *attack.argv], cwd=REPO_ROOT, capture_output=True, text=True,
-                              timeout=300)
+                              timeout=300, env=single_thread_env)
 
     with ThreadPoolExecutor(max_workers=len(attacks)) as pool:
         processes = dict(zip(attacks, pool.map(run, attacks.values())))

@@ -1,6 +1,5 @@
 """Shared pieces of the training tests: the fixture-data flags and reading a run's results."""
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -49,8 +48,3 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-def single_thread_env() -> dict:
-    """The environment of a train.py subprocess that matches `single_thread`."""
-    return {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -24,14 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import torch  # noqa: E402
-
-from utils.errors import UserError  # noqa: E402
-from utils.metrics import NDCG, scores_to_ranks  # noqa: E402
+from utils.errors import UserError
+from utils.metrics import NDCG, scores_to_ranks
 
 TOP_K = 5
 METRIC_NAMES = (  # key in the metrics dict, label on the page, format
@@ -62,7 +58,19 @@ def per_round_ndcg(scores: torch.Tensor, round_id: torch.Tensor, gt_relevance: t
     return values
 
 
+def headless_pyplot():
+    """matplotlib.pyplot on the file-only Agg backend; imported on first use: it takes
+    about half a second to import, which CLIs that import this module but plot nothing should not pay."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # the backend must be chosen before pyplot is imported
+
+    return plt
+
+
 def plot_per_round(metrics: dict, num_rounds: int, ndcg_by_round: Dict[int, float], path: Path) -> None:
+    plt = headless_pyplot()
     rounds = list(range(1, num_rounds + 1))
     figure, axes = plt.subplots(figsize=(7, 3.6), dpi=100)
     axes.plot(rounds, [metrics[f"r_1_round_{r}"] for r in rounds], "o-", label="R@1")
@@ -83,6 +91,7 @@ def plot_per_round(metrics: dict, num_rounds: int, ndcg_by_round: Dict[int, floa
 
 
 def plot_rank_histogram(gt_ranks: torch.Tensor, num_options: int, path: Path) -> None:
+    plt = headless_pyplot()
     figure, axes = plt.subplots(figsize=(7, 3.6), dpi=100)
     axes.hist(gt_ranks.view(-1).numpy(), bins=range(1, num_options + 2), color="#4c72b0")
     axes.set_xlabel("rank of the ground-truth answer (1 = best)")

@@ -84,28 +84,35 @@ class TrainingData:
                             "failing record") from None
 
 
-def _require_file(path: str, flag: str) -> None:
-    if not Path(path).exists():
-        raise UserError(f"{path}: file not found (-{flag})")
+def _require_files(options) -> None:
+    """Raise UserError naming the first data file of the run that does not exist (checked before
+    the tokenizer is loaded, so that a wrong path fails fast)."""
+    flags = ["visdial_image_feats"]
+    if options.mode == "dense":
+        flags += ["visdial_processed_train_dense", "visdial_processed_train_dense_annotations"]
+    else:
+        flags += ["visdial_processed_train"]
+    if options.val_every != -1:
+        flags += ["visdial_processed_val", "visdial_processed_val_dense_annotations"]
+    for flag in flags:
+        path = getattr(options, flag)
+        if not Path(path).exists():
+            raise UserError(f"{path}: file not found (-{flag})")
 
 
 def build_training_data(options, context: DistributedContext) -> TrainingData:
     """Datasets and batching of a run from its options (TrainOptions)."""
-    _require_file(options.visdial_image_feats, "visdial_image_feats")
+    _require_files(options)
     features = open_feature_store(options.visdial_image_feats)
     tokenizer = load_tokenizer(options.vocab)
     common = {"max_seq_len": options.max_seq_len, "visdial_tot_rounds": options.visdial_tot_rounds,
               "overfit": options.overfit}
     if options.mode == "dense":
-        _require_file(options.visdial_processed_train_dense, "visdial_processed_train_dense")
-        _require_file(options.visdial_processed_train_dense_annotations,
-                      "visdial_processed_train_dense_annotations")
         dataset = VisdialDenseDataset(options.visdial_processed_train_dense,
                                       options.visdial_processed_train_dense_annotations, features,
                                       tokenizer, num_samples=options.num_train_samples, **common)
         source, batch_images, shuffle = Path(options.visdial_processed_train_dense), 1, False
     else:
-        _require_file(options.visdial_processed_train, "visdial_processed_train")
         dataset = VisdialDataset("train", options.visdial_processed_train, features, tokenizer,
                                  num_options=options.num_options, mask_prob=options.mask_prob,
                                  sequences_per_image=options.sequences_per_image,
@@ -116,8 +123,6 @@ def build_training_data(options, context: DistributedContext) -> TrainingData:
         shuffle = True
     validation = None
     if options.val_every != -1:
-        _require_file(options.visdial_processed_val, "visdial_processed_val")
-        _require_file(options.visdial_processed_val_dense_annotations, "visdial_processed_val_dense_annotations")
         validation = VisdialDataset("val", options.visdial_processed_val, features, tokenizer,
                                     options.visdial_processed_val_dense_annotations,
                                     num_options=options.num_options, num_samples=options.num_val_samples,
