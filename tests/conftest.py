@@ -31,3 +31,15 @@ def single_thread_env() -> dict:
     several subprocesses at once, or one beside a busy test process, need it: on a 2-core machine,
     processes that each spread over every core slow one another down many times over."""
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module's in-process tests: the tiny fixture model gains nothing
+    from threads, and on a busy machine their barriers cost more than the arithmetic."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -10,14 +10,7 @@ from utils.conformance_eval import eval_checks
 from utils.errors import run_cli
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny fixture model gains nothing from threads, and on a busy machine their barriers
-    cost more than the arithmetic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def golden_args(golden_dir: Path, out_dir: Path, *extra: str) -> list[str]:
     processed = golden_dir / "visdial_processed"

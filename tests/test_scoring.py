@@ -13,14 +13,7 @@ from utils.scoring import (autocast, length_batches, score_dataset, score_padded
                            score_sequences)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny fixture model gains nothing from threads, and on a busy machine their barriers
-    cost more than the arithmetic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def model(golden_dir):
