@@ -11,20 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import BertConfig
-from models.layers import (DialogTextEmbeddings, LMPredictionHead, TransformerLayer,
-                           additive_mask, init_bert_weights, masked_lm_loss)
+from models.layers import (DialogTextEmbeddings, FirstTokenPooler, LMPredictionHead,
+                           TransformerLayer, additive_mask, init_bert_weights, masked_lm_loss)
 from models.vilbert import EncoderOutput
-
-
-class TanhPooler(nn.Module):
-    """BERT's pooler: tanh(Linear(first token)) -> [N, H]."""
-
-    def __init__(self, hidden_size: int):
-        super().__init__()
-        self.dense = nn.Linear(hidden_size, hidden_size)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.dense(hidden[:, 0]))
 
 
 class TextEncoder(nn.Module):
@@ -48,7 +37,7 @@ class DialogBertModel(nn.Module):
         super().__init__()
         self.embeddings = DialogTextEmbeddings(config)
         self.encoder = TextEncoder(config)
-        self.pooler = TanhPooler(config.hidden_size)
+        self.pooler = FirstTokenPooler(config.hidden_size, config.hidden_size, torch.tanh)
 
 
 class DialogPreTrainingHeads(nn.Module):

@@ -170,6 +170,21 @@ class DialogTextEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(embeddings))
 
 
+class FirstTokenPooler(nn.Module):
+    """activation(Linear(hidden state of the first token or region)): [N, T, H] -> [N, out_size].
+
+    ViLBERT pools each stream with a ReLU (`t_pooler`, `v_pooler`); BERT pools with tanh.
+    """
+
+    def __init__(self, hidden_size: int, out_size: int, act):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, out_size)
+        self.act = act
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.act(self.dense(hidden[:, 0]))
+
+
 class PredictionHeadTransform(nn.Module):
     """dense -> activation -> LayerNorm before a prediction decoder (`transform`)."""
 

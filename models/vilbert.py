@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import BertConfig
-from models.layers import (LAYER_NORM_EPS, DialogTextEmbeddings, Intermediate, LMPredictionHead,
-                           PredictionHeadTransform, ResidualOutput, TransformerLayer,
+from models.layers import (LAYER_NORM_EPS, DialogTextEmbeddings, FirstTokenPooler, Intermediate,
+                           LMPredictionHead, PredictionHeadTransform, ResidualOutput, TransformerLayer,
                            additive_mask, attend, init_bert_weights, masked_lm_loss)
 
 
@@ -195,17 +195,6 @@ class Encoder(nn.Module):
         return text, image
 
 
-class FirstTokenPooler(nn.Module):
-    """ReLU(Linear(hidden state of the first token or region)) -> [N, bi_hidden_size]."""
-
-    def __init__(self, hidden_size: int, bi_hidden_size: int):
-        super().__init__()
-        self.dense = nn.Linear(hidden_size, bi_hidden_size)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.dense(hidden[:, 0]))
-
-
 class ViLBertModel(nn.Module):
     """Embeddings, the two-stream encoder and the two poolers (`bert_pretrained.bert`)."""
 
@@ -214,8 +203,8 @@ class ViLBertModel(nn.Module):
         self.embeddings = DialogTextEmbeddings(config)
         self.v_embeddings = ImageEmbeddings(config)
         self.encoder = Encoder(config)
-        self.t_pooler = FirstTokenPooler(config.hidden_size, config.bi_hidden_size)
-        self.v_pooler = FirstTokenPooler(config.v_hidden_size, config.bi_hidden_size)
+        self.t_pooler = FirstTokenPooler(config.hidden_size, config.bi_hidden_size, F.relu)
+        self.v_pooler = FirstTokenPooler(config.v_hidden_size, config.bi_hidden_size, F.relu)
 
 
 class ImagePredictionHead(nn.Module):

@@ -4,14 +4,13 @@ import torch
 
 from models import build_model
 from models.losses import dense_relevance_loss
-from tests.train_helpers import single_thread  # noqa: F401 (fixture)
 from utils.training import StepSettings, _score_chunk, dense_loss, dense_step, model_inputs
 
 NUM_OPTIONS = 8
 LENGTH = 14
 
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def dense_batch(generator: torch.Generator, num_rounds: int = 1) -> dict:

@@ -13,13 +13,12 @@ import torch
 
 import train
 from dataloader.datasets import VisdialDataset
-from tests.train_helpers import (assert_bit_identical, final_weights, fixture_flags, read_metrics,
-                                 single_thread)  # noqa: F401 (fixture)
+from tests.train_helpers import assert_bit_identical, final_weights, fixture_flags, read_metrics
 from utils import checkpointing
 from utils.errors import UserError
 
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_sigterm_saves_and_resume_matches_uninterrupted_run(golden_dir, repo_root, tmp_path,

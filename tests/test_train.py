@@ -5,17 +5,16 @@ import pytest
 import torch
 
 import train
-from tests.train_helpers import (assert_bit_identical, final_weights, fixture_flags, read_metrics,
-                                 single_thread)  # noqa: F401 (fixture)
+from tests.train_helpers import assert_bit_identical, final_weights, fixture_flags, read_metrics
 from utils.checkpointing import load_model_weights
 from models import build_model
 
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(single_thread, golden_dir, tmp_path_factory):
+def uninterrupted(one_torch_thread, golden_dir, tmp_path_factory):
     """6 iterations (2 epochs of 3), gradients accumulated over 2 iterations, no validation."""
     save_path = tmp_path_factory.mktemp("runs")
     train.main(fixture_flags(golden_dir, save_path, "whole", "-max_iterations", "6",

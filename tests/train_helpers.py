@@ -2,7 +2,6 @@
 import json
 from pathlib import Path
 
-import pytest
 import torch
 
 
@@ -38,13 +37,3 @@ def assert_bit_identical(first: dict, second: dict) -> None:
 
 def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-@pytest.fixture(scope="module")
-def single_thread():
-    """Run torch on one thread: the tiny test models are much faster so on a busy 2-core machine
-    (and a thread count fixed within a test keeps bit-identical comparisons meaningful)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)

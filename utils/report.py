@@ -19,7 +19,6 @@ model and the data loaders:
 """
 import base64
 import html
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
