@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+import evaluate
 import train
 from tests.train_helpers import assert_bit_identical, final_weights, fixture_flags, read_metrics
 from utils.checkpointing import load_model_weights
@@ -104,3 +105,13 @@ def test_language_only_model_trains_without_region_loss(golden_dir, tmp_path):
     records = [r for r in read_metrics(tmp_path / "text") if r["event"] == "train"]
     assert len(records) == 2 and all("img_loss" not in r and r["lm_loss"] > 0 for r in records)
     assert "bert_pretrained.bert.pooler.dense.weight" in final_weights(tmp_path / "text", 2)
+    golden = golden_dir / "visdial_processed"
+    evaluate.main(["-split", "val", "-model_type", "language_only", "-model_config", str(golden_dir / "model_config.json"),
+                   "-start_path", str(tmp_path / "text" / "visdial_dialog_encoder_2.ckpt"),
+                   "-vocab", str(golden_dir / "bert-base-uncased-vocab.txt"),
+                   "-visdial_image_feats", str(golden_dir / "visdial_img_feat.lmdb"),
+                   "-visdial_processed_val", str(golden / "val_processed.json"),
+                   "-visdial_processed_val_dense_annotations", str(golden / "val_dense_annotations_processed.json"),
+                   "-max_seq_len", "108", "-num_workers", "0", "-save_path", str(tmp_path), "-save_name", "text"])
+    metrics = json.loads((tmp_path / "text_metrics.json").read_text())
+    assert 1 <= metrics["mean"] <= 100 and 0 < metrics["mrr"] <= 1 and "ndcg" in metrics

@@ -99,12 +99,12 @@ def score_sequences(model: torch.nn.Module, batch: dict, tokens_per_batch: int, 
         images, image_index = torch.unique(batch["image_index"][indices], return_inverse=True)
         with autocast(device, precision):
             output = model(
-                batch["tokens"][indices, :longest].to(device),
-                batch["segments"][indices, :longest].to(device),
-                attention_mask[indices, :longest].to(device),
-                batch["image_feat"][images].to(device),
-                batch["image_loc"][images].to(device),
-                batch["image_mask"][images].to(device),
+                tokens=batch["tokens"][indices, :longest].to(device),
+                segments=batch["segments"][indices, :longest].to(device),
+                attention_mask=attention_mask[indices, :longest].to(device),
+                image_feat=batch["image_feat"][images].to(device),
+                image_loc=batch["image_loc"][images].to(device),
+                image_mask=batch["image_mask"][images].to(device),
                 image_index=image_index.to(device),
                 output_lm_scores=False,
                 output_img_scores=False,
