@@ -7,11 +7,6 @@ The HDF5 layout is documented in `utils.feature_store.write_hdf5_feature_store`;
 identical values through `utils.feature_store.open_feature_store`.
 """
 import argparse
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tqdm import tqdm
 

@@ -29,12 +29,8 @@ import argparse
 import copy
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 from tqdm import tqdm

@@ -18,18 +18,14 @@ machine-readable.
 """
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-from models import build_model  # noqa: E402
-from utils.metrics import scores_to_ranks  # noqa: E402
-from utils.scoring import score_padded_reference_style, score_sequences  # noqa: E402
+from models import build_model
+from utils.metrics import scores_to_ranks
+from utils.scoring import score_padded_reference_style, score_sequences
 
 REGIONS = 37
 REFERENCE_MAX_SEQ_LEN = 256

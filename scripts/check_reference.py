@@ -9,14 +9,12 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from utils.conformance import CheckResult, model_checks  # noqa: E402
-from utils.conformance_data import data_checks  # noqa: E402
-from utils.conformance_eval import eval_checks  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.conformance import CheckResult, model_checks
+from utils.conformance_data import data_checks
+from utils.conformance_eval import eval_checks
+from utils.errors import UserError, run_cli
 
 CHECK_GROUPS = {"model": model_checks, "data": data_checks, "evaluation": eval_checks}
 

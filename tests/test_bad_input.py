@@ -22,7 +22,7 @@ import lmdb
 import pytest
 import torch
 
-from train_helpers import fixture_flags
+from tests.train_helpers import fixture_flags
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CASE_TIMEOUT_S = 600  # a safety net against a hang, far above a case's few seconds

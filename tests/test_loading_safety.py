@@ -19,7 +19,7 @@ import lmdb
 import pytest
 import torch
 
-from train_helpers import fixture_flags
+from tests.train_helpers import fixture_flags
 from utils.errors import UserError
 from utils.feature_store import open_feature_store
 
