@@ -8,7 +8,7 @@
     # several GPUs or processes: each scores a share of the dialogs, rank 0 writes
     torchrun --nproc_per_node 8 evaluate.py -split val -start_path ...
 
-Only the evaluated split is read. Scoring is length-bucketed (utils/scoring.py): set the work of
+Only the evaluated split is read. Scoring is length-bucketed (utils/evaluation/scoring.py): set the work of
 one forward pass with -eval_tokens_per_batch and the arithmetic with -precision.
 """
 import argparse
@@ -29,12 +29,12 @@ from models import build_model
 from utils.checkpointing import atomic_write, load_model_weights
 from utils.distributed import DistributedContext, setup_distributed, teardown_distributed
 from utils.errors import UserError, run_cli
-from utils.feature_store import open_feature_store
-from utils.metrics import scores_to_ranks, visdial_metrics
-from utils.report import DialogText
-from utils.report import write_report as write_html_report
-from utils.scoring import ScoredDialogs, default_precision, score_dataset
-from utils.tokenizer import load_tokenizer
+from dataloader.feature_store import open_feature_store
+from utils.evaluation.metrics import scores_to_ranks, visdial_metrics
+from utils.evaluation.report import DialogText
+from utils.evaluation.report import write_report as write_html_report
+from utils.evaluation.scoring import ScoredDialogs, default_precision, score_dataset
+from dataloader.tokenizer import load_tokenizer
 
 SPLITS = ("val", "test")
 NUM_ROUNDS = 10
@@ -225,7 +225,7 @@ def write_json(path: Path, content) -> None:
 
 
 def write_val_report(directory: str, metrics: dict, scored: ScoredDialogs, data: dict) -> Path:
-    """The HTML report (utils/report.py) of scored val dialogs with their texts from `data`."""
+    """The HTML report (utils/evaluation/report.py) of scored val dialogs with their texts from `data`."""
     num_options = scored.scores.shape[2]
     texts = []
     for dialog in data["dialogs"][:scored.scores.shape[0]]:

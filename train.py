@@ -41,11 +41,11 @@ from utils.distributed import (DistributedContext, all_ranks_agree, any_rank, ba
                                broadcast_from_main, setup_distributed, teardown_distributed,
                                wrap_model)
 from utils.errors import UserError, run_cli
-from utils.loggers import TrainingLogger
-from utils.optim import WarmupLinearSchedule, build_optimizer
-from utils.scoring import default_precision
-from utils.training import StepSettings, base_step, dense_step
-from utils.training_data import build_training_data
+from utils.training.loggers import TrainingLogger
+from utils.training.schedule import WarmupLinearSchedule, build_optimizer
+from utils.evaluation.scoring import default_precision
+from utils.training.steps import StepSettings, base_step, dense_step
+from utils.training.data import build_training_data
 
 REPO_ROOT = Path(__file__).resolve().parent
 

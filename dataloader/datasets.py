@@ -42,8 +42,8 @@ from dataloader.encoding import (MAX_REGIONS, REGION_MASK_PROB, EncodedPrefix, T
 from dataloader.visdial_json import (NUM_ANSWER_OPTIONS, check_annotations_follow_dialogs, load_dense_annotations,
                                      load_visdial_json, relevance_of)
 from utils.errors import UserError
-from utils.feature_store import open_feature_store
-from utils.tokenizer import encode_texts, load_tokenizer, special_token_ids
+from dataloader.feature_store import open_feature_store
+from dataloader.tokenizer import encode_texts, load_tokenizer, special_token_ids
 
 OVERFIT_DIALOGS = 5
 
@@ -124,7 +124,7 @@ class VisdialDataset(_DialogDataset):
     ----------
     split : "train" | "val" | "test"
     dialogs_json : a processed split file (preprocessing/pre_process_visdial.py)
-    features : a feature store path (LMDB or HDF5) or an open reader (utils.feature_store)
+    features : a feature store path (LMDB or HDF5) or an open reader (dataloader.feature_store)
     tokenizer : a BertTokenizer, or a vocab path / hub name for `load_tokenizer`
     dense_annotations_json : val only, the processed val dense annotations (one per dialog, same
         order); without them val items have no gt_relevance / round_id (no NDCG)

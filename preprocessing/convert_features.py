@@ -3,15 +3,15 @@
     python preprocessing/convert_features.py -input data/visdial/visdial_img_feat.lmdb \
         -output data/visdial/visdial_img_feat.h5
 
-The HDF5 layout is documented in `utils.feature_store.write_hdf5_feature_store`; both stores give
-identical values through `utils.feature_store.open_feature_store`.
+The HDF5 layout is documented in `dataloader.feature_store.write_hdf5_feature_store`; both stores give
+identical values through `dataloader.feature_store.open_feature_store`.
 """
 import argparse
 
 from tqdm import tqdm
 
 from utils.errors import UserError, run_cli
-from utils.feature_store import LmdbFeatureStore, open_feature_store, write_hdf5_feature_store
+from dataloader.feature_store import LmdbFeatureStore, open_feature_store, write_hdf5_feature_store
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -36,7 +36,7 @@ import numpy as np
 
 from preprocessing.convert_features import convert_lmdb_to_hdf5
 from utils.errors import UserError, run_cli
-from utils.feature_store import write_lmdb_feature_store
+from dataloader.feature_store import write_lmdb_feature_store
 
 COLOURS = ("red", "blue", "green", "yellow", "purple", "orange")
 SHAPES = ("circle", "square", "triangle", "star", "heart")

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from dataloader.visdial_json import (check_annotations_follow_dialogs, load_dense_annotations,
                                      load_visdial_json)
 from utils.errors import UserError, run_cli
-from utils.tokenizer import encode_texts, load_tokenizer
+from dataloader.tokenizer import encode_texts, load_tokenizer
 
 DATA_DIR = "data/visdial"
 

@@ -8,7 +8,7 @@ of 1 to 8 tokens) and 37 image regions. Rows:
 
 * reference path: every sequence padded to 256 tokens, the image copied per sequence, fixed
   chunks, fp32, every head computed (what the reference's evaluation did);
-* ours fp32 / bf16: utils/scoring.py (length-sorted token-budget batches, images once, NSP head only).
+* ours fp32 / bf16: utils/evaluation/scoring.py (length-sorted token-budget batches, images once, NSP head only).
 
 Also the achieved GFLOP/s of our fp32 path (FLOPs counted by torch's FlopCounterMode) against a
 large fp32 matrix product measured in the same run, and whether the fp32 ranks equal the
@@ -24,8 +24,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from models import build_model
-from utils.metrics import scores_to_ranks
-from utils.scoring import score_padded_reference_style, score_sequences
+from utils.evaluation.metrics import scores_to_ranks
+from utils.evaluation.scoring import score_padded_reference_style, score_sequences
 
 REGIONS = 37
 REFERENCE_MAX_SEQ_LEN = 256

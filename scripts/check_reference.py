@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from utils.conformance import CheckResult, model_checks
-from utils.conformance_data import data_checks
-from utils.conformance_eval import eval_checks
+from utils.conformance.model import CheckResult, model_checks
+from utils.conformance.data import data_checks
+from utils.conformance.evaluation import eval_checks
 from utils.errors import UserError, run_cli
 
 CHECK_GROUPS = {"model": model_checks, "data": data_checks, "evaluation": eval_checks}

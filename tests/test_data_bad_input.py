@@ -12,8 +12,8 @@ from dataloader.visdial_json import load_visdial_json
 from preprocessing.convert_features import convert_lmdb_to_hdf5
 from preprocessing.pre_process_visdial import parse_args, preprocess
 from utils.errors import UserError
-from utils.feature_store import open_feature_store, write_lmdb_feature_store
-from utils.tokenizer import load_tokenizer
+from dataloader.feature_store import open_feature_store, write_lmdb_feature_store
+from dataloader.tokenizer import load_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ from torch.utils.data import DataLoader
 from dataloader.collate import collate_dialog_batch
 from dataloader.datasets import VisdialDataset, VisdialDenseDataset
 from tests.eval_golden import load_golden_model
-from utils.conformance_data import check_train_item, compare_eval_item, data_checks, dataset_item_checks
+from utils.conformance.data import check_train_item, compare_eval_item, data_checks, dataset_item_checks
 from utils.errors import UserError
-from utils.feature_store import open_feature_store
-from utils.tokenizer import load_tokenizer
+from dataloader.feature_store import open_feature_store
+from dataloader.tokenizer import load_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import evaluate
-from utils.conformance_eval import eval_checks, near_tie_swaps
+from utils.conformance.evaluation import eval_checks, near_tie_swaps
 from utils.errors import run_cli
 
 

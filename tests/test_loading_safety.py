@@ -21,7 +21,7 @@ import torch
 
 from tests.train_helpers import fixture_flags
 from utils.errors import UserError
-from utils.feature_store import open_feature_store
+from dataloader.feature_store import open_feature_store
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from utils.loggers import TrainingLogger
+from utils.training.loggers import TrainingLogger
 
 
 def free_port() -> int:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from models.vilbert import BertConfig, VisualDialogEncoder
-from utils.optim import WarmupLinearSchedule, build_optimizer, is_language_parameter, warmup_linear_rate
+from utils.training.schedule import WarmupLinearSchedule, build_optimizer, is_language_parameter, warmup_linear_rate
 
 
 def build_on_meta(config_path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from preprocessing.pre_process_visdial import parse_args, preprocess
-from utils.conformance_data import PROCESSED_FILES, RAW_FILES, UNCHANGED_OUTPUTS, VOCAB_FILE, preprocessing_checks
+from utils.conformance.data import PROCESSED_FILES, RAW_FILES, UNCHANGED_OUTPUTS, VOCAB_FILE, preprocessing_checks
 
 
 def preprocessing_argv(golden_dir, output_dir):

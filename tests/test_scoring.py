@@ -8,9 +8,9 @@ import torch.multiprocessing as mp
 from torch.utils.data import Subset
 
 from tests.eval_golden import GoldenDialogs, collate_golden, load_golden_model
-from utils.conformance_eval import near_tie_swaps
-from utils.metrics import scores_to_ranks, visdial_metrics
-from utils.scoring import (autocast, length_batches, score_dataset, score_padded_reference_style,
+from utils.conformance.evaluation import near_tie_swaps
+from utils.evaluation.metrics import scores_to_ranks, visdial_metrics
+from utils.evaluation.scoring import (autocast, length_batches, score_dataset, score_padded_reference_style,
                            score_sequences)
 
 

@@ -10,8 +10,8 @@ from transformers import BertTokenizer
 
 from preprocessing.make_toy_data import COLOURS, SHAPES, make_toy_data
 from utils.errors import UserError
-from utils.feature_store import open_feature_store
-from utils.tokenizer import encode_texts, load_tokenizer
+from dataloader.feature_store import open_feature_store
+from dataloader.tokenizer import encode_texts, load_tokenizer
 
 SMALL = dict(train_dialogs=12, val_dialogs=5, test_dialogs=8, dense_train_fraction=0.5)
 

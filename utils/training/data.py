@@ -3,7 +3,7 @@
 `build_training_data(options, context)` opens the feature store and tokenizer once and builds
 the train dataset of the mode (VisDial train items for base training, dense-annotation items for
 dense finetuning) and the val dataset. `TrainingData.epoch_batches(epoch, start)` yields the
-collated batches of one epoch from batch `start` on (see utils/data_order.py for why the order
+collated batches of one epoch from batch `start` on (see dataloader/sampling.py for why the order
 and the random draws are reproducible).
 """
 from dataclasses import dataclass
@@ -15,11 +15,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from dataloader.collate import collate_dialog_batch
 from dataloader.datasets import VisdialDataset, VisdialDenseDataset
-from utils.data_order import ResumableSampler, SeededItems, collate_skipping_bad
+from dataloader.sampling import ResumableSampler, SeededItems, collate_skipping_bad
 from utils.distributed import DistributedContext
 from utils.errors import UserError
-from utils.feature_store import open_feature_store
-from utils.tokenizer import load_tokenizer
+from dataloader.feature_store import open_feature_store
+from dataloader.tokenizer import load_tokenizer
 
 OVERFIT_IMAGES_PER_BATCH = 5
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from models.losses import dense_relevance_loss
-from utils.scoring import autocast
+from utils.evaluation.scoring import autocast
 
 MODEL_INPUT_FIELDS = ("tokens", "segments", "attention_mask", "image_feat", "image_loc",
                       "image_mask", "image_index")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.conformance import CheckResult, absent
+from utils.conformance.model import CheckResult, absent
 
 RAW_FILES = {
     "visdial_train": "visdial_1.0_train.json", "visdial_val": "visdial_1.0_val.json",
@@ -46,7 +46,7 @@ def _meta(fixtures: Path) -> dict | None:
 
 
 def _tokenizer(fixtures: Path):
-    from utils.tokenizer import load_tokenizer
+    from dataloader.tokenizer import load_tokenizer
 
     return load_tokenizer(str(fixtures / VOCAB_FILE))
 
@@ -87,7 +87,7 @@ def preprocessing_checks(fixtures: Path) -> list[CheckResult]:
 
 def _sequence_length(tokenizer, utterances: list[str]) -> int:
     """Length of `[CLS] u1 [SEP] ... un [SEP]`, built as a real token list."""
-    from utils.tokenizer import encode_texts
+    from dataloader.tokenizer import encode_texts
 
     sequence = ["[CLS]"]
     for ids in encode_texts(tokenizer, utterances):
@@ -99,7 +99,7 @@ def expected_fixed_train_outputs(raw: Path, tokenizer, max_seq_len: int) -> dict
     """The train outputs with the two fixes, derived from the raw files: train_processed holds every
     dialog passing the reference's length rule; a dense annotation is kept when its dialog survived
     and `[CLS] caption [SEP] ... q_r [SEP] option [SEP]` fits for every option of round r."""
-    from utils.tokenizer import encode_texts
+    from dataloader.tokenizer import encode_texts
 
     train = json.loads((raw / RAW_FILES["visdial_train"]).read_text())
     annotations = json.loads((raw / RAW_FILES["visdial_train_ndcg"]).read_text())
@@ -135,7 +135,7 @@ def expected_fixed_train_outputs(raw: Path, tokenizer, max_seq_len: int) -> dict
 def reader_checks(fixtures: Path) -> list[CheckResult]:
     """The LMDB reader, and the HDF5 reader on a converted copy, against image_reader_outputs.pt."""
     from preprocessing.convert_features import convert_lmdb_to_hdf5
-    from utils.feature_store import open_feature_store
+    from dataloader.feature_store import open_feature_store
 
     reference_path, store_path = fixtures / "image_reader_outputs.pt", fixtures / "visdial_img_feat.lmdb"
     for path in (reference_path, store_path):
@@ -175,7 +175,7 @@ def _compare_record(name: str, record: dict, expected: dict) -> CheckResult:
 def _datasets(fixtures: Path, meta: dict) -> dict:
     """Our datasets over the fixture's processed json and LMDB, built with the fixture's parameters."""
     from dataloader.datasets import VisdialDataset, VisdialDenseDataset
-    from utils.feature_store import open_feature_store
+    from dataloader.feature_store import open_feature_store
 
     processed, tokenizer = fixtures / "visdial_processed", _tokenizer(fixtures)
     features = open_feature_store(fixtures / "visdial_img_feat.lmdb")

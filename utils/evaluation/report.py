@@ -10,7 +10,7 @@ The page has no scripts and loads nothing from elsewhere (the plots are embedded
 it opens from a file, a CI artifact or an e-mail. Its inputs are plain data, independent of the
 model and the data loaders:
 
-    metrics          the dict of utils.metrics.visdial_metrics (r@1, ..., mrr_round_k, ndcg)
+    metrics          the dict of utils.evaluation.metrics.visdial_metrics (r@1, ..., mrr_round_k, ndcg)
     scores           [dialogs, rounds, options] ranking scores (higher = better)
     gt_option_inds   [dialogs, rounds] index of the ground-truth option
     dialogs          one DialogText per dialog: caption, questions and option texts in the
@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from utils.errors import UserError
-from utils.metrics import NDCG, scores_to_ranks
+from utils.evaluation.metrics import NDCG, scores_to_ranks
 
 TOP_K = 5
 METRIC_NAMES = (  # key in the metrics dict, label on the page, format

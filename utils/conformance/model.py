@@ -2,7 +2,7 @@
 
 Each check returns `CheckResult`s; `scripts/check_reference.py` prints them as a table. This
 module holds the shared pieces and the model checks; the data and evaluation checks live in
-`utils/conformance_data.py` and `utils/conformance_eval.py`.
+`utils/conformance/data.py` and `utils/conformance/evaluation.py`.
 """
 import json
 from dataclasses import dataclass

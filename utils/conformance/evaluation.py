@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from utils.conformance import CheckResult, absent
-from utils.metrics import NDCG, SparseGTMetrics, scores_to_ranks, visdial_metrics
+from utils.conformance.model import CheckResult, absent
+from utils.evaluation.metrics import NDCG, SparseGTMetrics, scores_to_ranks, visdial_metrics
 
 METRICS_ATOL = 1e-6
 NEAR_TIE = 1e-6
@@ -133,10 +133,10 @@ def end_to_end_checks(fixtures: Path) -> list[CheckResult]:
     import evaluate
     from dataloader.collate import collate_dialog_batch
     from dataloader.datasets import VisdialDataset
-    from utils.conformance import fixture_model
-    from utils.feature_store import open_feature_store
-    from utils.scoring import score_dataset
-    from utils.tokenizer import load_tokenizer
+    from utils.conformance.model import fixture_model
+    from dataloader.feature_store import open_feature_store
+    from utils.evaluation.scoring import score_dataset
+    from dataloader.tokenizer import load_tokenizer
 
     processed = fixtures / PROCESSED
     needed = [fixtures / name for name in ("model_config.json", "model_raw.pt", VOCAB_FILE, FEATURES,
