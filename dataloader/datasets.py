@@ -48,6 +48,14 @@ from dataloader.tokenizer import encode_texts, load_tokenizer, special_token_ids
 OVERFIT_DIALOGS = 5
 
 
+def val_option_order(gt_index: int, num_options: int) -> list[int]:
+    """Json positions of a val round's answer options in the order val items hold them: the ground
+    truth first, then the first num_options - 1 others in json order. Everything that maps val
+    scores back to options (EvalAI's val file, the report) uses this one definition."""
+    others = [position for position in range(NUM_ANSWER_OPTIONS) if position != gt_index]
+    return [gt_index] + others[:num_options - 1]
+
+
 def dataset_length(available: int, overfit: bool, num_samples: int, flag: str, path) -> int:
     """How many dialogs a dataset serves: -num_*_samples if set, 5 with -overfit, else all."""
     if num_samples < 0:
@@ -176,8 +184,7 @@ class VisdialDataset(_DialogDataset):
 
     def _option_order(self, turn: dict) -> list[int]:
         """Positions of the options to score: the ground truth, then the first num_options - 1 others."""
-        others = [position for position in range(NUM_ANSWER_OPTIONS) if position != turn["gt_index"]]
-        return [turn["gt_index"]] + others[:self.num_options - 1]
+        return val_option_order(turn["gt_index"], self.num_options)
 
     def _train_item(self, index: int) -> dict:
         rng = np.random.default_rng(random.getrandbits(64))

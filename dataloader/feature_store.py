@@ -10,8 +10,8 @@ hold the same data and give identical values:
   arrays are base64 of float32 C-order buffers [num_boxes, 2048], [num_boxes, 4], [num_boxes, 1601].
   Records are unpickled by `RestrictedUnpickler`, which builds only plain containers, numbers,
   str and bytes: a hostile file cannot run code.
-* HDF5 (see `write_hdf5_feature_store` for the layout), written by
-  `preprocessing/convert_features.py`.
+* HDF5 (see `write_hdf5_feature_store` for the layout), converted from an LMDB store by
+  `convert_lmdb_to_hdf5` (the command line: `preprocessing/convert_features.py`).
 
 `open_feature_store(path)` picks the reader from the file itself. Every reader maps
 `reader[image_id]` to the dict documented in `ImageRecord` below, offers `image_ids()`, `len()` and
@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Iterable, Iterator, TypedDict
 
 import numpy as np
+from tqdm import tqdm
 
 from utils.errors import UserError
+from utils.files import atomic_output
 
 FEATURE_SIZE = 2048
 NUM_CLASSES = 1601
@@ -386,46 +388,51 @@ def write_hdf5_feature_store(path: str | os.PathLike, records: Iterable[dict], n
         cls_prob   [N, B, 1601] float32
         attrs: format = "visdial-bert image features", version = 1
     Arrays are chunked one image per chunk, so reading an image touches one chunk per field.
-    The file is written to `path + '.tmp'`, renamed when complete and removed on failure.
+    The file is written atomically (utils/files.py): complete, or not at all.
     """
     import h5py
 
-    path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
     written = 0
-    try:
-        with h5py.File(temporary, "w") as handle:
-            handle.attrs["format"] = HDF5_FORMAT_NAME
-            handle.attrs["version"] = HDF5_FORMAT_VERSION
-            image_ids = handle.create_dataset("image_id", (num_images,), dtype=np.int64)
-            counts = handle.create_dataset("num_boxes", (num_images,), dtype=np.int32)
-            heights = handle.create_dataset("image_h", (num_images,), dtype=np.int32)
-            widths = handle.create_dataset("image_w", (num_images,), dtype=np.int32)
-            arrays = {
-                name: handle.create_dataset(name, (num_images, max_boxes, width), dtype=np.float32,
-                                            chunks=(1, max_boxes, width))
-                for name, width in (("features", FEATURE_SIZE), ("boxes", 4), ("cls_prob", NUM_CLASSES))
-            }
-            for row, record in enumerate(records):
-                if row >= num_images:
-                    raise UserError(f"{path}: more records than the {num_images} announced")
-                num_boxes = int(record["num_boxes"])
-                if num_boxes > max_boxes:
-                    raise UserError(f"{path}: image {record['image_id']} has {num_boxes} boxes, "
-                                    f"more than max_boxes={max_boxes}")
-                image_ids[row], counts[row] = int(record["image_id"]), num_boxes
-                heights[row], widths[row] = int(record["image_h"]), int(record["image_w"])
-                for name, dataset in arrays.items():
-                    dataset[row, :num_boxes] = np.asarray(record[name], dtype=np.float32)
-                written = row + 1
-            if written != num_images:
-                raise UserError(f"{path}: got {written} records, expected {num_images}")
-    except BaseException as error:
-        if temporary.exists():
-            temporary.unlink()
-        if isinstance(error, OSError):
-            reason = os.strerror(error.errno) if error.errno else str(error).splitlines()[0]
-            raise UserError(f"{path}: cannot write the HDF5 feature store ({reason})") from None
-        raise
-    os.replace(temporary, path)
+    with atomic_output(path, "the HDF5 feature store") as temporary, h5py.File(temporary, "w") as handle:
+        handle.attrs["format"] = HDF5_FORMAT_NAME
+        handle.attrs["version"] = HDF5_FORMAT_VERSION
+        image_ids = handle.create_dataset("image_id", (num_images,), dtype=np.int64)
+        counts = handle.create_dataset("num_boxes", (num_images,), dtype=np.int32)
+        heights = handle.create_dataset("image_h", (num_images,), dtype=np.int32)
+        widths = handle.create_dataset("image_w", (num_images,), dtype=np.int32)
+        arrays = {
+            name: handle.create_dataset(name, (num_images, max_boxes, width), dtype=np.float32,
+                                        chunks=(1, max_boxes, width))
+            for name, width in (("features", FEATURE_SIZE), ("boxes", 4), ("cls_prob", NUM_CLASSES))
+        }
+        for row, record in enumerate(records):
+            if row >= num_images:
+                raise UserError(f"{path}: more records than the {num_images} announced")
+            num_boxes = int(record["num_boxes"])
+            if num_boxes > max_boxes:
+                raise UserError(f"{path}: image {record['image_id']} has {num_boxes} boxes, "
+                                f"more than max_boxes={max_boxes}")
+            image_ids[row], counts[row] = int(record["image_id"]), num_boxes
+            heights[row], widths[row] = int(record["image_h"]), int(record["image_w"])
+            for name, dataset in arrays.items():
+                dataset[row, :num_boxes] = np.asarray(record[name], dtype=np.float32)
+            written = row + 1
+        if written != num_images:
+            raise UserError(f"{path}: got {written} records, expected {num_images}")
     return written
+
+
+def convert_lmdb_to_hdf5(input_path, output_path, show_progress: bool = True) -> int:
+    """Copy every image of the LMDB store at `input_path` into a new HDF5 file; returns the count."""
+    store = open_feature_store(input_path)
+    if not isinstance(store, LmdbFeatureStore):
+        raise UserError(f"{input_path}: is not an LMDB feature store")
+    image_ids = store.image_ids()
+    if not image_ids:
+        raise UserError(f"{input_path}: feature store holds no images")
+    max_boxes = max(store.stored_num_boxes(image_id)
+                    for image_id in tqdm(image_ids, desc="scanning", disable=not show_progress))
+    # closed before an error propagates, so the error stays the last line on the terminal
+    with tqdm(image_ids, desc="converting", disable=not show_progress) as progress:
+        records = (store.read_raw(image_id) for image_id in progress)
+        return write_hdf5_feature_store(output_path, records, num_images=len(image_ids), max_boxes=max_boxes)

@@ -135,3 +135,6 @@ class BertConfig:
             fail(f"fusion_method must be 'mul' or 'sum', got {self.fusion_method!r}")
         if self.in_batch_pairs:
             fail("in_batch_pairs is not supported: every dialog sequence is scored with its own image")
+        if self.fast_mode:
+            fail("fast_mode is not supported: every dialog sequence is scored with its own image "
+                 "(in the reference it changed no output)")

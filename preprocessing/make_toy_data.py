@@ -24,7 +24,6 @@ Usage:
     python preprocessing/make_toy_data.py -out data/toy -seed 0 -train_dialogs 600
 """
 import argparse
-import json
 import random
 import re
 from collections import Counter
@@ -34,9 +33,9 @@ from typing import Callable, Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
-from preprocessing.convert_features import convert_lmdb_to_hdf5
+from dataloader.feature_store import convert_lmdb_to_hdf5, write_lmdb_feature_store
 from utils.errors import UserError, run_cli
-from dataloader.feature_store import write_lmdb_feature_store
+from utils.files import write_json, write_text
 
 COLOURS = ("red", "blue", "green", "yellow", "purple", "orange")
 SHAPES = ("circle", "square", "triangle", "star", "heart")
@@ -440,7 +439,7 @@ def make_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 600, val_di
 
     vocab = build_vocab(all_texts(dialogs, answer_pool))
     paths["vocab"] = out_dir / "vocab.txt"
-    paths["vocab"].write_text("\n".join(vocab) + "\n")
+    write_text(paths["vocab"], "\n".join(vocab) + "\n")
     paths["model_config"] = out_dir / "model_config.json"
     write_json(paths["model_config"], model_config(len(vocab), hidden_size))
     return paths
@@ -462,11 +461,6 @@ def all_texts(dialogs: Dict[str, List[ToyDialog]], answer_pool: Sequence[str]) -
             texts.append(dialog.caption)
             texts.extend(question.text for question in dialog.questions)
     return texts
-
-
-def write_json(path: Path, content) -> None:
-    with open(path, "w") as file:
-        json.dump(content, file)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

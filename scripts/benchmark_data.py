@@ -21,10 +21,9 @@ from torch.utils.data import DataLoader
 
 from dataloader.collate import collate_dialog_batch
 from dataloader.datasets import VisdialDataset
-from preprocessing.convert_features import convert_lmdb_to_hdf5
-from utils.errors import UserError, run_cli
-from dataloader.feature_store import write_lmdb_feature_store
+from dataloader.feature_store import convert_lmdb_to_hdf5, write_lmdb_feature_store
 from dataloader.tokenizer import load_tokenizer
+from utils.errors import UserError, run_cli
 
 WORDS = ("the a man woman dog cat red blue green white black is are there any how many what color "
          "table chair window street car bus tree sky cloudy sunny yes no maybe two three four left right "

@@ -71,7 +71,8 @@ def measure(config_name: str, num_options: int, chunk: int, steps: int) -> dict:
     """One configuration in this process; chunk 0 means one graph over all options."""
     import torch
     from models import VisualDialogEncoder
-    from utils.training.steps import StepSettings, _score_chunk, dense_loss, dense_step
+    from models.losses import dense_loss
+    from utils.training.steps import StepSettings, _score_chunk, dense_step
 
     torch.manual_seed(0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

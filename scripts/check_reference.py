@@ -1,9 +1,12 @@
 """Check this implementation against a reference fixture folder (laid out like ../shared/golden).
 
-    python scripts/check_reference.py --fixtures ../shared/golden
+    python scripts/check_reference.py --fixtures ../shared/golden              # every check
+    python scripts/check_reference.py --fixtures ../shared/golden --only eval  # one group
 
 Prints one row per check (its max abs difference where numeric) and exits 1 when any check
-fails. A fixture file that is absent is reported as absent, never as passed.
+fails. A fixture file that is absent is reported as absent, never as passed. The groups:
+model (utils/conformance/model.py), data (utils/conformance/data.py) and eval
+(utils/conformance/evaluation.py; `evaluation` is accepted as its old name).
 """
 import argparse
 import sys
@@ -11,12 +14,14 @@ from pathlib import Path
 
 import torch
 
-from utils.conformance.model import CheckResult, model_checks
+from utils.conformance.common import CheckResult
 from utils.conformance.data import data_checks
 from utils.conformance.evaluation import eval_checks
+from utils.conformance.model import model_checks
 from utils.errors import UserError, run_cli
 
-CHECK_GROUPS = {"model": model_checks, "data": data_checks, "evaluation": eval_checks}
+CHECK_GROUPS = {"model": model_checks, "data": data_checks, "eval": eval_checks}
+GROUP_ALIASES = {"evaluation": "eval"}
 
 
 def run_group(name: str, check, fixtures: Path) -> list:
@@ -35,13 +40,14 @@ def print_table(results: list) -> None:
         print(f"{status}  {result.name:<{width}}  {diff:>9}  {result.detail}")
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fixtures", "-fixtures", required=True, type=Path,
                         help="fixture folder laid out like ../shared/golden")
-    parser.add_argument("--only", choices=sorted(CHECK_GROUPS), action="append",
-                        help="run only these groups of checks (repeatable)")
-    args = parser.parse_args()
+    parser.add_argument("--only", "-only", choices=sorted(CHECK_GROUPS), action="append",
+                        type=lambda name: GROUP_ALIASES.get(name, name),
+                        help="run only this group of checks (repeatable)")
+    args = parser.parse_args(argv)
     if not args.fixtures.is_dir():
         raise UserError(f"{args.fixtures}: fixture folder not found")
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))

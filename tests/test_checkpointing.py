@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models import build_model
-from utils.checkpointing import load_bert_weights, load_model_weights, read_checkpoint
+from models.weights import load_bert_weights, load_model_weights, read_checkpoint
 from utils.errors import UserError
 
 

@@ -8,8 +8,7 @@ import torch
 
 from models import build_model
 from tests.train_helpers import fixture_flags, read_metrics
-from train import parameters_sha256
-from utils.checkpointing import load_model_weights
+from models.weights import load_model_weights, parameters_sha256
 
 
 def free_port() -> int:

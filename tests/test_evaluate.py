@@ -7,7 +7,10 @@ import torch
 
 import evaluate
 from utils.conformance.evaluation import eval_checks, near_tie_swaps
-from utils.errors import run_cli
+from utils.errors import UserError, run_cli
+from utils.evaluation.evalai import check_predictions
+from utils.evaluation.metrics import visdial_metrics
+from utils.evaluation.validation import format_metrics_table
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -100,14 +103,14 @@ def test_bad_flags_are_one_line(golden_dir, tmp_path, capsys):
 
 def test_predictions_check_rejects_a_bad_file(tmp_path):
     good = [{"image_id": 1, "round_id": 3, "ranks": list(range(1, 101))}]
-    evaluate.check_predictions(good, 1, one_per_image=True, path=tmp_path / "p.json")
+    check_predictions(good, 1, one_per_image=True, path=tmp_path / "p.json")
     bad_ranks = [{"image_id": 1, "round_id": 3, "ranks": [1] * 100}]
-    with pytest.raises(evaluate.UserError, match="permutation"):
-        evaluate.check_predictions(bad_ranks, 1, one_per_image=True, path=tmp_path / "p.json")
-    with pytest.raises(evaluate.UserError, match="round_id"):
-        evaluate.check_predictions([{**good[0], "round_id": 11}], 1, one_per_image=True, path=tmp_path / "p.json")
-    with pytest.raises(evaluate.UserError, match="more than once"):
-        evaluate.check_predictions(good * 2, 2, one_per_image=True, path=tmp_path / "p.json")
+    with pytest.raises(UserError, match="permutation"):
+        check_predictions(bad_ranks, 1, one_per_image=True, path=tmp_path / "p.json")
+    with pytest.raises(UserError, match="round_id"):
+        check_predictions([{**good[0], "round_id": 11}], 1, one_per_image=True, path=tmp_path / "p.json")
+    with pytest.raises(UserError, match="more than once"):
+        check_predictions(good * 2, 2, one_per_image=True, path=tmp_path / "p.json")
 
 
 def test_evaluation_checks_report_absent_fixtures(tmp_path):
@@ -117,7 +120,7 @@ def test_evaluation_checks_report_absent_fixtures(tmp_path):
 
 def test_metrics_table_lists_every_round():
     scores = torch.rand(2, 10, 100, generator=torch.Generator().manual_seed(1))
-    metrics = evaluate.visdial_metrics(scores, torch.zeros(2, 10, dtype=torch.long))
-    table = evaluate.format_metrics_table(metrics)
+    metrics = visdial_metrics(scores, torch.zeros(2, 10, dtype=torch.long))
+    table = format_metrics_table(metrics)
     assert "MRR" in table and "NDCG" not in table
     assert len(table.splitlines()) == 5 + 1 + 10

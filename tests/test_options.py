@@ -9,7 +9,7 @@ from utils.errors import UserError
 
 
 def parse(*argv):
-    return options.parse_options(options.build_train_parser(), list(argv), options.TrainOptions)
+    return options.parse_options(list(argv), options.TrainOptions)
 
 
 def test_reference_defaults():
@@ -23,7 +23,7 @@ def test_reference_defaults():
     assert parsed.model_config == "config/bert_base_6layer_6conect.json"
     assert (parsed.warmup_steps, parsed.total_steps, parsed.min_lr) == (10000, 200000, 1e-5)
     assert (parsed.mode, parsed.keep_checkpoints, parsed.nan_policy) == ("base", 3, "stop")
-    assert options.validate_train_options(parsed) == []
+    assert parsed.problems() == []
 
 
 def test_single_and_double_dash_and_continue():
@@ -72,13 +72,13 @@ def test_shipped_presets_reproduce_the_readme_commands(repo_root, preset):
         assert (parsed.mode, parsed.batch_multiply, parsed.lr, parsed.image_lr) == ("dense", 10, 1e-4, 1e-4)
         assert parsed.nsp_loss_coeff == (1.0 if preset == "dense_nsp" else 0.0)
         assert parsed.start_path == "checkpoints-release/basemodel"
-    assert options.validate_train_options(parsed) == []
+    assert parsed.problems() == []
 
 
 def test_validation_reports_one_line_per_problem():
     parsed = parse("-num_options", "101", "-visdial_tot_rounds", "12", "-sequences_per_image", "9",
                    "-batch_size", "0", "-mask_prob", "1.5", "-num_negative_samples", "-1", "-continue")
-    problems = options.validate_train_options(parsed)
+    problems = parsed.problems()
     flags = ["-num_options", "-visdial_tot_rounds", "-sequences_per_image", "-batch_size", "-mask_prob",
              "-num_negative_samples", "-continue"]
     assert len(problems) == len(flags)

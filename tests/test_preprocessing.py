@@ -8,6 +8,8 @@ import torch
 
 from preprocessing.pre_process_visdial import parse_args, preprocess
 from utils.conformance.data import PROCESSED_FILES, RAW_FILES, UNCHANGED_OUTPUTS, VOCAB_FILE, preprocessing_checks
+from utils.errors import UserError
+from utils.files import TEMPORARY_MARK
 
 
 def preprocessing_argv(golden_dir, output_dir):
@@ -68,14 +70,14 @@ def test_failed_write_leaves_previous_output_intact(golden_dir, tmp_path, monkey
     preprocess(parse_args(argv))
     before = {name: (tmp_path / name).read_bytes() for name in PROCESSED_FILES.values()}
 
-    def failing_dump(*args, **kwargs):
+    def failing_dumps(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(json, "dump", failing_dump)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(json, "dumps", failing_dumps)
+    with pytest.raises(UserError, match="disk full"):
         preprocess(parse_args(argv))
     assert {name: (tmp_path / name).read_bytes() for name in PROCESSED_FILES.values()} == before
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not [path for path in tmp_path.iterdir() if TEMPORARY_MARK in path.name]
 
 
 def test_cli_bad_input_is_one_line(golden_dir, tmp_path, repo_root):

@@ -6,9 +6,9 @@ import torch
 
 import evaluate
 import train
-from tests.train_helpers import assert_bit_identical, final_weights, fixture_flags, read_metrics
-from utils.checkpointing import load_model_weights
 from models import build_model
+from models.weights import load_model_weights
+from tests.train_helpers import assert_bit_identical, final_weights, fixture_flags, read_metrics
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

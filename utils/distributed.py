@@ -6,6 +6,7 @@ a world of 1, and the helpers return their input.
     torchrun --nproc_per_node=8 train.py ...                     # one node, 8 GPUs
     torchrun --nnodes=2 --node_rank=0 --master_addr=HOST --nproc_per_node=8 train.py ...
 """
+import contextlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -72,6 +73,19 @@ def wrap_model(model: nn.Module, context: DistributedContext) -> nn.Module:
     return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel (the model itself without it)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def gradient_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+    """The context of one backward pass: `model.no_sync()` unless `sync`, so that gradients only
+    accumulate locally; nothing to do for a model without `no_sync` (a single process)."""
+    if sync or not hasattr(model, "no_sync"):
+        return contextlib.nullcontext()
+    return model.no_sync()
+
+
 def all_ranks_agree(flag: bool) -> bool:
     """True when `flag` is true on every rank (a logical AND across processes)."""
     if not is_initialized():
@@ -95,6 +109,15 @@ def broadcast_from_main(value):
     holder = [value]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def gather_to_main(value) -> list:
+    """Every rank's `value` (any picklable object), in rank order, on rank 0; [] on other ranks."""
+    if not is_initialized():
+        return [value]
+    gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(value, gathered, dst=0)
+    return gathered or []
 
 
 def barrier() -> None:

@@ -27,6 +27,7 @@ import torch
 
 from utils.errors import UserError
 from utils.evaluation.metrics import NDCG, scores_to_ranks
+from utils.files import atomic_write, write_text
 
 TOP_K = 5
 METRIC_NAMES = (  # key in the metrics dict, label on the page, format
@@ -85,7 +86,7 @@ def plot_per_round(metrics: dict, num_rounds: int, ndcg_by_round: Dict[int, floa
     axes.legend(loc="best")
     axes.set_title("Metrics per round")
     figure.tight_layout()
-    figure.savefig(path)
+    atomic_write(path, lambda file: figure.savefig(file, format="png"))
     plt.close(figure)
 
 
@@ -98,7 +99,7 @@ def plot_rank_histogram(gt_ranks: torch.Tensor, num_options: int, path: Path) ->
     axes.set_xlim(1, num_options + 1)
     axes.set_title(f"Ground-truth rank distribution ({gt_ranks.numel()} rounds)")
     figure.tight_layout()
-    figure.savefig(path)
+    atomic_write(path, lambda file: figure.savefig(file, format="png"))
     plt.close(figure)
 
 
@@ -214,5 +215,5 @@ MRR: mean reciprocal rank; NDCG: normalised discounted cumulative gain on the de
 </body></html>
 """
     page_path = out_dir / "index.html"
-    page_path.write_text(page, encoding="utf-8")
+    write_text(page_path, page)
     return page_path

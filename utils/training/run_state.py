@@ -1,0 +1,160 @@
+"""The state of a training run: what a checkpoint holds, how it is saved, and exact resume.
+
+A checkpoint (`RunState.save`) holds the weights (`model_state_dict`, what evaluation loads), the
+optimizer and grad-scaler states, the schedule's settings, the `Progress` (iteration, epoch,
+position in the epoch, best MRR, counters), the options and git commit of the run, and per
+torchrun rank the random generators (utils/random_state.py), a hash of the parameters and the
+gradients accumulated since the last optimizer step. Rank 0 writes the checkpoint; another
+rank's pending gradients go to a file of its own next to it (never gathered onto one process).
+
+`RunState.resume` restores all of it, so a run continued with `-continue` is bit-identical to an
+uninterrupted one on the CPU. It first compares the checkpoint's options and commit with the
+present ones: a changed flag that would make the continuation differ is refused, one that only
+changes what happens around the training (logging, workers) is a warning (options.py says which).
+"""
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from models.weights import configure_optimizer, load_state_into, parameters_sha256, read_checkpoint
+from options import TrainOptions
+from utils.distributed import DistributedContext, gather_to_main
+from utils.errors import UserError
+from utils.random_state import RandomState
+from utils.training.run_folder import RunFolder, git_commit, rank_file, save_checkpoint
+from utils.training.schedule import WarmupLinearSchedule
+
+REQUIRED_KEYS = ("model_state_dict", "optimizer_state_dict", "progress", "per_rank")
+
+
+@dataclass
+class Progress:
+    """Where the run is: what a checkpoint needs besides weights and optimizer state.
+
+    iteration: iterations done (the reference's iter_id of the next one); epoch, position: the
+    epoch and the number of its batches consumed; window_finite: no non-finite loss since the
+    last optimizer step; best_mrr: the best validation MRR so far (-1: none yet); records_read,
+    skipped_records: train records read and those skipped as unreadable; skipped_steps:
+    optimizer steps skipped for a non-finite loss.
+    """
+    iteration: int = 0
+    epoch: int = 0
+    position: int = 0
+    window_finite: bool = True
+    best_mrr: float = -1.0
+    records_read: int = 0
+    skipped_records: int = 0
+    skipped_steps: int = 0
+
+
+def estimated_checkpoint_bytes(model: nn.Module) -> int:
+    """Weights + two AdamW moments + a little slack."""
+    return int(sum(p.numel() * p.element_size() for p in model.parameters()) * 3 * 1.1) + 2**20
+
+
+def resume_source(folder: RunFolder, start_path: str) -> Path:
+    """The checkpoint -continue resumes from: the newest of the run folder, or, when it has none,
+    -start_path (the reference's way); UserError when there is neither."""
+    if folder.checkpoints() or not start_path:
+        return folder.latest()
+    return Path(start_path)
+
+
+@dataclass
+class RunState:
+    """The model and everything that changes while it trains (module docstring)."""
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: WarmupLinearSchedule
+    grad_scaler: torch.amp.GradScaler
+    progress: Progress
+
+    @classmethod
+    def start(cls, model: nn.Module, options: TrainOptions, precision: str) -> "RunState":
+        """A new run's state: the optimizer groups of the model, the schedule, the grad scaler
+        (enabled in fp16 only) and progress at 0."""
+        optimizer = configure_optimizer(model, options.lr, options.image_lr)
+        schedule = WarmupLinearSchedule(optimizer, options.warmup_steps, options.total_steps, options.min_lr)
+        return cls(model, optimizer, schedule, torch.amp.GradScaler("cuda", enabled=precision == "fp16"),
+                   Progress())
+
+    def save(self, path: Path, options: TrainOptions, context: DistributedContext) -> None:
+        """Write a checkpoint (every rank must call this; rank 0 writes the file)."""
+        pending = {name: parameter.grad.detach().cpu() for name, parameter in self.model.named_parameters()
+                   if parameter.grad is not None}
+        mine = {"rng": RandomState.capture().to_checkpoint(), "parameters_sha256": parameters_sha256(self.model)}
+        if pending and not context.is_main:
+            save_checkpoint(rank_file(path, context.rank), pending)
+            mine["pending_gradients_file"] = rank_file(path, context.rank).name
+        per_rank = gather_to_main(mine)
+        if not context.is_main:
+            return
+        per_rank[0]["pending_gradients"] = pending
+        save_checkpoint(path, {
+            "model_state_dict": self.model.state_dict(),
+            "optimizer_state_dict": self.optimizer.state_dict(),
+            "scheduler_state_dict": {"warmup_steps": self.schedule.warmup_steps,
+                                     "total_steps": self.schedule.total_steps,
+                                     "min_lr": self.schedule.min_lr},
+            "grad_scaler_state_dict": self.grad_scaler.state_dict(),
+            "iter_id": self.progress.iteration,
+            "epoch": self.progress.epoch,
+            "progress": asdict(self.progress),
+            "per_rank": per_rank,
+            "world_size": context.world_size,
+            "options": options.to_dict(),
+            "git_commit": git_commit(),
+        })
+
+    def resume(self, path: Path, options: TrainOptions, context: DistributedContext,
+               say: Callable[[str], None]) -> None:
+        """Restore everything from the checkpoint at `path` (after checking what changed since)."""
+        content = read_checkpoint(path)
+        missing = [key for key in REQUIRED_KEYS if key not in content]
+        if missing:
+            raise UserError(f"{path}: cannot continue from this checkpoint (no {', '.join(missing)}); "
+                            "use it with -start_path without -continue to start from its weights")
+        _check_changes(path, content, options, say)
+        load_state_into(self.model, content["model_state_dict"], path, strict=True)
+        try:
+            self.optimizer.load_state_dict(content["optimizer_state_dict"])
+        except (ValueError, KeyError) as error:
+            raise UserError(f"{path}: its optimizer state does not fit this model ({error})") from None
+        if content["grad_scaler_state_dict"]:
+            self.grad_scaler.load_state_dict(content["grad_scaler_state_dict"])
+        self.progress = Progress(**content["progress"])
+        per_rank = content["per_rank"]
+        if content["world_size"] != context.world_size:
+            say(f"warning: {path} was written by {content['world_size']} processes, this run has "
+                f"{context.world_size}: data order and random draws will not continue exactly")
+        mine = per_rank[min(context.rank, len(per_rank) - 1)]
+        parameters = dict(self.model.named_parameters())
+        for name, gradient in _pending_gradients(mine, path).items():
+            parameters[name].grad = gradient.to(parameters[name].device)
+        RandomState.from_checkpoint(mine["rng"]).restore()
+        say(f"continuing from {path}: iteration {self.progress.iteration}, epoch {self.progress.epoch}")
+
+
+def _pending_gradients(per_rank: dict, checkpoint: Path) -> dict:
+    """A rank's gradients pending at the checkpoint: inline (rank 0) or in the rank's own file."""
+    if "pending_gradients_file" in per_rank:
+        return read_checkpoint(checkpoint.parent / per_rank["pending_gradients_file"])
+    return per_rank.get("pending_gradients", {})
+
+
+def _check_changes(path: Path, content: dict, options: TrainOptions, say: Callable[[str], None]) -> None:
+    """Refuse flags changed since the checkpoint that break exact resume; warn about the others
+    and about a change of the code's commit."""
+    refused, noted = options.changes_since(content.get("options", {}))
+    if refused:
+        raise UserError(f"{path}: cannot continue exactly, changed since this checkpoint: {', '.join(refused)} "
+                        "(give the checkpoint's values, or start a new run from its weights with -start_path "
+                        "and without -continue)")
+    if noted:
+        say(f"warning: changed since {path.name}, without changing the training: {', '.join(noted)}")
+    saved_commit, commit = content.get("git_commit", "unknown"), git_commit()
+    if saved_commit != commit:
+        say(f"warning: {path.name} was written by the code at commit {saved_commit}, this is {commit}")
