@@ -33,7 +33,7 @@ from utils.random_state import seed_everything
 from utils.training.data import build_training_data
 from utils.training.loggers import TrainingLogger
 from utils.training.run_folder import RunFolder, git_commit
-from utils.training.run_state import RunState, estimated_checkpoint_bytes, resume_source
+from utils.training.run_state import RunState, estimated_checkpoint_bytes, read_resume_checkpoint
 from utils.training.trainer import Trainer
 
 
@@ -43,9 +43,9 @@ def train(options: TrainOptions, context: DistributedContext) -> int:
     precision = resolve_precision(options.precision, context.device)
     if precision == "fp16" and context.device.type != "cuda":
         raise UserError("-precision fp16 needs a CUDA device (use fp32 or bf16 on the CPU)")
-    folder = RunFolder.named(options.save_path, options.save_name, options.visdom_env)
-    resume_from = resume_source(folder, options.start_path) if options.resume else None
     say = print if context.is_main else (lambda message: None)
+    folder = RunFolder.named(options.save_path, options.save_name, options.visdom_env)
+    checkpoint = read_resume_checkpoint(folder, options, say) if options.resume else None
 
     seed_everything(options.seed)
     model = build_model(options.model_config, options.model_type)
@@ -60,8 +60,8 @@ def train(options: TrainOptions, context: DistributedContext) -> int:
 
     data = build_training_data(options, context)
     state = RunState.start(model, options, precision)
-    if resume_from:
-        state.resume(resume_from, options, context, say)
+    if checkpoint:
+        state.resume(checkpoint, context, say)
     # compiled first, then wrapped: DistributedDataParallel stays outermost (its no_sync works)
     train_model = wrap_model(torch.compile(model) if options.compile else model, context)
     visdom = {"server": options.visdom_server, "port": options.visdom_server_port, "env": options.visdom_env}

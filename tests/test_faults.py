@@ -188,6 +188,29 @@ def test_skip_bad_records_counts_them_in_metrics(golden_dir, tmp_path, monkeypat
     assert len(train_records) == 4 and train_records[-1]["skipped_records"] == 2
 
 
+def test_a_bug_in_the_dataset_is_not_a_bad_record(golden_dir, tmp_path, monkeypatch):
+    """A programming error (here a KeyError) surfaces with its type and traceback, even with
+    -skip_bad_records: only unreadable records are skipped."""
+    break_record(monkeypatch, 1, lambda self, index: {}["missing key"])
+    with pytest.raises(KeyError, match="missing key"):
+        train.main(fixture_flags(golden_dir, tmp_path, "bug", "-num_epochs", "2", "-val_every", "-1",
+                                 "-skip_bad_records"))
+    assert not (tmp_path / "bug" / "visdial_dialog_encoder_6.ckpt").exists()
+
+
+def test_skipping_stops_when_more_than_half_of_the_records_are_unreadable(golden_dir, tmp_path, monkeypatch):
+    for index in (0, 2):    # 2 of the 3 train dialogs
+        break_record(monkeypatch, index, corrupt)
+    with pytest.raises(UserError, match=r"(1[1-9]|2\d) of the (1[6-9]|2\d) train records read so far are "
+                                        r"unreadable \(more than 50%\), the last: .* is corrupt") as error:
+        train.main(fixture_flags(golden_dir, tmp_path, "broken", "-num_epochs", "20", "-val_every", "-1",
+                                 "-skip_bad_records"))
+    assert "\n" not in str(error.value)
+    records = read_metrics(tmp_path / "broken")
+    skipped = [r for r in records if r["event"] == "bad_record"]
+    assert 11 <= len(skipped) <= 20 and len([r for r in records if r["event"] == "train"]) < 10
+
+
 def test_dead_dataloader_worker_is_one_clear_error(golden_dir, tmp_path, monkeypatch):
     break_record(monkeypatch, 0, lambda self, index: os.kill(os.getpid(), signal.SIGKILL))
     with pytest.raises(UserError, match="a DataLoader worker died loading epoch 0") as error:

@@ -7,10 +7,11 @@ torchrun rank the random generators (utils/random_state.py), a hash of the param
 gradients accumulated since the last optimizer step. Rank 0 writes the checkpoint; another
 rank's pending gradients go to a file of its own next to it (never gathered onto one process).
 
-`RunState.resume` restores all of it, so a run continued with `-continue` is bit-identical to an
-uninterrupted one on the CPU. It first compares the checkpoint's options and commit with the
-present ones: a changed flag that would make the continuation differ is refused, one that only
-changes what happens around the training (logging, workers) is a warning (options.py says which).
+`read_resume_checkpoint` finds and reads the checkpoint -continue resumes from, before any heavy
+work, and compares its options and commit with the present ones: a changed flag that would make
+the continuation differ is refused, one that only changes what happens around the training
+(logging, workers) is a warning (options.py says which flag is which). `RunState.resume` then
+restores all of it, so a continued run is bit-identical to an uninterrupted one on the CPU.
 """
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,12 +56,34 @@ def estimated_checkpoint_bytes(model: nn.Module) -> int:
     return int(sum(p.numel() * p.element_size() for p in model.parameters()) * 3 * 1.1) + 2**20
 
 
-def resume_source(folder: RunFolder, start_path: str) -> Path:
+@dataclass
+class Checkpoint:
+    """A checkpoint read to continue from: its path and content."""
+    path: Path
+    content: dict
+
+
+def read_resume_checkpoint(folder: RunFolder, options: TrainOptions, say: Callable[[str], None]) -> Checkpoint:
     """The checkpoint -continue resumes from: the newest of the run folder, or, when it has none,
-    -start_path (the reference's way); UserError when there is neither."""
-    if folder.checkpoints() or not start_path:
-        return folder.latest()
-    return Path(start_path)
+    -start_path (the reference's way); UserError when there is neither, when it cannot be continued
+    from, or when flags changed since it that break exact resume (module docstring)."""
+    path = folder.latest() if folder.checkpoints() or not options.start_path else Path(options.start_path)
+    content = read_checkpoint(path)
+    missing = [key for key in REQUIRED_KEYS if key not in content]
+    if missing:
+        raise UserError(f"{path}: cannot continue from this checkpoint (no {', '.join(missing)}); "
+                        "use it with -start_path without -continue to start from its weights")
+    refused, noted = options.changes_since(content.get("options", {}))
+    if refused:
+        raise UserError(f"{path}: cannot continue exactly, changed since this checkpoint: {', '.join(refused)} "
+                        "(give the checkpoint's values, or start a new run from its weights with -start_path "
+                        "and without -continue)")
+    if noted:
+        say(f"warning: changed since {path.name}, without changing the training: {', '.join(noted)}")
+    saved_commit, commit = content.get("git_commit", "unknown"), git_commit()
+    if saved_commit != commit:
+        say(f"warning: {path.name} was written by the code at commit {saved_commit}, this is {commit}")
+    return Checkpoint(path, content)
 
 
 @dataclass
@@ -109,15 +132,9 @@ class RunState:
             "git_commit": git_commit(),
         })
 
-    def resume(self, path: Path, options: TrainOptions, context: DistributedContext,
-               say: Callable[[str], None]) -> None:
-        """Restore everything from the checkpoint at `path` (after checking what changed since)."""
-        content = read_checkpoint(path)
-        missing = [key for key in REQUIRED_KEYS if key not in content]
-        if missing:
-            raise UserError(f"{path}: cannot continue from this checkpoint (no {', '.join(missing)}); "
-                            "use it with -start_path without -continue to start from its weights")
-        _check_changes(path, content, options, say)
+    def resume(self, checkpoint: Checkpoint, context: DistributedContext, say: Callable[[str], None]) -> None:
+        """Restore everything from a checkpoint of `read_resume_checkpoint`."""
+        path, content = checkpoint.path, checkpoint.content
         load_state_into(self.model, content["model_state_dict"], path, strict=True)
         try:
             self.optimizer.load_state_dict(content["optimizer_state_dict"])
@@ -143,18 +160,3 @@ def _pending_gradients(per_rank: dict, checkpoint: Path) -> dict:
     if "pending_gradients_file" in per_rank:
         return read_checkpoint(checkpoint.parent / per_rank["pending_gradients_file"])
     return per_rank.get("pending_gradients", {})
-
-
-def _check_changes(path: Path, content: dict, options: TrainOptions, say: Callable[[str], None]) -> None:
-    """Refuse flags changed since the checkpoint that break exact resume; warn about the others
-    and about a change of the code's commit."""
-    refused, noted = options.changes_since(content.get("options", {}))
-    if refused:
-        raise UserError(f"{path}: cannot continue exactly, changed since this checkpoint: {', '.join(refused)} "
-                        "(give the checkpoint's values, or start a new run from its weights with -start_path "
-                        "and without -continue)")
-    if noted:
-        say(f"warning: changed since {path.name}, without changing the training: {', '.join(noted)}")
-    saved_commit, commit = content.get("git_commit", "unknown"), git_commit()
-    if saved_commit != commit:
-        say(f"warning: {path.name} was written by the code at commit {saved_commit}, this is {commit}")
