@@ -23,7 +23,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     "$VENV/bin/python" -m pip install --quiet --upgrade "pip>=23" "setuptools<81" wheel
     "$VENV/bin/python" -m pip install --quiet --no-build-isolation -r "$REPO_ROOT/requirements.txt"
     echo "[setup] installing the project (editable) into $VENV"
-    "$VENV/bin/python" -m pip install --quiet --no-build-isolation --no-deps -e "$REPO_ROOT"
+    "$VENV/bin/python" -m pip install -qq --no-build-isolation --no-deps -e "$REPO_ROOT"
     echo "$wanted" > "$stamp"
 fi
 
