@@ -147,14 +147,15 @@ class Trainer:
         problem = None
         if bad and not self.options.skip_bad_records:
             problem = f"{bad[0]}; use -skip_bad_records to skip and count such records"
-        for message in bad if problem is None else []:
-            progress.skipped_records += 1
-            self.logger.log_event("bad_record", progress.iteration, message=message,
-                                  skipped_records=progress.skipped_records)
-        if (bad and progress.records_read >= BAD_RECORD_SHARE_AFTER
-                and progress.skipped_records > MAX_BAD_RECORD_SHARE * progress.records_read):
-            problem = (f"{progress.skipped_records} of the {progress.records_read} train records read so far are "
-                       f"unreadable (more than {MAX_BAD_RECORD_SHARE:.0%}), the last: {bad[-1]}")
+        elif bad:
+            for message in bad:
+                progress.skipped_records += 1
+                self.logger.log_event("bad_record", progress.iteration, message=message,
+                                      skipped_records=progress.skipped_records)
+            if (progress.records_read >= BAD_RECORD_SHARE_AFTER
+                    and progress.skipped_records > MAX_BAD_RECORD_SHARE * progress.records_read):
+                problem = (f"{progress.skipped_records} of the {progress.records_read} train records read so far "
+                           f"are unreadable (more than {MAX_BAD_RECORD_SHARE:.0%}), the last: {bad[-1]}")
         if any_rank(problem is not None):
             raise UserError(problem or "another process stopped on an unreadable record (see its error)")
         return wrapped["batch"]
