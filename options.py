@@ -50,6 +50,7 @@ def flag(default, help: str, group: Optional[str], *, choices: Sequence = (), at
 
 
 def flag_name(field: dataclasses.Field) -> str:
+    """The flag of a field: its name without the dash (`continue` for the field `resume`)."""
     return field.metadata["name"] or field.name
 
 
