@@ -122,6 +122,8 @@ except urllib.error.HTTPError as error:
 except (urllib.error.URLError, OSError) as error:
     print(f"network error: {getattr(error, 'reason', error)}")
     sys.exit(1)
+except KeyboardInterrupt:  # Ctrl-C: no traceback; the rerun resumes the .part
+    sys.exit(130)
 PYTHON
 }
 
