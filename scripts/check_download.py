@@ -1,6 +1,6 @@
 """The content checks of scripts/download_*.sh: is a downloaded file what it should be?
 
-    printf 'json\tdata/visdial/visdial_1.0_val_processed.json\n' | python scripts/check_download.py
+    printf 'json\tdata/visdial/visdial_1.0_val_processed.json\n' | python -m scripts.check_download
 
 Reads one request a line on stdin, `CHECK<tab>FILE`, and answers each with one line on stdout:
 `ok`, or what is wrong with FILE (the calling script names the URL). One process serves a whole
@@ -22,9 +22,7 @@ import sys
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from utils.errors import UserError  # noqa: E402
+from utils.errors import UserError
 
 
 def check_not_a_web_page(path: Path) -> None:
@@ -35,7 +33,7 @@ def check_not_a_web_page(path: Path) -> None:
 
 
 def check_lmdb(path: Path) -> None:
-    from utils.feature_store import LmdbFeatureStore
+    from dataloader.feature_store import LmdbFeatureStore
     LmdbFeatureStore(path)
 
 
@@ -56,7 +54,7 @@ def check_checkpoint(path: Path) -> None:
     # refused at once, without the seconds that importing torch takes
     if not (start == b"PK\x03\x04" or start[:1] == b"\x80"):
         raise UserError("not a PyTorch checkpoint (neither a zip archive nor a pickle stream)")
-    from utils.checkpointing import read_checkpoint
+    from models.weights import read_checkpoint
     read_checkpoint(path)
 
 

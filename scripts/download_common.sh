@@ -57,7 +57,7 @@ start_content_checker() {  # MODULE...: the packages the checks of this script n
     local pipes
     pipes="$(mktemp -d)"
     mkfifo "$pipes/requests" "$pipes/verdicts"
-    "$PYTHON" scripts/check_download.py < "$pipes/requests" > "$pipes/verdicts" &
+    "$PYTHON" -m scripts.check_download < "$pipes/requests" > "$pipes/verdicts" &
     CHECKER_PID=$!
     exec 3> "$pipes/requests" 4< "$pipes/verdicts"
     rm -r "$pipes"  # the open ends keep the pipes alive

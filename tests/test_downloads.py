@@ -58,7 +58,7 @@ def valid_files(tmp_path_factory, golden_dir) -> dict:
     """Served path -> bytes of a small valid file of its kind, for every file the scripts fetch."""
     import torch
 
-    from utils.feature_store import write_lmdb_feature_store
+    from dataloader.feature_store import write_lmdb_feature_store
 
     folder = tmp_path_factory.mktemp("valid_files")
     write_lmdb_feature_store(folder / "features", [
@@ -150,7 +150,9 @@ def checkout(tmp_path, repo_root) -> Path:
     (tmp_path / "clone" / "scripts").mkdir(parents=True)
     for name in SCRIPTS:
         shutil.copy(repo_root / "scripts" / name, tmp_path / "clone" / "scripts" / name)
-    (tmp_path / "clone" / "utils").symlink_to(repo_root / "utils")
+    for package in ("utils", "dataloader", "models"):
+        (tmp_path / "clone" / package).symlink_to(repo_root / package)
+    shutil.copy(repo_root / "scripts" / "__init__.py", tmp_path / "clone" / "scripts" / "__init__.py")
     return tmp_path / "clone"
 
 

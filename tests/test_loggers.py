@@ -77,7 +77,7 @@ def test_visdom_unreachable_is_one_warning_line_and_logging_goes_on(tmp_path, re
     port = free_port()  # nobody listens there
     # A process of its own: stderr exactly as a user sees it (pytest captures warnings and logging)
     script = f"""
-from utils.loggers import TrainingLogger
+from utils.training.loggers import TrainingLogger
 logger = TrainingLogger({str(tmp_path)!r}, visdom={{"server": "http://127.0.0.1", "port": {port}, "env": "x"}})
 assert not logger.visdom.connected
 logger.log_text("options")
