@@ -11,9 +11,12 @@ import socket
 from pathlib import Path
 
 from utils.errors import UserError
+from utils.input_files import read_text
 
 REQUIRED_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MIN_VOCABULARY_SIZE = 1000
+MAX_VOCABULARY_BYTES = 64 << 20
+"""A vocab.txt of 64 MiB would hold millions of word pieces (bert-base-uncased's has 0.2 MiB)."""
 
 
 def load_tokenizer(vocab: str):
@@ -26,11 +29,13 @@ def load_tokenizer(vocab: str):
     from transformers import BertTokenizer
 
     path = Path(vocab)
+    if path.is_dir() and (path / "vocab.txt").exists():
+        path = path / "vocab.txt"
+    if path.exists() and not path.is_dir():  # a regular text file of a sane size, not a device
+        read_text(path, "vocabulary file", MAX_VOCABULARY_BYTES)
     try:
         if path.is_file():
             tokenizer = BertTokenizer(str(path), do_lower_case=True)
-        elif path.is_dir() and (path / "vocab.txt").is_file():
-            tokenizer = BertTokenizer(str(path / "vocab.txt"), do_lower_case=True)
         elif path.is_dir():
             tokenizer = BertTokenizer.from_pretrained(str(path), do_lower_case=True)
         elif len(path.parts) > 2 or str(vocab).endswith(".txt"):
