@@ -97,12 +97,13 @@ def _tsv_floats(text: bytes, rows: int, width: int | None, name: str, source: st
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise UserError(f"{source}: column '{name}' is not base64") from None
-    if width is None and len(raw) % (rows * 4) == 0 and raw:
-        width = len(raw) // (rows * 4)
-    if len(raw) != rows * (width or 0) * 4:
-        wanted = f"{rows} x {width} float32 = {rows * width * 4} bytes" if width else f"a multiple of {rows * 4}"
-        raise UserError(f"{source}: column '{name}' holds {len(raw)} bytes, expected {wanted} "
-                        f"(num_boxes {rows})")
+    found = len(raw) // (rows * 4) if len(raw) % (rows * 4) == 0 else None
+    width = width or found
+    if not width or found != width:
+        held = f"{rows} x {found} float32" if found is not None else f"{len(raw)} bytes"
+        wanted = f"{rows} x {width}" + (" (the width of the file's first image)" if name == "features" else "") \
+            if width else f"a multiple of {rows} x 4 bytes"
+        raise UserError(f"{source}: column '{name}' holds {held}, expected {wanted} (num_boxes {rows})")
     return np.frombuffer(raw, dtype=np.float32).reshape(rows, width)
 
 

@@ -402,7 +402,7 @@ def _atomic_folder(path: Path) -> Iterator[Path]:
         raise UserError(f"{path}: exists and is not an LMDB feature store; not replaced (choose another output)")
     temporary = path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
     try:
-        temporary.mkdir(parents=True)
+        temporary.mkdir()
         yield temporary
         if path.is_dir() and os.listdir(path):
             previous = path.with_name(f".{path.name}.old-{os.getpid()}")

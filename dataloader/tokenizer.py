@@ -26,13 +26,13 @@ def load_tokenizer(vocab: str):
     hub name such as `bert-base-uncased` (needs a network or the hub cache). Raises UserError,
     one line naming `vocab`, when it cannot be loaded or lacks the BERT special tokens.
     """
-    from transformers import BertTokenizer
-
     path = Path(vocab)
     if path.is_dir() and (path / "vocab.txt").exists():
         path = path / "vocab.txt"
     if path.exists() and not path.is_dir():  # a regular text file of a sane size, not a device
         read_text(path, "vocabulary file", MAX_VOCABULARY_BYTES)
+    from transformers import BertTokenizer
+
     try:
         if path.is_file():
             tokenizer = BertTokenizer(str(path), do_lower_case=True)
