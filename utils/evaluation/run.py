@@ -51,7 +51,7 @@ def load_split(options: EvalOptions) -> Dataset:
     if options.split == "test":
         return VisdialDataset("test", options.visdial_processed_test, features, tokenizer, **common)
     annotations = options.visdial_processed_val_dense_annotations
-    if not Path(annotations).is_file():
+    if not Path(annotations).exists():  # a folder or a device given for it is an error, not "absent"
         warnings.warn(f"{annotations}: no val dense annotations; NDCG will not be computed", stacklevel=2)
         annotations = None
     return VisdialDataset("val", options.visdial_processed_val, features, tokenizer, annotations,
