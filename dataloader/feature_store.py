@@ -7,7 +7,7 @@ hold the same data and give identical values:
 * LMDB, the layout of the released `visdial_img_feat.lmdb` (see `write_lmdb_feature_store`):
   key `b'keys'` -> pickled list of `str(image_id).encode()`; key `str(image_id).encode()` ->
   pickled dict `{image_id, image_h, image_w, num_boxes, features, boxes, cls_prob}` where the three
-  arrays are base64 of float32 C-order buffers [num_boxes, 2048], [num_boxes, 4], [num_boxes, 1601].
+  arrays are base64 of float32 C-order buffers [num_boxes, F], [num_boxes, 4], [num_boxes, 1601].
   Records are unpickled by `RestrictedUnpickler`, which builds only plain containers, numbers,
   str and bytes: a hostile file cannot run code.
   An optional key `b'feature_size'` (pickled int, written by `write_lmdb_feature_store`) gives the
@@ -22,9 +22,10 @@ keys record or the datasets and their shapes, no image id twice).
 
 `open_feature_store(path)` picks the reader from the file itself. Every reader maps
 `reader[image_id]` to the dict documented in `ImageRecord` below, offers `image_ids()`, `len()`,
-`image_id in reader` and `feature_size` (the width F of its features), and is picklable: it reopens its file lazily in each process, so it can be
-used by DataLoader worker processes, and several readers over one LMDB share one environment per
-process (py-lmdb refuses to open the same environment twice in a process).
+`image_id in reader` and `feature_size` (the width F of its features), and is picklable: it
+reopens its file lazily in each process, so it can be used by DataLoader worker processes, and
+several readers over one LMDB share one environment per process (py-lmdb refuses to open the same
+environment twice in a process).
 """
 from __future__ import annotations
 
