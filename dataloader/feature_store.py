@@ -297,7 +297,8 @@ class Hdf5FeatureStore(_FeatureStoreReader):
         handle = self._handle()
         missing = [name for name in RECORD_FIELDS if name not in handle]
         if missing:
-            raise UserError(f"{self.path}: HDF5 feature store lacks dataset(s) {', '.join(missing)}")
+            raise UserError(f"{self.path}: HDF5 feature store lacks dataset(s) {', '.join(missing)} (another "
+                            "layout, such as the challenge starter's, converts with preprocessing/convert_features.py)")
         self._stored_rows, self.feature_size = self._check_shapes(handle)
         self._row_of_image = _rows_by_image(handle["image_id"][()].tolist(), f"{self.path} (image_id)")
 
