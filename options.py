@@ -15,7 +15,7 @@ are flag names (`batch_size: 80`); flags given on the command line override the 
 import argparse
 import dataclasses
 import math
-from pathlib import Path
+import os
 from typing import Optional, Sequence, TypeVar
 
 import yaml
@@ -23,6 +23,7 @@ import yaml
 from dataloader.visdial_json import NUM_ANSWER_OPTIONS
 from models import MODEL_TYPES
 from utils.errors import UserError
+from utils.input_files import SMALL_FILE_BYTES, read_text
 from utils.precision import PRECISIONS
 
 MODES = ("base", "dense")
@@ -33,6 +34,9 @@ SPLITS = ("val", "test")
 EXACT = "exact"        # refused: the run would not continue as it would have without the stop
 NOTED = "noted"        # a warning: the continuation is the same, something around it changes
 FREE = "free"          # nothing to say: how long to run, where to save, where to resume from
+
+CPU_COUNT = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+"""The CPUs this process may use: the most DataLoader workers that make sense (-num_workers)."""
 
 
 def flag(default, help: str, group: Optional[str], *, choices: Sequence = (), at_least=None,
@@ -112,7 +116,9 @@ class SharedOptions:
     # runtime
     n_gpus: int = flag(8, "accepted for the reference's scripts and otherwise ignored: the processes "
                           "come from torchrun", "runtime", at_least=1, on_resume=FREE)
-    num_workers: int = flag(8, "DataLoader worker processes", "runtime", at_least=0, on_resume=NOTED)
+    num_workers: int = flag(min(8, CPU_COUNT), "DataLoader worker processes (default: 8, or the CPUs of this "
+                            "machine when it has fewer)", "runtime", at_least=0, at_most=CPU_COUNT,
+                            note=" (the CPUs of this machine)", on_resume=NOTED)
     precision: str = flag("auto", "autocast precision; auto = bf16 on GPUs that support it, else fp32",
                           "runtime", choices=("auto", *PRECISIONS))
     compile: bool = flag(False, "compile the model with torch.compile", "runtime", on_resume=NOTED)
@@ -260,15 +266,42 @@ def build_parser(options_type: type[SharedOptions]) -> argparse.ArgumentParser:
     return parser
 
 
+def _preset_value(path: str, key: str, field: dataclasses.Field, value):
+    """A preset's value for `field`, of the field's type: YAML's own bool for a bool flag, a
+    string for a path or name, a number (or a string that reads as one, as YAML reads `1e-5`)
+    for a number; null, a list, a mapping or another type is a UserError naming the key."""
+    kind = field.type
+    wanted = {bool: "true or false", str: "a string (quote a value that YAML would read as a number)",
+              int: "an integer", float: "a number"}[kind]
+    if kind is bool:
+        right_type = type(value) is bool
+    elif kind is str:
+        right_type = type(value) is str
+    else:
+        right_type = type(value) in ((int,) if kind is int else (int, float)) or type(value) is str
+        if right_type:
+            try:
+                value = kind(value)
+            except ValueError:
+                right_type = False
+    if not right_type:
+        raise UserError(f"{path}: option '{key}' must be {wanted}, got {value!r}")
+    choices = field.metadata["choices"]
+    if choices and value not in choices:
+        raise UserError(f"{path}: option '{key}' must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def _apply_preset(parser: argparse.ArgumentParser, options_type: type[SharedOptions], path: str) -> None:
-    """Use the values of a YAML preset (flag name -> value) as the parser's defaults, converted by
-    each flag's type."""
+    """Use the values of a YAML preset (flag name -> value) as the parser's defaults, each checked
+    against its flag's type (`_preset_value`)."""
+    text = read_text(path, "preset", max_bytes=SMALL_FILE_BYTES)
     try:
-        preset = yaml.safe_load(Path(path).read_text())
-    except OSError as error:
-        raise UserError(f"{path}: cannot read the preset ({error.strerror})") from None
+        preset = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise UserError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not a preset: YAML nested deeper than the reader can follow") from None
     if preset is None:
         return
     if not isinstance(preset, dict):
@@ -279,18 +312,7 @@ def _apply_preset(parser: argparse.ArgumentParser, options_type: type[SharedOpti
         field = fields.get(str(key))
         if field is None or field.name == "config":
             raise UserError(f"{path}: unknown option '{key}'")
-        if field.type is bool:
-            if not isinstance(value, bool):
-                raise UserError(f"{path}: option '{key}' must be true or false, got {value!r}")
-        elif value is not None:
-            try:
-                value = field.type(str(value))
-            except ValueError:
-                raise UserError(f"{path}: option '{key}' expects {field.type.__name__}, got {value!r}") from None
-        choices = field.metadata["choices"]
-        if choices and value not in choices:
-            raise UserError(f"{path}: option '{key}' must be one of {', '.join(choices)}, got {value!r}")
-        defaults[field.name] = value
+        defaults[field.name] = _preset_value(path, key, field, value)
     parser.set_defaults(**defaults)
 
 

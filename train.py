@@ -28,6 +28,7 @@ from models.weights import load_bert_weights, load_model_weights
 from options import TrainOptions, parse_options
 from utils.distributed import DistributedContext, barrier, setup_distributed, teardown_distributed, wrap_model
 from utils.errors import UserError, report_problems, run_cli
+from utils.evaluation.run import model_config_for
 from utils.precision import resolve_precision
 from utils.random_state import seed_everything
 from utils.training.data import build_training_data
@@ -38,30 +39,31 @@ from utils.training.trainer import Trainer
 
 
 def train(options: TrainOptions, context: DistributedContext) -> int:
-    """Build the run (bad input fails before the heavy work and before anything is written),
-    then train; returns the process exit code."""
+    """Build the run (every input is validated before the run folder is created or anything is
+    written), then train; returns the process exit code."""
     precision = resolve_precision(options.precision, context.device)
     if precision == "fp16" and context.device.type != "cuda":
         raise UserError("-precision fp16 needs a CUDA device (use fp32 or bf16 on the CPU)")
     say = print if context.is_main else (lambda message: None)
     folder = RunFolder.named(options.save_path, options.save_name, options.visdom_env)
     checkpoint = read_resume_checkpoint(folder, options, say) if options.resume else None
+    data = build_training_data(options, context)
 
     seed_everything(options.seed)
-    model = build_model(options.model_config, options.model_type)
+    model = build_model(model_config_for(options, data.dataset), options.model_type)
     if options.bert_init and not options.resume:
         say(load_bert_weights(model, options.bert_init).describe(options.bert_init))
     if options.start_path and not options.resume:
         say(load_model_weights(model, options.start_path, strict=False).describe(options.start_path))
     model.to(context.device)
+    state = RunState.start(model, options, precision)
+    if checkpoint:
+        state.resume(checkpoint, context, say)
+    # every input is checked: the run folder is the first thing written
     if context.is_main and (removed := folder.prepare(estimated_checkpoint_bytes(model))):
         say(f"removed {len(removed)} incomplete file(s) of a killed save")
     barrier()
 
-    data = build_training_data(options, context)
-    state = RunState.start(model, options, precision)
-    if checkpoint:
-        state.resume(checkpoint, context, say)
     # compiled first, then wrapped: DistributedDataParallel stays outermost (its no_sync works)
     train_model = wrap_model(torch.compile(model) if options.compile else model, context)
     visdom = {"server": options.visdom_server, "port": options.visdom_server_port, "env": options.visdom_env}

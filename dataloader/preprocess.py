@@ -166,10 +166,8 @@ def preprocess(files: dict, max_seq_len: int, vocab: str, show_progress: bool = 
     """Run the whole preprocessing (module docstring); returns the summary.
 
     files: a path for every name of INPUT_FILES (raw json) and OUTPUT_FILES (processed json).
-    Every output is checked to be writable before any work.
+    Every input is validated, then every output is checked to be writable, before any work.
     """
-    for name in OUTPUT_FILES:
-        check_writable(files[name])
     train = load_visdial_json(files["visdial_train"], "train")
     val = load_visdial_json(files["visdial_val"], "val")
     test = load_visdial_json(files["visdial_test"], "test")
@@ -177,6 +175,8 @@ def preprocess(files: dict, max_seq_len: int, vocab: str, show_progress: bool = 
     val_annotations = load_dense_annotations(files["visdial_val_ndcg"])
     check_annotations_follow_dialogs(val_annotations, val["data"]["dialogs"], files["visdial_val_ndcg"])
     tokenizer = load_tokenizer(vocab)
+    for name in OUTPUT_FILES:
+        check_writable(files[name])
 
     splits = tqdm([("train", train), ("val", val), ("test", test)], desc="tokenising", disable=not show_progress)
     lengths = {name: TokenLengths(tokenizer, content["data"]) for name, content in splits}

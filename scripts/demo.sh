@@ -18,10 +18,12 @@ started=$SECONDS
 step() { printf '\n== [%3ds] %s\n' "$((SECONDS - started))" "$1"; }
 
 # The processed files and features every train.py / evaluate.py call reads; the toy questions
-# never need the history, so sequences keep only the previous round (-visdial_tot_rounds 2).
+# never need the history, so sequences keep only the previous round (-visdial_tot_rounds 2). The
+# model config is the one the generator writes: its vocab_size fits this data's vocabulary.
 DATA_FLAGS=(
     -visdial_tot_rounds 2
     -vocab "$DATA/vocab.txt"
+    -model_config "$DATA/model_config.json"
     -visdial_image_feats "$DATA/visdial_img_feat.lmdb"
     -visdial_processed_train "$DATA/visdial_1.0_train_processed.json"
     -visdial_processed_val "$DATA/visdial_1.0_val_processed.json"
@@ -64,11 +66,11 @@ python train.py -config config/presets/toy.yml "${DATA_FLAGS[@]}" -seed "$SEED" 
 DENSE_CHECKPOINT="$(newest_checkpoint "$RUNS/dense")"
 
 step "5/6 val metrics and report (evaluate.py -split val)"
-python evaluate.py -split val "${DATA_FLAGS[@]}" -model_config config/toy_model.json -num_workers 0 \
+python evaluate.py -split val "${DATA_FLAGS[@]}" -num_workers 0 \
     -start_path "$DENSE_CHECKPOINT" -save_path "$DEMO_DIR" -save_name val -report "$DEMO_DIR/report"
 
 step "6/6 test predictions for EvalAI (evaluate.py -split test)"
-python evaluate.py -split test "${DATA_FLAGS[@]}" -model_config config/toy_model.json -num_workers 0 \
+python evaluate.py -split test "${DATA_FLAGS[@]}" -num_workers 0 \
     -start_path "$DENSE_CHECKPOINT" -save_path "$DEMO_DIR" -save_name test
 
 step "done in $((SECONDS - started)) s"

@@ -2,8 +2,10 @@
 
 Only the evaluated split is read. Test: the EvalAI test-std file (`<save_name>_predictions.json`,
 the same content in `.txt`). Val: the metrics table and `<save_name>_metrics.json`, with
--val_evalai the EvalAI val-phase file, with -report the HTML report. Every output is checked to be
-writable before any scoring; under torchrun every rank scores a share and rank 0 writes.
+-val_evalai the EvalAI val-phase file, with -report the HTML report. Every input is validated
+(the split, the features, the model config against them, the weights), then every output is
+checked to be writable, all before any scoring and before anything is written; under torchrun
+every rank scores a share and rank 0 writes.
 """
 import warnings
 from pathlib import Path
@@ -13,12 +15,13 @@ from torch.utils.data import Dataset
 
 from dataloader.collate import collate_dialog_batch
 from dataloader.datasets import VisdialDataset
+from dataloader.feature_record import NUM_CLASSES
 from dataloader.feature_store import open_feature_store
 from dataloader.tokenizer import load_tokenizer
 from dataloader.visdial_json import load_visdial_json
-from models import build_model
+from models import BertConfig, build_model
 from models.weights import load_model_weights
-from options import EvalOptions
+from options import EvalOptions, SharedOptions
 from utils.distributed import DistributedContext
 from utils.evaluation.evalai import evalai_test_entries, evalai_val_entries, write_predictions
 from utils.evaluation.scoring import score_dataset
@@ -48,16 +51,30 @@ def load_split(options: EvalOptions) -> Dataset:
     if options.split == "test":
         return VisdialDataset("test", options.visdial_processed_test, features, tokenizer, **common)
     annotations = options.visdial_processed_val_dense_annotations
-    if not Path(annotations).is_file():
+    if not Path(annotations).exists():  # a folder or a device given for it is an error, not "absent"
         warnings.warn(f"{annotations}: no val dense annotations; NDCG will not be computed", stacklevel=2)
         annotations = None
     return VisdialDataset("val", options.visdial_processed_val, features, tokenizer, annotations,
                           num_options=options.num_options, num_samples=options.num_val_samples, **common)
 
 
-def load_model(options: EvalOptions, device: torch.device, verbose: bool = True) -> torch.nn.Module:
-    """The model of -model_config with the weights of -start_path, on `device`."""
-    model = build_model(options.model_config, options.model_type)
+def model_config_for(options: SharedOptions, dataset) -> BertConfig:
+    """-model_config, checked against the data the model will see (a dataset of
+    dataloader/datasets.py): its vocabulary, -max_seq_len and, for ViLBERT, the feature store's
+    width and classes; UserError naming the config and the data file otherwise."""
+    config = BertConfig.from_json_file(options.model_config)
+    image = {}
+    if options.model_type == "vilbert":
+        image = dict(feature_size=dataset.features.feature_size, features=str(dataset.features.path),
+                     num_classes=NUM_CLASSES)
+    config.check_fits_data(dataset.vocabulary_size, options.vocab, options.max_seq_len, **image)
+    return config
+
+
+def load_model(options: EvalOptions, dataset, device: torch.device, verbose: bool = True) -> torch.nn.Module:
+    """The model of -model_config (checked against `dataset`) with the weights of -start_path, on
+    `device`."""
+    model = build_model(model_config_for(options, dataset), options.model_type)
     if options.start_path:
         report = load_model_weights(model, options.start_path)
         if verbose:
@@ -70,12 +87,12 @@ def load_model(options: EvalOptions, device: torch.device, verbose: bool = True)
 
 def evaluate(options: EvalOptions, context: DistributedContext) -> None:
     """Evaluate as the options say (module docstring); rank 0 prints and writes."""
+    dataset = load_split(options)
+    model = load_model(options, dataset, context.device, verbose=context.is_main)
     paths = output_paths(options)
     if context.is_main:
         for path in paths.values():
             check_writable(path)
-    dataset = load_split(options)
-    model = load_model(options, context.device, verbose=context.is_main)
     scored = score_dataset(model, dataset, collate_dialog_batch, tokens_per_batch=options.eval_tokens_per_batch,
                            precision=resolve_precision(options.precision, context.device),
                            num_workers=options.num_workers, progress=context.is_main)
