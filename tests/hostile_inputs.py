@@ -4,9 +4,13 @@ Each builder copies a golden file (../shared/golden is never edited) into a test
 corrupts one thing, writing the bytes raw: the project's own writers would refuse most of these
 inputs, which is the point. Builders return the path of the hostile file (or folder).
 """
+import copy
+import functools
 import json
 import os
 import pickle
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -115,12 +119,22 @@ def set_annotation_field(annotation: int, field: str, value):
 # ---------------------------------------------------------------- feature stores
 
 def golden_records(golden: Path, count: int = 2) -> list[dict]:
-    """The first `count` raw records of the golden LMDB (dicts of base64 bytes, as stored)."""
-    environment = lmdb.open(str(golden / "visdial_img_feat.lmdb"), readonly=True, lock=False)
-    with environment.begin() as transaction:
-        keys = restricted_loads(transaction.get(b"keys"), "keys")[:count]
-        records = [restricted_loads(transaction.get(key), str(key)) for key in keys]
-    environment.close()
+    """The first `count` raw records of the golden LMDB (dicts of base64 bytes, as stored; a fresh
+    copy each call, free to corrupt)."""
+    return copy.deepcopy(_stored_golden_records(golden, count))
+
+
+@functools.lru_cache(maxsize=None)
+def _stored_golden_records(golden: Path, count: int) -> list[dict]:
+    # read from a copy: py-lmdb refuses a second open of an environment in one process, and the
+    # project's readers may hold the golden store open in this test process already
+    with tempfile.TemporaryDirectory() as folder:
+        shutil.copy(golden / "visdial_img_feat.lmdb" / "data.mdb", folder)
+        environment = lmdb.open(folder, readonly=True, lock=False)
+        with environment.begin() as transaction:
+            keys = restricted_loads(transaction.get(b"keys"), "keys")[:count]
+            records = [restricted_loads(transaction.get(key), str(key)) for key in keys]
+        environment.close()
     return records
 
 
