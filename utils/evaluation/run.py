@@ -2,8 +2,11 @@
 
 Only the evaluated split is read. Test: the EvalAI test-std file (`<save_name>_predictions.json`,
 the same content in `.txt`). Val: the metrics table and `<save_name>_metrics.json`, with
--val_evalai the EvalAI val-phase file, with -report the HTML report. Every output is checked to be
-writable before any scoring; under torchrun every rank scores a share and rank 0 writes.
+-val_evalai the EvalAI val-phase file, with -report the HTML report. Before any scoring every
+output is checked: none may be an input or another output, and each must be writable
+(utils/outputs.py). The files of a split are written as one set (utils/files.write_files: the
+.json and .txt pair; the metrics and the val-phase file), the report after them. Under torchrun
+every rank scores a share and rank 0 writes.
 """
 import warnings
 from pathlib import Path
@@ -20,23 +23,26 @@ from models import build_model
 from models.weights import load_model_weights
 from options import EvalOptions
 from utils.distributed import DistributedContext
-from utils.evaluation.evalai import evalai_test_entries, evalai_val_entries, write_predictions
+from utils.evaluation.evalai import check_predictions, evalai_test_entries, evalai_val_entries, write_predictions
 from utils.evaluation.scoring import score_dataset
 from utils.evaluation.validation import format_metrics_table, val_metrics, write_val_report
-from utils.files import check_writable, write_json
+from utils.files import write_json_files
+from utils.outputs import Output, check_outputs
 from utils.precision import resolve_precision
 
 
-def output_paths(options: EvalOptions) -> dict[str, Path]:
-    """The files this evaluation writes, by kind."""
-    folder, name = Path(options.save_path), options.save_name or options.split
+def outputs(options: EvalOptions) -> dict[str, Output]:
+    """What this evaluation writes, by kind."""
+    folder, name, flags = Path(options.save_path), options.save_name or options.split, "-save_path/-save_name"
     if options.split == "test":
-        return {"predictions": folder / f"{name}_predictions.json",
-                "predictions_txt": folder / f"{name}_predictions.txt"}
-    paths = {"metrics": folder / f"{name}_metrics.json"}
+        return {"predictions": Output(flags, folder / f"{name}_predictions.json"),
+                "predictions_txt": Output(flags, folder / f"{name}_predictions.txt")}
+    written = {"metrics": Output(flags, folder / f"{name}_metrics.json")}
     if options.val_evalai:
-        paths["val_predictions"] = folder / f"{name}_val_predictions.json"
-    return paths
+        written["val_predictions"] = Output(flags, folder / f"{name}_val_predictions.json")
+    if options.report:
+        written["report"] = Output("-report", Path(options.report), is_folder=True, what="the report")
+    return written
 
 
 def load_split(options: EvalOptions) -> Dataset:
@@ -70,10 +76,10 @@ def load_model(options: EvalOptions, device: torch.device, verbose: bool = True)
 
 def evaluate(options: EvalOptions, context: DistributedContext) -> None:
     """Evaluate as the options say (module docstring); rank 0 prints and writes."""
-    paths = output_paths(options)
+    written = outputs(options)
+    paths = {kind: output.path for kind, output in written.items()}
     if context.is_main:
-        for path in paths.values():
-            check_writable(path)
+        check_outputs(list(written.values()), options.input_paths())
     dataset = load_split(options)
     model = load_model(options, context.device, verbose=context.is_main)
     scored = score_dataset(model, dataset, collate_dialog_batch, tokens_per_batch=options.eval_tokens_per_batch,
@@ -83,21 +89,25 @@ def evaluate(options: EvalOptions, context: DistributedContext) -> None:
         return
     if options.split == "test":
         entries = evalai_test_entries(scored)
-        write_predictions([paths["predictions"], paths["predictions_txt"]], entries, len(dataset), one_per_image=True)
+        write_predictions({paths["predictions"]: entries, paths["predictions_txt"]: entries}, len(dataset),
+                          one_per_image=True)
         print(f"wrote the EvalAI test submission ({len(entries)} dialogs) to {paths['predictions']} "
               f"(same content in {paths['predictions_txt']})")
         return
 
     metrics = val_metrics(scored)
     print(format_metrics_table(metrics))
-    write_json(paths["metrics"], metrics)
-    print(f"wrote the metrics to {paths['metrics']}")
     if options.val_evalai or options.report:
         data = load_visdial_json(options.visdial_processed_val, "val", processed=True)["data"]
+    files = {paths["metrics"]: metrics}
     if options.val_evalai:
         entries = evalai_val_entries(scored, data["dialogs"])
-        write_predictions([paths["val_predictions"]], entries, scored.scores.shape[0] * scored.scores.shape[1],
-                          one_per_image=False)
+        check_predictions(entries, scored.scores.shape[0] * scored.scores.shape[1], one_per_image=False,
+                          path=paths["val_predictions"])
+        files[paths["val_predictions"]] = entries
+    write_json_files(files)
+    print(f"wrote the metrics to {paths['metrics']}")
+    if options.val_evalai:
         print(f"wrote the EvalAI val-phase file ({len(entries)} rounds) to {paths['val_predictions']}")
     if options.report:
         print(f"wrote the report to {write_val_report(options.report, metrics, scored, data)}")
