@@ -7,11 +7,11 @@ By mechanism: an output that is an input (the same path, through a symbolic or a
 output folder that holds an input, an output inside an input folder); two outputs that are the same
 path; an output of the wrong kind (a folder where a file is written, a file where a folder is); the
 outputs of one command written as a set (a full disk during the EvalAI pair); SIGTERM during
-preprocessing. Every command-line case asserts: exit code 2, exactly one `error:` line naming both
-flags (or the flag and the file) and the problem, no traceback, and every file and folder of the
-case (its inputs and outputs) exactly as before. The cases run in this
-process under `run_cli`, as their command lines run them; the command-line contract itself and
-the signal run as subprocesses.
+preprocessing; demo.sh's own-folder mark. Every command-line case asserts: exit code 2, exactly one
+`error:` line naming both flags (or the flag and the file) and the problem, no traceback, and every
+file and folder of the case (its inputs and outputs) exactly as before. The cases run in this
+process under `run_cli`, as their command lines run them; the command-line contract itself, the
+signal and demo.sh run as subprocesses.
 """
 import errno
 import os
@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -304,3 +305,26 @@ def test_sigterm_during_preprocessing_removes_its_temporary_files(golden_dir, tm
     assert process.returncode == 128 + signal.SIGTERM, stderr
     assert stderr.strip() == "error: terminated (SIGTERM)"
     assert list(out.iterdir()) == []
+
+
+# ---- demo.sh's own folder -------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_demo_refuses_a_folder_it_did_not_make_before_any_setup(kind, tmp_path):
+    """DEMO_DIR holds someone's files (or is a file): demo.sh stops before setting up anything (a
+    setup would fail differently here: its Python does not exist) and deletes nothing."""
+    demo_dir = tmp_path / "precious"
+    if kind == "folder":
+        demo_dir.mkdir()
+        (demo_dir / "results.txt").write_text("not the demo's")
+    else:
+        demo_dir.write_text("not the demo's")
+    before = listing(tmp_path)
+    env = {**os.environ, "DEMO_DIR": str(demo_dir), "VENV": str(tmp_path / "no_venv"), "PYTHON": "false"}
+    started = time.monotonic()
+    result = subprocess.run(["bash", "scripts/demo.sh"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert time.monotonic() - started < 1.0
+    assert_one_error_line(result.returncode, result.stderr, str(demo_dir), "DEMO_DIR", "not made by scripts/demo.sh")
+    assert result.stdout == ""
+    assert listing(tmp_path) == before
