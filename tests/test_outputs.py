@@ -28,7 +28,8 @@ import pytest
 
 import utils.files
 from tests.test_bad_input import MAINS, copied_store, eval_argv, preprocess_argv, processed, train_argv
-from utils.errors import UserError, run_cli
+from dataloader.feature_store import open_feature_store, write_hdf5_feature_store
+from utils.errors import Terminated, UserError, run_cli
 from utils.files import TEMPORARY_MARK, write_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -305,6 +306,22 @@ def test_sigterm_during_preprocessing_removes_its_temporary_files(golden_dir, tm
     assert process.returncode == 128 + signal.SIGTERM, stderr
     assert stderr.strip() == "error: terminated (SIGTERM)"
     assert list(out.iterdir()) == []
+
+
+def test_sigterm_during_a_feature_conversion_leaves_no_partial_file(golden_dir, tmp_path):
+    """convert_features.py's writer, stopped as run_cli stops it on SIGTERM (Terminated) after
+    its first image: no HDF5 file, no temporary."""
+    store = open_feature_store(golden_dir / "visdial_img_feat.lmdb")
+
+    def records():
+        for image_id in store.image_ids():
+            yield store.read_raw(image_id)
+            raise Terminated()
+
+    with pytest.raises(Terminated):
+        write_hdf5_feature_store(tmp_path / "features.h5", records(), num_images=len(store.image_ids()),
+                                 max_boxes=max(map(store.stored_num_boxes, store.image_ids())))
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---- demo.sh's own folder -------------------------------------------------------------------

@@ -22,7 +22,7 @@ from dataloader.visdial_json import load_visdial_json
 from models import build_model
 from models.weights import load_model_weights
 from options import EvalOptions
-from utils.distributed import DistributedContext
+from utils.distributed import DistributedContext, check_on_main
 from utils.evaluation.evalai import check_predictions, evalai_test_entries, evalai_val_entries, write_predictions
 from utils.evaluation.scoring import score_dataset
 from utils.evaluation.validation import format_metrics_table, val_metrics, write_val_report
@@ -78,8 +78,7 @@ def evaluate(options: EvalOptions, context: DistributedContext) -> None:
     """Evaluate as the options say (module docstring); rank 0 prints and writes."""
     written = outputs(options)
     paths = {kind: output.path for kind, output in written.items()}
-    if context.is_main:
-        check_outputs(list(written.values()), options.input_paths())
+    check_on_main(lambda: check_outputs(list(written.values()), options.input_paths()), context.is_main)
     dataset = load_split(options)
     model = load_model(options, context.device, verbose=context.is_main)
     scored = score_dataset(model, dataset, collate_dialog_batch, tokens_per_batch=options.eval_tokens_per_batch,

@@ -26,7 +26,7 @@ from typing import Iterator, Mapping, Union
 import torch
 import yaml
 
-from utils.distributed import broadcast_from_main
+from utils.distributed import broadcast_from_main, check_on_main
 from utils.errors import UserError
 from utils.files import TEMPORARY_MARK, atomic_write, write_text
 from utils.outputs import Output, check_outputs
@@ -130,15 +130,7 @@ class RunFolder:
         Under torchrun only rank 0 (`is_main`) checks and locks; every rank raises its error.
         """
         with contextlib.ExitStack() as held:
-            problem = None
-            if is_main:
-                try:
-                    held.enter_context(self._held(inputs, resume))
-                except UserError as error:
-                    problem = str(error)
-            problem = broadcast_from_main(problem)
-            if problem:
-                raise UserError(problem)
+            check_on_main(lambda: held.enter_context(self._held(inputs, resume)), is_main)
             yield
 
     @contextlib.contextmanager
