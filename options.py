@@ -41,15 +41,16 @@ CPU_COUNT = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") els
 
 def flag(default, help: str, group: Optional[str], *, choices: Sequence = (), at_least=None,
          at_most=None, note: str = "", wanted: str = "", on_resume: str = EXACT,
-         name: str = ""):
+         name: str = "", is_input: bool = False):
     """A dataclass field that is also a flag `-<name>` / `--<name>` (name: the field's, unless given).
 
     group: the argparse group (None: at the top). at_least / at_most: the accepted range, checked
     by `problems()` (floats must also be finite); `note` is appended to the range in the message,
-    `wanted` replaces the range's wording. on_resume: EXACT, NOTED or FREE (see above).
+    `wanted` replaces the range's wording. on_resume: EXACT, NOTED or FREE (see above). is_input:
+    the value is a file or folder the program reads (no output may be written over it, utils/outputs.py).
     """
     metadata = dict(help=help, group=group, choices=tuple(choices), at_least=at_least, at_most=at_most,
-                    note=note, wanted=wanted, on_resume=on_resume, name=name)
+                    note=note, wanted=wanted, on_resume=on_resume, name=name, is_input=is_input)
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -78,27 +79,30 @@ def _range_problem(field: dataclasses.Field, value) -> Optional[str]:
 class SharedOptions:
     """The preset, data, model and runtime flags of train.py and evaluate.py."""
 
-    config: str = flag("", "YAML preset of flag values (command-line flags override it)", None, on_resume=FREE)
+    config: str = flag("", "YAML preset of flag values (command-line flags override it)", None, on_resume=FREE,
+                       is_input=True)
     # data
     visdial_processed_train: str = flag("data/visdial/visdial_1.0_train_processed.json",
-                                        "json file with the preprocessed train split", "data")
+                                        "json file with the preprocessed train split", "data", is_input=True)
     visdial_processed_val: str = flag("data/visdial/visdial_1.0_val_processed.json",
-                                      "json file with the preprocessed val split", "data", on_resume=NOTED)
+                                      "json file with the preprocessed val split", "data", on_resume=NOTED,
+                                      is_input=True)
     visdial_processed_test: str = flag("data/visdial/visdial_1.0_test_processed.json",
-                                       "json file with the preprocessed test split", "data", on_resume=FREE)
+                                       "json file with the preprocessed test split", "data", on_resume=FREE,
+                                       is_input=True)
     visdial_image_feats: str = flag("data/visdial/visdial_img_feat.lmdb",
-                                    "image features of all splits (LMDB folder or .h5 file)", "data")
+                                    "image features of all splits (LMDB folder or .h5 file)", "data", is_input=True)
     visdial_processed_train_dense: str = flag("data/visdial/visdial_1.0_train_dense_processed.json",
-                                              "train dialogs that have dense annotations", "data")
+                                              "train dialogs that have dense annotations", "data", is_input=True)
     visdial_processed_train_dense_annotations: str = flag(
         "data/visdial/visdial_1.0_train_dense_annotations_processed.json",
-        "dense annotations of some train dialogs", "data")
+        "dense annotations of some train dialogs", "data", is_input=True)
     visdial_processed_val_dense_annotations: str = flag(
         "data/visdial/visdial_1.0_val_dense_annotations_processed.json",
-        "dense annotations of the val split", "data", on_resume=NOTED)
+        "dense annotations of the val split", "data", on_resume=NOTED, is_input=True)
     vocab: str = flag("data/bert-base-uncased/vocab.txt",
                       "BERT WordPiece vocabulary: a vocab.txt, a folder, or a Hugging Face hub name "
-                      "(default: where scripts/download_preprocessed.sh puts it)", "data")
+                      "(default: where scripts/download_preprocessed.sh puts it)", "data", is_input=True)
     num_options: int = flag(100, "answer options per round (2..100)", "data", at_least=2, at_most=100)
     visdial_tot_rounds: int = flag(11, "rounds kept in a sequence, the caption counting as one (at most 11)",
                                    "data", at_least=2, at_most=11, note=" (the caption counts as a round)")
@@ -108,11 +112,11 @@ class SharedOptions:
     overfit: bool = flag(False, "use a handful of dialogs (debugging)", "data")
     # model
     model_config: str = flag("config/bert_base_6layer_6conect.json",
-                             "model definition (the reference's JSON config schema)", "model")
+                             "model definition (the reference's JSON config schema)", "model", is_input=True)
     model_type: str = flag("vilbert", "vilbert (the paper's model) or language_only (the text-only baseline)",
                            "model", choices=MODEL_TYPES)
     start_path: str = flag("", "checkpoint to start from (weights only, unless -continue)", "model",
-                           on_resume=FREE)
+                           on_resume=FREE, is_input=True)
     # runtime
     n_gpus: int = flag(8, "accepted for the reference's scripts and otherwise ignored: the processes "
                           "come from torchrun", "runtime", at_least=1, on_resume=FREE)
@@ -127,6 +131,11 @@ class SharedOptions:
         """Every problem with these options, one line each (empty when all is well)."""
         return [problem for field in dataclasses.fields(self)
                 if (problem := _range_problem(field, getattr(self, field.name))) is not None]
+
+    def input_paths(self) -> dict[str, str]:
+        """`-flag` -> path of every file or folder given to an input flag (`is_input`)."""
+        return {f"-{flag_name(field)}": getattr(self, field.name) for field in dataclasses.fields(self)
+                if field.metadata["is_input"] and getattr(self, field.name)}
 
     def to_dict(self) -> dict:
         """Flag name -> value (e.g. `continue`, not the field name `resume`), as in config.yml."""
@@ -180,7 +189,8 @@ class TrainOptions(SharedOptions):
     img_loss_coeff: float = flag(1.0, "weight of the masked-region loss", "training", at_least=0.0)
     dense_chunk: int = flag(20, "dense mode: sequences per forward pass (sets peak memory; the loss stays exact)",
                             "training", at_least=1)
-    bert_init: str = flag("", "initialise the text stream from a Hugging Face BERT", "training", on_resume=FREE)
+    bert_init: str = flag("", "initialise the text stream from a Hugging Face BERT", "training", on_resume=FREE,
+                           is_input=True)
     seed: int = flag(0, "seed of every random number generator", "training")
     save_path: str = flag("checkpoints/", "folder that holds run folders", "training", on_resume=FREE)
     save_name: str = flag("", "run folder name inside -save_path (default: a time stamp)", "training",
@@ -215,6 +225,12 @@ class TrainOptions(SharedOptions):
         if self.resume and not (self.start_path or self.save_name):
             problems.append("-continue needs -save_name (the run folder to resume) or -start_path (a checkpoint)")
         return problems
+
+    def input_paths(self) -> dict[str, str]:
+        paths = super().input_paths()
+        if self.resume:  # -continue reads the run folder's own checkpoints: -start_path may be one of them
+            paths.pop("-start_path", None)
+        return paths
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,12 +11,16 @@
 
 The formats and what is checked are in `dataloader/feature_formats.py` (the README documents the
 .npz schema); both stores give identical values through `dataloader.feature_store.open_feature_store`.
+The output may be neither an input nor inside one; it is written atomically (SIGTERM or Ctrl-C
+leave no partial file).
 """
 import argparse
 import sys
+from pathlib import Path
 
 from dataloader.feature_formats import convert_features
 from utils.errors import run_cli
+from utils.outputs import Output, check_outputs
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -32,6 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    check_outputs([Output("-output", Path(args.output), what="the feature store")],
+                  {"-input" if len(args.input) == 1 else f"-input {path}": path for path in args.input})
     count, width = convert_features(args.input, args.output, note=lambda line: print(f"note: {line}", file=sys.stderr),
                                     show_progress=not args.quiet)
     print(f"wrote {count} images ({width}-d features) to {args.output}")

@@ -88,16 +88,17 @@ def test_test_dialog_whose_last_round_has_no_options(golden_dir, tmp_path, capsy
     assert str(broken) in error and "answer options" in error
 
 
-def test_inputs_then_outputs_are_checked_before_scoring(golden_dir, tmp_path, capsys, monkeypatch):
+def test_outputs_then_inputs_are_checked_before_scoring(golden_dir, tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     monkeypatch.setattr(evaluation_run, "score_dataset", lambda *args, **kwargs: pytest.fail("scored"))
-    # a missing checkpoint is named first: inputs are checked before an output folder is created
+    # the checkpoint does not exist either: the (cheap) output check comes first and creates nothing
     missing = tmp_path / "missing.pt"
     error = run_failing(golden_args(golden_dir, blocker / "out", "-start_path", str(missing)), capsys)
-    assert str(missing) in error and "checkpoint not found" in error
-    error = run_failing(golden_args(golden_dir, blocker / "out"), capsys)
     assert str(blocker / "out") in error and "cannot write" in error
+    error = run_failing(golden_args(golden_dir, tmp_path / "out", "-start_path", str(missing)), capsys)
+    assert str(missing) in error and "checkpoint not found" in error
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_flags_are_one_line(golden_dir, tmp_path, capsys):
