@@ -22,6 +22,7 @@ import yaml
 
 from dataloader.visdial_json import NUM_ANSWER_OPTIONS
 from models import MODEL_TYPES
+from models.losses import DENSE_LOSSES
 from utils.errors import UserError
 from utils.input_files import SMALL_FILE_BYTES, read_text
 from utils.precision import PRECISIONS
@@ -189,6 +190,16 @@ class TrainOptions(SharedOptions):
     img_loss_coeff: float = flag(1.0, "weight of the masked-region loss", "training", at_least=0.0)
     dense_chunk: int = flag(20, "dense mode: sequences per forward pass (sets peak memory; the loss stays exact)",
                             "training", at_least=1)
+    dense_loss: str = flag("ce", "dense mode: the ranking loss over the 100 options of an annotated round. ce "
+                                 "(the reference's): ListNet's top-one loss, KL from softmax(relevance) to "
+                                 "log_softmax of the class-0 NSP logits; listmle: Plackett-Luce likelihood of the "
+                                 "options sorted by relevance (ties in a random order drawn each step); approxndcg: "
+                                 "1 - NDCG with smooth ranks (Qin et al. 2010). listmle and approxndcg score an "
+                                 "option by its NSP log-odds, the order evaluation ranks by, and skip rounds whose "
+                                 "relevances are all 0", "training", choices=DENSE_LOSSES)
+    approxndcg_temperature: float = flag(1.0, "dense mode, -dense_loss approxndcg: the temperature of the smooth "
+                                              "ranks, sigmoid(score difference / temperature); smaller is closer "
+                                              "to NDCG, with sparser gradients", "training", at_least=1e-3)
     bert_init: str = flag("", "initialise the text stream from a Hugging Face BERT", "training", on_resume=FREE,
                            is_input=True)
     seed: int = flag(0, "seed of every random number generator", "training")
@@ -220,6 +231,8 @@ class TrainOptions(SharedOptions):
         if self.num_options >= 2 and not 0 <= self.num_negative_samples <= self.num_options - 1:
             problems.append(f"-num_negative_samples must be in 0..num_options-1 ({self.num_options - 1}), "
                             f"got {self.num_negative_samples}")
+        if self.dense_loss != "ce" and self.mode != "dense":
+            problems.append(f"-dense_loss {self.dense_loss} needs -mode dense (base training has no ranking loss)")
         if self.lr <= 0 and self.image_lr <= 0:
             problems.append("-lr and -image_lr are both 0: nothing would be trained")
         if self.resume and not (self.start_path or self.save_name):

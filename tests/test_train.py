@@ -135,3 +135,16 @@ def test_language_only_model_trains_without_region_loss(golden_dir, tmp_path):
                    "-max_seq_len", "108", "-num_workers", "0", "-save_path", str(tmp_path), "-save_name", "text"])
     metrics = json.loads((tmp_path / "text_metrics.json").read_text())
     assert 1 <= metrics["mean"] <= 100 and 0 < metrics["mrr"] <= 1 and "ndcg" in metrics
+
+
+def test_listmle_dense_run_resumes_bit_identically(golden_dir, tmp_path):
+    """ListMLE's tie order comes from the run's saved CPU generator: a resumed run draws the same."""
+    def flags(name):
+        return fixture_flags(golden_dir, tmp_path, name, "-mode", "dense", "-dense_loss", "listmle",
+                             "-dense_chunk", "50", "-val_every", "-1", "-num_epochs", "1")
+    train.main(flags("whole") + ["-max_iterations", "3"])
+    train.main(flags("split") + ["-max_iterations", "2"])
+    train.main(flags("split") + ["-max_iterations", "3", "-continue"])
+    assert_bit_identical(final_weights(tmp_path / "split", 3), final_weights(tmp_path / "whole", 3))
+    records = [r for r in read_metrics(tmp_path / "whole") if r["event"] == "train"]
+    assert len(records) == 3 and all(r["listmle_loss"] > 0 and "ce_loss" not in r for r in records)
