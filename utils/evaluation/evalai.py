@@ -1,10 +1,11 @@
-"""The files of the EvalAI VisDial server: entries from scores, the format check, and writing.
+"""The files of the EvalAI VisDial server: entries from scores and the format check.
 
 Test-std: one entry per dialog, `{"image_id", "round_id", "ranks": [100]}` with `ranks[j]` the
 1-based rank of option j of the last round in the json option order. Val phase: one entry per
 dialog and round, ranks mapped back to the json order (dataloader.datasets.val_option_order).
-A file is checked before it is written (`write_predictions`), never after; the files of one
-submission are written as a set (the .json and its .txt: both or neither).
+A file is checked (`check_predictions`) before it is written, never after; the files of one
+submission are written as a set (utils/evaluation/run.write_results: the .json and its .txt, both or
+neither).
 """
 from pathlib import Path
 
@@ -15,7 +16,6 @@ from dataloader.visdial_json import NUM_ANSWER_OPTIONS
 from utils.errors import UserError
 from utils.evaluation.metrics import scores_to_ranks
 from utils.evaluation.scoring import ScoredDialogs
-from utils.files import write_json_files
 
 NUM_ROUNDS = 10
 
@@ -58,11 +58,3 @@ def check_predictions(entries: list[dict], expected_count: int, one_per_image: b
             problems.append(f"image {entry['image_id']}: ranks are not a permutation of 1..{NUM_ANSWER_OPTIONS}")
     if problems:
         raise UserError(f"{path}: predictions fail the EvalAI format check ({problems[0]}); not written")
-
-
-def write_predictions(files: dict[Path, list[dict]], expected_count: int, one_per_image: bool) -> None:
-    """Check each file's entries (`check_predictions`), then write them all as JSON, as one set:
-    every file or none (utils/files.write_files)."""
-    for path, entries in files.items():
-        check_predictions(entries, expected_count, one_per_image, path)
-    write_json_files(files)
