@@ -31,7 +31,7 @@ from models.weights import load_model_weights
 from options import EnsembleOptions, EvalOptions, SharedOptions
 from utils.distributed import DistributedContext, check_on_main
 from utils.errors import UserError
-from utils.evaluation.evalai import check_predictions, evalai_test_entries, evalai_val_entries
+from utils.evaluation.evalai import check_submission, evalai_test_entries, evalai_val_entries, expected_entries
 from utils.evaluation.score_files import (check_matches_dialogs, check_same_keys, combine_scores, read_score_file,
                                           score_file_content, score_file_writer, val_ground_truth)
 from utils.evaluation.scoring import ScoredDialogs, score_dataset
@@ -138,8 +138,9 @@ def write_results(options, scored: ScoredDialogs, paths: dict, data: Optional[di
         files[paths["scores"]] = score_file_writer(score_file_content(scored, options.split, data["dialogs"]))
     if options.split == "test":
         entries = evalai_test_entries(scored)
+        expected = {entry["image_id"]: [entry["round_id"]] for entry in entries}  # the split file has no image twice
         for kind in ("predictions", "predictions_txt"):
-            check_predictions(entries, scored.scores.shape[0], one_per_image=True, path=paths[kind])
+            check_submission(entries, "test", expected, paths[kind])
         write_files({paths["predictions"]: json_writer(entries), paths["predictions_txt"]: json_writer(entries),
                      **files})
         print(f"wrote the EvalAI test submission ({len(entries)} dialogs) to {paths['predictions']} "
@@ -150,8 +151,8 @@ def write_results(options, scored: ScoredDialogs, paths: dict, data: Optional[di
         files[paths["metrics"]] = json_writer(metrics)
         if options.val_evalai:
             entries = evalai_val_entries(scored, data["dialogs"])
-            check_predictions(entries, scored.scores.shape[0] * scored.scores.shape[1], one_per_image=False,
-                              path=paths["val_predictions"])
+            check_submission(entries, "val", expected_entries("val", data["dialogs"][:scored.scores.shape[0]]),
+                             paths["val_predictions"])
             files[paths["val_predictions"]] = json_writer(entries)
         write_files(files)
         print(f"wrote the metrics to {paths['metrics']}")
