@@ -9,7 +9,8 @@ import evaluate
 from dataloader.datasets import val_option_order
 from scripts import ensemble
 from tests.test_evaluate import golden_args
-from utils.errors import UserError, run_cli
+from tests.test_evaluate import run_failing as run_evaluate_failing
+from utils.errors import UserError
 from utils.evaluation.metrics import scores_to_ranks
 from utils.evaluation.score_files import combine_scores
 
@@ -107,12 +108,7 @@ def test_combinations_follow_their_formulas():
 
 
 def run_failing(argv, capsys) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: ensemble.main(argv))
-    assert exit_info.value.code == 2
-    error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and error[0].startswith("error: "), error
-    return error[0]
+    return run_evaluate_failing(argv, capsys, ensemble.main)
 
 
 def test_mismatched_files_fail_with_one_line_naming_the_first_mismatch(golden_dir, evaluated, tmp_path, capsys):

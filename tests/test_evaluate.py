@@ -28,10 +28,10 @@ def golden_args(golden_dir: Path, out_dir: Path, *extra: str) -> list[str]:
             *extra]
 
 
-def run_failing(argv: list[str], capsys) -> str:
-    """Run evaluate.py's main as the CLI does; return its one error line."""
+def run_failing(argv: list[str], capsys, main=evaluate.main) -> str:
+    """Run evaluate.py's main (or another CLI's) as the CLI does; return its one error line."""
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: evaluate.main(argv))
+        run_cli(lambda: main(argv))
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("error: "), error
