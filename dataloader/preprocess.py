@@ -221,7 +221,8 @@ def preprocess(files: dict, max_seq_len: int, vocab: str, show_progress: bool = 
     kept_train_annotations, train_dense_dialogs = filter_train_dense(
         train_annotations, kept_train, lengths["train"], position_of_dialog, max_seq_len, summary)
     if keep_all_val:
-        kept_val, kept_val_annotations = keep_all_val_dialogs(val, lengths["val"], max_seq_len, summary), val_annotations
+        kept_val = keep_all_val_dialogs(val, lengths["val"], max_seq_len, summary)
+        kept_val_annotations = val_annotations
     else:
         kept_val, kept_val_annotations = filter_val(val, val_annotations, lengths["val"], max_seq_len, summary)
     truncate_test(test, lengths["test"], max_seq_len, summary)

@@ -127,7 +127,8 @@ def main() -> None:
     for name, metrics in results.items():
         print(f"{name:<24}" + "".join(f"{metrics[key]:>8.4f}" if key != "mean" else f"{metrics[key]:>8.2f}"
                                       for _, key in METRICS))
-    print("seconds (wall, on a shared machine: noisy): " + ", ".join(f"{name} {value:.0f}" for name, value in seconds.items()))
+    print("seconds (wall, on a shared machine: noisy): "
+          + ", ".join(f"{name} {value:.0f}" for name, value in seconds.items()))
     (out / "benchmark_toolkit.json").write_text(json.dumps({"arguments": vars(args), "metrics": results,
                                                             "seconds": seconds}, indent=1))
 

@@ -82,9 +82,11 @@ def test_swapped_weights_are_symmetric(golden_dir, evaluated, tmp_path):
     first, second = evaluated / "val_scores.pt", other_model(evaluated, tmp_path)
     for combine in ("mean_prob", "mean_logprob", "rank"):
         ensemble.main(["-split", "val", "-scores", str(first), str(second), "-weights", "0.3", "0.7",
-                       "-combine", combine, "-save_scores", str(tmp_path / "ab.pt"), *data_flags(golden_dir, tmp_path, "ab")])
+                       "-combine", combine, "-save_scores", str(tmp_path / "ab.pt"),
+                       *data_flags(golden_dir, tmp_path, "ab")])
         ensemble.main(["-split", "val", "-scores", str(second), str(first), "-weights", "0.7", "0.3",
-                       "-combine", combine, "-save_scores", str(tmp_path / "ba.pt"), *data_flags(golden_dir, tmp_path, "ba")])
+                       "-combine", combine, "-save_scores", str(tmp_path / "ba.pt"),
+                       *data_flags(golden_dir, tmp_path, "ba")])
         assert read_json(tmp_path / "ab_metrics.json") == read_json(tmp_path / "ba_metrics.json")
         assert torch.equal(torch.load(tmp_path / "ab.pt", weights_only=True)["scores"],
                            torch.load(tmp_path / "ba.pt", weights_only=True)["scores"])
@@ -122,8 +124,9 @@ def test_mismatched_files_fail_with_one_line_naming_the_first_mismatch(golden_di
         "image": (other_model(evaluated, tmp_path, "image.pt", image_id=image_ids), "dialog 1 is image"),
         "options": (other_model(evaluated, tmp_path, "options.pt", option_index=options),
                     "scored round 7: option 5 is answer"),
-        "shape": (other_model(evaluated, tmp_path, "shape.pt", scores=content["scores"][:2], image_id=content["image_id"][:2],
-                              round_id=content["round_id"][:2], option_index=content["option_index"][:2]),
+        "shape": (other_model(evaluated, tmp_path, "shape.pt", scores=content["scores"][:2],
+                              image_id=content["image_id"][:2], round_id=content["round_id"][:2],
+                              option_index=content["option_index"][:2]),
                   "scores [dialogs, rounds, options] [2, 10, 100]"),
         "split": (evaluated / "test_scores.pt", "scores the test split"),
     }

@@ -25,7 +25,8 @@ from dataloader.datasets import VisdialDataset
 from dataloader.feature_record import NUM_CLASSES
 from dataloader.feature_store import open_feature_store
 from dataloader.tokenizer import load_tokenizer
-from dataloader.visdial_json import check_annotations_follow_dialogs, load_dense_annotations, load_visdial_json
+from dataloader.visdial_json import (NUM_ANSWER_OPTIONS, check_annotations_follow_dialogs, load_dense_annotations,
+                                     load_visdial_json)
 from models import BertConfig, build_model
 from models.weights import load_model_weights
 from options import EnsembleOptions, EvalOptions, SharedOptions
@@ -176,6 +177,9 @@ def ensemble(options: EnsembleOptions) -> None:
     data = load_visdial_json(_split_path(options), options.split, processed=True)["data"]
     check_matches_dialogs(options.scores[0], contents[0], data["dialogs"], _split_path(options))
     num_dialogs, _, num_options = contents[0]["scores"].shape
+    if options.val_evalai and num_options != NUM_ANSWER_OPTIONS:
+        raise UserError(f"{options.scores[0]}: scores {num_options} options per round; -val_evalai needs all "
+                        f"{NUM_ANSWER_OPTIONS} (evaluate.py -num_options {NUM_ANSWER_OPTIONS})")
     if options.split == "test":
         fields = {"image_id": contents[0]["image_id"], "round_id": contents[0]["round_id"][:, -1]}
     else:

@@ -81,7 +81,8 @@ def read_score_file(path) -> dict:
         if not (isinstance(value, torch.Tensor) and value.dtype == torch.long and tuple(value.shape) == shape):
             raise UserError(f"{path}: {key} must be an int64 tensor of shape {list(shape)}")
     options = content["option_index"].sort(dim=-1).values
-    if (options[..., 0] < 0).any() or (options[..., -1] >= NUM_ANSWER_OPTIONS).any() or (options.diff(dim=-1) == 0).any():
+    if (options[..., 0] < 0).any() or (options[..., -1] >= NUM_ANSWER_OPTIONS).any() or \
+            (options.diff(dim=-1) == 0).any():
         raise UserError(f"{path}: option_index must hold distinct positions in 0..{NUM_ANSWER_OPTIONS - 1} per round")
     return content
 
@@ -97,7 +98,8 @@ def check_same_keys(paths: list, contents: list[dict]) -> None:
     reference_path, reference = paths[0], contents[0]
     for path, content in zip(paths[1:], contents[1:]):
         if content["split"] != reference["split"]:
-            raise UserError(f"{path}: scores the {content['split']} split, {reference_path} the {reference['split']} split")
+            raise UserError(f"{path}: scores the {content['split']} split, "
+                            f"{reference_path} the {reference['split']} split")
         if content["scores"].shape != reference["scores"].shape:
             raise UserError(f"{path}: scores [dialogs, rounds, options] {list(content['scores'].shape)}, "
                             f"{reference_path} {list(reference['scores'].shape)}")
