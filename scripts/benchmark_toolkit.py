@@ -2,18 +2,18 @@
 ensemble of two seeds.
 
 1. generates the toy data (preprocessing/make_toy_data.py) and preprocesses it, as scripts/demo.sh;
-2. trains the base objective twice, with -seed 0 and -seed 1 (config/presets/toy.yml);
+2. trains the base objective twice, with -seed 0 and -seed 1 (config/presets/toy.yml), and
+   evaluates seed 0's on val;
 3. fine-tunes seed 0's checkpoint on the dense annotations with each -dense_loss (ce, listmle,
    approxndcg), the same budget and flags for each (-nsp_loss_coeff 0: the ranking loss alone), and
-   evaluates each on val;
-4. evaluates both base checkpoints on val with -save_scores and combines them with
-   scripts/ensemble.py (each -combine).
+   seed 1's with ce; evaluates each on val (the two ce runs with -save_scores);
+4. combines the two seeds' ce checkpoints with scripts/ensemble.py (each -combine).
 
 Prints the val metrics of every model, and writes them to <out>/benchmark_toolkit.json. Nothing is
 tuned: the numbers are what this budget gives (an ensemble need not beat its members).
 
     python scripts/benchmark_toolkit.py [--out benchmark_toolkit_output] [--val_dialogs 50]
-        [--base_iterations 100] [--dense_iterations 120]
+        [--base_iterations 400] [--dense_iterations 120]
 """
 import argparse
 import json
@@ -74,7 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmark_toolkit_output", help="folder for the data, runs and results")
     parser.add_argument("--val_dialogs", type=int, default=50)
-    parser.add_argument("--base_iterations", type=int, default=100)
+    parser.add_argument("--base_iterations", type=int, default=400)
     parser.add_argument("--dense_iterations", type=int, default=120)
     args = parser.parse_args()
     out = Path(args.out).resolve()
@@ -84,15 +84,17 @@ def main() -> None:
     flags = data_flags(data)
     seconds["data"] = make_data(data, args.val_dialogs)
 
-    base = {}
-    for seed in (0, 1):
-        name = f"base_seed{seed}"
-        seconds[name] = run("train.py", "-config", "config/presets/toy.yml", *flags, "-seed", str(seed),
-                            "-max_iterations", str(args.base_iterations), "-total_steps", str(args.base_iterations),
-                            "-save_path", str(runs), "-save_name", name)
-        base[seed] = newest_checkpoint(runs / name)
-
     results = {}
+
+    def train(name: str, seed: int, *extra: str) -> Path:
+        seconds[name] = run("train.py", "-config", "config/presets/toy.yml", *flags, "-seed", str(seed),
+                            "-save_path", str(runs), "-save_name", name, *extra)
+        return newest_checkpoint(runs / name)
+
+    def dense(name: str, seed: int, loss: str, start: Path) -> Path:
+        return train(name, seed, "-mode", "dense", "-dense_loss", loss, "-nsp_loss_coeff", "0", "-batch_size", "100",
+                     "-lr", "1e-3", "-image_lr", "1e-3", "-warmup_steps", "10", "-max_iterations",
+                     str(args.dense_iterations), "-total_steps", str(args.dense_iterations), "-start_path", str(start))
 
     def evaluate(name: str, checkpoint: Path, *extra: str) -> None:
         seconds[f"evaluate {name}"] = run("evaluate.py", "-split", "val", *flags, "-num_workers", "0",
@@ -100,20 +102,17 @@ def main() -> None:
                                           "-save_name", name, *extra)
         results[name] = json.loads((out / f"{name}_metrics.json").read_text())
 
+    base = {seed: train(f"base_seed{seed}", seed, "-max_iterations", str(args.base_iterations),
+                        "-total_steps", str(args.base_iterations)) for seed in (0, 1)}
+    evaluate("base_seed0", base[0])
     for loss in DENSE_LOSSES:
-        name = f"dense_{loss}"
-        seconds[name] = run("train.py", "-config", "config/presets/toy.yml", *flags, "-seed", "0",
-                            "-mode", "dense", "-dense_loss", loss, "-nsp_loss_coeff", "0", "-batch_size", "100",
-                            "-lr", "1e-3", "-image_lr", "1e-3", "-warmup_steps", "10",
-                            "-max_iterations", str(args.dense_iterations), "-total_steps", str(args.dense_iterations),
-                            "-start_path", str(base[0]), "-save_path", str(runs), "-save_name", name)
-        evaluate(name, newest_checkpoint(runs / name))
-    for seed, checkpoint in base.items():
-        evaluate(f"base_seed{seed}", checkpoint, "-save_scores", str(out / f"base_seed{seed}_scores.pt"))
+        evaluate(f"dense_{loss}_seed0", dense(f"dense_{loss}_seed0", 0, loss, base[0]),
+                 *(["-save_scores", str(out / "seed0_scores.pt")] if loss == "ce" else []))
+    evaluate("dense_ce_seed1", dense("dense_ce_seed1", 1, "ce", base[1]), "-save_scores", str(out / "seed1_scores.pt"))
     for combine in COMBINATIONS:
         name = f"ensemble_{combine}"
-        seconds[name] = run("scripts/ensemble.py", "-split", "val", "-scores", str(out / "base_seed0_scores.pt"),
-                            str(out / "base_seed1_scores.pt"), "-combine", combine,
+        seconds[name] = run("scripts/ensemble.py", "-split", "val", "-scores", str(out / "seed0_scores.pt"),
+                            str(out / "seed1_scores.pt"), "-combine", combine,
                             "-visdial_processed_val", str(data / "visdial_1.0_val_processed.json"),
                             "-visdial_processed_val_dense_annotations",
                             str(data / "visdial_1.0_val_dense_annotations_processed.json"),
@@ -122,7 +121,8 @@ def main() -> None:
 
     print(f"toy VisDial, val: {args.val_dialogs} dialogs x 10 rounds (NDCG: one annotated round each); "
           f"base training {args.base_iterations} iterations per seed; dense fine-tuning {args.dense_iterations} "
-          "iterations from seed 0's base checkpoint, -nsp_loss_coeff 0, identical flags for every loss")
+          "iterations from the same seed's base checkpoint, -nsp_loss_coeff 0, identical flags for every loss; "
+          "ensembles: dense_ce_seed0 + dense_ce_seed1, equal weights")
     print(f"{'model':<24}" + "".join(f"{label:>8}" for label, _ in METRICS))
     for name, metrics in results.items():
         print(f"{name:<24}" + "".join(f"{metrics[key]:>8.4f}" if key != "mean" else f"{metrics[key]:>8.2f}"
