@@ -5,7 +5,9 @@ A VisDial split file is `{"version", "split", "data": {"questions": [str], "answ
 val rounds are `{"question", "answer", "answer_options": [100 ints], "gt_index"}` (indices into the
 split's question / answer lists, `answer_options[gt_index] == answer`). In test dialogs the earlier
 rounds are `{"question", "answer"}` and the last round is `{"question", "answer_options"}`; the
-preprocessed test file adds `round_id` (the original number of rounds) to every dialog.
+preprocessed test file adds `round_id` (the original number of rounds) to every dialog; a val round
+of a file preprocessed with -keep_all_val may carry `history_start`, the earlier rounds its history
+leaves out from the front (0..its number - 1).
 
 Dense annotation files are lists of `{"image_id", "round_id" (1-based), "gt_relevance" | "relevance":
 [100 floats]}` (val files use `gt_relevance`, train files `relevance`).
@@ -106,6 +108,8 @@ def _validate_dialog(dialog, position: int, split: str, num_questions: int, num_
             _check_index(turn["answer"], num_answers, path, dialog, number, "answer index")
         if split != "test":
             _check_index(turn.get("gt_index"), NUM_ANSWER_OPTIONS, path, dialog, number, "gt_index")
+        if "history_start" in turn:
+            _check_index(turn["history_start"], number, path, dialog, number, "history_start")
         if split != "test" or is_last_test_round:
             with_options.append((dialog, number, turn))
     if split == "test" and processed:
