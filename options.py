@@ -75,8 +75,30 @@ def _range_problem(field: dataclasses.Field, value) -> Optional[str]:
     return f"-{flag_name(field)} must be {field.metadata['wanted'] or wanted}{field.metadata['note']}, got {value}"
 
 
+def same_flag(options_type: type, name: str) -> dataclasses.Field:
+    """A new field that declares the flag of `options_type`'s field `name` again, with its default,
+    help and checks: another program's options take a flag of train.py or evaluate.py as it is."""
+    field = next(field for field in dataclasses.fields(options_type) if field.name == name)
+    return dataclasses.field(default=field.default, metadata=dict(field.metadata))
+
+
 @dataclasses.dataclass(frozen=True)
-class SharedOptions:
+class FlagOptions:
+    """What the options of every program offer, built from its fields declared with `flag(...)`."""
+
+    def problems(self) -> list[str]:
+        """Every problem with these options, one line each (empty when all is well)."""
+        return [problem for field in dataclasses.fields(self)
+                if (problem := _range_problem(field, getattr(self, field.name))) is not None]
+
+    def input_paths(self) -> dict[str, str]:
+        """`-flag` -> path of every file or folder given to an input flag (`is_input`)."""
+        return {f"-{flag_name(field)}": getattr(self, field.name) for field in dataclasses.fields(self)
+                if field.metadata["is_input"] and getattr(self, field.name)}
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedOptions(FlagOptions):
     """The preset, data, model and runtime flags of train.py and evaluate.py."""
 
     config: str = flag("", "YAML preset of flag values (command-line flags override it)", None, on_resume=FREE,
@@ -126,16 +148,6 @@ class SharedOptions:
     precision: str = flag("auto", "autocast precision; auto = bf16 on GPUs that support it, else fp32",
                           "runtime", choices=("auto", *PRECISIONS))
     compile: bool = flag(False, "compile the model with torch.compile", "runtime", on_resume=NOTED)
-
-    def problems(self) -> list[str]:
-        """Every problem with these options, one line each (empty when all is well)."""
-        return [problem for field in dataclasses.fields(self)
-                if (problem := _range_problem(field, getattr(self, field.name))) is not None]
-
-    def input_paths(self) -> dict[str, str]:
-        """`-flag` -> path of every file or folder given to an input flag (`is_input`)."""
-        return {f"-{flag_name(field)}": getattr(self, field.name) for field in dataclasses.fields(self)
-                if field.metadata["is_input"] and getattr(self, field.name)}
 
     def to_dict(self) -> dict:
         """Flag name -> value (e.g. `continue`, not the field name `resume`), as in config.yml."""
@@ -259,10 +271,10 @@ class EvalOptions(SharedOptions):
         return problems
 
 
-OptionsT = TypeVar("OptionsT", bound=SharedOptions)
+OptionsT = TypeVar("OptionsT", bound=FlagOptions)
 
 
-def build_parser(options_type: type[SharedOptions]) -> argparse.ArgumentParser:
+def build_parser(options_type: type[FlagOptions]) -> argparse.ArgumentParser:
     """The argparse parser of an options dataclass: one `-name` / `--name` flag per field, in
     argument groups by the fields' `group`."""
     parser = argparse.ArgumentParser(description=options_type.DESCRIPTION)
@@ -308,7 +320,7 @@ def _preset_value(path: str, key: str, field: dataclasses.Field, value):
     return value
 
 
-def _apply_preset(parser: argparse.ArgumentParser, options_type: type[SharedOptions], path: str) -> None:
+def _apply_preset(parser: argparse.ArgumentParser, options_type: type[FlagOptions], path: str) -> None:
     """Use the values of a YAML preset (flag name -> value) as the parser's defaults, each checked
     against its flag's type (`_preset_value`)."""
     text = read_text(path, "preset", max_bytes=SMALL_FILE_BYTES)
