@@ -73,8 +73,8 @@ class DialogRanker:
     ----------
     model : a VisualDialogEncoder or the language-only baseline, on its device (put in eval mode)
     tokenizer : the BertTokenizer of dataloader/tokenizer.load_tokenizer
-    features : an open feature store (dataloader/feature_store.open_feature_store) for images given
-        by id, or None (images then come as arrays)
+    features : image features opened by dataloader/feature_formats.open_image_features (a store or
+        a foreign file served like one) for images given by id, or None (images then come as arrays)
     max_seq_len, max_rounds : the datasets' -max_seq_len and -visdial_tot_rounds
     precision : fp32, bf16 or fp16 (autocast), or auto (bf16 on GPUs that have it, else fp32)
     tokens_per_batch : token budget of one forward pass (evaluate.py's -eval_tokens_per_batch)
