@@ -57,9 +57,9 @@ def flag(default, help: str, group: Optional[str], *, choices: Sequence = (), at
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def same_flag(options_type: type, name: str):
+def same_flag(options_type: type, name: str) -> dataclasses.Field:
     """The flag `name` of another options dataclass, for a command that takes it with the same
-    default and meaning (scripts/ensemble.py takes evaluate.py's output flags)."""
+    default, help and checks (scripts/ensemble.py and scripts/chat.py take flags of evaluate.py)."""
     field = options_type.__dataclass_fields__[name]
     return dataclasses.field(default=field.default, metadata=field.metadata)
 

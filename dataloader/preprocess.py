@@ -11,7 +11,7 @@ Token counts use the BERT tokenizer without special tokens; a sequence is
   some round gives a sequence longer than max_seq_len.
 * test: `round_id` (the original number of rounds) is added to every dialog; when the longest
   last-round option does not fit, whole rounds are removed from the front (caption kept) until
-  it does (`TokenLengths.rounds_to_drop`, the rule for any round whose history must be cut).
+  it does (`rounds_to_drop`, the rule for any round whose history must be cut).
 
 With `keep_all_val` (-keep_all_val) no val dialog is dropped: the test split's rule is applied to
 every val round instead, recorded as the round's `history_start` (the rounds of its history left
@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -69,17 +70,30 @@ class TokenLengths:
         return int(self.answer[turn["answer_options"]].max())
 
     def rounds_to_drop(self, position: int, rounds: list[dict], round_index: int, max_seq_len: int):
-        """How many rounds to remove from the front of the history (the caption stays) so that
-        round `round_index` with its longest answer option fits in max_seq_len; None when even
-        the round without any history does not fit."""
-        longest = self.history_before(position, rounds, round_index) + self.longest_option(rounds[round_index]) + 1
-        dropped = 0
-        while longest > max_seq_len:
-            if dropped == round_index:
-                return None
-            longest -= self.question[rounds[dropped]["question"]] + 1 + self.answer[rounds[dropped]["answer"]] + 1
-            dropped += 1
-        return dropped
+        """`rounds_to_drop` (below) for round `round_index` of the dialog at `position`."""
+        history = [(self.question[turn["question"]], self.answer[turn["answer"]]) for turn in rounds[:round_index]]
+        return rounds_to_drop(self.caption[position], history, self.question[rounds[round_index]["question"]],
+                              self.longest_option(rounds[round_index]), max_seq_len)
+
+
+def rounds_to_drop(caption: int, history: Sequence[tuple[int, int]], question: int, longest_answer: int,
+                   max_seq_len: int) -> Optional[int]:
+    """How many rounds to remove from the front of the history (the caption stays) so that the
+    question with its longest answer fits in max_seq_len: the rule of the test split, also used to
+    rank answers to your own dialogs (utils/evaluation/ranker.py).
+
+    Token counts without special tokens: `caption`, `question`, `longest_answer`, and `history` as
+    (question, answer) per earlier round. The sequence is `[CLS] caption [SEP] (q [SEP] a [SEP])...
+    question [SEP] answer [SEP]`. Returns None when even the question without any history does not fit.
+    """
+    longest = 1 + caption + 1 + sum(q + 1 + a + 1 for q, a in history) + question + 1 + longest_answer + 1
+    dropped = 0
+    while longest > max_seq_len:
+        if dropped == len(history):
+            return None
+        longest -= history[dropped][0] + 1 + history[dropped][1] + 1
+        dropped += 1
+    return dropped
 
 
 @dataclass

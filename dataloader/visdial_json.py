@@ -155,16 +155,19 @@ def _check_answer_options(with_options: list, num_answers: int, check_answer: bo
             raise UserError(f"{_round_where(path, dialog, number)}: answer_options[gt_index] is not the answer")
 
 
-def load_visdial_json(path: str | os.PathLike, split: str, processed: bool = False) -> dict:
+def load_visdial_json(path: str | os.PathLike, split: str | None, processed: bool = False) -> dict:
     """Load and validate a VisDial split file; returns the parsed json (see the module docstring).
 
-    split: "train", "val" or "test" (decides which round fields are required). processed: the
+    split: "train", "val" or "test" (decides which round fields are required), or None for the
+    split the file names (its "split" field: "val", or VisDial's "val2018"). processed: the
     file is an output of preprocessing (test dialogs must then carry `round_id`).
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split not in (*SPLITS, None):
+        raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
     path = Path(path)
     content = read_visdial_json(path)
+    if split is None:
+        split = split_of(content, path)
     data = content.get("data") if isinstance(content, dict) else None
     if not isinstance(data, dict) or not isinstance(data.get("dialogs"), list):
         raise UserError(f"{path}: not a VisDial file (no data.dialogs list)")
@@ -185,6 +188,17 @@ def load_visdial_json(path: str | os.PathLike, split: str, processed: bool = Fal
         _check_same_round_count(data["dialogs"], path)
     _check_answer_options(with_options, len(data["answers"]), split != "test", path)
     return content
+
+
+def split_of(content, path: Path) -> str:
+    """The split a parsed VisDial file names in its "split" field (train, val or test; VisDial's
+    own files say "val2018" and the like)."""
+    named = content.get("split") if isinstance(content, dict) else None
+    split = next((split for split in SPLITS if isinstance(named, str) and named.startswith(split)), None)
+    if split is None:
+        raise UserError(f"{path}: not a VisDial split file (its \"split\" field is {named!r}, expected train, val "
+                        "or test)")
+    return split
 
 
 def _check_unique_images(dialogs: list, path: Path) -> None:
