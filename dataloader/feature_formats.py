@@ -36,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dataloader.feature_record import NUM_CLASSES, RECORD_FIELDS, check_integer, check_record
-from dataloader.feature_store import (_FeatureStoreReader, _rows_by_image, open_feature_store, write_hdf5_feature_store,
+from dataloader.feature_store import (FeatureStoreReader, open_feature_store, rows_by_image, write_hdf5_feature_store,
                                       write_lmdb_feature_store)
 from utils.errors import UserError
 from utils.input_files import input_file
@@ -271,7 +271,7 @@ READERS = {"tsv": tsv_records, "starter_hdf5": starter_hdf5_records, "npz": npz_
            "hdf5": store_records}
 
 
-class ImportedFeatures(_FeatureStoreReader):
+class ImportedFeatures(FeatureStoreReader):
     """The images of a foreign feature file (tsv, starter_hdf5 or npz), read once into memory and
     served like a feature store (`open_image_features`). Meant for your own few images (a few hundred
     kB each); a large collection converts once to a store (`convert_features`) instead."""
@@ -281,7 +281,7 @@ class ImportedFeatures(_FeatureStoreReader):
         self._records = list(READERS[form](path, note))
         if not self._records:
             raise UserError(f"{path}: holds no images")
-        self._row_of_image = _rows_by_image([record["image_id"] for record in self._records], str(path))
+        self._row_of_image = rows_by_image([record["image_id"] for record in self._records], str(path))
         self.feature_size = self._records[0]["features"].shape[1]
 
     def read_raw(self, image_id) -> dict:
