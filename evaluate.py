@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 import options as shared_options
 from dataloader.collate import collate_dialog_batch
 from dataloader.datasets import VisdialDataset
+from dataloader.question_types import load_question_types
 from dataloader.visdial_json import load_visdial_json
 from models import build_model
 from utils.checkpointing import atomic_write, load_model_weights
@@ -31,6 +32,8 @@ from utils.distributed import DistributedContext, setup_distributed, teardown_di
 from utils.errors import UserError, run_cli
 from utils.feature_store import open_feature_store
 from utils.metrics import scores_to_ranks, visdial_metrics
+from utils.question_type_metrics import (comparison_table, format_table_html, format_table_text,
+                                         load_compared_metrics, question_type_metrics)
 from utils.report import DialogText
 from utils.report import write_report as write_html_report
 from utils.scoring import ScoredDialogs, default_precision, score_dataset
@@ -50,6 +53,8 @@ class EvalOptions(shared_options.SharedOptions):
     save_name: str
     val_evalai: bool
     report: str
+    question_types: str
+    compare_metrics: list
     config: str = ""
 
 
@@ -73,6 +78,12 @@ def build_eval_parser() -> argparse.ArgumentParser:
     add(group, "val_evalai", action="store_true",
         help="val only: also write <save_name>_val_predictions.json for EvalAI's val phase")
     add(group, "report", default="", help="val only: write an HTML report with plots into this folder")
+    add(group, "question_types", default="",
+        help="val only: a question-type file (dataloader/question_types.py); adds MRR and R@1 per type, and "
+             "of a random ranking, to the metrics, the printed table and the report")
+    add(group, "compare_metrics", action="append", default=[], metavar="LABEL=FILE",
+        help="with -question_types: put this metrics file of another run (evaluated with the same types) "
+             "beside this one in the per-type table; repeatable")
     return parser
 
 
@@ -81,8 +92,10 @@ def validate_eval_options(options: EvalOptions) -> list[str]:
     problems = shared_options.validate_data_options(options) + shared_options.validate_runtime_options(options)
     if options.eval_tokens_per_batch < 1:
         problems.append(f"-eval_tokens_per_batch must be >= 1, got {options.eval_tokens_per_batch}")
-    if options.split == "test" and (options.val_evalai or options.report):
-        problems.append("-val_evalai and -report need -split val")
+    if options.split == "test" and (options.val_evalai or options.report or options.question_types):
+        problems.append("-val_evalai, -report and -question_types need -split val")
+    if options.compare_metrics and not options.question_types:
+        problems.append("-compare_metrics needs -question_types")
     if options.val_evalai and options.num_options != NUM_ANSWER_OPTIONS:
         problems.append(f"-val_evalai needs all {NUM_ANSWER_OPTIONS} options (-num_options {NUM_ANSWER_OPTIONS})")
     return problems
@@ -224,7 +237,8 @@ def write_json(path: Path, content) -> None:
     atomic_write(path, lambda file: file.write(json.dumps(content).encode()))
 
 
-def write_val_report(directory: str, metrics: dict, scored: ScoredDialogs, data: dict) -> Path:
+def write_val_report(directory: str, metrics: dict, scored: ScoredDialogs, data: dict,
+                     type_table_html: str = "") -> Path:
     """The HTML report (utils/report.py) of scored val dialogs with their texts from `data`."""
     num_options = scored.scores.shape[2]
     texts = []
@@ -236,7 +250,8 @@ def write_val_report(directory: str, metrics: dict, scored: ScoredDialogs, data:
             options=[[data["answers"][turn["answer_options"][position]]
                       for position in val_option_order(turn["gt_index"], num_options)] for turn in rounds]))
     return write_html_report(directory, metrics, scored.scores, scored.fields["gt_option_inds"], texts,
-                             scored.fields.get("round_id"), scored.fields.get("gt_relevance"))
+                             scored.fields.get("round_id"), scored.fields.get("gt_relevance"),
+                             type_table_html=type_table_html)
 
 
 def run(options: EvalOptions, context: DistributedContext) -> None:
@@ -244,6 +259,8 @@ def run(options: EvalOptions, context: DistributedContext) -> None:
     paths = output_paths(options)
     if context.is_main:
         check_writable(paths)
+    question_types = load_question_types(options.question_types) if options.question_types else None
+    compared = load_compared_metrics(options.compare_metrics)
     dataset = load_split(options)
     model = load_model(options, context.device, verbose=context.is_main)
     precision = default_precision(context.device) if options.precision == "auto" else options.precision
@@ -262,6 +279,13 @@ def run(options: EvalOptions, context: DistributedContext) -> None:
 
     metrics = val_metrics(scored)
     print(format_metrics_table(metrics))
+    type_table_html = ""
+    if question_types:
+        metrics.update(question_type_metrics(scored.scores, scored.fields["gt_option_inds"],
+                                             scored.fields["image_id"], question_types))
+        table = comparison_table({options.model_type: metrics, **compared})
+        print(format_table_text(table))
+        type_table_html = format_table_html(table, question_types.descriptions)
     write_json(paths["metrics"], metrics)
     print(f"wrote the metrics to {paths['metrics']}")
     if options.val_evalai or options.report:
@@ -273,7 +297,7 @@ def run(options: EvalOptions, context: DistributedContext) -> None:
         write_json(paths["val_predictions"], entries)
         print(f"wrote the EvalAI val-phase file ({len(entries)} rounds) to {paths['val_predictions']}")
     if options.report:
-        print(f"wrote the report to {write_val_report(options.report, metrics, scored, data)}")
+        print(f"wrote the report to {write_val_report(options.report, metrics, scored, data, type_table_html)}")
 
 
 def main(argv=None) -> None:
