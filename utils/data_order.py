@@ -100,7 +100,9 @@ class SeededItems(Dataset):
             with torch.random.fork_rng(devices=[]):
                 random.seed(seed)
                 np.random.seed(seed % 2**32)
-                torch.manual_seed(seed)
+                # the CPU generator only: torch.manual_seed also queues a CUDA reseed, which on a
+                # machine without CUDA records a stack trace per call (over a millisecond per item)
+                torch.default_generator.manual_seed(seed)
                 return self.dataset[index]
         except UserError as error:
             return BadRecord(f"{error} ({self.describe(index)})")
