@@ -259,6 +259,11 @@ def toy_data(*flags: str):
     return build
 
 
+def toy_out_is_a_file(folder, golden):
+    existing = written(folder / "in" / "toy", b"not a folder")
+    return ["-out", str(existing)], str(existing)
+
+
 CASES = [
     # train.py: flags
     flag_case("train_num_options_1", "train.py", "-num_options", "must be in 2..100", "1"),
@@ -310,6 +315,16 @@ CASES = [
     eval_file_case("eval_model_config_not_json", "model_config",
                    lambda folder, golden: written(folder / "config.json", b"hidden_size: 16"),
                    "not a readable JSON model config"),
+    eval_file_case("eval_question_types_not_a_types_file", "question_types",
+                   lambda folder, golden: written(folder / "types.json", b'{"rounds": []}'),
+                   "not a question-type file"),
+    eval_file_case("eval_question_type_not_declared", "question_types",
+                   lambda folder, golden: written(folder / "types.json", json.dumps(
+                       {"question_types": {"color": "what color"},
+                        "rounds": [{"image_id": 1, "round_id": 1, "question_type": "count"}]}).encode()),
+                   "question_type 'count' is not one of question_types"),
+    flag_case("eval_compare_metrics_without_question_types", "evaluate.py", "-compare_metrics",
+              "needs -question_types", "baseline=metrics.json"),
     # preprocessing/pre_process_visdial.py
     Case("preprocess_raw_train_missing", "preprocessing/pre_process_visdial.py",
          preprocess_with("visdial_train", lambda folder, golden: folder / "absent.json"), "file not found"),
@@ -327,7 +342,10 @@ CASES = [
     Case("toy_zero_train_dialogs", "preprocessing/make_toy_data.py", toy_data("-train_dialogs", "0"),
          "must be at least 1"),
     Case("toy_boxes_fewer_than_objects", "preprocessing/make_toy_data.py", toy_data("-boxes_per_image", "2"),
-         "is smaller than -max_objects"),
+         "must be more than -max_objects"),
+    Case("toy_noise_not_finite", "preprocessing/make_toy_data.py", toy_data("-noise", "nan"),
+         "must be a finite number"),
+    Case("toy_out_is_a_file", "preprocessing/make_toy_data.py", toy_out_is_a_file, "is an existing file"),
     # scripts/check_reference.py
     Case("check_reference_missing_folder", "scripts/check_reference.py",
          lambda folder, golden: (["--fixtures", str(folder / "in" / "no_fixtures")], str(folder / "in" / "no_fixtures")),
