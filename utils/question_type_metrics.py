@@ -50,7 +50,7 @@ def question_type_metrics(scores: torch.Tensor, gt_option_inds: torch.Tensor, im
 
     scores [D, R, O] (higher is better); gt_option_inds [D, R]; image_ids [D].
     """
-    gt_index = gt_option_inds.long().unsqueeze(-1)
+    gt_index = gt_option_inds.long().reshape(*scores.shape[:2], 1)
     gt_ranks = scores_to_ranks(scores.float()).gather(2, gt_index).squeeze(2)               # [D, R]
     random_mrr, random_r_1 = random_ranking_metrics(scores.shape, gt_index, random_draws)   # [D, R] each
 
