@@ -1,337 +1,371 @@
-"""Command-line options of train.py (and the argument groups evaluate.py reuses).
+"""Command-line options of train.py and evaluate.py: one typed, validated dataclass per program.
+
+Every flag is one dataclass field declared with `flag(...)`: its default, help text, argument
+group, choices, range and what `-continue` does when it changes. The argparse parser, the YAML
+preset reader and the validation are all built from those fields, so adding a flag is one edit.
 
 Every flag of the reference's options.py keeps its single-dash name, meaning and default (except
 `-visdom_server`, which defaults to localhost instead of the authors' lab machine); each also has a
 double-dash alias (`--batch_size`). `-config preset.yml` reads defaults from a YAML file whose keys
 are flag names (`batch_size: 80`); flags given on the command line override the preset.
 
-    parser = build_train_parser()
-    options = parse_options(parser, sys.argv[1:], TrainOptions)   # a typed TrainOptions
-    problems = validate_train_options(options)                      # one line per problem
+    options = parse_options(sys.argv[1:], TrainOptions)   # a typed TrainOptions
+    report_problems(options.problems())                    # one `error:` line per problem
 """
 import argparse
 import dataclasses
 import math
-from pathlib import Path
+import os
 from typing import Optional, Sequence, TypeVar
 
 import yaml
 
+from dataloader.visdial_json import NUM_ANSWER_OPTIONS
+from models import MODEL_TYPES
 from utils.errors import UserError
+from utils.input_files import SMALL_FILE_BYTES, read_text
+from utils.precision import PRECISIONS
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-MODEL_TYPES = ("vilbert", "language_only")
 MODES = ("base", "dense")
 NAN_POLICIES = ("stop", "skip")
+SPLITS = ("val", "test")
+
+# What `-continue` does when a flag differs from the value saved in the checkpoint:
+EXACT = "exact"        # refused: the run would not continue as it would have without the stop
+NOTED = "noted"        # a warning: the continuation is the same, something around it changes
+FREE = "free"          # nothing to say: how long to run, where to save, where to resume from
+
+CPU_COUNT = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+"""The CPUs this process may use: the most DataLoader workers that make sense (-num_workers)."""
 
 
-def add_flag(group, name: str, **kwargs) -> None:
-    """Add `-name` with the alias `--name` (the reference's single-dash spelling stays canonical)."""
-    group.add_argument(f"-{name}", f"--{name}", dest=name, **kwargs)
+def flag(default, help: str, group: Optional[str], *, choices: Sequence = (), at_least=None,
+         at_most=None, note: str = "", wanted: str = "", on_resume: str = EXACT,
+         name: str = "", is_input: bool = False):
+    """A dataclass field that is also a flag `-<name>` / `--<name>` (name: the field's, unless given).
+
+    group: the argparse group (None: at the top). at_least / at_most: the accepted range, checked
+    by `problems()` (floats must also be finite); `note` is appended to the range in the message,
+    `wanted` replaces the range's wording. on_resume: EXACT, NOTED or FREE (see above). is_input:
+    the value is a file or folder the program reads (no output may be written over it, utils/outputs.py).
+    """
+    metadata = dict(help=help, group=group, choices=tuple(choices), at_least=at_least, at_most=at_most,
+                    note=note, wanted=wanted, on_resume=on_resume, name=name, is_input=is_input)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """Data files, tokenizer and dataset shape flags (shared by train.py and evaluate.py)."""
-    group = parser.add_argument_group("data")
-    add_flag(group, "visdial_processed_train", default="data/visdial/visdial_1.0_train_processed.json",
-         help="json file with the preprocessed train split")
-    add_flag(group, "visdial_processed_val", default="data/visdial/visdial_1.0_val_processed.json",
-         help="json file with the preprocessed val split")
-    add_flag(group, "visdial_processed_test", default="data/visdial/visdial_1.0_test_processed.json",
-         help="json file with the preprocessed test split")
-    add_flag(group, "visdial_image_feats", default="data/visdial/visdial_img_feat.lmdb",
-         help="image features of all splits (LMDB folder or .h5 file)")
-    add_flag(group, "visdial_processed_train_dense",
-         default="data/visdial/visdial_1.0_train_dense_processed.json",
-         help="train dialogs that have dense annotations")
-    add_flag(group, "visdial_processed_train_dense_annotations",
-         default="data/visdial/visdial_1.0_train_dense_annotations_processed.json",
-         help="dense annotations of some train dialogs")
-    add_flag(group, "visdial_processed_val_dense_annotations",
-         default="data/visdial/visdial_1.0_val_dense_annotations_processed.json",
-         help="dense annotations of the val split")
-    add_flag(group, "vocab", default="data/bert-base-uncased/vocab.txt",
-         help="BERT WordPiece vocabulary: a vocab.txt, a folder, or a Hugging Face hub name "
-              "(default: where scripts/download_preprocessed.sh puts it)")
-    add_flag(group, "num_options", type=int, default=100, help="answer options per round (2..100)")
-    add_flag(group, "visdial_tot_rounds", type=int, default=11,
-         help="rounds kept in a sequence, the caption counting as one (at most 11)")
-    add_flag(group, "max_seq_len", type=int, default=256, help="maximum length of a dialog sequence")
-    add_flag(group, "num_train_samples", type=int, default=0, help="train dialogs to use, 0 for all")
-    add_flag(group, "num_val_samples", type=int, default=0, help="val dialogs to use, 0 for all")
-    add_flag(group, "overfit", action="store_true", help="use a handful of dialogs (debugging)")
+def flag_name(field: dataclasses.Field) -> str:
+    """The flag of a field: its name without the dash (`continue` for the field `resume`)."""
+    return field.metadata["name"] or field.name
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Which model to build and which weights to start from."""
-    group = parser.add_argument_group("model")
-    add_flag(group, "model_config", default="config/bert_base_6layer_6conect.json",
-         help="model definition (the reference's JSON config schema)")
-    add_flag(group, "model_type", choices=MODEL_TYPES, default="vilbert",
-         help="vilbert (the paper's model) or language_only (the text-only baseline)")
-    add_flag(group, "start_path", default="", help="checkpoint to start from (weights only, unless -continue)")
-
-
-def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
-    """Devices, precision and data-loading workers."""
-    group = parser.add_argument_group("runtime")
-    add_flag(group, "n_gpus", type=int, default=8,
-         help="GPUs of the job (kept for users' scripts; processes come from torchrun)")
-    add_flag(group, "num_workers", type=int, default=8, help="DataLoader worker processes")
-    add_flag(group, "precision", choices=PRECISIONS, default="auto",
-         help="autocast precision; auto = bf16 on GPUs that support it, else fp32")
-    add_flag(group, "compile", action="store_true", help="compile the model with torch.compile")
-
-
-def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
-    """Visdom (the reference's logger) and TensorBoard."""
-    group = parser.add_argument_group("logging")
-    add_flag(group, "enable_visdom", type=int, default=0, help="1 to log to a visdom server")
-    add_flag(group, "visdom_env", type=str, default="", help="visdom environment name")
-    add_flag(group, "visdom_server", type=str, default="http://localhost", help="visdom server address")
-    add_flag(group, "visdom_server_port", type=int, default=7777, help="visdom server port")
-    add_flag(group, "tensorboard", type=int, default=0,
-         help="1 to write TensorBoard event files to <run folder>/tensorboard")
-
-
-def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """The optimisation, objective and checkpointing flags of train.py."""
-    group = parser.add_argument_group("training")
-    add_flag(group, "mode", choices=MODES, default="base",
-         help="base: MLM + NSP + masked regions; dense: dense-annotation finetuning")
-    add_flag(group, "batch_size", type=int, default=80, help="sequences per iteration")
-    add_flag(group, "batch_multiply", type=int, default=1,
-         help="iterations whose gradients are accumulated into one optimizer step")
-    add_flag(group, "num_epochs", type=int, default=20, help="total number of epochs")
-    add_flag(group, "max_iterations", type=int, default=0,
-         help="stop after this many iterations in total (0: run all epochs)")
-    add_flag(group, "lr", type=float, default=2e-5, help="learning rate of the language parameters")
-    add_flag(group, "image_lr", type=float, default=2e-5, help="learning rate of all other parameters")
-    add_flag(group, "min_lr", type=float, default=1e-5, help="floor of every learning rate (reference: 1e-5)")
-    add_flag(group, "warmup_steps", type=int, default=10000, help="iterations of linear warm-up")
-    add_flag(group, "total_steps", type=int, default=200000, help="iteration where the linear decay ends")
-    add_flag(group, "grad_clip", type=float, default=0.0, help="clip the gradient norm to this (0: off)")
-    add_flag(group, "sequences_per_image", type=int, default=8,
-         help="sequences sampled from an image per iteration (at most 8)")
-    add_flag(group, "num_negative_samples", type=int, default=1,
-         help="random answers per true answer for the NSP loss")
-    add_flag(group, "mask_prob", type=float, default=0.15, help="probability of masking a token")
-    add_flag(group, "lm_loss_coeff", type=float, default=1.0, help="weight of the masked-LM loss")
-    add_flag(group, "nsp_loss_coeff", type=float, default=1.0, help="weight of the NSP loss")
-    add_flag(group, "img_loss_coeff", type=float, default=1.0, help="weight of the masked-region loss")
-    add_flag(group, "dense_chunk", type=int, default=20,
-         help="dense mode: sequences per forward pass (sets peak memory; the loss stays exact)")
-    add_flag(group, "bert_init", default="", help="initialise the text stream from a Hugging Face BERT")
-    add_flag(group, "seed", type=int, default=0, help="seed of every random number generator")
-    add_flag(group, "save_path", default="checkpoints/", help="folder that holds run folders")
-    add_flag(group, "save_name", default="",
-         help="run folder name inside -save_path (default: a time stamp)")
-    add_flag(group, "continue", action="store_true",
-         help="resume exactly from the newest checkpoint of the run folder (or -start_path when it has none)")
-    add_flag(group, "keep_checkpoints", type=int, default=3,
-         help="keep this many newest checkpoints (plus the best by val MRR)")
-    add_flag(group, "nan_policy", choices=NAN_POLICIES, default="stop",
-         help="on a non-finite loss: stop (default) or skip the step")
-    add_flag(group, "skip_bad_records", action="store_true",
-         help="count and skip unreadable records instead of stopping")
-    add_flag(group, "val_every", type=int, default=0,
-         help="validate every this many iterations (0: as the reference, every 8 // sequences_per_image "
-              "epochs, every epoch in dense mode; -1: never)")
-    add_flag(group, "log_every", type=int, default=10, help="print and plot the losses every this many iterations")
+def _range_problem(field: dataclasses.Field, value) -> Optional[str]:
+    """`-name must be ..., got value` when `value` is outside the field's range, else None."""
+    low, high = field.metadata["at_least"], field.metadata["at_most"]
+    if low is None and high is None:
+        return None
+    if isinstance(value, float):
+        inside = math.isfinite(value) and (low is None or value >= low) and (high is None or value <= high)
+        wanted = f"in [{low:g}, {high:g}]" if high is not None else f"a finite number >= {low:g}"
+    else:
+        inside = (low is None or value >= low) and (high is None or value <= high)
+        wanted = f"in {low}..{high}" if high is not None else f">= {low}"
+    if inside:
+        return None
+    return f"-{flag_name(field)} must be {field.metadata['wanted'] or wanted}{field.metadata['note']}, got {value}"
 
 
 @dataclasses.dataclass(frozen=True)
 class SharedOptions:
-    """The data, model and runtime options of train.py and evaluate.py (field names are the
-    flag names of `add_data_arguments`, `add_model_arguments` and `add_runtime_arguments`)."""
-    visdial_processed_train: str
-    visdial_processed_val: str
-    visdial_processed_test: str
-    visdial_image_feats: str
-    visdial_processed_train_dense: str
-    visdial_processed_train_dense_annotations: str
-    visdial_processed_val_dense_annotations: str
-    vocab: str
-    num_options: int
-    visdial_tot_rounds: int
-    max_seq_len: int
-    num_train_samples: int
-    num_val_samples: int
-    overfit: bool
-    model_config: str
-    model_type: str
-    start_path: str
-    n_gpus: int
-    num_workers: int
-    precision: str
-    compile: bool
+    """The preset, data, model and runtime flags of train.py and evaluate.py."""
+
+    config: str = flag("", "YAML preset of flag values (command-line flags override it)", None, on_resume=FREE,
+                       is_input=True)
+    # data
+    visdial_processed_train: str = flag("data/visdial/visdial_1.0_train_processed.json",
+                                        "json file with the preprocessed train split", "data", is_input=True)
+    visdial_processed_val: str = flag("data/visdial/visdial_1.0_val_processed.json",
+                                      "json file with the preprocessed val split", "data", on_resume=NOTED,
+                                      is_input=True)
+    visdial_processed_test: str = flag("data/visdial/visdial_1.0_test_processed.json",
+                                       "json file with the preprocessed test split", "data", on_resume=FREE,
+                                       is_input=True)
+    visdial_image_feats: str = flag("data/visdial/visdial_img_feat.lmdb",
+                                    "image features of all splits (LMDB folder or .h5 file)", "data", is_input=True)
+    visdial_processed_train_dense: str = flag("data/visdial/visdial_1.0_train_dense_processed.json",
+                                              "train dialogs that have dense annotations", "data", is_input=True)
+    visdial_processed_train_dense_annotations: str = flag(
+        "data/visdial/visdial_1.0_train_dense_annotations_processed.json",
+        "dense annotations of some train dialogs", "data", is_input=True)
+    visdial_processed_val_dense_annotations: str = flag(
+        "data/visdial/visdial_1.0_val_dense_annotations_processed.json",
+        "dense annotations of the val split", "data", on_resume=NOTED, is_input=True)
+    vocab: str = flag("data/bert-base-uncased/vocab.txt",
+                      "BERT WordPiece vocabulary: a vocab.txt, a folder, or a Hugging Face hub name "
+                      "(default: where scripts/download_preprocessed.sh puts it)", "data", is_input=True)
+    num_options: int = flag(100, "answer options per round (2..100)", "data", at_least=2, at_most=100)
+    visdial_tot_rounds: int = flag(11, "rounds kept in a sequence, the caption counting as one (at most 11)",
+                                   "data", at_least=2, at_most=11, note=" (the caption counts as a round)")
+    max_seq_len: int = flag(256, "maximum length of a dialog sequence", "data", at_least=8, at_most=512)
+    num_train_samples: int = flag(0, "train dialogs to use, 0 for all", "data", at_least=0)
+    num_val_samples: int = flag(0, "val dialogs to use, 0 for all", "data", at_least=0, on_resume=NOTED)
+    overfit: bool = flag(False, "use a handful of dialogs (debugging)", "data")
+    # model
+    model_config: str = flag("config/bert_base_6layer_6conect.json",
+                             "model definition (the reference's JSON config schema)", "model", is_input=True)
+    model_type: str = flag("vilbert", "vilbert (the paper's model) or language_only (the text-only baseline)",
+                           "model", choices=MODEL_TYPES)
+    start_path: str = flag("", "checkpoint to start from (weights only, unless -continue)", "model",
+                           on_resume=FREE, is_input=True)
+    # runtime
+    n_gpus: int = flag(8, "accepted for the reference's scripts and otherwise ignored: the processes "
+                          "come from torchrun", "runtime", at_least=1, on_resume=FREE)
+    num_workers: int = flag(min(8, CPU_COUNT), "DataLoader worker processes (default: 8, or the CPUs of this "
+                            "machine when it has fewer)", "runtime", at_least=0, at_most=CPU_COUNT,
+                            note=" (the CPUs of this machine)", on_resume=NOTED)
+    precision: str = flag("auto", "autocast precision; auto = bf16 on GPUs that support it, else fp32",
+                          "runtime", choices=("auto", *PRECISIONS))
+    compile: bool = flag(False, "compile the model with torch.compile", "runtime", on_resume=NOTED)
+
+    def problems(self) -> list[str]:
+        """Every problem with these options, one line each (empty when all is well)."""
+        return [problem for field in dataclasses.fields(self)
+                if (problem := _range_problem(field, getattr(self, field.name))) is not None]
+
+    def input_paths(self) -> dict[str, str]:
+        """`-flag` -> path of every file or folder given to an input flag (`is_input`)."""
+        return {f"-{flag_name(field)}": getattr(self, field.name) for field in dataclasses.fields(self)
+                if field.metadata["is_input"] and getattr(self, field.name)}
+
+    def to_dict(self) -> dict:
+        """Flag name -> value (e.g. `continue`, not the field name `resume`), as in config.yml."""
+        return {flag_name(field): getattr(self, field.name) for field in dataclasses.fields(self)}
+
+    def changes_since(self, saved: dict) -> tuple[list[str], list[str]]:
+        """The flags whose value differs from `saved` (a `to_dict()` of earlier options), as
+        `-name old -> new`: (those that break exact resume, those that are only noted)."""
+        changes = {EXACT: [], NOTED: [], FREE: []}
+        for field in dataclasses.fields(self):
+            name, value = flag_name(field), getattr(self, field.name)
+            if name in saved and saved[name] != value:
+                changes[field.metadata["on_resume"]].append(f"-{name} {saved[name]!r} -> {value!r}")
+        return changes[EXACT], changes[NOTED]
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainOptions(SharedOptions):
-    """The resolved options of one training run (field names are the flag names)."""
-    enable_visdom: int
-    visdom_env: str
-    visdom_server: str
-    visdom_server_port: int
-    tensorboard: int
-    mode: str
-    batch_size: int
-    batch_multiply: int
-    num_epochs: int
-    max_iterations: int
-    lr: float
-    image_lr: float
-    min_lr: float
-    warmup_steps: int
-    total_steps: int
-    grad_clip: float
-    sequences_per_image: int
-    num_negative_samples: int
-    mask_prob: float
-    lm_loss_coeff: float
-    nsp_loss_coeff: float
-    img_loss_coeff: float
-    dense_chunk: int
-    bert_init: str
-    seed: int
-    save_path: str
-    save_name: str
-    resume: bool
-    keep_checkpoints: int
-    nan_policy: str
-    skip_bad_records: bool
-    val_every: int
-    log_every: int
-    config: str = ""
+    """The resolved options of one training run (field names are the flag names, but `resume`)."""
 
-    def to_dict(self) -> dict:
-        """Flag name -> value (`-continue` under its flag name), e.g. for config.yml."""
-        values = dataclasses.asdict(self)
-        values["continue"] = values.pop("resume")
-        return values
+    DESCRIPTION = "Train visdial-bert (base objective or dense-annotation finetuning)"
+
+    # logging
+    enable_visdom: int = flag(0, "1 to log to a visdom server", "logging", on_resume=NOTED)
+    visdom_env: str = flag("", "visdom environment name", "logging", on_resume=NOTED)
+    visdom_server: str = flag("http://localhost", "visdom server address", "logging", on_resume=NOTED)
+    visdom_server_port: int = flag(7777, "visdom server port", "logging", on_resume=NOTED)
+    tensorboard: int = flag(0, "1 to write TensorBoard event files to <run folder>/tensorboard", "logging",
+                            on_resume=NOTED)
+    # training
+    mode: str = flag("base", "base: MLM + NSP + masked regions; dense: dense-annotation finetuning",
+                     "training", choices=MODES)
+    batch_size: int = flag(80, "sequences per iteration", "training", at_least=1)
+    batch_multiply: int = flag(1, "iterations whose gradients are accumulated into one optimizer step",
+                               "training", at_least=1)
+    num_epochs: int = flag(20, "total number of epochs", "training", at_least=1, on_resume=FREE)
+    max_iterations: int = flag(0, "stop after this many iterations in total (0: run all epochs)", "training",
+                               at_least=0, on_resume=FREE)
+    lr: float = flag(2e-5, "learning rate of the language parameters", "training", at_least=0.0)
+    image_lr: float = flag(2e-5, "learning rate of all other parameters", "training", at_least=0.0)
+    min_lr: float = flag(1e-5, "floor of every learning rate (reference: 1e-5)", "training", at_least=0.0)
+    warmup_steps: int = flag(10000, "iterations of linear warm-up", "training", at_least=0)
+    total_steps: int = flag(200000, "iteration where the linear decay ends", "training", at_least=1)
+    grad_clip: float = flag(0.0, "clip the gradient norm to this (0: off)", "training", at_least=0.0)
+    sequences_per_image: int = flag(8, "sequences sampled from an image per iteration (at most 8)", "training",
+                                    at_least=1, at_most=8)
+    num_negative_samples: int = flag(1, "random answers per true answer for the NSP loss", "training")
+    mask_prob: float = flag(0.15, "probability of masking a token", "training", at_least=0.0, at_most=1.0)
+    lm_loss_coeff: float = flag(1.0, "weight of the masked-LM loss", "training", at_least=0.0)
+    nsp_loss_coeff: float = flag(1.0, "weight of the NSP loss", "training", at_least=0.0)
+    img_loss_coeff: float = flag(1.0, "weight of the masked-region loss", "training", at_least=0.0)
+    dense_chunk: int = flag(20, "dense mode: sequences per forward pass (sets peak memory; the loss stays exact)",
+                            "training", at_least=1)
+    bert_init: str = flag("", "initialise the text stream from a Hugging Face BERT", "training", on_resume=FREE,
+                           is_input=True)
+    seed: int = flag(0, "seed of every random number generator", "training")
+    save_path: str = flag("checkpoints/", "folder that holds run folders", "training", on_resume=FREE)
+    save_name: str = flag("", "run folder name inside -save_path (default: a time stamp)", "training",
+                          on_resume=FREE)
+    resume: bool = flag(False, "resume exactly from the newest checkpoint of the run folder (or -start_path "
+                               "when it has none)", "training", on_resume=FREE, name="continue")
+    keep_checkpoints: int = flag(3, "keep this many newest checkpoints (plus the best by val MRR)", "training",
+                                 at_least=1, on_resume=NOTED)
+    nan_policy: str = flag("stop", "on a non-finite loss: stop (default) or skip the step", "training",
+                           choices=NAN_POLICIES, on_resume=NOTED)
+    skip_bad_records: bool = flag(False, "count and skip unreadable records instead of stopping (training "
+                                         "still stops when more than half of the records read are "
+                                         "unreadable)", "training", on_resume=NOTED)
+    val_every: int = flag(0, "validate every this many iterations (0: as the reference, every "
+                             "8 // sequences_per_image epochs, every epoch in dense mode; -1: never)", "training",
+                          at_least=-1, wanted="-1 (never), 0 (as the reference) or positive", on_resume=NOTED)
+    log_every: int = flag(10, "print and plot the losses every this many iterations", "training", at_least=1,
+                          on_resume=NOTED)
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if 1 <= self.sequences_per_image <= 8 and self.mode == "base" and self.batch_size >= 1 \
+                and self.batch_size % self.sequences_per_image:
+            problems.append(f"-batch_size must be a multiple of -sequences_per_image ({self.sequences_per_image}) "
+                            f"in base mode, got {self.batch_size}")
+        # with a bad -num_options this range is meaningless: report only -num_options
+        if self.num_options >= 2 and not 0 <= self.num_negative_samples <= self.num_options - 1:
+            problems.append(f"-num_negative_samples must be in 0..num_options-1 ({self.num_options - 1}), "
+                            f"got {self.num_negative_samples}")
+        if self.lr <= 0 and self.image_lr <= 0:
+            problems.append("-lr and -image_lr are both 0: nothing would be trained")
+        if self.resume and not (self.start_path or self.save_name):
+            problems.append("-continue needs -save_name (the run folder to resume) or -start_path (a checkpoint)")
+        return problems
+
+    def input_paths(self) -> dict[str, str]:
+        paths = super().input_paths()
+        if self.resume:  # -continue reads the run folder's own checkpoints: -start_path may be one of them
+            paths.pop("-start_path", None)
+        return paths
 
 
-def build_train_parser() -> argparse.ArgumentParser:
-    """The full argument parser of train.py."""
-    parser = argparse.ArgumentParser(
-        description="Train visdial-bert (base objective or dense-annotation finetuning)")
-    add_flag(parser, "config", default="", help="YAML preset of flag values (command-line flags override it)")
-    add_data_arguments(parser)
-    add_model_arguments(parser)
-    add_runtime_arguments(parser)
-    add_logging_arguments(parser)
-    add_training_arguments(parser)
+@dataclasses.dataclass(frozen=True)
+class EvalOptions(SharedOptions):
+    """The resolved options of one evaluation (field names are the flag names)."""
+
+    DESCRIPTION = "Evaluate visdial-bert on VisDial val or test"
+
+    split: str = flag("test", "test: write the EvalAI submission; val: compute the metrics", "evaluation",
+                      choices=SPLITS)
+    eval_tokens_per_batch: int = flag(16384, "tokens of one forward pass (sequences x their longest length); "
+                                             "lower it on small GPUs", "evaluation", at_least=1)
+    save_path: str = flag(".", "folder for the output files", "evaluation")
+    save_name: str = flag("", "prefix of the output files: <save_name>_predictions.json, "
+                              "<save_name>_metrics.json (default: the split name)", "evaluation")
+    val_evalai: bool = flag(False, "val only: also write <save_name>_val_predictions.json for EvalAI's val phase",
+                            "evaluation")
+    report: str = flag("", "val only: write an HTML report with plots into this folder", "evaluation")
+    question_types: str = flag("", "val only: a question-type file (dataloader/question_types.py); adds MRR and "
+                                   "R@1 per type, and of a random ranking, to the metrics, the printed table "
+                                   "and the report", "evaluation", is_input=True)
+    compare_metrics: str = flag("", "with -question_types: LABEL=FILE[,LABEL=FILE...], metrics files of other "
+                                    "runs (evaluated with the same types) shown beside this one in the "
+                                    "per-type table", "evaluation")
+
+    @property
+    def compared_metrics(self) -> dict[str, str]:
+        """-compare_metrics as label -> metrics file (an entry without both is kept under its text,
+        for `problems` to name)."""
+        compared = {}
+        for entry in filter(None, self.compare_metrics.split(",")):
+            label, _, path = entry.partition("=")
+            if label and path:
+                compared[label] = path
+            else:
+                compared[entry] = ""
+        return compared
+
+    def input_paths(self) -> dict[str, str]:
+        paths = super().input_paths()
+        paths.update({f"-compare_metrics {label}": path for label, path in self.compared_metrics.items() if path})
+        return paths
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if self.split == "test" and (self.val_evalai or self.report or self.question_types):
+            problems.append("-val_evalai, -report and -question_types need -split val")
+        if self.compare_metrics and not self.question_types:
+            problems.append("-compare_metrics needs -question_types")
+        problems += [f"-compare_metrics: {label!r} is not LABEL=FILE"
+                     for label, path in self.compared_metrics.items() if not path]
+        if self.val_evalai and self.num_options != NUM_ANSWER_OPTIONS:
+            problems.append(f"-val_evalai needs all {NUM_ANSWER_OPTIONS} options (-num_options {NUM_ANSWER_OPTIONS})")
+        return problems
+
+
+OptionsT = TypeVar("OptionsT", bound=SharedOptions)
+
+
+def build_parser(options_type: type[SharedOptions]) -> argparse.ArgumentParser:
+    """The argparse parser of an options dataclass: one `-name` / `--name` flag per field, in
+    argument groups by the fields' `group`."""
+    parser = argparse.ArgumentParser(description=options_type.DESCRIPTION)
+    groups = {}
+    for field in dataclasses.fields(options_type):
+        group = field.metadata["group"]
+        if group is not None and group not in groups:
+            groups[group] = parser.add_argument_group(group)
+        arguments = dict(dest=field.name, default=field.default, help=field.metadata["help"])
+        if field.type is bool:
+            arguments["action"] = "store_true"
+        else:
+            arguments["type"] = field.type
+            arguments["choices"] = field.metadata["choices"] or None
+        name = flag_name(field)
+        (parser if group is None else groups[group]).add_argument(f"-{name}", f"--{name}", **arguments)
     return parser
 
 
-def _apply_preset(parser: argparse.ArgumentParser, path: str) -> None:
-    """Use the values of a YAML preset as the parser's defaults, converted by each flag's type."""
-    preset_file = Path(path)
+def _preset_value(path: str, key: str, field: dataclasses.Field, value):
+    """A preset's value for `field`, of the field's type: YAML's own bool for a bool flag, a
+    string for a path or name, a number (or a string that reads as one, as YAML reads `1e-5`)
+    for a number; null, a list, a mapping or another type is a UserError naming the key."""
+    kind = field.type
+    wanted = {bool: "true or false", str: "a string (quote a value that YAML would read as a number)",
+              int: "an integer", float: "a number"}[kind]
+    if kind is bool:
+        right_type = type(value) is bool
+    elif kind is str:
+        right_type = type(value) is str
+    else:
+        right_type = type(value) in ((int,) if kind is int else (int, float)) or type(value) is str
+        if right_type:
+            try:
+                value = kind(value)
+            except ValueError:
+                right_type = False
+    if not right_type:
+        raise UserError(f"{path}: option '{key}' must be {wanted}, got {value!r}")
+    choices = field.metadata["choices"]
+    if choices and value not in choices:
+        raise UserError(f"{path}: option '{key}' must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _apply_preset(parser: argparse.ArgumentParser, options_type: type[SharedOptions], path: str) -> None:
+    """Use the values of a YAML preset (flag name -> value) as the parser's defaults, each checked
+    against its flag's type (`_preset_value`)."""
+    text = read_text(path, "preset", max_bytes=SMALL_FILE_BYTES)
     try:
-        preset = yaml.safe_load(preset_file.read_text())
-    except OSError as error:
-        raise UserError(f"{path}: cannot read the preset ({error.strerror})") from None
+        preset = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise UserError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not a preset: YAML nested deeper than the reader can follow") from None
     if preset is None:
         return
     if not isinstance(preset, dict):
         raise UserError(f"{path}: a preset must be a mapping of flag names to values")
-    actions = {action.dest: action for action in parser._actions}
+    fields = {flag_name(field): field for field in dataclasses.fields(options_type)}
     defaults = {}
     for key, value in preset.items():
-        action = actions.get(str(key))
-        if action is None or key in ("config", "help"):
+        field = fields.get(str(key))
+        if field is None or field.name == "config":
             raise UserError(f"{path}: unknown option '{key}'")
-        if isinstance(action, argparse._StoreTrueAction):
-            if not isinstance(value, bool):
-                raise UserError(f"{path}: option '{key}' must be true or false, got {value!r}")
-        elif value is not None and action.type is not None:
-            try:
-                value = action.type(str(value))
-            except ValueError:
-                raise UserError(f"{path}: option '{key}' expects {action.type.__name__}, got {value!r}") from None
-        if action.choices is not None and value not in action.choices:
-            raise UserError(f"{path}: option '{key}' must be one of {', '.join(action.choices)}, got {value!r}")
-        defaults[key] = value
+        defaults[field.name] = _preset_value(path, key, field, value)
     parser.set_defaults(**defaults)
 
 
-OptionsT = TypeVar("OptionsT")
-
-
-def parse_options(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
-                  options_type: type[OptionsT]) -> OptionsT:
-    """Parse argv (after the `-config` preset, if any) into `options_type` (a dataclass whose
-    fields are the parser's destinations; a `continue` flag lands in the field `resume`)."""
+def parse_options(argv: Optional[Sequence[str]], options_type: type[OptionsT]) -> OptionsT:
+    """Parse argv (after the `-config` preset, if any) into `options_type`."""
+    parser = build_parser(options_type)
     preliminary = argparse.ArgumentParser(add_help=False)
-    add_flag(preliminary, "config", default="")
+    preliminary.add_argument("-config", "--config", default="")
     known, _ = preliminary.parse_known_args(argv)
     if known.config:
-        _apply_preset(parser, known.config)
-    values = vars(parser.parse_args(argv))
-    if "continue" in values:
-        values["resume"] = values.pop("continue")
-    return options_type(**values)
-
-
-def validate_data_options(options) -> list[str]:
-    """Problems with the data-shape flags, one line each (empty when all is well)."""
-    problems = []
-    if not 2 <= options.num_options <= 100:
-        problems.append(f"-num_options must be in 2..100, got {options.num_options}")
-    if not 2 <= options.visdial_tot_rounds <= 11:
-        problems.append(f"-visdial_tot_rounds must be in 2..11 (the caption counts as a round), "
-                        f"got {options.visdial_tot_rounds}")
-    if not 8 <= options.max_seq_len <= 512:
-        problems.append(f"-max_seq_len must be in 8..512, got {options.max_seq_len}")
-    for name in ("num_train_samples", "num_val_samples"):
-        if getattr(options, name, 0) < 0:
-            problems.append(f"-{name} must be >= 0, got {getattr(options, name)}")
-    return problems
-
-
-def validate_runtime_options(options) -> list[str]:
-    """Problems with the runtime flags, one line each."""
-    problems = []
-    if options.n_gpus < 1:
-        problems.append(f"-n_gpus must be >= 1, got {options.n_gpus}")
-    if options.num_workers < 0:
-        problems.append(f"-num_workers must be >= 0, got {options.num_workers}")
-    return problems
-
-
-def validate_train_options(options: TrainOptions) -> list[str]:
-    """Every problem with the options of train.py, one line each (empty when all is well)."""
-    problems = validate_data_options(options) + validate_runtime_options(options)
-    positive = ("batch_size", "batch_multiply", "num_epochs", "dense_chunk", "keep_checkpoints",
-                "log_every", "total_steps")
-    for name in positive:
-        if getattr(options, name) < 1:
-            problems.append(f"-{name} must be >= 1, got {getattr(options, name)}")
-    for name in ("max_iterations", "warmup_steps"):
-        if getattr(options, name) < 0:
-            problems.append(f"-{name} must be >= 0, got {getattr(options, name)}")
-    if options.val_every < -1:
-        problems.append(f"-val_every must be -1 (never), 0 (as the reference) or positive, got {options.val_every}")
-    if not 1 <= options.sequences_per_image <= 8:
-        problems.append(f"-sequences_per_image must be in 1..8, got {options.sequences_per_image}")
-    elif options.mode == "base" and options.batch_size >= 1 and options.batch_size % options.sequences_per_image:
-        problems.append(f"-batch_size must be a multiple of -sequences_per_image ({options.sequences_per_image}) "
-                        f"in base mode, got {options.batch_size}")
-    # with a bad -num_options this range is meaningless: report only -num_options
-    if options.num_options >= 2 and not 0 <= options.num_negative_samples <= options.num_options - 1:
-        problems.append(f"-num_negative_samples must be in 0..num_options-1 ({options.num_options - 1}), "
-                        f"got {options.num_negative_samples}")
-    if not 0.0 <= options.mask_prob <= 1.0:
-        problems.append(f"-mask_prob must be in [0, 1], got {options.mask_prob}")
-    for name in ("lr", "image_lr", "min_lr", "grad_clip", "lm_loss_coeff", "nsp_loss_coeff", "img_loss_coeff"):
-        value = getattr(options, name)
-        if not math.isfinite(value) or value < 0:
-            problems.append(f"-{name} must be a finite number >= 0, got {value}")
-    if options.lr <= 0 and options.image_lr <= 0:
-        problems.append("-lr and -image_lr are both 0: nothing would be trained")
-    if options.resume and not (options.start_path or options.save_name):
-        problems.append("-continue needs -save_name (the run folder to resume) or -start_path (a checkpoint)")
-    return problems
+        _apply_preset(parser, options_type, known.config)
+    return options_type(**vars(parser.parse_args(argv)))

@@ -42,10 +42,18 @@ from dataloader.encoding import (MAX_REGIONS, REGION_MASK_PROB, EncodedPrefix, T
 from dataloader.visdial_json import (NUM_ANSWER_OPTIONS, check_annotations_follow_dialogs, load_dense_annotations,
                                      load_visdial_json, relevance_of)
 from utils.errors import UserError
-from utils.feature_store import open_feature_store
-from utils.tokenizer import encode_texts, load_tokenizer, special_token_ids
+from dataloader.feature_store import open_feature_store
+from dataloader.tokenizer import encode_texts, load_tokenizer, special_token_ids
 
 OVERFIT_DIALOGS = 5
+
+
+def val_option_order(gt_index: int, num_options: int) -> list[int]:
+    """Json positions of a val round's answer options in the order val items hold them: the ground
+    truth first, then the first num_options - 1 others in json order. Everything that maps val
+    scores back to options (EvalAI's val file, the report) uses this one definition."""
+    others = [position for position in range(NUM_ANSWER_OPTIONS) if position != gt_index]
+    return [gt_index] + others[:num_options - 1]
 
 
 def dataset_length(available: int, overfit: bool, num_samples: int, flag: str, path) -> int:
@@ -77,6 +85,7 @@ class _DialogDataset(Dataset):
         if isinstance(tokenizer, (str, os.PathLike)):
             tokenizer = load_tokenizer(str(tokenizer))
         self.special = special_token_ids(tokenizer)
+        self.vocabulary_size = len(tokenizer)  # the token ids of the items are below it
         self.questions = TokenTable(encode_texts(tokenizer, data["questions"]))
         self.answers = TokenTable(encode_texts(tokenizer, data["answers"]))
         self.captions = TokenTable(encode_texts(tokenizer, [dialog["caption"] for dialog in self.dialogs]))
@@ -124,7 +133,7 @@ class VisdialDataset(_DialogDataset):
     ----------
     split : "train" | "val" | "test"
     dialogs_json : a processed split file (preprocessing/pre_process_visdial.py)
-    features : a feature store path (LMDB or HDF5) or an open reader (utils.feature_store)
+    features : a feature store path (LMDB or HDF5) or an open reader (dataloader.feature_store)
     tokenizer : a BertTokenizer, or a vocab path / hub name for `load_tokenizer`
     dense_annotations_json : val only, the processed val dense annotations (one per dialog, same
         order); without them val items have no gt_relevance / round_id (no NDCG)
@@ -176,8 +185,7 @@ class VisdialDataset(_DialogDataset):
 
     def _option_order(self, turn: dict) -> list[int]:
         """Positions of the options to score: the ground truth, then the first num_options - 1 others."""
-        others = [position for position in range(NUM_ANSWER_OPTIONS) if position != turn["gt_index"]]
-        return [turn["gt_index"]] + others[:self.num_options - 1]
+        return val_option_order(turn["gt_index"], self.num_options)
 
     def _train_item(self, index: int) -> dict:
         rng = np.random.default_rng(random.getrandbits(64))

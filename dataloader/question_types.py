@@ -16,14 +16,13 @@ do), so the file survives preprocessing dropping dialogs. Rounds a file does not
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataloader.visdial_json import read_json
-from utils.checkpointing import atomic_write
 from utils.errors import UserError
+from utils.files import write_json
+from utils.input_files import read_json
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ class QuestionTypes:
 def load_question_types(path: str | os.PathLike) -> QuestionTypes:
     """Read and validate a question-type file (module docstring); a bad file is a UserError."""
     path = Path(path)
-    content = read_json(path)
+    content = read_json(path, "question-type file", booleans=False)
     descriptions = content.get("question_types") if isinstance(content, dict) else None
     rounds = content.get("rounds") if isinstance(content, dict) else None
     if not isinstance(descriptions, dict) or not isinstance(rounds, list):
@@ -67,5 +66,4 @@ def load_question_types(path: str | os.PathLike) -> QuestionTypes:
 def write_question_types(path: str | os.PathLike, descriptions: dict[str, str], rounds: list[dict]) -> None:
     """Write a question-type file atomically: `descriptions` type name -> description (table
     order), `rounds` [{"image_id", "round_id", "question_type"}]."""
-    content = {"question_types": descriptions, "rounds": rounds}
-    atomic_write(Path(path), lambda file: file.write(json.dumps(content).encode()))
+    write_json(path, {"question_types": descriptions, "rounds": rounds})

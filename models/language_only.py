@@ -7,12 +7,12 @@ Parameter names follow the reference (`bert_pretrained.bert.encoder.layer.0...`,
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from models import losses
 from models.config import BertConfig
 from models.layers import (DialogTextEmbeddings, FirstTokenPooler, LMPredictionHead,
-                           TransformerLayer, additive_mask, init_bert_weights, masked_lm_loss)
+                           TransformerLayer, additive_mask, init_bert_weights)
 from models.vilbert import EncoderOutput
 
 
@@ -39,6 +39,15 @@ class DialogBertModel(nn.Module):
         self.encoder = TextEncoder(config)
         self.pooler = FirstTokenPooler(config.hidden_size, config.hidden_size, torch.tanh)
 
+    def forward(self, tokens: torch.Tensor, segments: torch.Tensor,
+                attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Embeddings -> BERT layers -> pooler: (embeddings [N, L, H], last layer [N, L, H],
+        pooled first token [N, H])."""
+        dtype = self.embeddings.word_embeddings.weight.dtype
+        embedding_output = self.embeddings(tokens, segments)
+        sequence = self.encoder(embedding_output, additive_mask(attention_mask, dtype))
+        return embedding_output, sequence, self.pooler(sequence)
+
 
 class DialogPreTrainingHeads(nn.Module):
     """Masked-LM and NSP heads of BERT (`bert_pretrained.cls`)."""
@@ -48,6 +57,16 @@ class DialogPreTrainingHeads(nn.Module):
         self.predictions = LMPredictionHead(config, word_embeddings)
         self.seq_relationship = nn.Linear(config.hidden_size, 2)
 
+    def forward(self, sequence: torch.Tensor, pooled: torch.Tensor, output_lm_scores: bool = True) -> EncoderOutput:
+        """NSP logits [N, 2] from the pooled text, and on request vocabulary scores [N, L, vocab]."""
+        out = EncoderOutput(nsp_scores=self.seq_relationship(pooled))
+        if output_lm_scores:
+            out.lm_scores = self.predictions(sequence)
+        return out
+
+
+# A wrapper without computation of its own: it gives parameters the key paths of the reference's
+# checkpoints (`bert_pretrained.bert...`, `bert_pretrained.cls...`).
 
 class DialogPreTraining(nn.Module):
     """`bert_pretrained`: the body and its heads."""
@@ -79,18 +98,13 @@ class LanguageOnlyDialogEncoder(nn.Module):
         """`image_inputs` (image_feat, image_index, ...) are accepted and ignored, so training
         and evaluation code can call both models alike."""
         bert, heads = self.bert_pretrained.bert, self.bert_pretrained.cls
-        dtype = bert.embeddings.word_embeddings.weight.dtype
-        embedding_output = bert.embeddings(tokens, segments)
-        sequence = bert.encoder(embedding_output, additive_mask(attention_mask, dtype))
-        pooled = bert.pooler(sequence)
-        out = EncoderOutput(nsp_scores=heads.seq_relationship(pooled))
-        if output_lm_scores:
-            out.lm_scores = heads.predictions(sequence)
+        embedding_output, sequence, pooled = bert(tokens, segments, attention_mask)
+        out = heads(sequence, pooled, output_lm_scores)
         if output_hidden_states:
             out.sequence_output_t, out.pooled_output_t = sequence, pooled
             out.embedding_output = embedding_output
         if lm_labels is not None:
-            out.lm_loss = masked_lm_loss(heads.predictions, sequence, lm_labels)
+            out.lm_loss = losses.masked_lm_loss(heads.predictions, sequence, lm_labels)
         if nsp_labels is not None:
-            out.nsp_loss = F.cross_entropy(out.nsp_scores.float(), nsp_labels, ignore_index=-1)
+            out.nsp_loss = losses.next_sentence_loss(out.nsp_scores, nsp_labels)
         return out

@@ -222,17 +222,3 @@ def init_bert_weights(module: nn.Module, std: float) -> None:
         module.weight.data.fill_(1.0)
     if isinstance(module, nn.Linear) and module.bias is not None:
         module.bias.data.zero_()
-
-
-def masked_lm_loss(head: nn.Module, sequence_output: torch.Tensor,
-                   lm_labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the tokens whose label is not -1.
-
-    Only the labelled positions go through the (vocabulary-sized) head. With no labelled token
-    the reference returns nan; this returns 0, a conscious fix.
-    """
-    labelled = lm_labels != -1
-    if not labelled.any():
-        return sequence_output.sum() * 0.0
-    scores = head(sequence_output[labelled])
-    return F.cross_entropy(scores.float(), lm_labels[labelled])

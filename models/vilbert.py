@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models import losses
 from models.config import BertConfig
 from models.layers import (LAYER_NORM_EPS, DialogTextEmbeddings, FirstTokenPooler, Intermediate,
                            LMPredictionHead, PredictionHeadTransform, ResidualOutput, TransformerLayer,
-                           additive_mask, attend, init_bert_weights, masked_lm_loss)
+                           additive_mask, attend, init_bert_weights)
 
 POOLER_BIAS_INIT = 1.0
 """Initial bias of both ReLU poolers of a freshly built model (the reference: 0; see VisualDialogEncoder)."""
@@ -47,6 +48,19 @@ class EncoderOutput:
     lm_loss: Optional[torch.Tensor] = None
     nsp_loss: Optional[torch.Tensor] = None
     img_loss: Optional[torch.Tensor] = None
+
+
+@dataclass
+class StreamStates:
+    """Hidden states of both streams: embeddings [N, L, H] / [N, R, Hv], last layers (same
+    shapes), and the pooled first tokens [N, Hbi]."""
+
+    embedding_t: torch.Tensor
+    embedding_v: torch.Tensor
+    sequence_t: torch.Tensor
+    sequence_v: torch.Tensor
+    pooled_t: torch.Tensor
+    pooled_v: torch.Tensor
 
 
 class ImageEmbeddings(nn.Module):
@@ -178,16 +192,12 @@ class Encoder(nn.Module):
         return hidden
 
     def forward(self, text, text_mask, image, image_mask):
-        """text [N, L, H], image [N or 1, R, Hv], additive masks -> (text, image) hidden states."""
+        """text [N, L, H], image [N, R, Hv], additive masks -> (text, image) hidden states."""
         config = self.config
         t_start = v_start = 0
         for c, (v_end, t_end) in enumerate(zip(config.v_biattention_id, config.t_biattention_id)):
             image = self._run(self.v_layer, v_start, v_end, config.fixed_v_layer, image, image_mask)
             text = self._run(self.layer, t_start, t_end, config.fixed_t_layer, text, text_mask)
-            if c == 0 and config.fast_mode:
-                # fast mode scores one text against every image of the batch
-                text = text.expand(image.shape[0], -1, -1)
-                text_mask = text_mask.expand(image.shape[0], -1, -1, -1)
             if config.with_coattention:
                 image, text = self.c_layer[c](image, image_mask, text, text_mask)
             v_start, t_start = v_end, t_end
@@ -208,6 +218,22 @@ class ViLBertModel(nn.Module):
         self.encoder = Encoder(config)
         self.t_pooler = FirstTokenPooler(config.hidden_size, config.bi_hidden_size, F.relu)
         self.v_pooler = FirstTokenPooler(config.v_hidden_size, config.bi_hidden_size, F.relu)
+
+    def forward(self, tokens: torch.Tensor, segments: torch.Tensor, attention_mask: torch.Tensor,
+                image_feat: torch.Tensor, image_loc: torch.Tensor, image_mask: torch.Tensor,
+                image_index: Optional[torch.Tensor]) -> StreamStates:
+        """Embeddings -> encoder -> poolers of N sequences and their images (see
+        `VisualDialogEncoder.forward` for the inputs)."""
+        dtype = self.embeddings.word_embeddings.weight.dtype
+        if image_index is not None:
+            image_mask = image_mask[image_index]
+        text_mask = additive_mask(attention_mask, dtype)        # [N, 1, 1, L]
+        region_mask = additive_mask(image_mask, dtype)          # [N, 1, 1, R]
+        embedding_t = self.embeddings(tokens, segments)                            # [N, L, H]
+        embedding_v = self.v_embeddings(image_feat, image_loc, image_index)        # [N, R, Hv]
+        sequence_t, sequence_v = self.encoder(embedding_t, text_mask, embedding_v, region_mask)
+        return StreamStates(embedding_t, embedding_v, sequence_t, sequence_v,
+                            self.t_pooler(sequence_t), self.v_pooler(sequence_v))
 
 
 class ImagePredictionHead(nn.Module):
@@ -233,11 +259,22 @@ class PreTrainingHeads(nn.Module):
         self.fusion_method = config.fusion_method
         self.dropout = nn.Dropout(0.1)
 
-    def nsp(self, pooled_t: torch.Tensor, pooled_v: torch.Tensor) -> torch.Tensor:
-        """Fuse the pooled streams (product or sum) and score them: [N, Hbi] x2 -> [N, 2]."""
+    def forward(self, states: StreamStates, output_lm_scores: bool = True,
+                output_img_scores: bool = True) -> EncoderOutput:
+        """NSP logits [N, 2] from the fused pooled streams (product or sum), and on request the
+        vocabulary scores [N, L, vocab] and region-class scores [N, R, v_target_size]."""
+        pooled_t, pooled_v = states.pooled_t, states.pooled_v
         fused = pooled_t * pooled_v if self.fusion_method == "mul" else pooled_t + pooled_v
-        return self.bi_seq_relationship(self.dropout(fused))
+        out = EncoderOutput(nsp_scores=self.bi_seq_relationship(self.dropout(fused)))
+        if output_lm_scores:
+            out.lm_scores = self.predictions(states.sequence_t)
+        if output_img_scores:
+            out.img_scores = self.imagePredictions(states.sequence_v)
+        return out
 
+
+# The two wrappers below hold no computation of their own: they exist so that parameters get the
+# key paths of the released checkpoints (`bert_pretrained.bert...`, `bert_pretrained.cls...`).
 
 class MultiModalPreTraining(nn.Module):
     """The ViLBERT body with its pre-training heads (`bert_pretrained`)."""
@@ -288,58 +325,26 @@ class VisualDialogEncoder(nn.Module):
         """Score N sequences; images are given once each and gathered by `image_index`.
 
         tokens, segments [N, L] int; attention_mask [N, L] (1 real token); image_feat [K, R, F];
-        image_loc [K, R, 5]; image_mask [K, R] (1 real region); image_index [N] (None: K == N);
-        lm_labels [N, L] (-1 ignored); nsp_labels [N]; image_label [K, R] (1: predict this
-        region); image_target [K, R, v_target_size]. Losses are returned for the labels given.
+        image_loc [K, R, 5]; image_mask [K, R] (1 real region); image_index [N] (None: K == N).
+        Labels (models/losses.py): lm_labels [N, L] (token id where masked, -1 elsewhere);
+        nsp_labels [N] (0: the answer belongs, 1: it does not); image_label [K, R] (1: predict
+        this region); image_target [K, R, v_target_size]. Losses are returned for the labels given.
         """
         bert, heads = self.bert_pretrained.bert, self.bert_pretrained.cls
-        dtype = bert.embeddings.word_embeddings.weight.dtype
-        if image_index is not None:
-            image_mask = image_mask[image_index]
-        text_mask = additive_mask(attention_mask, dtype)
-        region_mask = additive_mask(image_mask, dtype)
-
-        embedding_output = bert.embeddings(tokens, segments)
-        v_embedding_output = bert.v_embeddings(image_feat, image_loc, image_index)
-        sequence_t, sequence_v = bert.encoder(embedding_output, text_mask, v_embedding_output,
-                                              region_mask)
-        pooled_t, pooled_v = bert.t_pooler(sequence_t), bert.v_pooler(sequence_v)
-
-        out = EncoderOutput(nsp_scores=heads.nsp(pooled_t, pooled_v))
-        if output_lm_scores:
-            out.lm_scores = heads.predictions(sequence_t)
-        if output_img_scores:
-            out.img_scores = heads.imagePredictions(sequence_v)
+        states = bert(tokens, segments, attention_mask, image_feat, image_loc, image_mask, image_index)
+        out = heads(states, output_lm_scores, output_img_scores)
         if output_hidden_states:
-            out.sequence_output_t, out.sequence_output_v = sequence_t, sequence_v
-            out.pooled_output_t, out.pooled_output_v = pooled_t, pooled_v
-            out.embedding_output, out.v_embedding_output = embedding_output, v_embedding_output
+            out.sequence_output_t, out.sequence_output_v = states.sequence_t, states.sequence_v
+            out.pooled_output_t, out.pooled_output_v = states.pooled_t, states.pooled_v
+            out.embedding_output, out.v_embedding_output = states.embedding_t, states.embedding_v
 
         if lm_labels is not None:
-            out.lm_loss = masked_lm_loss(heads.predictions, sequence_t, lm_labels)
+            out.lm_loss = losses.masked_lm_loss(heads.predictions, states.sequence_t, lm_labels)
         if nsp_labels is not None:
-            out.nsp_loss = F.cross_entropy(out.nsp_scores.float(), nsp_labels, ignore_index=-1)
+            out.nsp_loss = losses.next_sentence_loss(out.nsp_scores, nsp_labels)
         if image_label is not None and image_target is not None:
             if image_index is not None:
                 image_label, image_target = image_label[image_index], image_target[image_index]
-            out.img_loss = self._masked_region_loss(heads.imagePredictions, sequence_v,
-                                                    image_label, image_target)
+            out.img_loss = losses.masked_region_loss(heads.imagePredictions, states.sequence_v, image_label,
+                                                     image_target, self.config.predict_feature)
         return out
-
-    def _masked_region_loss(self, head: nn.Module, sequence_v: torch.Tensor,
-                            image_label: torch.Tensor, image_target: torch.Tensor) -> torch.Tensor:
-        """Masked-region loss over the regions labelled 1, as the reference computes it.
-
-        Class targets (default): KL(target || softmax(scores)) summed over classes and regions,
-        divided by the number of labelled regions (padding regions labelled 1 add 0 to the sum
-        but count in the divisor, as in the reference). With `predict_feature`, mean squared
-        error per labelled feature element. No labelled region: 0 instead of the reference's nan.
-        """
-        labelled = image_label == 1
-        if not labelled.any():
-            return sequence_v.sum() * 0.0
-        scores = head(sequence_v[labelled]).float()
-        target = image_target[labelled].float()
-        if self.config.predict_feature:
-            return F.mse_loss(scores, target, reduction="sum") / target.numel()
-        return F.kl_div(F.log_softmax(scores, dim=-1), target, reduction="sum") / labelled.sum()

@@ -1,51 +1,46 @@
-"""Convert an LMDB image feature store (the released layout) to the HDF5 layout.
+"""Convert image features into a feature store the datasets read (LMDB or HDF5, by the output name).
 
+    # the released LMDB to HDF5
     python preprocessing/convert_features.py -input data/visdial/visdial_img_feat.lmdb \
         -output data/visdial/visdial_img_feat.h5
+    # the bottom-up-attention TSV (several files: give them all), the challenge starter's HDF5,
+    # a folder of <image_id>.npz files from your own detector
+    python preprocessing/convert_features.py -input trainval_36.tsv -output features.lmdb
+    python preprocessing/convert_features.py -input features_faster_rcnn_x101_val.h5 -output val.h5
+    python preprocessing/convert_features.py -input my_detections/ -output my_features.h5
 
-The HDF5 layout is documented in `utils.feature_store.write_hdf5_feature_store`; both stores give
-identical values through `utils.feature_store.open_feature_store`.
+The formats and what is checked are in `dataloader/feature_formats.py` (the README documents the
+.npz schema); both stores give identical values through `dataloader.feature_store.open_feature_store`.
+The output may be neither an input nor inside one; it is written atomically (SIGTERM or Ctrl-C
+leave no partial file).
 """
 import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tqdm import tqdm
-
-from utils.errors import UserError, run_cli
-from utils.feature_store import LmdbFeatureStore, open_feature_store, write_hdf5_feature_store
+from dataloader.feature_formats import convert_features
+from utils.errors import run_cli
+from utils.outputs import Output, check_outputs
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Convert an LMDB image feature store to HDF5")
-    parser.add_argument("-input", "--input", required=True, help="LMDB feature store (folder or data.mdb)")
-    parser.add_argument("-output", "--output", required=True, help="HDF5 file to write")
+    parser = argparse.ArgumentParser(description="Convert image features (LMDB, HDF5, bottom-up-attention TSV, "
+                                                 "challenge-starter HDF5, a folder of .npz) into a feature store")
+    parser.add_argument("-input", "--input", required=True, nargs="+",
+                        help="feature file(s) or folder(s), the format recognised from each")
+    parser.add_argument("-output", "--output", required=True,
+                        help="the store to write: NAME.h5 / NAME.hdf5 (HDF5) or NAME.lmdb (LMDB folder)")
+    parser.add_argument("-quiet", "--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
-
-
-def convert_lmdb_to_hdf5(input_path: str, output_path: str, show_progress: bool = True) -> int:
-    """Copy every image of the LMDB store at `input_path` into a new HDF5 file; returns the count."""
-    store = open_feature_store(input_path)
-    if not isinstance(store, LmdbFeatureStore):
-        raise UserError(f"{input_path}: is not an LMDB feature store")
-    image_ids = store.image_ids()
-    if not image_ids:
-        raise UserError(f"{input_path}: feature store holds no images")
-    max_boxes = max(store.stored_num_boxes(image_id)
-                    for image_id in tqdm(image_ids, desc="scanning", disable=not show_progress))
-    # closed before an error propagates, so the error stays the last line on the terminal
-    with tqdm(image_ids, desc="converting", disable=not show_progress) as progress:
-        records = (store.read_raw(image_id) for image_id in progress)
-        return write_hdf5_feature_store(output_path, records, num_images=len(image_ids), max_boxes=max_boxes)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    count = convert_lmdb_to_hdf5(args.input, args.output)
-    print(f"wrote {count} images to {args.output}")
+    check_outputs([Output("-output", Path(args.output), what="the feature store")],
+                  {"-input" if len(args.input) == 1 else f"-input {path}": path for path in args.input})
+    count, width = convert_features(args.input, args.output, note=lambda line: print(f"note: {line}", file=sys.stderr),
+                                    show_progress=not args.quiet)
+    print(f"wrote {count} images ({width}-d features) to {args.output}")
 
 
 if __name__ == "__main__":

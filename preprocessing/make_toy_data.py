@@ -48,25 +48,20 @@ Usage:
     python preprocessing/make_toy_data.py -out data/toy -seed 0 -train_dialogs 1000
 """
 import argparse
-import json
 import math
 import random
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import numpy as np
 
+from dataloader.feature_store import convert_lmdb_to_hdf5, write_lmdb_feature_store
 from dataloader.question_types import write_question_types
-from preprocessing.convert_features import convert_lmdb_to_hdf5
-from utils.checkpointing import atomic_write
 from utils.errors import UserError, run_cli
-from utils.feature_store import write_lmdb_feature_store
+from utils.files import write_json, write_text
+from utils.outputs import Output, check_outputs
 
 SHAPES = ("circle", "square", "triangle", "star", "heart", "diamond")
 COLOURS = ("red", "blue", "green", "yellow", "purple", "orange")
@@ -453,13 +448,11 @@ def unique_image_ids(count: int, rng: random.Random) -> List[int]:
     return rng.sample(range(100000, 1000000), count)
 
 
-def check_arguments(out_dir: Path, train_dialogs: int, whole_image_dialogs: int, val_dialogs: int,
+def check_arguments(train_dialogs: int, whole_image_dialogs: int, val_dialogs: int,
                     test_dialogs: int, dense_train_fraction: float, boxes_per_image: int, min_objects: int,
                     max_objects: int, image_signal: float, noise: float, question_types: Sequence[str],
                     rounds: int) -> None:
     """Raise UserError for the first bad argument, before anything is written."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{out_dir}: -out is an existing file, expected a folder")
     if not 2 <= min_objects <= max_objects <= len(SHAPES) - 1:
         raise UserError(f"-min_objects/-max_objects must satisfy 2 <= min <= max <= {len(SHAPES) - 1}")
     if boxes_per_image <= max_objects:
@@ -498,7 +491,7 @@ def make_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 1000, val_d
     """
     out_dir = Path(out_dir)
     question_types = list(dict.fromkeys(question_types))
-    check_arguments(out_dir, train_dialogs, whole_image_dialogs, val_dialogs, test_dialogs, dense_train_fraction,
+    check_arguments(train_dialogs, whole_image_dialogs, val_dialogs, test_dialogs, dense_train_fraction,
                     boxes_per_image, min_objects, max_objects, image_signal, noise, question_types, rounds)
     rng = random.Random(seed)
     answer_pool = all_answer_strings()
@@ -535,7 +528,7 @@ def make_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 1000, val_d
 
     vocab = build_vocab(all_texts(answer_pool))
     paths["vocab"] = out_dir / "vocab.txt"
-    atomic_write(paths["vocab"], lambda file: file.write(("\n".join(vocab) + "\n").encode()))
+    write_text(paths["vocab"], "\n".join(vocab) + "\n")
     paths["model_config"] = out_dir / "model_config.json"
     write_json(paths["model_config"], model_config(len(vocab), hidden_size))
     return paths
@@ -558,10 +551,6 @@ def all_texts(answer_pool: Sequence[str]) -> List[str]:
     questions += [question for question, _, _, _ in SCENE_PROPERTIES.values()]
     captions = [caption_of(ToyScene((), (), day), with_day) for day in DAYS for with_day in (True, False)]
     return list(answer_pool) + questions + captions
-
-
-def write_json(path: Path, content) -> None:
-    atomic_write(path, lambda file: file.write(json.dumps(content).encode()))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -597,6 +586,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    check_outputs([Output("-out", Path(args.out), is_folder=True, what="the toy data folder")], {})
     paths = make_toy_data(Path(args.out), seed=args.seed, train_dialogs=args.train_dialogs,
                           val_dialogs=args.val_dialogs, test_dialogs=args.test_dialogs,
                           dense_train_fraction=args.dense_train_fraction,

@@ -3,69 +3,37 @@
     python preprocessing/pre_process_visdial.py -max_seq_len 256 -vocab data/bert-base-uncased/vocab.txt \
         -visdial_train data/visdial/visdial_1.0_train.json ... (every path has a flag, see -h)
 
-Token counts use the BERT tokenizer without special tokens; a sequence is
-`[CLS] caption [SEP] q1 [SEP] a1 [SEP] ... q_t [SEP] answer [SEP]`. The rules of the reference:
-
-* train: a dialog is dropped when `22 + len(caption) + sum over its rounds (len(q) + len(a))`
-  exceeds max_seq_len (22 = [CLS] + 21 [SEP]).
-* train dense annotations: kept when their dialog survived and every answer option of the
-  annotated round r fits: `1 + (caption+1) + sum_{k<r} (q_k+1 + a_k+1) + (q_r+1) + (option+1)`.
-* val: a dialog (and the dense annotation at the same position) is dropped when some option of
-  some round gives a sequence longer than max_seq_len.
-* test: `round_id` (the original number of rounds) is added to every dialog; when the longest
-  last-round option does not fit, whole rounds are removed from the front (caption kept) until
-  it does.
-
-Two reference bugs are fixed on purpose: the reference's train output held only the
-dense-annotated dialogs (a shallow copy shared the `data` dict), ours holds every surviving train
-dialog; and the reference checked train dense annotations with the rounds of a stale dialog and
-without the annotated round's question, ours applies the rule above to the annotated dialog.
-
-Outputs are written atomically (temporary file, then rename); a summary lists what was dropped and why.
+The command line of `dataloader.preprocess`, which states the reference's length rules, the two
+fixed reference bugs and what is written. Prints what was dropped and why.
 """
-from __future__ import annotations
-
 import argparse
-import copy
-import json
-import os
-import sys
-from dataclasses import dataclass, field
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import numpy as np
-from tqdm import tqdm
-
-from dataloader.visdial_json import (check_annotations_follow_dialogs, load_dense_annotations,
-                                     load_visdial_json)
+from dataloader.preprocess import INPUT_FILES, OUTPUT_FILES, Summary
+from dataloader.preprocess import preprocess as preprocess_files
 from utils.errors import UserError, run_cli
-from utils.tokenizer import encode_texts, load_tokenizer
 
 DATA_DIR = "data/visdial"
+FILES = {
+    "visdial_train": ("visdial_1.0_train.json", "raw train split"),
+    "visdial_val": ("visdial_1.0_val.json", "raw val split"),
+    "visdial_test": ("visdial_1.0_test.json", "raw test split"),
+    "visdial_val_ndcg": ("visdial_1.0_val_dense_annotations.json", "val dense annotations"),
+    "visdial_train_ndcg": ("visdial_1.0_train_dense_annotations.json", "train dense annotations"),
+    "save_path_train": ("visdial_1.0_train_processed.json", "output: processed train split"),
+    "save_path_val": ("visdial_1.0_val_processed.json", "output: processed val split"),
+    "save_path_test": ("visdial_1.0_test_processed.json", "output: processed test split"),
+    "save_path_train_dense_samples": ("visdial_1.0_train_dense_processed.json",
+                                      "output: train dialogs that have a kept dense annotation"),
+    "save_path_val_ndcg": ("visdial_1.0_val_dense_annotations_processed.json", "output: kept val dense annotations"),
+    "save_path_train_ndcg": ("visdial_1.0_train_dense_annotations_processed.json",
+                             "output: kept train dense annotations"),
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Preprocess VisDial v1.0 json for visdial-bert")
-    inputs = {
-        "visdial_train": ("visdial_1.0_train.json", "raw train split"),
-        "visdial_val": ("visdial_1.0_val.json", "raw val split"),
-        "visdial_test": ("visdial_1.0_test.json", "raw test split"),
-        "visdial_val_ndcg": ("visdial_1.0_val_dense_annotations.json", "val dense annotations"),
-        "visdial_train_ndcg": ("visdial_1.0_train_dense_annotations.json", "train dense annotations"),
-        "save_path_train": ("visdial_1.0_train_processed.json", "output: processed train split"),
-        "save_path_val": ("visdial_1.0_val_processed.json", "output: processed val split"),
-        "save_path_test": ("visdial_1.0_test_processed.json", "output: processed test split"),
-        "save_path_train_dense_samples": ("visdial_1.0_train_dense_processed.json",
-                                          "output: train dialogs that have a kept dense annotation"),
-        "save_path_val_ndcg": ("visdial_1.0_val_dense_annotations_processed.json",
-                               "output: kept val dense annotations"),
-        "save_path_train_ndcg": ("visdial_1.0_train_dense_annotations_processed.json",
-                                 "output: kept train dense annotations"),
-    }
-    for name, (file_name, help_text) in inputs.items():
+    for name in INPUT_FILES + OUTPUT_FILES:
+        file_name, help_text = FILES[name]
         parser.add_argument(f"-{name}", f"--{name}", default=f"{DATA_DIR}/{file_name}",
                             help=f"{help_text} (default: %(default)s)")
     parser.add_argument("-max_seq_len", "--max_seq_len", type=int, default=256,
@@ -79,183 +47,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-class TokenLengths:
-    """Token counts of every question, answer and caption of one split (each string tokenised once)."""
-
-    def __init__(self, tokenizer, split_data: dict):
-        self.question = np.array([len(ids) for ids in encode_texts(tokenizer, split_data["questions"])], dtype=np.int64)
-        self.answer = np.array([len(ids) for ids in encode_texts(tokenizer, split_data["answers"])], dtype=np.int64)
-        captions = encode_texts(tokenizer, [dialog["caption"] for dialog in split_data["dialogs"]])
-        self.caption = [len(ids) for ids in captions]
-
-    def history_before(self, position: int, rounds: list[dict], round_index: int) -> int:
-        """Tokens before the answer slot of round `round_index` (0-based): [CLS] caption [SEP], the
-        earlier rounds' q [SEP] a [SEP], and this round's q [SEP]."""
-        total = 1 + self.caption[position] + 1
-        for turn in rounds[:round_index]:
-            total += self.question[turn["question"]] + 1 + self.answer[turn["answer"]] + 1
-        return total + self.question[rounds[round_index]["question"]] + 1
-
-    def longest_option(self, turn: dict) -> int:
-        return int(self.answer[turn["answer_options"]].max())
-
-
-@dataclass
-class Summary:
-    """What preprocessing removed, per split, with the reason and the image ids."""
-
-    lines: list[str] = field(default_factory=list)
-
-    def add(self, what: str, image_ids: list, reason: str) -> None:
-        shown = ", ".join(str(image_id) for image_id in image_ids[:20]) + (" ..." if len(image_ids) > 20 else "")
-        self.lines.append(f"{what}: {len(image_ids)}" + (f" ({reason}): {shown}" if image_ids else ""))
-
-
-def filter_train(train: dict, lengths: TokenLengths, max_seq_len: int, summary: Summary) -> list[dict]:
-    """Dialogs whose whole length fits (the reference's rule, 22 = [CLS] + 21 [SEP])."""
-    kept, dropped = [], []
-    for position, dialog in enumerate(train["data"]["dialogs"]):
-        total = 22 + lengths.caption[position] + sum(
-            lengths.question[turn["question"]] + lengths.answer[turn["answer"]] for turn in dialog["dialog"])
-        (kept if total <= max_seq_len else dropped).append(dialog)
-    summary.add("train dialogs dropped", [dialog["image_id"] for dialog in dropped],
-                f"full dialog longer than {max_seq_len} tokens")
-    return kept
-
-
-def filter_train_dense(annotations: list[dict], kept_train: list[dict], lengths: TokenLengths,
-                       position_of_dialog: dict[int, int], max_seq_len: int,
-                       summary: Summary) -> tuple[list[dict], list[dict]]:
-    """Annotations (and their dialogs, in annotation order) whose dialog survived and whose
-    annotated round fits for every answer option."""
-    kept_by_image = {dialog["image_id"]: dialog for dialog in kept_train}
-    kept_annotations, dialogs, without_dialog, too_long = [], [], [], []
-    for annotation in annotations:
-        image_id = annotation["image_id"]
-        dialog = kept_by_image.get(image_id)
-        if dialog is None:
-            without_dialog.append(image_id)
-            continue
-        round_index = annotation["round_id"] - 1
-        if round_index >= len(dialog["dialog"]):
-            raise UserError(f"train dense annotation of image {image_id} names round {annotation['round_id']}, "
-                            f"its dialog has {len(dialog['dialog'])} rounds")
-        turn = dialog["dialog"][round_index]
-        history = lengths.history_before(position_of_dialog[image_id], dialog["dialog"], round_index)
-        if history + lengths.longest_option(turn) + 1 > max_seq_len:
-            too_long.append(image_id)
-            continue
-        kept_annotations.append(annotation)
-        dialogs.append(dialog)
-    summary.add("train dense annotations dropped", without_dialog, "their dialog was dropped or is absent")
-    summary.add("train dense annotations dropped", too_long, f"an option of the annotated round exceeds {max_seq_len}")
-    return kept_annotations, dialogs
-
-
-def filter_val(val: dict, annotations: list[dict], lengths: TokenLengths, max_seq_len: int,
-               summary: Summary) -> tuple[list[dict], list[dict]]:
-    """Val dialogs (and their annotations) where every option of every round fits."""
-    kept_dialogs, kept_annotations, dropped = [], [], []
-    for position, (dialog, annotation) in enumerate(zip(val["data"]["dialogs"], annotations)):
-        rounds = dialog["dialog"]
-        fits = all(lengths.history_before(position, rounds, index) + lengths.longest_option(turn) + 1 <= max_seq_len
-                   for index, turn in enumerate(rounds))
-        if fits:
-            kept_dialogs.append(dialog)
-            kept_annotations.append(annotation)
-        else:
-            dropped.append(dialog["image_id"])
-    summary.add("val dialogs dropped (with their dense annotation)", dropped,
-                f"an answer option makes a sequence longer than {max_seq_len}")
-    return kept_dialogs, kept_annotations
-
-
-def truncate_test(test: dict, lengths: TokenLengths, max_seq_len: int, summary: Summary) -> None:
-    """Add `round_id` to every test dialog and drop leading rounds of the ones that do not fit."""
-    truncated = []
-    for position, dialog in enumerate(test["data"]["dialogs"]):
-        rounds = dialog["dialog"]
-        dialog["round_id"] = len(rounds)
-        last = len(rounds) - 1
-        longest = lengths.history_before(position, rounds, last) + lengths.longest_option(rounds[last]) + 1
-        removed = 0
-        while longest > max_seq_len:
-            if removed == last:
-                raise UserError(f"test dialog of image {dialog['image_id']}: even its last round alone "
-                                f"is longer than -max_seq_len {max_seq_len}")
-            longest -= lengths.question[rounds[removed]["question"]] + 1 + lengths.answer[rounds[removed]["answer"]] + 1
-            removed += 1
-        if removed:
-            dialog["dialog"] = rounds[removed:]
-            truncated.append(dialog["image_id"])
-    summary.add("test dialogs truncated from the front", truncated,
-                f"history + longest last-round option longer than {max_seq_len}")
-
-
-def create_output_folders(paths: list[str]) -> None:
-    """Create the folder of every output before any work, so an unwritable one fails first."""
-    for path in paths:
-        try:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise UserError(f"{path}: cannot write the output ({error.strerror})") from None
-
-
-def write_json_atomically(content, path: str) -> None:
-    """json.dump to `path + '.tmp'` then rename, so a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(content, handle)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def preprocess(args: argparse.Namespace) -> Summary:
-    """Run the whole preprocessing described in the module docstring; returns the summary."""
-    create_output_folders([args.save_path_train, args.save_path_val, args.save_path_test, args.save_path_val_ndcg,
-                           args.save_path_train_dense_samples, args.save_path_train_ndcg])
-    train = load_visdial_json(args.visdial_train, "train")
-    val = load_visdial_json(args.visdial_val, "val")
-    test = load_visdial_json(args.visdial_test, "test")
-    train_annotations = load_dense_annotations(args.visdial_train_ndcg)
-    val_annotations = load_dense_annotations(args.visdial_val_ndcg)
-    check_annotations_follow_dialogs(val_annotations, val["data"]["dialogs"], args.visdial_val_ndcg)
-    tokenizer = load_tokenizer(args.vocab)
-
-    splits = tqdm([("train", train), ("val", val), ("test", test)], desc="tokenising", disable=args.quiet)
-    lengths = {name: TokenLengths(tokenizer, content["data"]) for name, content in splits}
-    summary = Summary()
-    max_seq_len = args.max_seq_len
-
-    kept_train = filter_train(train, lengths["train"], max_seq_len, summary)
-    position_of_dialog = {dialog["image_id"]: position for position, dialog in enumerate(train["data"]["dialogs"])}
-    kept_train_annotations, train_dense_dialogs = filter_train_dense(
-        train_annotations, kept_train, lengths["train"], position_of_dialog, max_seq_len, summary)
-    kept_val, kept_val_annotations = filter_val(val, val_annotations, lengths["val"], max_seq_len, summary)
-    truncate_test(test, lengths["test"], max_seq_len, summary)
-
-    train_dense = copy.copy(train)
-    train_dense["data"] = {**train["data"], "dialogs": train_dense_dialogs}
-    train["data"]["dialogs"] = kept_train
-    val["data"]["dialogs"] = kept_val
-    outputs = [(train, args.save_path_train), (val, args.save_path_val),
-               (kept_val_annotations, args.save_path_val_ndcg), (test, args.save_path_test),
-               (train_dense, args.save_path_train_dense_samples), (kept_train_annotations, args.save_path_train_ndcg)]
-    for content, path in tqdm(outputs, desc="writing", disable=args.quiet):
-        write_json_atomically(content, path)
-    summary.lines.append(f"kept: {len(kept_train)} train dialogs, {len(kept_train_annotations)} train dense "
-                         f"annotations, {len(kept_val)} val dialogs, {len(test['data']['dialogs'])} test dialogs")
-    return summary
+    """Preprocess the files named by parsed flags (see `dataloader.preprocess.preprocess`)."""
+    return preprocess_files({name: getattr(args, name) for name in INPUT_FILES + OUTPUT_FILES}, args.max_seq_len, args.vocab,
+                            show_progress=not args.quiet)
 
 
 def main(argv=None) -> None:
-    summary = preprocess(parse_args(argv))
-    print("\n".join(summary.lines))
+    print("\n".join(preprocess(parse_args(argv)).lines))
 
 
 if __name__ == "__main__":

@@ -11,23 +11,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-
-from dataloader.collate import collate_dialog_batch  # noqa: E402
-from dataloader.datasets import VisdialDataset  # noqa: E402
-from preprocessing.convert_features import convert_lmdb_to_hdf5  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
-from utils.feature_store import write_lmdb_feature_store  # noqa: E402
-from utils.tokenizer import load_tokenizer  # noqa: E402
+from dataloader.collate import collate_dialog_batch
+from dataloader.datasets import VisdialDataset
+from dataloader.feature_store import convert_lmdb_to_hdf5, write_lmdb_feature_store
+from dataloader.tokenizer import load_tokenizer
+from utils.errors import UserError, run_cli
 
 WORDS = ("the a man woman dog cat red blue green white black is are there any how many what color "
          "table chair window street car bus tree sky cloudy sunny yes no maybe two three four left right "

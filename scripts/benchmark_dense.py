@@ -1,6 +1,6 @@
 """Dense finetuning step: peak memory and seconds versus chunk size and number of options.
 
-Compares the exact chunked loss of utils/training.dense_step (`-dense_chunk`) with one graph over
+Compares the exact chunked loss of utils/training/steps.dense_step (`-dense_chunk`) with one graph over
 all options (what the reference did with 80 options on 8 GPUs). One annotated round of realistic
 VisDial length (round 5: about 15 + 12 * 5 tokens of history, then a 2..8-token answer), dropout
 on, fp32, on this machine's CPU (or the GPU when there is one).
@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 SMALL_CONFIG_CHANGES = {
     "hidden_size": 256, "intermediate_size": 1024, "num_attention_heads": 4, "num_hidden_layers": 4,
@@ -73,7 +71,8 @@ def measure(config_name: str, num_options: int, chunk: int, steps: int) -> dict:
     """One configuration in this process; chunk 0 means one graph over all options."""
     import torch
     from models import VisualDialogEncoder
-    from utils.training import StepSettings, _score_chunk, dense_loss, dense_step
+    from models.losses import dense_loss
+    from utils.training.steps import StepSettings, _score_chunk, dense_step
 
     torch.manual_seed(0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -8,7 +8,7 @@ of 1 to 8 tokens) and 37 image regions. Rows:
 
 * reference path: every sequence padded to 256 tokens, the image copied per sequence, fixed
   chunks, fp32, every head computed (what the reference's evaluation did);
-* ours fp32 / bf16: utils/scoring.py (length-sorted token-budget batches, images once, NSP head only).
+* ours fp32 / bf16: utils/evaluation/scoring.py (length-sorted token-budget batches, images once, NSP head only).
 
 Also the achieved GFLOP/s of our fp32 path (FLOPs counted by torch's FlopCounterMode) against a
 large fp32 matrix product measured in the same run, and whether the fp32 ranks equal the
@@ -18,22 +18,50 @@ machine-readable.
 """
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-from models import build_model  # noqa: E402
-from utils.metrics import scores_to_ranks  # noqa: E402
-from utils.scoring import score_padded_reference_style, score_sequences  # noqa: E402
+from models import build_model
+from utils.evaluation.metrics import scores_to_ranks
+from utils.evaluation.scoring import ranking_scores, score_sequences
 
 REGIONS = 37
 REFERENCE_MAX_SEQ_LEN = 256
 VISDIAL_VAL_SEQUENCES = 2064 * 10 * 100
+
+
+@torch.inference_mode()
+def score_padded_reference_style(model: torch.nn.Module, batch: dict, max_seq_len: int,
+                                 sequences_per_call: int, all_heads: bool = True) -> torch.Tensor:
+    """The reference's way of scoring, the baseline of this benchmark (and of tests/test_scoring.py).
+
+    Every sequence padded to ``max_seq_len``, the image copied per sequence, fixed chunks of
+    ``sequences_per_call``, fp32, the LM and region heads computed too unless ``all_heads`` is
+    False. Same batch and output as ``score_sequences``.
+    """
+    device = next(model.parameters()).device
+    num_sequences, length = batch["tokens"].shape
+
+    def padded(tensor: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pad(tensor, (0, max_seq_len - length))
+
+    tokens, segments = padded(batch["tokens"]), padded(batch["segments"])
+    attention_mask = padded(batch["attention_mask"].long()).bool()
+    image_index = batch["image_index"]
+    scores = []
+    for start in range(0, num_sequences, sequences_per_call):
+        rows = slice(start, start + sequences_per_call)
+        output = model(
+            tokens[rows].to(device), segments[rows].to(device), attention_mask[rows].to(device),
+            batch["image_feat"][image_index[rows]].to(device),
+            batch["image_loc"][image_index[rows]].to(device),
+            batch["image_mask"][image_index[rows]].to(device),
+            output_lm_scores=all_heads, output_img_scores=all_heads,
+        )
+        scores.append(ranking_scores(output.nsp_scores).cpu())
+    return torch.cat(scores)
 
 
 def spread_weights(model: torch.nn.Module, generator: torch.Generator) -> None:

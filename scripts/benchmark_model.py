@@ -10,15 +10,12 @@ runs after one warm-up; random weights (speed does not depend on them).
 """
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from models import build_model  # noqa: E402
+from models import build_model
 
 REGIONS = 37
 

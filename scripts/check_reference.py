@@ -1,24 +1,27 @@
 """Check this implementation against a reference fixture folder (laid out like ../shared/golden).
 
-    python scripts/check_reference.py --fixtures ../shared/golden
+    python scripts/check_reference.py --fixtures ../shared/golden              # every check
+    python scripts/check_reference.py --fixtures ../shared/golden --only eval  # one group
 
 Prints one row per check (its max abs difference where numeric) and exits 1 when any check
-fails. A fixture file that is absent is reported as absent, never as passed.
+fails. A fixture file that is absent is reported as absent, never as passed. The groups:
+model (utils/conformance/model.py), data (utils/conformance/data.py) and eval
+(utils/conformance/evaluation.py; `evaluation` is accepted as its old name).
 """
 import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
+from utils.conformance.common import CheckResult
+from utils.conformance.data import data_checks
+from utils.conformance.evaluation import eval_checks
+from utils.conformance.model import model_checks
+from utils.errors import UserError, run_cli
 
-from utils.conformance import CheckResult, model_checks  # noqa: E402
-from utils.conformance_data import data_checks  # noqa: E402
-from utils.conformance_eval import eval_checks  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
-
-CHECK_GROUPS = {"model": model_checks, "data": data_checks, "evaluation": eval_checks}
+CHECK_GROUPS = {"model": model_checks, "data": data_checks, "eval": eval_checks}
+GROUP_ALIASES = {"evaluation": "eval"}
 
 
 def run_group(name: str, check, fixtures: Path) -> list:
@@ -37,13 +40,14 @@ def print_table(results: list) -> None:
         print(f"{status}  {result.name:<{width}}  {diff:>9}  {result.detail}")
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fixtures", "-fixtures", required=True, type=Path,
                         help="fixture folder laid out like ../shared/golden")
-    parser.add_argument("--only", choices=sorted(CHECK_GROUPS), action="append",
-                        help="run only these groups of checks (repeatable)")
-    args = parser.parse_args()
+    parser.add_argument("--only", "-only", choices=sorted(CHECK_GROUPS), action="append",
+                        type=lambda name: GROUP_ALIASES.get(name, name),
+                        help="run only this group of checks (repeatable)")
+    args = parser.parse_args(argv)
     if not args.fixtures.is_dir():
         raise UserError(f"{args.fixtures}: fixture folder not found")
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))

@@ -9,11 +9,19 @@
 # writes the EvalAI test file; scores both on val per question type beside a random ranking, with the
 # val report; ends with that table and one summary line.
 # DEMO_DIR (default: demo_output) is where everything goes; DEMO_SEED changes the toy data and the runs.
+# The demo deletes DEMO_DIR when it starts, so it only takes a folder it made itself (marked by the
+# file .made-by-demo.sh), a new one, or an empty one: anything else is refused before any work.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-source scripts/setup_env.sh
 
 DEMO_DIR="${DEMO_DIR:-demo_output}"
+DEMO_MARK="$DEMO_DIR/.made-by-demo.sh"
+if [ -e "$DEMO_DIR" ] && [ ! -f "$DEMO_MARK" ] && [ -n "$(ls -A "$DEMO_DIR" 2>/dev/null || echo not-a-folder)" ]; then
+    echo "error: $DEMO_DIR: DEMO_DIR exists and was not made by scripts/demo.sh (no .made-by-demo.sh in it), so it is not deleted; set DEMO_DIR to a new folder" >&2
+    exit 2
+fi
+source scripts/setup_env.sh
+
 SEED="${DEMO_SEED:-0}"
 DATA="$DEMO_DIR/data"
 RUNS="$DEMO_DIR/checkpoints"
@@ -22,16 +30,19 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1   # two processes at a time on 2 core
 
 step() { printf '\n== [%3ds] %s\n' "$((SECONDS - started))" "$1"; }
 
-# data_flags FOLDER ARRAY: the flags of the files in FOLDER that train.py / evaluate.py read. A toy
-# question needs at most the caption (round 1) or the previous round: one round of history is kept.
-data_flags() {
-    local -n flags=$2
-    flags=(-visdial_tot_rounds 2 -vocab "$1/vocab.txt" -visdial_image_feats "$1/visdial_img_feat.lmdb"
-           -visdial_processed_train "$1/visdial_1.0_train_processed.json"
-           -visdial_processed_val "$1/visdial_1.0_val_processed.json"
-           -visdial_processed_test "$1/visdial_1.0_test_processed.json"
-           -visdial_processed_val_dense_annotations "$1/visdial_1.0_val_dense_annotations_processed.json")
-}
+# The files every train.py / evaluate.py call reads. A toy question needs at most the caption
+# (round 1) or the previous round: one round of history is kept (-visdial_tot_rounds 2). The model
+# config is the one the generator writes: config/toy_model.json's sizes, this data's vocab_size.
+DATA_FLAGS=(
+    -visdial_tot_rounds 2
+    -vocab "$DATA/vocab.txt"
+    -model_config "$DATA/model_config.json"
+    -visdial_image_feats "$DATA/visdial_img_feat.lmdb"
+    -visdial_processed_train "$DATA/visdial_1.0_train_processed.json"
+    -visdial_processed_val "$DATA/visdial_1.0_val_processed.json"
+    -visdial_processed_test "$DATA/visdial_1.0_test_processed.json"
+    -visdial_processed_val_dense_annotations "$DATA/visdial_1.0_val_dense_annotations_processed.json"
+)
 
 newest_checkpoint() {  # RUN_FOLDER -> its checkpoint with the highest iteration number
     ls "$1"/visdial_dialog_encoder_[0-9]*.ckpt | sort -V | tail -n 1
@@ -47,7 +58,7 @@ wait_for() {  # PID WHAT LOG: wait for a background job; on failure show its log
 
 step "1/5 generating the toy VisDial in $DATA and preprocessing it (preprocessing/pre_process_visdial.py)"
 rm -rf "$DEMO_DIR"
-mkdir -p "$DEMO_DIR" "$RUNS"
+mkdir -p "$DEMO_DIR" "$RUNS" && touch "$DEMO_MARK"
 python preprocessing/make_toy_data.py -out "$DATA" -seed "$SEED" -train_dialogs 1000 -whole_image_dialogs 1000 \
     -val_dialogs 30 -test_dialogs 20 > "$DEMO_DIR/data.log"
 PREPROCESS_FLAGS=(-vocab "$DATA/vocab.txt" -quiet)
@@ -63,10 +74,9 @@ python preprocessing/pre_process_visdial.py "${PREPROCESS_FLAGS[@]}" \
     -save_path_train_ndcg "$DATA/visdial_1.0_train_dense_annotations_processed.json"
 
 step "2/5 training ViLBERT and the language-only baseline side by side (train.py -config config/presets/toy.yml)"
-data_flags "$DATA" TRAIN_FLAGS
 declare -A training_jobs
 for model in vilbert language_only; do
-    python train.py -config config/presets/toy.yml "${TRAIN_FLAGS[@]}" -seed "$SEED" -model_type "$model" \
+    python train.py -config config/presets/toy.yml "${DATA_FLAGS[@]}" -seed "$SEED" -model_type "$model" \
         -save_path "$RUNS" -save_name "$model" > "$RUNS/$model.log" 2>&1 &
     training_jobs[$model]=$!
 done
@@ -76,8 +86,7 @@ for model in vilbert language_only; do
 done
 CHECKPOINT="$(newest_checkpoint "$RUNS/vilbert")"
 BASELINE_CHECKPOINT="$(newest_checkpoint "$RUNS/language_only")"
-data_flags "$DATA" EVAL_FLAGS
-EVAL_FLAGS+=(-model_config config/toy_model.json -num_workers 0 -save_path "$DEMO_DIR")
+EVAL_FLAGS=("${DATA_FLAGS[@]}" -num_workers 0 -save_path "$DEMO_DIR")
 QUESTION_TYPES="$DATA/visdial_1.0_val_question_types.json"
 
 step "3/5 test predictions for EvalAI (evaluate.py -split test) and the baseline's val metrics per question type"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Creates .venv (when missing) and installs requirements.txt into it.
+# Creates .venv (when missing), installs requirements.txt into it, then the project itself in
+# editable mode (pyproject.toml), so that every script imports the project's modules.
 # Sourced by scripts/test.sh and scripts/demo.sh so both get the same environment.
-# The install is skipped when requirements.txt has not changed since the last one.
+# The install is skipped when requirements.txt and pyproject.toml have not changed since the last one.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,13 +15,15 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 stamp="$VENV/.requirements.sha256"
-wanted="$(sha256sum "$REPO_ROOT/requirements.txt" | cut -d' ' -f1)"
+wanted="$(cat "$REPO_ROOT/requirements.txt" "$REPO_ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     echo "[setup] installing requirements.txt into $VENV"
     # visdom 0.2.4 ships only as a source archive whose build needs setuptools<81
     # from the environment itself, hence the first step and --no-build-isolation.
     "$VENV/bin/python" -m pip install --quiet --upgrade "pip>=23" "setuptools<81" wheel
     "$VENV/bin/python" -m pip install --quiet --no-build-isolation -r "$REPO_ROOT/requirements.txt"
+    echo "[setup] installing the project (editable) into $VENV"
+    "$VENV/bin/python" -m pip install -qq --no-build-isolation --no-deps -e "$REPO_ROOT"
     echo "$wanted" > "$stamp"
 fi
 

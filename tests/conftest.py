@@ -1,15 +1,11 @@
 """Shared test fixtures: the reference fixtures in ../shared/golden and the repo root."""
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GOLDEN_DIR = Path(os.environ.get("VISDIAL_GOLDEN", REPO_ROOT.parent / "shared" / "golden"))
-
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 
 @pytest.fixture(scope="session")

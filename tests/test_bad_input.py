@@ -1,11 +1,12 @@
 """The bad-input suite: every CLI, given a bad file or flag, exits non-zero with one clear line.
 
-Each case runs a CLI as a subprocess (repo root as cwd) and asserts: a non-zero exit code; the
-last non-empty stderr line is one `error:` line naming the file or flag and the problem; no
-"Traceback" anywhere in stderr; and nothing left in the case's output folder (no partial output,
-no temporary files). Every failure happens before any heavy work, and all subprocesses are
-launched at once from a thread pool (module fixture), so the suite costs about one CLI start per
-core. The README's "Troubleshooting" section lists these inputs and their messages.
+Each case runs a CLI's `main` as its command line does (`run_cli`), in this process, and asserts:
+exit code 2; the last non-empty stderr line is one `error:` line naming the file or flag and the
+problem; no traceback (anything but a UserError would escape `run_cli` and fail the test with
+one); and nothing left in the case's output folder (no partial output, no temporary files). A
+handful of cases, one per command line, run as real subprocesses to hold the command-line
+contract itself (exit code, stderr, no "Traceback"); they are launched together from a thread
+pool. The README's "Troubleshooting" section lists these inputs and their messages.
 """
 import json
 import os
@@ -22,23 +23,35 @@ import lmdb
 import pytest
 import torch
 
-from train_helpers import fixture_flags
+import evaluate
+import train
+from options import TrainOptions, parse_options
+from preprocessing import convert_features, make_toy_data, pre_process_visdial
+from scripts import check_reference
+from tests.train_helpers import fixture_flags
+from utils.errors import run_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CASE_TIMEOUT_S = 600  # a safety net against a hang, far above a case's few seconds
 # one more process than cores: each spends part of its start waiting on disk
 PARALLEL_PROCESSES = (os.cpu_count() or 2) + 1
+MAINS = {"train.py": train.main, "evaluate.py": evaluate.main,
+         "preprocessing/pre_process_visdial.py": pre_process_visdial.main,
+         "preprocessing/convert_features.py": convert_features.main,
+         "preprocessing/make_toy_data.py": make_toy_data.main, "scripts/check_reference.py": check_reference.main}
 
 
 @dataclass(frozen=True)
 class Case:
     """A bad input: `build(folder, golden)` writes the case's inputs into `folder / "in"` and
     returns (argv of `script`, what the message must name: a path or a flag); the message must
-    also contain `problem`. Outputs go to `folder / "out"`, which must stay empty."""
+    also contain `problem`. Outputs go to `folder / "out"`, which must stay empty. `subprocess`:
+    run as a real command line (the CLI contract), else in this process."""
     name: str
     script: str
     build: Callable[[Path, Path], tuple[list[str], str]]
     problem: str
+    subprocess: bool = False
 
 
 @dataclass(frozen=True)
@@ -259,14 +272,22 @@ def toy_data(*flags: str):
     return build
 
 
-def toy_out_is_a_file(folder, golden):
-    existing = written(folder / "in" / "toy", b"not a folder")
-    return ["-out", str(existing)], str(existing)
+def continue_with_changed_seed(folder, golden):
+    """-continue from a checkpoint of a run whose -seed was 5 (the check comes before its weights)."""
+    argv = train_argv(folder, golden, "-continue")
+    saved = parse_options(argv, TrainOptions).to_dict()
+    checkpoint = folder / "in" / "seed5.ckpt"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model_state_dict": {}, "optimizer_state_dict": {}, "progress": {}, "per_rank": [],
+                "options": {**saved, "seed": 5}}, checkpoint)
+    return argv + ["-start_path", str(checkpoint)], str(checkpoint)
 
 
 CASES = [
     # train.py: flags
-    flag_case("train_num_options_1", "train.py", "-num_options", "must be in 2..100", "1"),
+    Case("train_num_options_1", "train.py",
+         lambda folder, golden: (train_argv(folder, golden, "-num_options", "1"), "-num_options"),
+         "must be in 2..100", subprocess=True),
     flag_case("train_tot_rounds_12", "train.py", "-visdial_tot_rounds", "must be in 2..11", "12"),
     flag_case("train_sequences_per_image_9", "train.py", "-sequences_per_image", "must be in 1..8", "9"),
     flag_case("train_batch_size_not_divisible", "train.py", "-batch_size", "multiple of -sequences_per_image", "3"),
@@ -274,11 +295,16 @@ CASES = [
     Case("train_unwritable_save_path", "train.py", unwritable_save_path, "cannot create the run folder"),
     Case("train_continue_without_checkpoint", "train.py", continue_without_checkpoint, "no checkpoint to continue"),
     Case("train_preset_unknown_option", "train.py", preset_with_unknown_option, "unknown option 'learning_rate'"),
+    Case("train_continue_with_changed_seed", "train.py", continue_with_changed_seed,
+         "cannot continue exactly, changed since this checkpoint: -seed 5 -> 0"),
     # train.py: files
     train_file_case("train_json_missing", "visdial_processed_train", lambda folder, golden: folder / "absent.json",
                     "file not found"),
-    eval_file_case("eval_json_not_json", "visdial_processed_val",
-                   lambda folder, golden: written(folder / "val.json", b'{"data": {"dialogs": ['), "not valid JSON"),
+    Case("eval_json_not_json", "evaluate.py",
+         lambda folder, golden: (eval_argv(folder, golden, "-visdial_processed_val",
+                                           str(written(folder / "in" / "val.json", b'{"data": {"dialogs": ['))),
+                                 str(folder / "in" / "val.json")),
+         "not valid JSON", subprocess=True),
     eval_file_case("eval_json_without_dialogs", "visdial_processed_val",
                    lambda folder, golden: written(folder / "val.json", b'{"data": {"questions": []}}'),
                    "no data.dialogs"),
@@ -291,6 +317,8 @@ CASES = [
     eval_file_case("eval_vocab_missing", "vocab", lambda folder, golden: folder / "vocab.txt", "not found"),
     train_file_case("train_model_config_unknown_key", "model_config", config_with("hiden_size", 16),
                     "unknown model config key(s) hiden_size"),
+    train_file_case("train_model_config_fast_mode", "model_config", config_with("fast_mode", True),
+                    "fast_mode is not supported"),
     train_file_case("train_start_path_not_a_checkpoint", "start_path",
                     lambda folder, golden: written(folder / "weights.ckpt", b"not a checkpoint at all"),
                     "not a PyTorch checkpoint"),
@@ -314,7 +342,7 @@ CASES = [
     eval_file_case("eval_checkpoint_wrong_shapes", "start_path", wrong_shape_checkpoint, "shape"),
     eval_file_case("eval_model_config_not_json", "model_config",
                    lambda folder, golden: written(folder / "config.json", b"hidden_size: 16"),
-                   "not a readable JSON model config"),
+                   "not valid JSON"),
     eval_file_case("eval_question_types_not_a_types_file", "question_types",
                    lambda folder, golden: written(folder / "types.json", b'{"rounds": []}'),
                    "not a question-type file"),
@@ -327,7 +355,8 @@ CASES = [
               "needs -question_types", "baseline=metrics.json"),
     # preprocessing/pre_process_visdial.py
     Case("preprocess_raw_train_missing", "preprocessing/pre_process_visdial.py",
-         preprocess_with("visdial_train", lambda folder, golden: folder / "absent.json"), "file not found"),
+         preprocess_with("visdial_train", lambda folder, golden: folder / "absent.json"), "file not found",
+         subprocess=True),
     Case("preprocess_max_seq_len_2", "preprocessing/pre_process_visdial.py",
          lambda folder, golden: (preprocess_argv(folder, golden, max_seq_len="2"), "-max_seq_len"),
          "must be at least 4"),
@@ -336,24 +365,25 @@ CASES = [
     Case("preprocess_unwritable_output", "preprocessing/pre_process_visdial.py", unwritable_preprocess_output,
          "cannot write"),
     # preprocessing/convert_features.py
-    Case("convert_input_truncated", "preprocessing/convert_features.py", convert(truncated_store), "truncated"),
+    Case("convert_input_truncated", "preprocessing/convert_features.py", convert(truncated_store), "truncated",
+         subprocess=True),
     Case("convert_unwritable_output", "preprocessing/convert_features.py", convert_to_unwritable, "cannot write"),
     # preprocessing/make_toy_data.py
     Case("toy_zero_train_dialogs", "preprocessing/make_toy_data.py", toy_data("-train_dialogs", "0"),
-         "must be at least 1"),
+         "must be at least 1", subprocess=True),
     Case("toy_boxes_fewer_than_objects", "preprocessing/make_toy_data.py", toy_data("-boxes_per_image", "2"),
          "must be more than -max_objects"),
     Case("toy_noise_not_finite", "preprocessing/make_toy_data.py", toy_data("-noise", "nan"),
          "must be a finite number"),
-    Case("toy_out_is_a_file", "preprocessing/make_toy_data.py", toy_out_is_a_file, "is an existing file"),
     # scripts/check_reference.py
     Case("check_reference_missing_folder", "scripts/check_reference.py",
          lambda folder, golden: (["--fixtures", str(folder / "in" / "no_fixtures")], str(folder / "in" / "no_fixtures")),
-         "fixture folder not found"),
+         "fixture folder not found", subprocess=True),
 ]
+SUBPROCESS_CASES = [case for case in CASES if case.subprocess]
 
 
-def run_case(case: Case, folder: Path, golden: Path, env: dict) -> Outcome:
+def run_subprocess(case: Case, folder: Path, golden: Path, env: dict) -> Outcome:
     argv, subject = case.build(folder, golden)
     (folder / "out").mkdir(parents=True, exist_ok=True)
     try:
@@ -362,6 +392,16 @@ def run_case(case: Case, folder: Path, golden: Path, env: dict) -> Outcome:
     except subprocess.TimeoutExpired as timeout:
         return Outcome(None, f"timed out after {CASE_TIMEOUT_S} s: {timeout.stderr}", subject, folder / "out")
     return Outcome(result.returncode, result.stderr, subject, folder / "out")
+
+
+def run_in_process(case: Case, folder: Path, golden: Path, capsys) -> Outcome:
+    """The case's `main` under `run_cli`, as its command line runs it; a traceback would fail the test."""
+    argv, subject = case.build(folder, golden)
+    (folder / "out").mkdir(parents=True, exist_ok=True)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: MAINS[case.script](argv))
+    return Outcome(exit_info.value.code, capsys.readouterr().err, subject, folder / "out")
 
 
 def val_without_dense_annotations(folder, golden):
@@ -376,23 +416,21 @@ WARNING_CASE = Case("eval_val_without_dense_annotations", "evaluate.py", val_wit
 
 
 @pytest.fixture(scope="module")
-def outcomes(golden_dir, tmp_path_factory, single_thread_env) -> dict[str, Outcome]:
-    """Every case (and WARNING_CASE) run once, PARALLEL_PROCESSES single-threaded subprocesses at a time."""
+def subprocess_outcomes(golden_dir, tmp_path_factory, single_thread_env) -> dict[str, Outcome]:
+    """The subprocess cases run once, PARALLEL_PROCESSES single-threaded subprocesses at a time."""
     root = tmp_path_factory.mktemp("bad_input")
     with ThreadPoolExecutor(max_workers=PARALLEL_PROCESSES) as pool:
-        # the slowest first, so it does not finish alone at the end
-        futures = {case.name: pool.submit(run_case, case, root / case.name, golden_dir, single_thread_env)
-                   for case in [WARNING_CASE, *CASES]}
+        futures = {case.name: pool.submit(run_subprocess, case, root / case.name, golden_dir, single_thread_env)
+                   for case in SUBPROCESS_CASES}
         return {name: future.result() for name, future in futures.items()}
 
 
 def test_cases_are_distinct_and_many():
     assert len({case.name for case in CASES}) == len(CASES) >= 25
+    assert {case.script for case in SUBPROCESS_CASES} == set(MAINS) and len(SUBPROCESS_CASES) == len(MAINS)
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
-def test_bad_input_is_one_clear_line(case, outcomes):
-    outcome = outcomes[case.name]
+def assert_one_clear_line(case: Case, outcome: Outcome) -> None:
     lines = [line for line in outcome.stderr.splitlines() if line.strip()]
     assert outcome.returncode not in (0, None), outcome.stderr
     assert "Traceback" not in outcome.stderr, outcome.stderr
@@ -405,13 +443,26 @@ def test_bad_input_is_one_clear_line(case, outcomes):
     assert left == [], f"files left in the output folder: {left}"
 
 
-def test_val_without_dense_annotations_warns_and_reports_metrics_without_ndcg(outcomes):
-    outcome = outcomes[WARNING_CASE.name]
-    assert outcome.returncode == 0, outcome.stderr
-    assert "Traceback" not in outcome.stderr
-    warning = [line for line in outcome.stderr.splitlines() if WARNING_CASE.problem in line]
-    assert warning and outcome.subject in warning[0], outcome.stderr
-    metrics = json.loads((outcome.out_dir / "val_metrics.json").read_text())
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("case", [case for case in CASES if not case.subprocess], ids=lambda case: case.name)
+def test_bad_input_is_one_clear_line(case, golden_dir, tmp_path, capsys):
+    outcome = run_in_process(case, tmp_path, golden_dir, capsys)
+    assert outcome.returncode == 2
+    assert_one_clear_line(case, outcome)
+
+
+@pytest.mark.parametrize("case", SUBPROCESS_CASES, ids=lambda case: case.name)
+def test_bad_input_on_the_command_line_is_one_clear_line(case, subprocess_outcomes):
+    assert_one_clear_line(case, subprocess_outcomes[case.name])
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_val_without_dense_annotations_warns_and_reports_metrics_without_ndcg(golden_dir, tmp_path):
+    argv, subject = WARNING_CASE.build(tmp_path, golden_dir)
+    with pytest.warns(UserWarning, match=WARNING_CASE.problem) as warned:
+        evaluate.main(argv)
+    assert any(subject in str(warning.message) for warning in warned)
+    metrics = json.loads((tmp_path / "out" / "val_metrics.json").read_text())
     assert "ndcg" not in metrics
     assert {"r@1", "r@5", "r@10", "mean", "mrr"} <= metrics.keys()
     assert 0 < metrics["mrr"] <= 1 and 1 <= metrics["mean"] <= 4

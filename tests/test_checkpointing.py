@@ -1,13 +1,12 @@
 """Loading checkpoints: accepted layouts, clear one-line errors, and no code execution."""
 import pickle
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from models import build_model
-from utils.checkpointing import load_bert_weights, load_model_weights, read_checkpoint
+from models.weights import load_bert_weights, load_model_weights, read_checkpoint
+from scripts import check_reference
 from utils.errors import UserError
 
 
@@ -120,13 +119,14 @@ def test_bert_init_accepts_old_gamma_beta_names(golden_dir, raw_state, tmp_path)
     assert torch.all(norm.weight == 3.0) and torch.all(norm.bias == -1.0)
 
 
-def test_check_reference_reports_an_absent_fixture_file_as_failed(golden_dir, tmp_path, repo_root):
+def test_check_reference_reports_an_absent_fixture_file_as_failed(golden_dir, tmp_path, capsys):
     partial = tmp_path / "fixtures"
     partial.mkdir()
     for name in ("model_config.json", "model_raw.pt", "keys.json"):
         (partial / name).symlink_to(golden_dir / name)
-    run = subprocess.run([sys.executable, "scripts/check_reference.py", "--fixtures", str(partial),
-                          "--only", "model"], cwd=repo_root, capture_output=True, text=True)
-    assert run.returncode == 1
-    assert "absent: model_ckpt.pt" in run.stdout and "absent: forward_cases.pt" in run.stdout
-    assert "PASS  keys.json: names, shapes, dtypes" in run.stdout
+    with pytest.raises(SystemExit) as exit_info:
+        check_reference.main(["--fixtures", str(partial), "--only", "model"])
+    stdout = capsys.readouterr().out
+    assert exit_info.value.code == 1
+    assert "absent: model_ckpt.pt" in stdout and "absent: forward_cases.pt" in stdout
+    assert "PASS  keys.json: names, shapes, dtypes" in stdout

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from dataloader.datasets import VisdialDataset
+from dataloader.feature_store import convert_lmdb_to_hdf5, open_feature_store, write_lmdb_feature_store
+from dataloader.tokenizer import load_tokenizer
 from dataloader.visdial_json import load_visdial_json
-from preprocessing.convert_features import convert_lmdb_to_hdf5
 from preprocessing.pre_process_visdial import parse_args, preprocess
 from utils.errors import UserError
-from utils.feature_store import open_feature_store, write_lmdb_feature_store
-from utils.tokenizer import load_tokenizer
+from utils.files import TEMPORARY_MARK
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,8 @@ def test_preprocessing_refuses_reordered_val_annotations(golden_dir, tmp_path):
              f"-vocab={golden_dir / 'bert-base-uncased-vocab.txt'}", "-quiet"]
     argv += [f"-save_path_{name}={tmp_path / name}.json" for name in ("train", "val", "test", "val_ndcg", "train_ndcg")]
     raises_one_line(lambda: preprocess(parse_args(argv)), path, "annotations must follow the dialog order")
-    assert not list(tmp_path.glob("*.json.tmp")) and not (tmp_path / "train.json").exists()
+    assert not [path for path in tmp_path.iterdir() if TEMPORARY_MARK in path.name]
+    assert not (tmp_path / "train.json").exists()
 
 
 def test_image_absent_from_feature_store(golden_dir, tmp_path, tokenizer):

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from models import build_model
-from models.losses import dense_relevance_loss
-from utils.training import StepSettings, _score_chunk, dense_loss, dense_step, model_inputs
+from models.losses import dense_loss, dense_relevance_loss
+from utils.training.steps import StepSettings, _score_chunk, dense_step, model_inputs
 
 NUM_OPTIONS = 8
 LENGTH = 14

@@ -6,8 +6,12 @@ import pytest
 import torch
 
 import evaluate
-from utils.conformance_eval import eval_checks, near_tie_swaps
-from utils.errors import run_cli
+from utils.conformance.evaluation import eval_checks, near_tie_swaps
+from utils.errors import UserError, run_cli
+from utils.evaluation import run as evaluation_run
+from utils.evaluation.evalai import check_predictions
+from utils.evaluation.metrics import visdial_metrics
+from utils.evaluation.validation import format_metrics_table
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -84,13 +88,17 @@ def test_test_dialog_whose_last_round_has_no_options(golden_dir, tmp_path, capsy
     assert str(broken) in error and "answer options" in error
 
 
-def test_unwritable_output_fails_before_scoring(golden_dir, tmp_path, capsys):
+def test_outputs_then_inputs_are_checked_before_scoring(golden_dir, tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    # the checkpoint does not exist either: the output check must come first
-    argv = golden_args(golden_dir, blocker / "out", "-start_path", str(tmp_path / "missing.pt"))
-    error = run_failing(argv, capsys)
+    monkeypatch.setattr(evaluation_run, "score_dataset", lambda *args, **kwargs: pytest.fail("scored"))
+    # the checkpoint does not exist either: the (cheap) output check comes first and creates nothing
+    missing = tmp_path / "missing.pt"
+    error = run_failing(golden_args(golden_dir, blocker / "out", "-start_path", str(missing)), capsys)
     assert str(blocker / "out") in error and "cannot write" in error
+    error = run_failing(golden_args(golden_dir, tmp_path / "out", "-start_path", str(missing)), capsys)
+    assert str(missing) in error and "checkpoint not found" in error
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_flags_are_one_line(golden_dir, tmp_path, capsys):
@@ -98,16 +106,28 @@ def test_bad_flags_are_one_line(golden_dir, tmp_path, capsys):
     assert "-eval_tokens_per_batch" in error
 
 
+def test_several_bad_flags_are_one_error_line_each(golden_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: evaluate.main(golden_args(golden_dir, tmp_path, "-eval_tokens_per_batch", "0",
+                                                  "-num_options", "1", "-val_evalai")))
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 4 and all(line.startswith("error: -") for line in lines)
+    assert lines[0].startswith("error: -num_options must be in 2..100")
+    assert lines[1].startswith("error: -eval_tokens_per_batch must be >= 1")
+    assert "need -split val" in lines[2] and "needs all 100 options" in lines[3]
+
+
 def test_predictions_check_rejects_a_bad_file(tmp_path):
     good = [{"image_id": 1, "round_id": 3, "ranks": list(range(1, 101))}]
-    evaluate.check_predictions(good, 1, one_per_image=True, path=tmp_path / "p.json")
+    check_predictions(good, 1, one_per_image=True, path=tmp_path / "p.json")
     bad_ranks = [{"image_id": 1, "round_id": 3, "ranks": [1] * 100}]
-    with pytest.raises(evaluate.UserError, match="permutation"):
-        evaluate.check_predictions(bad_ranks, 1, one_per_image=True, path=tmp_path / "p.json")
-    with pytest.raises(evaluate.UserError, match="round_id"):
-        evaluate.check_predictions([{**good[0], "round_id": 11}], 1, one_per_image=True, path=tmp_path / "p.json")
-    with pytest.raises(evaluate.UserError, match="more than once"):
-        evaluate.check_predictions(good * 2, 2, one_per_image=True, path=tmp_path / "p.json")
+    with pytest.raises(UserError, match="permutation"):
+        check_predictions(bad_ranks, 1, one_per_image=True, path=tmp_path / "p.json")
+    with pytest.raises(UserError, match="round_id"):
+        check_predictions([{**good[0], "round_id": 11}], 1, one_per_image=True, path=tmp_path / "p.json")
+    with pytest.raises(UserError, match="more than once"):
+        check_predictions(good * 2, 2, one_per_image=True, path=tmp_path / "p.json")
 
 
 def test_evaluation_checks_report_absent_fixtures(tmp_path):
@@ -117,7 +137,7 @@ def test_evaluation_checks_report_absent_fixtures(tmp_path):
 
 def test_metrics_table_lists_every_round():
     scores = torch.rand(2, 10, 100, generator=torch.Generator().manual_seed(1))
-    metrics = evaluate.visdial_metrics(scores, torch.zeros(2, 10, dtype=torch.long))
-    table = evaluate.format_metrics_table(metrics)
+    metrics = visdial_metrics(scores, torch.zeros(2, 10, dtype=torch.long))
+    table = format_metrics_table(metrics)
     assert "MRR" in table and "NDCG" not in table
     assert len(table.splitlines()) == 5 + 1 + 10

@@ -2,6 +2,7 @@
 import errno
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,9 +14,12 @@ import torch
 
 import train
 from dataloader.datasets import VisdialDataset
+from models.weights import read_checkpoint
 from tests.train_helpers import assert_bit_identical, final_weights, fixture_flags, read_metrics
-from utils import checkpointing
 from utils.errors import UserError
+from utils.files import TEMPORARY_MARK, atomic_write
+from utils.training import trainer
+from utils.training.run_folder import RunFolder, save_checkpoint
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -39,7 +43,7 @@ def test_sigterm_saves_and_resume_matches_uninterrupted_run(golden_dir, repo_roo
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, stderr
     assert "stopped by SIGTERM" in stdout and "-continue" in stdout and "Traceback" not in stderr
-    stopped_at = max(iteration for iteration, _ in checkpointing.list_checkpoints(tmp_path / "killed"))
+    stopped_at = max(iteration for iteration, _ in RunFolder(tmp_path / "killed").checkpoints())
     assert 2 <= stopped_at < 9
 
     train.main(flags + ["-continue"])
@@ -50,13 +54,13 @@ def test_sigterm_saves_and_resume_matches_uninterrupted_run(golden_dir, repo_roo
 
 SAVE_LOOP = """
 import sys, torch
-from utils import checkpointing
-run_dir, start = sys.argv[1], int(sys.argv[2])
+from utils.training.run_folder import RunFolder, save_checkpoint
+folder, start = RunFolder(sys.argv[1]), int(sys.argv[2])
 content = {"weights": torch.randn(300_000), "iter_id": 0}
 for iteration in range(start, start + 10_000):
     content["iter_id"] = iteration
-    checkpointing.save_checkpoint(checkpointing.checkpoint_path(run_dir, iteration), content)
-    checkpointing.prune_checkpoints(run_dir, keep=3)
+    save_checkpoint(folder.checkpoint(iteration), content)
+    folder.prune(keep=3)
     print(iteration, flush=True)
 """
 
@@ -72,12 +76,12 @@ def test_sigkill_during_saves_never_leaves_a_broken_checkpoint(repo_root, tmp_pa
         time.sleep(generator.uniform(0, 0.05))
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
-        checkpoints = checkpointing.list_checkpoints(tmp_path)
+        checkpoints = RunFolder(tmp_path).checkpoints()
         assert 1 <= len(checkpoints) <= 4
         for iteration, path in checkpoints:
-            assert checkpointing.read_checkpoint(path)["iter_id"] == iteration
-        checkpointing.remove_stale_temporaries(tmp_path)
-        assert [p.name for p in tmp_path.iterdir() if checkpointing.TEMPORARY_MARK in p.name] == []
+            assert read_checkpoint(path)["iter_id"] == iteration
+        RunFolder(tmp_path).remove_stale_temporaries()
+        assert [p.name for p in tmp_path.iterdir() if TEMPORARY_MARK in p.name] == []
         start = checkpoints[-1][0] + 1
 
 
@@ -96,29 +100,29 @@ def test_unwritable_save_folder_is_an_error_before_training(golden_dir, tmp_path
 
 def test_full_disk_on_save_keeps_the_previous_checkpoint(tmp_path):
     path = tmp_path / "visdial_dialog_encoder_1.ckpt"
-    checkpointing.save_checkpoint(path, {"iter_id": 1})
+    save_checkpoint(path, {"iter_id": 1})
 
     def fill_the_disk(file):
         file.write(b"partial bytes")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     with pytest.raises(UserError, match="No space left on device") as error:
-        checkpointing.atomic_write(path, fill_the_disk)
+        atomic_write(path, fill_the_disk)
     assert str(path) in str(error.value) and "previous file" in str(error.value)
-    assert checkpointing.read_checkpoint(path) == {"iter_id": 1}
+    assert read_checkpoint(path) == {"iter_id": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
 
 def test_too_little_free_space_is_detected_early(tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpointing.shutil, "disk_usage", lambda _: type("usage", (), {"free": 10 * 2**20})())
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: type("usage", (), {"free": 10 * 2**20})())
     with pytest.raises(UserError, match="only 10 MiB free"):
-        checkpointing.check_writable(tmp_path / "run", needed_bytes=500 * 2**20)
+        RunFolder(tmp_path).check_space(needed_bytes=500 * 2**20)
 
 
 def poison_iteration(monkeypatch, poisoned_iteration: int):
     """Make the image features of one iteration nan, so its loss and gradients are nan."""
     calls = {"count": 0}
-    real_step = train.base_step
+    real_step = trainer.base_step
 
     def step(model, batch, settings, sync_gradients=True):
         if calls["count"] == poisoned_iteration:
@@ -126,7 +130,7 @@ def poison_iteration(monkeypatch, poisoned_iteration: int):
         calls["count"] += 1
         return real_step(model, batch, settings, sync_gradients)
 
-    monkeypatch.setattr(train, "base_step", step)
+    monkeypatch.setattr(trainer, "base_step", step)
 
 
 def test_nan_loss_stops_before_the_weights_change(golden_dir, tmp_path, monkeypatch):
@@ -182,6 +186,29 @@ def test_skip_bad_records_counts_them_in_metrics(golden_dir, tmp_path, monkeypat
     assert len(bad) == 2 and "is corrupt" in bad[0]["message"]
     train_records = [r for r in records if r["event"] == "train"]
     assert len(train_records) == 4 and train_records[-1]["skipped_records"] == 2
+
+
+def test_a_bug_in_the_dataset_is_not_a_bad_record(golden_dir, tmp_path, monkeypatch):
+    """A programming error (here a KeyError) surfaces with its type and traceback, even with
+    -skip_bad_records: only unreadable records are skipped."""
+    break_record(monkeypatch, 1, lambda self, index: {}["missing key"])
+    with pytest.raises(KeyError, match="missing key"):
+        train.main(fixture_flags(golden_dir, tmp_path, "bug", "-num_epochs", "2", "-val_every", "-1",
+                                 "-skip_bad_records"))
+    assert not (tmp_path / "bug" / "visdial_dialog_encoder_6.ckpt").exists()
+
+
+def test_skipping_stops_when_more_than_half_of_the_records_are_unreadable(golden_dir, tmp_path, monkeypatch):
+    for index in (0, 2):    # 2 of the 3 train dialogs
+        break_record(monkeypatch, index, corrupt)
+    with pytest.raises(UserError, match=r"(1[1-9]|2\d) of the (1[6-9]|2\d) train records read so far are "
+                                        r"unreadable \(more than 50%\), the last: .* is corrupt") as error:
+        train.main(fixture_flags(golden_dir, tmp_path, "broken", "-num_epochs", "20", "-val_every", "-1",
+                                 "-skip_bad_records"))
+    assert "\n" not in str(error.value)
+    records = read_metrics(tmp_path / "broken")
+    skipped = [r for r in records if r["event"] == "bad_record"]
+    assert 11 <= len(skipped) <= 20 and len([r for r in records if r["event"] == "train"]) < 10
 
 
 def test_dead_dataloader_worker_is_one_clear_error(golden_dir, tmp_path, monkeypatch):

@@ -8,10 +8,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from preprocessing.convert_features import convert_lmdb_to_hdf5
+from dataloader.feature_store import (Hdf5FeatureStore, LmdbFeatureStore, convert_lmdb_to_hdf5,
+                                      open_feature_store, restricted_loads, write_lmdb_feature_store)
 from utils.errors import UserError
-from utils.feature_store import (Hdf5FeatureStore, LmdbFeatureStore, open_feature_store,
-                                 restricted_loads, write_lmdb_feature_store)
 
 RECORD_KEYS = ("features", "num_boxes", "image_location", "image_location_ori", "cls_prob")
 

@@ -23,8 +23,8 @@ from dataloader.collate import collate_dialog_batch
 from dataloader.datasets import VisdialDataset
 from models import build_model
 from utils.errors import UserError
-from utils.feature_store import open_feature_store
-from utils.tokenizer import encode_texts, load_tokenizer, special_token_ids
+from dataloader.feature_store import open_feature_store
+from dataloader.tokenizer import encode_texts, load_tokenizer, special_token_ids
 
 NUM_OPTIONS_IN_FILE = 100
 # letters, digits, punctuation, accents, CJK, emoji, combining marks and blanks, never "[" or "]"

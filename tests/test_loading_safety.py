@@ -1,17 +1,15 @@
-"""Loading cannot run code, end to end through the CLIs.
+"""Loading cannot run code, end to end through the command lines.
 
 Hostile files carry a `__reduce__` payload that creates a marker file when unpickled the unsafe
 way (a control test shows that it does). Checkpoints go through `evaluate.py -start_path`,
 `train.py -start_path` and `train.py -continue`; an LMDB feature record goes through the reader
-and `evaluate.py`. Each is refused with one error line naming the file, and the marker never
-appears. (Unit tests of the loaders themselves are in test_checkpointing.py and
-test_feature_store.py.)
+and `evaluate.py`. Each command line's `main` runs under `run_cli` in this process, exactly as
+the command runs it (tests/test_bad_input.py holds the subprocess contract of every command
+line); each is refused with one error line naming the file, and the marker never appears. (Unit
+tests of the loaders themselves are in test_checkpointing.py and test_feature_store.py.)
 """
 import json
 import pickle
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +17,12 @@ import lmdb
 import pytest
 import torch
 
-from train_helpers import fixture_flags
-from utils.errors import UserError
-from utils.feature_store import open_feature_store
+import evaluate
+import train
+from dataloader.feature_store import open_feature_store
+from tests.train_helpers import fixture_flags
+from utils.errors import UserError, run_cli
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class CreatesFile:
@@ -117,18 +116,15 @@ def build_attacks(golden: Path, root: Path) -> dict[str, Attack]:
     return attacks
 
 
-@pytest.fixture(scope="module")
-def attack_results(golden_dir, tmp_path_factory, single_thread_env):
-    """Every attack run once, all at the same time (single-threaded): {name: (attack, completed process)}."""
-    attacks = build_attacks(golden_dir, tmp_path_factory.mktemp("loading_safety"))
+MAINS = {"train.py": train.main, "evaluate.py": evaluate.main}
 
-    def run(attack):
-        return subprocess.run([sys.executable, *attack.argv], cwd=REPO_ROOT, capture_output=True, text=True,
-                              timeout=300, env=single_thread_env)
 
-    with ThreadPoolExecutor(max_workers=len(attacks)) as pool:
-        processes = dict(zip(attacks, pool.map(run, attacks.values())))
-    return {name: (attacks[name], processes[name]) for name in attacks}
+def run_attack(attack: Attack, capsys) -> tuple[int, str]:
+    """(exit code, stderr) of the attack's command line, run in this process under `run_cli`."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: MAINS[attack.argv[0]](attack.argv[1:]))
+    return exit_info.value.code, capsys.readouterr().err
 
 
 def test_the_payload_runs_when_unpickled_unsafely(tmp_path):
@@ -149,12 +145,14 @@ def test_the_payload_runs_when_unpickled_unsafely(tmp_path):
     ("train_continue", "refused to load: the checkpoint needs pickled code"),
     ("evaluate_feature_record", "only plain data"),
 ])
-def test_hostile_file_is_refused_and_its_payload_never_runs(attack_results, name, refusal):
-    attack, process = attack_results[name]
+@pytest.mark.usefixtures("one_torch_thread")
+def test_hostile_file_is_refused_and_its_payload_never_runs(golden_dir, tmp_path, capsys, name, refusal):
+    attack = build_attacks(golden_dir, tmp_path)[name]
+    returncode, stderr = run_attack(attack, capsys)
     assert not attack.marker.exists(), "the payload ran"
-    assert process.returncode == 2, process.stderr
-    assert "Traceback" not in process.stderr, process.stderr
-    last = [line for line in process.stderr.splitlines() if line.strip()][-1]
+    assert returncode == 2, stderr
+    assert "Traceback" not in stderr, stderr
+    last = [line for line in stderr.splitlines() if line.strip()][-1]
     assert last.startswith("error: ") and str(attack.hostile_file) in last and refusal in last, last
     assert not [path for path in attack.out.rglob("*") if path.is_file() and path != attack.hostile_file]
 

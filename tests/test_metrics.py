@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from utils.metrics import NDCG, SparseGTMetrics, scores_to_ranks, visdial_metrics
+from utils.evaluation.metrics import NDCG, SparseGTMetrics, scores_to_ranks, visdial_metrics
 
 CASES = ["random", "ties", "constant_round", "perfect_ndcg"]
 

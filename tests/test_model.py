@@ -117,6 +117,7 @@ def test_with_coattention_false_ignores_the_image(golden_dir):
 
 @pytest.mark.parametrize("changes, message", [
     ({"in_batch_pairs": True}, "in_batch_pairs is not supported"),
+    ({"fast_mode": True}, "fast_mode is not supported"),
     ({"fusion_method": "concat"}, "fusion_method"),
     ({"t_biattention_id": [2, 9]}, "num_hidden_layers"),
     ({"num_attention_heads": 3}, "not a multiple"),

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from models.vilbert import BertConfig, VisualDialogEncoder
-from utils.optim import WarmupLinearSchedule, build_optimizer, is_language_parameter, warmup_linear_rate
+from models.weights import configure_optimizer, is_language_parameter
+from utils.training.schedule import WarmupLinearSchedule, warmup_linear_rate
 
 
 def build_on_meta(config_path):
@@ -28,7 +29,7 @@ def test_groups_give_every_parameter_the_reference_lr_and_decay(golden_dir):
     keys = json.loads((golden_dir / "keys.json").read_text())
     args = keys["train_args"]
     model = build_on_meta(golden_dir / "model_config.json")
-    optimizer = build_optimizer(model, lr=args["lr"], image_lr=args["image_lr"])
+    optimizer = configure_optimizer(model, lr=args["lr"], image_lr=args["image_lr"])
     ours = {}
     for group in optimizer.param_groups:
         assert group["eps"] == 1e-6
@@ -42,7 +43,7 @@ def test_groups_give_every_parameter_the_reference_lr_and_decay(golden_dir):
 def test_schedule_reproduces_reference_rates(golden_dir):
     keys = json.loads((golden_dir / "keys.json").read_text())
     model = torch.nn.Linear(2, 2)
-    optimizer = build_optimizer(model, lr=keys["train_args"]["lr"], image_lr=keys["train_args"]["image_lr"])
+    optimizer = configure_optimizer(model, lr=keys["train_args"]["lr"], image_lr=keys["train_args"]["image_lr"])
     schedule = WarmupLinearSchedule(optimizer, warmup_steps=10000, total_steps=200000)
     for step, expected in enumerate(keys["lr_after_each_scheduler_step"], start=1):
         # the fixture lists the distinct rates after each step

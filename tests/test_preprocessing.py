@@ -6,8 +6,12 @@ import sys
 import pytest
 import torch
 
+from dataloader.preprocess import TokenLengths
+from dataloader.tokenizer import load_tokenizer
 from preprocessing.pre_process_visdial import parse_args, preprocess
-from utils.conformance_data import PROCESSED_FILES, RAW_FILES, UNCHANGED_OUTPUTS, VOCAB_FILE, preprocessing_checks
+from utils.conformance.data import PROCESSED_FILES, RAW_FILES, UNCHANGED_OUTPUTS, VOCAB_FILE
+from utils.errors import UserError
+from utils.files import TEMPORARY_MARK
 
 
 def preprocessing_argv(golden_dir, output_dir):
@@ -29,11 +33,6 @@ def test_unchanged_outputs_are_byte_identical(golden_dir, outputs):
     folder, _ = outputs
     for name in UNCHANGED_OUTPUTS:
         assert (folder / name).read_bytes() == (golden_dir / "visdial_processed" / name).read_bytes(), name
-
-
-def test_every_preprocessing_check_passes(golden_dir):
-    results = preprocessing_checks(golden_dir)
-    assert results and all(result.passed for result in results), [r for r in results if not r.passed]
 
 
 def test_the_two_fixes(golden_dir, outputs):
@@ -68,14 +67,14 @@ def test_failed_write_leaves_previous_output_intact(golden_dir, tmp_path, monkey
     preprocess(parse_args(argv))
     before = {name: (tmp_path / name).read_bytes() for name in PROCESSED_FILES.values()}
 
-    def failing_dump(*args, **kwargs):
+    def failing_dumps(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(json, "dump", failing_dump)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(json, "dumps", failing_dumps)
+    with pytest.raises(UserError, match="disk full"):
         preprocess(parse_args(argv))
     assert {name: (tmp_path / name).read_bytes() for name in PROCESSED_FILES.values()} == before
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not [path for path in tmp_path.iterdir() if TEMPORARY_MARK in path.name]
 
 
 def test_cli_bad_input_is_one_line(golden_dir, tmp_path, repo_root):
@@ -85,3 +84,18 @@ def test_cli_bad_input_is_one_line(golden_dir, tmp_path, repo_root):
                          capture_output=True, text=True, cwd=repo_root)
     assert run.returncode == 2
     assert run.stderr.strip() == f"error: {tmp_path / 'absent.json'}: file not found"
+
+
+def test_rounds_to_drop_cuts_the_history_from_the_front(golden_dir):
+    """Round 3 of a dialog of one-token texts with a five-token option needs
+    `[CLS] caption [SEP] (q [SEP] a [SEP]) x kept q [SEP] option [SEP]` = 11 + 4 * kept tokens."""
+    tokenizer = load_tokenizer(str(golden_dir / VOCAB_FILE))
+    turn = {"question": 0, "answer": 0, "answer_options": [0, 1]}
+    data = {"questions": ["what"], "answers": ["yes", "one two three four five"],
+            "dialogs": [{"caption": "dog", "dialog": [turn, turn, turn]}]}
+    lengths = TokenLengths(tokenizer, data)
+    assert list(lengths.answer) == [1, 5]
+    for max_seq_len in range(8, 22):
+        fitting = [dropped for dropped in range(3) if 11 + 4 * (2 - dropped) <= max_seq_len]
+        expected = fitting[0] if fitting else None
+        assert lengths.rounds_to_drop(0, data["dialogs"][0]["dialog"], 2, max_seq_len) == expected, max_seq_len

@@ -8,10 +8,11 @@ import torch
 
 import evaluate
 from dataloader.question_types import load_question_types, write_question_types
+from options import EvalOptions
 from preprocessing import question_types_by_word
 from utils.errors import UserError
-from utils.question_type_metrics import (comparison_table, format_table_html, format_table_text,
-                                         load_compared_metrics, question_type_metrics)
+from utils.evaluation.question_types import (comparison_table, format_table_html, format_table_text,
+                                             load_compared_metrics, question_type_metrics)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -102,11 +103,23 @@ def test_compared_metrics_files_are_checked(tmp_path):
     good, plain = tmp_path / "good.json", tmp_path / "plain.json"
     good.write_text(json.dumps(run_metrics(0.4, 0.3)))
     plain.write_text(json.dumps({"mrr": 0.5}))
-    assert load_compared_metrics([f"baseline={good}"])["baseline"]["mrr_type_look"] == 0.4
-    for spec, problem in ((f"{plain}", "expected LABEL=FILE"), (f"b={plain}", "no per-question-type metrics"),
-                          (f"b={tmp_path / 'absent.json'}", "cannot read")):
+    assert load_compared_metrics({"baseline": str(good)})["baseline"]["mrr_type_look"] == 0.4
+    for path, problem in ((plain, "no per-question-type metrics"), (tmp_path / "absent.json", "file not found")):
         with pytest.raises(UserError, match=problem):
-            load_compared_metrics([spec])
+            load_compared_metrics({"b": str(path)})
+
+
+def test_compare_metrics_is_a_list_of_labelled_files():
+    options = EvalOptions(split="val", question_types="types.json", compare_metrics="base=a.json,other=b.json")
+    assert options.compared_metrics == {"base": "a.json", "other": "b.json"}
+    assert options.input_paths()["-compare_metrics other"] == "b.json"     # no output may overwrite it
+    assert options.problems() == []
+    assert EvalOptions(split="val", question_types="t.json", compare_metrics="a.json,=b.json").problems() == [
+        "-compare_metrics: 'a.json' is not LABEL=FILE", "-compare_metrics: '=b.json' is not LABEL=FILE"]
+    assert EvalOptions(split="val", compare_metrics="base=a.json").problems() == [
+        "-compare_metrics needs -question_types"]
+    assert EvalOptions(split="test", question_types="t.json").problems() == [
+        "-val_evalai, -report and -question_types need -split val"]
 
 
 def test_questions_are_typed_by_their_first_words():

@@ -1,4 +1,4 @@
-"""utils/report.py: page content for known ranks, self-containedness, and a headless Chromium render."""
+"""utils/evaluation/report.py: page content for known ranks, self-containedness, and a headless Chromium render."""
 import re
 import shutil
 import subprocess
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from utils.errors import UserError
-from utils.metrics import visdial_metrics
-from utils.report import DialogText, write_report
+from utils.evaluation.metrics import visdial_metrics
+from utils.evaluation.report import DialogText, write_report
 
 DIALOGS, ROUNDS, OPTIONS = 4, 10, 100
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from utils.errors import UserError
-from utils.tokenizer import encode_texts, load_tokenizer, special_token_ids
+from dataloader.tokenizer import encode_texts, load_tokenizer, special_token_ids
 
 
 @pytest.fixture(scope="module")

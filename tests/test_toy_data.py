@@ -13,8 +13,8 @@ from dataloader.question_types import load_question_types
 from preprocessing.make_toy_data import (COLOURS, DAYS, NUMBER_WORDS, QUESTION_TYPES, SCENE_PROPERTIES, SHAPES,
                                          VALUES, make_toy_data)
 from utils.errors import UserError
-from utils.feature_store import open_feature_store
-from utils.tokenizer import encode_texts, load_tokenizer
+from dataloader.feature_store import open_feature_store
+from dataloader.tokenizer import encode_texts, load_tokenizer
 
 SMALL = dict(train_dialogs=12, val_dialogs=6, test_dialogs=8, dense_train_fraction=0.5)
 NUM_OBJECT_CLASSES = len(SHAPES) * len(COLOURS)
@@ -300,11 +300,3 @@ def test_bad_arguments_are_user_errors_before_anything_is_written(tmp_path, argu
     with pytest.raises(UserError, match=re.escape(message)):
         make_toy_data(tmp_path / "toy", **arguments)
     assert list(tmp_path.iterdir()) == []
-
-
-def test_out_that_is_a_file_is_refused_and_kept(tmp_path):
-    existing = tmp_path / "toy"
-    existing.write_text("keep me")
-    with pytest.raises(UserError, match=re.escape(f"{existing}: -out is an existing file, expected a folder")):
-        make_toy_data(existing)
-    assert existing.read_text() == "keep me"

@@ -6,9 +6,10 @@ import torch
 
 import evaluate
 import train
-from tests.train_helpers import assert_bit_identical, final_weights, fixture_flags, read_metrics
-from utils.checkpointing import load_model_weights
 from models import build_model
+from models.weights import load_model_weights
+from tests.train_helpers import assert_bit_identical, final_weights, fixture_flags, read_metrics
+from utils.errors import UserError
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -58,6 +59,25 @@ def test_resume_is_bit_identical(uninterrupted, golden_dir, tmp_path):
     initial = torch.load(tmp_path / "split" / "visdial_dialog_encoder_3.ckpt", weights_only=True)
     assert not torch.equal(initial["model_state_dict"]["bert_pretrained.cls.bi_seq_relationship.weight"],
                            final_weights(uninterrupted, 6)["bert_pretrained.cls.bi_seq_relationship.weight"])
+
+
+def test_continue_refuses_flags_that_break_exact_resume_and_notes_the_others(uninterrupted, golden_dir, tmp_path,
+                                                                             capsys):
+    flags = fixture_flags(golden_dir, tmp_path, "changed", "-batch_multiply", "2", "-val_every", "-1")
+    train.main(flags + ["-max_iterations", "4"])
+    checkpoint = tmp_path / "changed" / "visdial_dialog_encoder_4.ckpt"
+    with pytest.raises(UserError, match="cannot continue exactly, changed since this checkpoint: "
+                                        "-batch_size 2 -> 4, -seed 0 -> 3 ") as error:
+        train.main(flags + ["-max_iterations", "6", "-continue", "-batch_size", "4", "-seed", "3"])
+    assert str(error.value).startswith(str(checkpoint)) and "-start_path" in str(error.value)
+    assert sorted(path.name for path in (tmp_path / "changed").glob("*.ckpt")) == [
+        "visdial_dialog_encoder_3.ckpt", checkpoint.name]
+    assert "batch_size: 2\n" in (tmp_path / "changed" / "config.yml").read_text()
+    capsys.readouterr()
+    train.main(flags + ["-max_iterations", "6", "-continue", "-log_every", "2", "-keep_checkpoints", "5"])
+    assert ("warning: changed since visdial_dialog_encoder_4.ckpt, without changing the training: "
+            "-keep_checkpoints 3 -> 5, -log_every 1 -> 2") in capsys.readouterr().out
+    assert_bit_identical(final_weights(tmp_path / "changed", 6), final_weights(uninterrupted, 6))
 
 
 def test_dense_mode_with_validation_and_best_checkpoint(golden_dir, tmp_path):

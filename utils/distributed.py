@@ -6,14 +6,18 @@ a world of 1, and the helpers return their input.
     torchrun --nproc_per_node=8 train.py ...                     # one node, 8 GPUs
     torchrun --nnodes=2 --node_rank=0 --master_addr=HOST --nproc_per_node=8 train.py ...
 """
+import contextlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Callable
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+from utils.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,19 @@ def wrap_model(model: nn.Module, context: DistributedContext) -> nn.Module:
     return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel (the model itself without it)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def gradient_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+    """The context of one backward pass: `model.no_sync()` unless `sync`, so that gradients only
+    accumulate locally; nothing to do for a model without `no_sync` (a single process)."""
+    if sync or not hasattr(model, "no_sync"):
+        return contextlib.nullcontext()
+    return model.no_sync()
+
+
 def all_ranks_agree(flag: bool) -> bool:
     """True when `flag` is true on every rank (a logical AND across processes)."""
     if not is_initialized():
@@ -95,6 +112,29 @@ def broadcast_from_main(value):
     holder = [value]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def check_on_main(check: Callable[[], object], is_main: bool) -> None:
+    """Run `check` on rank 0 only (`is_main`); a UserError it raises is raised on every rank, so
+    that no rank goes on alone into work whose collectives would then fail with a traceback."""
+    problem = None
+    if is_main:
+        try:
+            check()
+        except UserError as error:
+            problem = str(error)
+    problem = broadcast_from_main(problem)
+    if problem:
+        raise UserError(problem)
+
+
+def gather_to_main(value) -> list:
+    """Every rank's `value` (any picklable object), in rank order, on rank 0; [] on other ranks."""
+    if not is_initialized():
+        return [value]
+    gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(value, gathered, dst=0)
+    return gathered or []
 
 
 def barrier() -> None:

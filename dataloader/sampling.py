@@ -1,4 +1,4 @@
-"""Reproducible, resumable order of training items, and bad records reported instead of crashing.
+"""Reproducible, resumable order of training items, and unreadable records reported, not crashed on.
 
 Exact resume needs the data to come back in the same order with the same random draws:
 
@@ -7,12 +7,13 @@ Exact resume needs the data to come back in the same order with the same random 
 * `SeededItems` calls the dataset with Python's, NumPy's and torch's generators seeded by
   (seed, epoch, position), so an item's random draws (masking, negative sampling) do not depend
   on the DataLoader workers or on where the run was resumed; the caller's generators are left
-  untouched.
-* A record that cannot be read becomes a `BadRecord` (with the dataset's one-line message), which
-  `collate_skipping_bad` moves out of the batch into `batch['bad_records']`. The training loop
-  then stops with that message, or counts and skips it under `-skip_bad_records`.
+  untouched (utils/random_state.py).
+* A record that cannot be read (a UserError of the readers, an OSError, a decoding error) becomes
+  a `BadRecord` with a one-line message, which `collate_skipping_bad` moves out of the batch into
+  `batch['bad_records']`. The training loop then stops with that message, or counts and skips it
+  under `-skip_bad_records`. Any other exception is a bug and propagates with its traceback.
 """
-import random
+import pickle
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
@@ -21,6 +22,10 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from utils.errors import UserError
+from utils.random_state import seeded
+
+UNREADABLE_RECORD_ERRORS = (UserError, OSError, UnicodeError, pickle.UnpicklingError)
+"""What reading a record may raise when the record (not the code) is broken."""
 
 
 class ResumableSampler(Sampler):
@@ -77,8 +82,9 @@ class BadRecord:
 class SeededItems(Dataset):
     """Wraps a dataset indexed by `ResumableSampler` keys (epoch, position, index).
 
-    Each item is produced with every global generator seeded from (seed, epoch, position, rank);
-    the generators' previous states are restored afterwards. Errors become BadRecord items.
+    Each item is produced with every global CPU generator seeded from (seed, epoch, position,
+    rank); the generators' previous states are restored afterwards. Unreadable records become
+    BadRecord items (UNREADABLE_RECORD_ERRORS); other errors propagate.
     describe(index) -> str names a record in error messages (e.g. its image id).
     """
 
@@ -94,33 +100,23 @@ class SeededItems(Dataset):
 
     def __getitem__(self, key: tuple[int, int, int]):
         epoch, position, index = key
-        seed = item_seed(self.seed, epoch, position, self.rank)
-        python_state, numpy_state = random.getstate(), np.random.get_state()
         try:
-            with torch.random.fork_rng(devices=[]):
-                random.seed(seed)
-                np.random.seed(seed % 2**32)
-                # the CPU generator only: torch.manual_seed also queues a CUDA reseed, which on a
-                # machine without CUDA records a stack trace per call (over a millisecond per item)
-                torch.default_generator.manual_seed(seed)
+            with seeded(item_seed(self.seed, epoch, position, self.rank)):
                 return self.dataset[index]
         except UserError as error:
             return BadRecord(f"{error} ({self.describe(index)})")
-        except Exception as error:  # any unreadable record: report it by name, not by traceback
+        except UNREADABLE_RECORD_ERRORS as error:
             return BadRecord(f"{self.describe(index)}: cannot be read "
                              f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
-        finally:
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
 
 
-def collate_skipping_bad(collate: Callable[[list], dict]) -> Callable[[list], Optional[dict]]:
-    """A collate function that sets bad records aside: the batch of the good items (None when
-    none is left) with `bad_records`, the list of their messages."""
+def collate_skipping_bad(collate: Callable[[list], dict]) -> Callable[[list], dict]:
+    """A collate function that sets bad records aside: {'batch': the batch of the good items (None
+    when none is left), 'bad_records': the messages of the bad ones, 'num_records': all items}."""
 
     def collate_batch(items: list) -> dict:
         good = [item for item in items if not isinstance(item, BadRecord)]
         bad = [item.message for item in items if isinstance(item, BadRecord)]
-        return {"batch": collate(good) if good else None, "bad_records": bad}
+        return {"batch": collate(good) if good else None, "bad_records": bad, "num_records": len(items)}
 
     return collate_batch

@@ -10,7 +10,7 @@ The page has no scripts and loads nothing from elsewhere (the plots are embedded
 it opens from a file, a CI artifact or an e-mail. Its inputs are plain data, independent of the
 model and the data loaders:
 
-    metrics          the dict of utils.metrics.visdial_metrics (r@1, ..., mrr_round_k, ndcg)
+    metrics          the dict of utils.evaluation.metrics.visdial_metrics (r@1, ..., mrr_round_k, ndcg)
     scores           [dialogs, rounds, options] ranking scores (higher = better)
     gt_option_inds   [dialogs, rounds] index of the ground-truth option
     dialogs          one DialogText per dialog: caption, questions and option texts in the
@@ -26,7 +26,8 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from utils.errors import UserError
-from utils.metrics import NDCG, scores_to_ranks
+from utils.evaluation.metrics import NDCG, scores_to_ranks
+from utils.files import atomic_write, write_text
 
 TOP_K = 5
 METRIC_NAMES = (  # key in the metrics dict, label on the page, format
@@ -85,7 +86,7 @@ def plot_per_round(metrics: dict, num_rounds: int, ndcg_by_round: Dict[int, floa
     axes.legend(loc="best")
     axes.set_title("Metrics per round")
     figure.tight_layout()
-    figure.savefig(path)
+    atomic_write(path, lambda file: figure.savefig(file, format="png"))
     plt.close(figure)
 
 
@@ -98,7 +99,7 @@ def plot_rank_histogram(gt_ranks: torch.Tensor, num_options: int, path: Path) ->
     axes.set_xlim(1, num_options + 1)
     axes.set_title(f"Ground-truth rank distribution ({gt_ranks.numel()} rounds)")
     figure.tight_layout()
-    figure.savefig(path)
+    atomic_write(path, lambda file: figure.savefig(file, format="png"))
     plt.close(figure)
 
 
@@ -165,7 +166,7 @@ def write_report(out_dir, metrics: dict, scores, gt_option_inds, dialogs: Sequen
     scores [dialogs, rounds, options] and gt_option_inds [dialogs, rounds] are tensors or arrays;
     round_id [dialogs] and gt_relevance [dialogs, options] are optional (dense annotations);
     type_table_html, when given, is shown as the per-question-type table
-    (utils/question_type_metrics.py).
+    (utils/evaluation/question_types.py).
     """
     scores = torch.as_tensor(scores, dtype=torch.float32)
     gt_option_inds = torch.as_tensor(gt_option_inds, dtype=torch.long)
@@ -217,5 +218,5 @@ MRR: mean reciprocal rank; NDCG: normalised discounted cumulative gain on the de
 </body></html>
 """
     page_path = out_dir / "index.html"
-    page_path.write_text(page, encoding="utf-8")
+    write_text(page_path, page)
     return page_path

@@ -3,7 +3,7 @@
 `build_training_data(options, context)` opens the feature store and tokenizer once and builds
 the train dataset of the mode (VisDial train items for base training, dense-annotation items for
 dense finetuning) and the val dataset. `TrainingData.epoch_batches(epoch, start)` yields the
-collated batches of one epoch from batch `start` on (see utils/data_order.py for why the order
+collated batches of one epoch from batch `start` on (see dataloader/sampling.py for why the order
 and the random draws are reproducible).
 """
 from dataclasses import dataclass
@@ -15,11 +15,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from dataloader.collate import collate_dialog_batch
 from dataloader.datasets import VisdialDataset, VisdialDenseDataset
-from utils.data_order import ResumableSampler, SeededItems, collate_skipping_bad
+from dataloader.feature_store import open_feature_store
+from dataloader.sampling import ResumableSampler, SeededItems, collate_skipping_bad
+from dataloader.tokenizer import load_tokenizer
+from options import TrainOptions
 from utils.distributed import DistributedContext
 from utils.errors import UserError
-from utils.feature_store import open_feature_store
-from utils.tokenizer import load_tokenizer
 
 OVERFIT_IMAGES_PER_BATCH = 5
 
@@ -58,7 +59,7 @@ class TrainingData:
 
     def epoch_batches(self, epoch: int, start: int = 0) -> Iterator[dict]:
         """Batches `start`.. of epoch `epoch` of this rank: {'batch': collated batch or None,
-        'bad_records': [messages of items that could not be read]}."""
+        'bad_records': [messages of items that could not be read], 'num_records': items}."""
         sampler = ResumableSampler(self.num_items, self.seed, self.shuffle, self.context.rank,
                                    self.context.world_size)
         sampler.set_epoch(epoch, start * self.batch_images)
@@ -84,7 +85,7 @@ class TrainingData:
                             "failing record") from None
 
 
-def _require_files(options) -> None:
+def _require_files(options: TrainOptions) -> None:
     """Raise UserError naming the first data file of the run that does not exist (checked before
     the tokenizer is loaded, so that a wrong path fails fast)."""
     flags = ["visdial_image_feats"]
@@ -100,8 +101,8 @@ def _require_files(options) -> None:
             raise UserError(f"{path}: file not found (-{flag})")
 
 
-def build_training_data(options, context: DistributedContext) -> TrainingData:
-    """Datasets and batching of a run from its options (TrainOptions)."""
+def build_training_data(options: TrainOptions, context: DistributedContext) -> TrainingData:
+    """Datasets and batching of a run from its options."""
     _require_files(options)
     features = open_feature_store(options.visdial_image_feats)
     tokenizer = load_tokenizer(options.vocab)

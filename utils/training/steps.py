@@ -17,18 +17,19 @@
   The parameter gradients equal those of one graph over all N scores (tests/test_dense_loss.py).
 
 Both steps always run their backward pass (DDP needs every rank to) and report whether the loss
-was finite; the training loop then stops or skips the optimizer step (`-nan_policy`).
+was finite; the training loop then stops or skips the optimizer step (`-nan_policy`). Under
+DistributedDataParallel a backward all-reduces the gradients only when `sync_gradients` is true
+(the last micro-step before an optimizer step).
 """
-import contextlib
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 
-from models.losses import dense_relevance_loss
-from utils.scoring import autocast
+from models.losses import dense_loss, pretraining_loss
+from utils.distributed import gradient_sync, unwrap
+from utils.precision import autocast
+from utils.random_state import RandomState
 
 MODEL_INPUT_FIELDS = ("tokens", "segments", "attention_mask", "image_feat", "image_loc",
                       "image_mask", "image_index")
@@ -39,13 +40,14 @@ class StepSettings:
     """How a step computes and scales its loss.
 
     loss_divisor: the loss is divided by this before backward (`-batch_multiply`, as the
-    reference). grad_scaler: a torch.amp.GradScaler for fp16, else None. coefficients: the loss
-    weights by name ('lm', 'nsp', 'img'). dense_chunk: sequences per forward pass in dense mode.
+    reference). grad_scaler: scales the loss in fp16 (disabled otherwise: it passes the loss
+    through). coefficients: the loss weights by name ('lm', 'nsp', 'img'). dense_chunk: sequences
+    per forward pass in dense mode.
     """
     device: torch.device
     precision: str = "fp32"
     loss_divisor: float = 1.0
-    grad_scaler: Optional[torch.amp.GradScaler] = None
+    grad_scaler: torch.amp.GradScaler = field(default_factory=lambda: torch.amp.GradScaler("cuda", enabled=False))
     coefficients: dict = field(default_factory=lambda: {"lm": 1.0, "nsp": 1.0, "img": 1.0})
     dense_chunk: int = 20
 
@@ -79,17 +81,7 @@ def _result(loss: torch.Tensor, parts: dict) -> StepResult:
 
 
 def _backward(loss: torch.Tensor, settings: StepSettings) -> None:
-    scaled = loss / settings.loss_divisor
-    if settings.grad_scaler is not None:
-        scaled = settings.grad_scaler.scale(scaled)
-    scaled.backward()
-
-
-def _gradient_sync(model: torch.nn.Module, sync_gradients: bool) -> contextlib.AbstractContextManager:
-    """Under DDP, `no_sync()` unless this backward should all-reduce the gradients."""
-    if isinstance(model, DistributedDataParallel) and not sync_gradients:
-        return model.no_sync()
-    return contextlib.nullcontext()
+    settings.grad_scaler.scale(loss / settings.loss_divisor).backward()
 
 
 def base_step(model: torch.nn.Module, batch: dict, settings: StepSettings,
@@ -101,7 +93,7 @@ def base_step(model: torch.nn.Module, batch: dict, settings: StepSettings,
     image_target [K, R, C]. The language-only model ignores the image inputs and has no region loss.
     sync_gradients: under DDP, whether this backward should all-reduce the gradients.
     """
-    with _gradient_sync(model, sync_gradients):
+    with gradient_sync(model, sync_gradients):
         return _base_forward_backward(model, batch, settings)
 
 
@@ -114,40 +106,9 @@ def _base_forward_backward(model: torch.nn.Module, batch: dict, settings: StepSe
                     image_label=batch["image_label"].to(device),
                     image_target=batch["image_target"].to(device),
                     output_lm_scores=False, output_img_scores=False)
-    coefficients = settings.coefficients
-    parts = {"lm_loss": out.lm_loss, "nsp_loss": out.nsp_loss}
-    loss = coefficients["lm"] * out.lm_loss.float() + coefficients["nsp"] * out.nsp_loss.float()
-    if out.img_loss is not None:
-        parts["img_loss"] = out.img_loss
-        loss = loss + coefficients["img"] * out.img_loss.float()
+    loss, parts = pretraining_loss(out.lm_loss, out.nsp_loss, out.img_loss, settings.coefficients)
     _backward(loss, settings)
     return _result(loss, parts)
-
-
-def dense_loss(nsp_scores: torch.Tensor, relevance: torch.Tensor, nsp_labels: torch.Tensor,
-               nsp_coefficient: float) -> tuple[torch.Tensor, dict]:
-    """The dense finetuning loss of K annotated rounds with O options each.
-
-    nsp_scores [K, O, 2] logits; relevance [K, O] raw relevance; nsp_labels [K * O] (0 for the
-    ground-truth option). Returns (ce_loss + nsp_coefficient * nsp_loss, {'ce_loss', 'nsp_loss'}).
-    """
-    ce_loss = dense_relevance_loss(nsp_scores, relevance)
-    nsp_loss = F.cross_entropy(nsp_scores.reshape(-1, 2).float(), nsp_labels.reshape(-1))
-    return ce_loss + nsp_coefficient * nsp_loss, {"ce_loss": ce_loss, "nsp_loss": nsp_loss}
-
-
-class RandomState:
-    """A snapshot of the CPU random generator (and the current CUDA device's, when used)."""
-
-    def __init__(self, device: torch.device):
-        self.cpu = torch.get_rng_state()
-        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-        self.device = device
-
-    def restore(self) -> None:
-        torch.set_rng_state(self.cpu)
-        if self.cuda is not None:
-            torch.cuda.set_rng_state(self.cuda, self.device)
 
 
 def _score_chunk(model: torch.nn.Module, batch: dict, indices: torch.Tensor,
@@ -173,15 +134,15 @@ def dense_step(model: torch.nn.Module, batch: dict, settings: StepSettings,
     relevance = batch["gt_relevance"].to(device).float()
     num_rounds, num_options = relevance.shape
     chunks = list(torch.arange(num_sequences).split(settings.dense_chunk))
-    plain_model = model.module if isinstance(model, DistributedDataParallel) else model
+    plain_model = unwrap(model)  # no DDP hooks on the passes without gradients
 
     states = []
     with torch.no_grad():
         scores = []
         for indices in chunks:
-            states.append(RandomState(device))
+            states.append(RandomState.capture())
             scores.append(_score_chunk(plain_model, batch, indices, settings))
-    state_after = RandomState(device)
+    state_after = RandomState.capture()
 
     scores = torch.cat(scores).requires_grad_()
     loss, parts = dense_loss(scores.view(num_rounds, num_options, 2), relevance,
@@ -190,7 +151,7 @@ def dense_step(model: torch.nn.Module, batch: dict, settings: StepSettings,
     for number, (indices, state) in enumerate(zip(chunks, states)):
         last = number == len(chunks) - 1
         state.restore()
-        with _gradient_sync(model, sync_gradients and last):
+        with gradient_sync(model, sync_gradients and last):
             _score_chunk(model, batch, indices, settings).backward(scores.grad[indices.to(device)])
     state_after.restore()
     return _result(loss, parts)

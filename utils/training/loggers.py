@@ -8,11 +8,16 @@
   'tot loss', 'lm loss' ...; window 'Retrieval Val Metrics'; one window per round).
 * TensorBoard (`-tensorboard 1`): scalars `loss/<name>` and `val/<metric>` in <run folder>/tensorboard.
 """
+import contextlib
+import io
 import json
+import logging
 import math
-import warnings
+import sys
+import urllib.request
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -40,42 +45,83 @@ class VisdomLogger:
     """Line plots and text on a visdom server (the reference's VisdomVisualize).
 
     A window is created by its first point and appended to afterwards; a line is named
-    within its window. If the server cannot be reached, a warning says so and nothing is sent.
+    within its window. The server is optional: if it cannot be reached, or stops answering
+    during the run, one `warning:` line on stderr says so and nothing more is sent. The
+    visdom client's own output (its tracebacks, "waiting", session messages) never shows.
     """
 
+    PROBE_TIMEOUT_SECONDS = 3
+
     def __init__(self, server: str, port: int, env: str):
-        import visdom
         self.env = env or "main"
-        self._visdom = visdom.Visdom(server=server, port=port, env=self.env,
-                                     use_incoming_socket=False, raise_exceptions=False)
-        if not self._visdom.check_connection(timeout_seconds=3):
-            warnings.warn(f"visdom server {server}:{port} not reachable: visdom logging is off")
-            self._visdom = None
+        self.address = visdom_address(server, port)
         self._windows = set()
+        self._visdom = None
+        # The client has no timeout and prints a traceback per failed request: ask the server first.
+        problem = http_problem(self.address, self.PROBE_TIMEOUT_SECONDS)
+        if problem:
+            self._turn_off(f"visdom server {self.address} not reachable ({problem})")
+            return
+        import visdom
+        # The client logs "Setting up a new session..." and the like as warnings: not the user's concern.
+        logging.getLogger("visdom").setLevel(logging.ERROR)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                self._visdom = visdom.Visdom(server=server, port=port, env=self.env,
+                                             use_incoming_socket=False, raise_exceptions=True)
+        except ConnectionError:
+            self._turn_off(f"visdom server {self.address} not reachable")
 
     @property
     def connected(self) -> bool:
         return self._visdom is not None
 
-    def line(self, x: float, y: float, window: str, line_name: str, xlabel: str = "Iterations") -> None:
+    def _turn_off(self, why: str) -> None:
+        print(f"warning: {why}: visdom logging is off, training goes on", file=sys.stderr, flush=True)
+        self._visdom = None
+
+    def _send(self, method: str, **kwargs) -> None:
+        """Call the client's `method`; a server that stopped answering turns visdom logging off.
+        The client prints its own failures to stdout ("Error connecting to Visdom server!"): hidden."""
         if self._visdom is None:
             return
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                getattr(self._visdom, method)(**kwargs)
+        except ConnectionError:
+            self._turn_off(f"visdom server {self.address} stopped answering")
+
+    def line(self, x: float, y: float, window: str, line_name: str, xlabel: str = "Iterations") -> None:
         if window in self._windows:
-            self._visdom.line(X=np.array([x]), Y=np.array([y]), win=window, update="append",
-                              name=line_name, opts={"showlegend": True})
+            self._send("line", X=np.array([x]), Y=np.array([y]), win=window, update="append",
+                       name=line_name, opts={"showlegend": True})
         else:
-            self._visdom.line(X=np.array([x]), Y=np.array([y]), win=window, name=line_name,
-                              opts={"xlabel": xlabel, "ylabel": window, "title": window,
-                                    "showlegend": True})
+            self._send("line", X=np.array([x]), Y=np.array([y]), win=window, name=line_name,
+                       opts={"xlabel": xlabel, "ylabel": window, "title": window, "showlegend": True})
             self._windows.add(window)
 
     def text(self, text: str) -> None:
-        if self._visdom is not None:
-            self._visdom.text(text)
+        self._send("text", text=text)
 
     def save(self) -> None:
-        if self._visdom is not None:
-            self._visdom.save([self.env])
+        self._send("save", envs=[self.env])
+
+
+def visdom_address(server: str, port: int) -> str:
+    """The base URL the visdom client posts to: `server` (scheme optional, as visdom accepts) and `port`."""
+    parsed = urlparse(server if "://" in server else f"http://{server}")
+    return f"{parsed.scheme}://{parsed.netloc}:{port}"
+
+
+def http_problem(url: str, timeout_seconds: float) -> Optional[str]:
+    """None if an HTTP server answers at `url` within the timeout, else why not (one line)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_seconds):
+            return None
+    except OSError as error:  # URLError, HTTPError, timeouts, refused connections
+        return str(getattr(error, "reason", error))
+    except ValueError as error:  # a malformed address
+        return str(error)
 
 
 class TensorBoardLogger:

@@ -15,15 +15,14 @@ ranking side by side; `format_table_text` and `format_table_html` render it.
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from dataloader.question_types import QuestionTypes
 from utils.errors import UserError
-from utils.metrics import scores_to_ranks
+from utils.evaluation.metrics import scores_to_ranks
+from utils.input_files import read_json
 
 RANDOM_DRAWS = 200
 RANDOM_SEED = 0
@@ -119,20 +118,12 @@ def comparison_table(runs: dict[str, dict]) -> TypeTable:
     return TypeTable(rows + [ALL_ROUNDS], rounds, list(runs) + [RANDOM_LABEL], cells)
 
 
-def load_compared_metrics(specs: list[str]) -> dict[str, dict]:
-    """Metrics files of other runs, from `LABEL=FILE` specs (evaluate.py -compare_metrics): label ->
+def load_compared_metrics(compared: dict[str, str]) -> dict[str, dict]:
+    """Metrics files of other runs (label -> path, options.EvalOptions.compared_metrics): label ->
     metrics dict; each must hold per-type metrics (an evaluation with -question_types)."""
     runs = {}
-    for spec in specs:
-        label, separator, path = spec.partition("=")
-        if not separator or not label or not path:
-            raise UserError(f"-compare_metrics {spec!r}: expected LABEL=FILE")
-        try:
-            metrics = json.loads(Path(path).read_text())
-        except OSError as error:
-            raise UserError(f"{path}: cannot read the metrics file ({error.strerror or error})") from None
-        except ValueError as error:
-            raise UserError(f"{path}: not a JSON metrics file ({error})") from None
+    for label, path in compared.items():
+        metrics = read_json(path, "metrics file")
         if not isinstance(metrics, dict) or not type_names(metrics) or "mrr" not in metrics:
             raise UserError(f"{path}: has no per-question-type metrics (evaluate it with -question_types)")
         runs[label] = metrics

@@ -4,7 +4,7 @@
   metrics / EvalAI ranks of the reference's own scores (eval_scores.pt) against
   val_metrics_end2end.json and test_predictions.json;
 * end to end: the model of model_raw.pt scores the fixture's processed data through our datasets
-  (visdial_processed/, the LMDB, the vocab) and evaluate.py's code; the test predictions must equal
+  (visdial_processed/, the LMDB, the vocab) and the evaluation code; the test predictions must equal
   test_predictions.json exactly and the val metrics val_metrics_end2end.json.
 
 Metrics are compared to 1e-6 and ranks exactly, except that our end-to-end test predictions may
@@ -17,8 +17,15 @@ from pathlib import Path
 
 import torch
 
-from utils.conformance import CheckResult, absent
-from utils.metrics import NDCG, SparseGTMetrics, scores_to_ranks, visdial_metrics
+from dataloader.collate import collate_dialog_batch
+from dataloader.datasets import VisdialDataset
+from dataloader.feature_store import open_feature_store
+from dataloader.tokenizer import load_tokenizer
+from utils.conformance.common import CheckResult, absent, fixture_model, load_fixture
+from utils.evaluation.evalai import evalai_test_entries
+from utils.evaluation.metrics import NDCG, SparseGTMetrics, scores_to_ranks, visdial_metrics
+from utils.evaluation.scoring import score_dataset
+from utils.evaluation.validation import evaluate_val
 
 METRICS_ATOL = 1e-6
 NEAR_TIE = 1e-6
@@ -31,10 +38,6 @@ FEATURES = "visdial_img_feat.lmdb"
 def eval_checks(fixtures: Path) -> list[CheckResult]:
     """Every evaluation check (module docstring)."""
     return metrics_checks(fixtures) + reference_score_checks(fixtures) + end_to_end_checks(fixtures)
-
-
-def _load(path: Path):
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def compare_metrics(name: str, actual: dict, expected: dict) -> CheckResult:
@@ -92,7 +95,7 @@ def metrics_checks(fixtures: Path) -> list[CheckResult]:
     path = fixtures / "metrics_cases.pt"
     if not path.is_file():
         return [absent("metrics_cases.pt", path)]
-    cases, results = _load(path), []
+    cases, results = load_fixture(path), []
     for name in METRICS_CASES:
         case = cases[name]
         results.append(compare_ranks(f"metrics {name}: ranks", scores_to_ranks(case["scores"]), case["ranks"]))
@@ -117,7 +120,7 @@ def reference_score_checks(fixtures: Path) -> list[CheckResult]:
     missing = [path for path in needed if not path.is_file()]
     if missing:
         return [absent("reference scores: metrics and ranks", missing[0])]
-    scores, items = _load(needed[0]), _load(needed[1])["val"]
+    scores, items = load_fixture(needed[0]), load_fixture(needed[1])["val"]
     round_id = torch.stack([item["round_id"].reshape(()) for item in items])
     relevance = torch.stack([item["gt_relevance"] for item in items])
     metrics = visdial_metrics(scores["val_nsp_probs"], scores["val_gt_option_inds"], round_id, relevance)
@@ -130,14 +133,6 @@ def reference_score_checks(fixtures: Path) -> list[CheckResult]:
 
 def end_to_end_checks(fixtures: Path) -> list[CheckResult]:
     """model_raw.pt on the processed fixture data: test predictions and val metrics."""
-    import evaluate
-    from dataloader.collate import collate_dialog_batch
-    from dataloader.datasets import VisdialDataset
-    from utils.conformance import fixture_model
-    from utils.feature_store import open_feature_store
-    from utils.scoring import score_dataset
-    from utils.tokenizer import load_tokenizer
-
     processed = fixtures / PROCESSED
     needed = [fixtures / name for name in ("model_config.json", "model_raw.pt", VOCAB_FILE, FEATURES,
                                            "dataset_items.pt", "test_predictions.json", "eval_scores.pt",
@@ -147,21 +142,21 @@ def end_to_end_checks(fixtures: Path) -> list[CheckResult]:
     missing = [path for path in needed if not path.exists()]
     if missing:
         return [absent("end to end: test predictions and val metrics", missing[0])]
-    meta = _load(fixtures / "dataset_items.pt")["meta"]
+    meta = load_fixture(fixtures / "dataset_items.pt")["meta"]
     tokenizer, features = load_tokenizer(str(fixtures / VOCAB_FILE)), open_feature_store(fixtures / FEATURES)
     shape = dict(max_seq_len=meta["max_seq_len"], visdial_tot_rounds=meta["visdial_tot_rounds"])
     model = fixture_model(fixtures)
 
     test = VisdialDataset("test", processed / "test_processed.json", features, tokenizer, **shape)
     scored = score_dataset(model, test, collate_dialog_batch, progress=False)
-    entries = evaluate.evalai_test_entries(scored)
+    entries = evalai_test_entries(scored)
     expected_entries = json.loads((fixtures / "test_predictions.json").read_text())
     name = "end to end: test predictions == test_predictions.json"
     keys = [(entry["image_id"], entry["round_id"]) for entry in entries]
     if keys != [(entry["image_id"], entry["round_id"]) for entry in expected_entries]:
         results = [CheckResult(name, False, None, _first_entry_difference(entries, expected_entries))]
     else:
-        reference_scores = _load(fixtures / "eval_scores.pt")["test_nsp_probs"]
+        reference_scores = load_fixture(fixtures / "eval_scores.pt")["test_nsp_probs"]
         results = [compare_ranks_up_to_near_ties(
             name, torch.tensor([entry["ranks"] for entry in entries]),
             torch.tensor([entry["ranks"] for entry in expected_entries]), reference_scores)]
@@ -169,7 +164,7 @@ def end_to_end_checks(fixtures: Path) -> list[CheckResult]:
     val = VisdialDataset("val", processed / "val_processed.json", features, tokenizer,
                          processed / "val_dense_annotations_processed.json", num_options=meta["num_options"],
                          **shape)
-    metrics = evaluate.evaluate_val(model, val)
+    metrics = evaluate_val(model, val)
     expected = json.loads((fixtures / "val_metrics_end2end.json").read_text())["metrics"]
     results.append(compare_metrics("end to end: val metrics == val_metrics_end2end.json", metrics, expected))
     return results

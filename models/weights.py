@@ -1,21 +1,26 @@
-"""Reading checkpoints safely and putting their weights into a model; saving them atomically.
+"""The model's weights: reading checkpoints safely, loading them by name, and the optimiser groups.
 
-Every file goes through `torch.load(..., weights_only=True)`: a checkpoint that would need to
-run pickled code is refused, never executed. Training saves with `save_checkpoint` (temporary
-file, fsync, rename), so a process killed at any moment leaves the previous checkpoint intact.
+* Every file goes through `torch.load(..., weights_only=True)`: a checkpoint that would need to
+  run pickled code is refused, never executed (`read_checkpoint`).
+* Keys saved under other prefixes (`module.` of DDP, the ViLBERT code bases' names without
+  `bert_pretrained.`) are aligned to ours; loading is strict (released checkpoints) or partial
+  with a `LoadReport` that names every missing and unexpected key.
+* A Hugging Face BERT (safetensors or `pytorch_model.bin`) initialises the text stream
+  (`load_bert_weights`).
+* `configure_optimizer` groups the parameters for AdamW as the reference does, by their names
+  here (like nanoGPT's `configure_optimizers`, next to the parameters it groups).
 """
-import os
+import hashlib
 import pickle
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Dict, List, Tuple, Union
+from typing import Dict, List, Union
 
 import torch
 from torch import nn
 
 from utils.errors import UserError
+from utils.input_files import input_file
 
 # Prefixes that other ViLBERT code bases (and nn.DataParallel / DDP) put before our names.
 WRAPPER_PREFIXES = ("module.",)
@@ -24,9 +29,7 @@ MODEL_PREFIX = "bert_pretrained."
 
 def read_checkpoint(path: Union[str, Path]) -> dict:
     """Load a checkpoint file onto the CPU with weights_only=True; UserError if it cannot be."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: checkpoint not found")
+    path = input_file(path, "checkpoint")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -48,15 +51,28 @@ def read_checkpoint(path: Union[str, Path]) -> dict:
 
 def extract_state_dict(content: dict, source: Union[str, Path]) -> Dict[str, torch.Tensor]:
     """The model weights of a checkpoint: a raw state dict, or the training wrapper's
-    `model_state_dict` (what the reference's train.py and ours save)."""
+    `model_state_dict` (what the reference's train.py and ours save), checked by
+    `check_tensors`."""
     state = content.get("model_state_dict", content)
     if not isinstance(state, dict) or not state:
         raise UserError(f"{source}: no model weights found")
-    not_tensors = [key for key, value in state.items() if not isinstance(value, torch.Tensor)]
-    if not_tensors:
-        raise UserError(f"{source}: not a model state dict (entry {not_tensors[0]!r} is not a "
-                        "tensor)")
+    check_tensors(state, source, "not a model state dict")
     return state
+
+
+def check_tensors(tensors: dict, source: Union[str, Path], what: str) -> None:
+    """Every key a string and every value a real tensor (dense, with data: not on the meta device)
+    whose floating-point values are all finite; else a UserError naming `source` and the key
+    (`what` says what the dict is not, for a key or value of the wrong kind)."""
+    for key, value in tensors.items():
+        if not isinstance(key, str):
+            raise UserError(f"{source}: {what} (key {key!r} is not a string)")
+        if not isinstance(value, torch.Tensor):
+            raise UserError(f"{source}: {what} (entry {key!r} is not a tensor)")
+        if value.is_meta or value.layout != torch.strided:
+            raise UserError(f"{source}: {key} is not a dense tensor with data ({value.device.type}, {value.layout})")
+        if (value.is_floating_point() or value.is_complex()) and not torch.isfinite(value).all():
+            raise UserError(f"{source}: {key} holds NaN or inf")
 
 
 def align_key_names(state: Dict[str, torch.Tensor],
@@ -135,12 +151,13 @@ def read_bert_weights(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
-        if not path.is_file():
-            raise UserError(f"{path}: BERT checkpoint not found")
+        path = input_file(path, "BERT checkpoint")
         try:
-            return load_file(str(path))
+            state = load_file(str(path))
         except (SafetensorError, OSError) as error:
             raise UserError(f"{path}: not a safetensors file ({error})") from None
+        check_tensors(state, path, "not a BERT checkpoint")
+        return state
     return extract_state_dict(read_checkpoint(path), path)
 
 
@@ -167,113 +184,65 @@ def load_bert_weights(model: nn.Module, path: Union[str, Path]) -> LoadReport:
 
 
 # ---------------------------------------------------------------------------------------------
-# Saving (training side): atomic files, run folders, keeping the last K and the best.
+# Optimiser groups, by parameter name (the reference's training scripts)
 # ---------------------------------------------------------------------------------------------
+#
+# * Two learning rates: `-lr` for the language parameters, `-image_lr` for all others. The
+#   reference lists the language parameters by name in config/language_weights.json;
+#   `is_language_parameter` states the same rule: the text embeddings, the text transformer layers
+#   and the masked-LM head. (The text pooler `t_pooler` is not in that list, so it gets the image
+#   rate, as in the reference.)
+# * Weight decay 0.01, except 0 for biases and LayerNorm weights.
+# * `torch.optim.AdamW` with eps 1e-6. The reference used pytorch-transformers' AdamW, which
+#   applies the weight decay after the Adam update and adds eps to sqrt(v) before the bias
+#   correction; torch's applies the decay before the update and adds eps after it. Both are
+#   O(lr^2) or O(eps) apart per step.
 
-CHECKPOINT_PREFIX = "visdial_dialog_encoder_"   # the reference's file names: <prefix><iteration>.ckpt
-BEST_CHECKPOINT = CHECKPOINT_PREFIX + "best.ckpt"
-TEMPORARY_MARK = ".tmp-"
-
-
-def checkpoint_path(run_dir: Union[str, Path], iteration: int) -> Path:
-    """<run_dir>/visdial_dialog_encoder_<iteration>.ckpt"""
-    return Path(run_dir) / f"{CHECKPOINT_PREFIX}{iteration}.ckpt"
-
-
-def list_checkpoints(run_dir: Union[str, Path]) -> List[Tuple[int, Path]]:
-    """The (iteration, path) of every periodic checkpoint of a run folder, oldest first."""
-    found = []
-    for path in Path(run_dir).glob(f"{CHECKPOINT_PREFIX}*.ckpt"):
-        number = path.stem[len(CHECKPOINT_PREFIX):]
-        if number.isdigit():
-            found.append((int(number), path))
-    return sorted(found)
-
-
-def atomic_write(path: Union[str, Path], write: Callable[[BinaryIO], None]) -> None:
-    """Write a file so that it is either absent, the previous version, or complete.
-
-    `write(file)` fills a temporary file in the same folder, which is flushed, fsync'ed and then
-    renamed over `path` (a rename is atomic), and the folder is fsync'ed. On any error (disk
-    full, no permission) the temporary file is removed, `path` is left as it was, and a
-    UserError names the path.
-    """
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
-    try:
-        with open(temporary, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise UserError(f"{path}: cannot write ({error.strerror or error}); "
-                        "the previous file, if any, is kept") from None
+NO_DECAY_MARKERS = ("bias", "LayerNorm.bias", "LayerNorm.weight")
+LANGUAGE_PREFIXES = (
+    "bert_pretrained.bert.embeddings.",       # word, position, token-type, separator embeddings
+    "bert_pretrained.bert.encoder.layer.",    # text transformer layers (image: v_layer, c_layer)
+    "bert_pretrained.cls.predictions.",       # masked-LM head (its decoder is the word embedding)
+)
+WEIGHT_DECAY = 0.01
+ADAM_EPS = 1e-6
 
 
-def save_checkpoint(path: Union[str, Path], content: dict) -> None:
-    """torch.save `content` (tensors and plain containers only, so that it loads with
-    weights_only=True) atomically to `path`."""
-    atomic_write(path, lambda file: torch.save(content, file))
+def is_language_parameter(name: str) -> bool:
+    """True when the reference trains the parameter `name` with `-lr` (else `-image_lr`).
+
+    Names may carry the `module.` / `_orig_mod.` prefixes of DDP and torch.compile."""
+    name = name.removeprefix("module.").removeprefix("_orig_mod.")
+    return name.startswith(LANGUAGE_PREFIXES)
 
 
-def remove_stale_temporaries(run_dir: Union[str, Path]) -> List[Path]:
-    """Delete temporary files left by a process killed while saving; returns what was removed."""
-    removed = []
-    for path in Path(run_dir).glob(f".*{TEMPORARY_MARK}*"):
-        path.unlink(missing_ok=True)
-        removed.append(path)
-    return removed
+def has_weight_decay(name: str) -> bool:
+    """True unless the parameter is a bias or a LayerNorm weight (the reference's no_decay list)."""
+    return not any(marker in name for marker in NO_DECAY_MARKERS)
 
 
-def prune_checkpoints(run_dir: Union[str, Path], keep: int) -> List[Path]:
-    """Delete all but the `keep` newest periodic checkpoints (the best one is a separate file
-    and is never pruned); returns the deleted paths."""
-    checkpoints = list_checkpoints(run_dir)
-    doomed = [path for _, path in checkpoints[:max(0, len(checkpoints) - keep)]]
-    for path in doomed:
-        path.unlink(missing_ok=True)
-    return doomed
+def configure_optimizer(model: nn.Module, lr: float, image_lr: float) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters of `model` in four groups: language/image rate x
+    with/without weight decay. Each group remembers its base rate under 'base_lr'."""
+    groups = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        language = is_language_parameter(name)
+        decay = has_weight_decay(name)
+        key = (language, decay)
+        if key not in groups:
+            rate = lr if language else image_lr
+            groups[key] = {"params": [], "names": [], "lr": rate, "base_lr": rate,
+                           "weight_decay": WEIGHT_DECAY if decay else 0.0}
+        groups[key]["params"].append(parameter)
+        groups[key]["names"].append(name)
+    return torch.optim.AdamW(list(groups.values()), lr=lr, eps=ADAM_EPS)
 
 
-def check_writable(run_dir: Union[str, Path], needed_bytes: int) -> None:
-    """Fail early, with the path, when the run folder cannot be created or written, or when its
-    disk has less than `needed_bytes` free (one checkpoint)."""
-    run_dir = Path(run_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"{run_dir}: cannot create the run folder ({error.strerror})") from None
-    atomic_write(run_dir / ".write_test", lambda file: file.write(b"ok"))
-    (run_dir / ".write_test").unlink()
-    free = shutil.disk_usage(run_dir).free
-    if free < needed_bytes:
-        raise UserError(f"{run_dir}: only {free / 2**20:.0f} MiB free on this disk, a checkpoint "
-                        f"needs about {needed_bytes / 2**20:.0f} MiB")
-
-
-def latest_checkpoint(run_dir: Union[str, Path]) -> Path:
-    """The newest periodic checkpoint of a run folder (for -continue); UserError if none."""
-    checkpoints = list_checkpoints(run_dir)
-    if not checkpoints:
-        raise UserError(f"{run_dir}: no checkpoint to continue from "
-                        f"({CHECKPOINT_PREFIX}<iteration>.ckpt)")
-    return checkpoints[-1][1]
-
-
-def git_commit(repo_dir: Union[str, Path]) -> str:
-    """The commit hash of the code (with '-dirty' when files changed), or 'unknown'."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_dir, capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                cwd=repo_dir, capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return commit + ("-dirty" if status.strip() else "")
+def parameters_sha256(model: nn.Module) -> str:
+    """A hash of every parameter's bytes: equal on all ranks when they hold the same weights."""
+    digest = hashlib.sha256()
+    for _, parameter in sorted(model.named_parameters()):
+        digest.update(parameter.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

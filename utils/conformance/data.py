@@ -17,7 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.conformance import CheckResult, absent
+from dataloader.datasets import VisdialDataset, VisdialDenseDataset
+from dataloader.feature_store import convert_lmdb_to_hdf5, open_feature_store
+from dataloader.preprocess import preprocess
+from dataloader.tokenizer import encode_texts, load_tokenizer
+from utils.conformance.common import CheckResult, absent, load_fixture
 
 RAW_FILES = {
     "visdial_train": "visdial_1.0_train.json", "visdial_val": "visdial_1.0_val.json",
@@ -42,12 +46,10 @@ def data_checks(fixtures: Path) -> list[CheckResult]:
 
 def _meta(fixtures: Path) -> dict | None:
     path = fixtures / "dataset_items.pt"
-    return torch.load(path, weights_only=True)["meta"] if path.is_file() else None
+    return load_fixture(path)["meta"] if path.is_file() else None
 
 
 def _tokenizer(fixtures: Path):
-    from utils.tokenizer import load_tokenizer
-
     return load_tokenizer(str(fixtures / VOCAB_FILE))
 
 
@@ -55,8 +57,6 @@ def _tokenizer(fixtures: Path):
 
 def preprocessing_checks(fixtures: Path) -> list[CheckResult]:
     """Run preprocessing on visdial_raw/ and compare each output with visdial_processed/."""
-    from preprocessing.pre_process_visdial import parse_args, preprocess
-
     raw, processed, meta = fixtures / "visdial_raw", fixtures / "visdial_processed", _meta(fixtures)
     needed = [raw / name for name in RAW_FILES.values()] + [processed / name for name in PROCESSED_FILES.values()]
     needed += [fixtures / VOCAB_FILE, fixtures / "dataset_items.pt"]
@@ -65,10 +65,9 @@ def preprocessing_checks(fixtures: Path) -> list[CheckResult]:
         return [absent("preprocessing", missing[0])]
     max_seq_len = meta["max_seq_len"]
     with tempfile.TemporaryDirectory() as output:
-        argv = [f"-{flag}={raw / name}" for flag, name in RAW_FILES.items()]
-        argv += [f"-{flag}={Path(output) / name}" for flag, name in PROCESSED_FILES.items()]
-        argv += [f"-max_seq_len={max_seq_len}", f"-vocab={fixtures / VOCAB_FILE}", "-quiet"]
-        preprocess(parse_args(argv))
+        files = {flag: str(raw / name) for flag, name in RAW_FILES.items()}
+        files.update({flag: str(Path(output) / name) for flag, name in PROCESSED_FILES.items()})
+        preprocess(files, max_seq_len, str(fixtures / VOCAB_FILE))
         ours = {name: json.loads((Path(output) / name).read_text()) for name in PROCESSED_FILES.values()}
     results = []
     for name in UNCHANGED_OUTPUTS:
@@ -87,8 +86,6 @@ def preprocessing_checks(fixtures: Path) -> list[CheckResult]:
 
 def _sequence_length(tokenizer, utterances: list[str]) -> int:
     """Length of `[CLS] u1 [SEP] ... un [SEP]`, built as a real token list."""
-    from utils.tokenizer import encode_texts
-
     sequence = ["[CLS]"]
     for ids in encode_texts(tokenizer, utterances):
         sequence += ids + ["[SEP]"]
@@ -99,8 +96,6 @@ def expected_fixed_train_outputs(raw: Path, tokenizer, max_seq_len: int) -> dict
     """The train outputs with the two fixes, derived from the raw files: train_processed holds every
     dialog passing the reference's length rule; a dense annotation is kept when its dialog survived
     and `[CLS] caption [SEP] ... q_r [SEP] option [SEP]` fits for every option of round r."""
-    from utils.tokenizer import encode_texts
-
     train = json.loads((raw / RAW_FILES["visdial_train"]).read_text())
     annotations = json.loads((raw / RAW_FILES["visdial_train_ndcg"]).read_text())
     questions, answers = train["data"]["questions"], train["data"]["answers"]
@@ -134,14 +129,11 @@ def expected_fixed_train_outputs(raw: Path, tokenizer, max_seq_len: int) -> dict
 
 def reader_checks(fixtures: Path) -> list[CheckResult]:
     """The LMDB reader, and the HDF5 reader on a converted copy, against image_reader_outputs.pt."""
-    from preprocessing.convert_features import convert_lmdb_to_hdf5
-    from utils.feature_store import open_feature_store
-
     reference_path, store_path = fixtures / "image_reader_outputs.pt", fixtures / "visdial_img_feat.lmdb"
     for path in (reference_path, store_path):
         if not path.exists():
             return [absent("feature readers", path)]
-    reference = torch.load(reference_path, weights_only=True)
+    reference = load_fixture(reference_path)
     results = []
     with tempfile.TemporaryDirectory() as folder:
         hdf5_path = Path(folder) / "features.h5"
@@ -174,9 +166,6 @@ def _compare_record(name: str, record: dict, expected: dict) -> CheckResult:
 
 def _datasets(fixtures: Path, meta: dict) -> dict:
     """Our datasets over the fixture's processed json and LMDB, built with the fixture's parameters."""
-    from dataloader.datasets import VisdialDataset, VisdialDenseDataset
-    from utils.feature_store import open_feature_store
-
     processed, tokenizer = fixtures / "visdial_processed", _tokenizer(fixtures)
     features = open_feature_store(fixtures / "visdial_img_feat.lmdb")
     common = dict(max_seq_len=meta["max_seq_len"], num_options=meta["num_options"])
@@ -207,7 +196,7 @@ def dataset_item_checks(fixtures: Path) -> list[CheckResult]:
     for needed in (path, fixtures / "visdial_processed", fixtures / "visdial_img_feat.lmdb", fixtures / VOCAB_FILE):
         if not needed.exists():
             return [absent("dataset items", needed)]
-    stored = torch.load(path, weights_only=True)
+    stored = load_fixture(path)
     meta, images = stored["meta"], stored["images"]
     datasets = _datasets(fixtures, meta)
     results = []

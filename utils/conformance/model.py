@@ -1,73 +1,20 @@
-"""Conformance checks against a reference fixture folder (laid out like ../shared/golden).
+"""Conformance checks of the model against a fixture folder (laid out like ../shared/golden).
 
-Each check returns `CheckResult`s; `scripts/check_reference.py` prints them as a table. This
-module holds the shared pieces and the model checks; the data and evaluation checks live in
-`utils/conformance_data.py` and `utils/conformance_eval.py`.
+`model_checks(fixtures)` runs them all: parameter names, shapes and dtypes (keys.json), strict
+loading of both checkpoint formats, every stored output of every forward case (LM scores to 1e-4,
+the rest to 1e-5) with the losses of the labelled cases, and the dense fine-tuning losses.
 """
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 
+from models import build_model
+from models.losses import dense_loss, pretraining_loss
+from models.weights import extract_state_dict, read_checkpoint
+from utils.conformance.common import ATOL, ATOL_LM, CheckResult, absent, compare, fixture_model, load_fixture
 from utils.errors import UserError
-
-# Tolerances suggested by the fixture README (float32 reference, other thread counts / batches).
-ATOL_LM = 1e-4
-ATOL = 1e-5
-
-
-@dataclass
-class CheckResult:
-    """One row of the conformance table."""
-
-    name: str
-    passed: bool
-    max_abs_diff: Optional[float] = None
-    detail: str = ""
-
-
-def absent(name: str, path: Path) -> CheckResult:
-    """A check whose fixture file is missing: reported as absent, never as passed."""
-    return CheckResult(name, False, None, f"absent: {path.name}")
-
-
-def compare(name: str, actual: torch.Tensor, expected: torch.Tensor, atol: float = ATOL,
-            where: Optional[torch.Tensor] = None) -> CheckResult:
-    """Compare two tensors (only at `where` if given) with atol = rtol = `atol`.
-
-    Integer and boolean tensors must be equal exactly.
-    """
-    actual, expected = actual.detach().cpu(), expected.detach().cpu()
-    if actual.shape != expected.shape:
-        return CheckResult(name, False, None,
-                           f"shape {tuple(actual.shape)} != expected {tuple(expected.shape)}")
-    if where is not None:
-        actual, expected = actual[where], expected[where]
-    if not expected.is_floating_point():
-        same = torch.equal(actual.long(), expected.long())
-        mismatches = int((actual.long() != expected.long()).sum())
-        return CheckResult(name, same, 0.0 if same else None,
-                           "" if same else f"{mismatches} values differ")
-    difference = (actual.double() - expected.double()).abs()
-    max_diff = float(difference.max()) if difference.numel() else 0.0
-    passed = bool(torch.all(difference <= atol + atol * expected.double().abs()))
-    return CheckResult(name, passed, max_diff)
-
-
-def _load(path: Path):
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def fixture_model(fixtures: Path, checkpoint: str = "model_raw.pt"):
-    """The fixture's model (model_config.json + a checkpoint) in eval mode, or a UserError."""
-    from models import build_model
-    from utils.checkpointing import load_model_weights
-
-    model = build_model(fixtures / "model_config.json")
-    load_model_weights(model, fixtures / checkpoint, strict=True)
-    return model.eval()
 
 
 def padded_rows(rows: List[torch.Tensor], num_rows: int) -> torch.Tensor:
@@ -83,8 +30,6 @@ def check_keys(fixtures: Path) -> List[CheckResult]:
     path = fixtures / "keys.json"
     if not path.is_file():
         return [absent("keys.json", path)]
-    from models import build_model
-
     reference = json.loads(path.read_text())
     model = build_model(fixtures / "model_config.json")
     ours = [[name, list(value.shape), str(value.dtype)] for name, value in model.state_dict().items()]
@@ -109,8 +54,6 @@ def _first_difference(ours: list, expected: list) -> str:
 
 def check_checkpoints(fixtures: Path) -> List[CheckResult]:
     """Both fixture checkpoints load strictly and hold the same weights."""
-    from utils.checkpointing import extract_state_dict, read_checkpoint
-
     results, states = [], {}
     for name in ("model_raw.pt", "model_ckpt.pt"):
         path = fixtures / name
@@ -149,7 +92,7 @@ def check_forward_cases(fixtures: Path) -> List[CheckResult]:
     if not path.is_file():
         return [absent("forward_cases.pt", path)]
     model = fixture_model(fixtures)
-    cases = _load(path)
+    cases = load_fixture(path)
     meta, results = cases["meta"], []
     for case_name, case in cases["cases"].items():
         inputs, expected = case["inputs"], case["outputs"]
@@ -167,7 +110,8 @@ def check_forward_cases(fixtures: Path) -> List[CheckResult]:
         results += _compare_outputs(case_name, out, expected, meta, text, regions)
         if labels:
             coeffs = expected["loss_coeffs"]
-            total = coeffs[0] * out.lm_loss + coeffs[1] * out.nsp_loss + coeffs[2] * out.img_loss
+            total, _ = pretraining_loss(out.lm_loss, out.nsp_loss, out.img_loss,
+                                        {"lm": coeffs[0], "nsp": coeffs[1], "img": coeffs[2]})
             for name, value in (("masked_lm_loss", out.lm_loss), ("nsp_loss", out.nsp_loss),
                                 ("masked_img_loss", out.img_loss), ("loss", total)):
                 results.append(compare(f"{case_name}: {name}", value, expected[name]))
@@ -213,14 +157,10 @@ def _rows(scores: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 def check_dense_finetune(fixtures: Path) -> List[CheckResult]:
     """The dense fine-tuning losses recomputed from the stored NSP scores, for the reference's
     80 sampled options and for all 100."""
-    import torch.nn.functional as F
-
-    from models.losses import dense_relevance_loss
-
     path = fixtures / "forward_cases.pt"
     if not path.is_file():
         return [absent("dense_finetune", path)]
-    dense = _load(path)["dense_finetune"]
+    dense = load_fixture(path)["dense_finetune"]
     relevance = dense["gt_relevance"]
     selected = dense["option_indices"]
     all_labels = torch.ones(relevance.shape[0], dtype=torch.long)
@@ -229,10 +169,10 @@ def check_dense_finetune(fixtures: Path) -> List[CheckResult]:
     for prefix, scores, rel, labels in (
             ("", dense["nsp_scores_selected"], relevance[selected], dense["nsp_labels_selected"]),
             ("all100_", dense["nsp_scores_all"], relevance, all_labels)):
-        ce = dense_relevance_loss(scores[None], rel[None])
-        nsp = F.cross_entropy(scores, labels)
-        for name, value in (("ce_loss", ce), ("nsp_loss", nsp), ("loss_nsp_coeff_0", ce),
-                            ("loss_nsp_coeff_1", ce + nsp)):
+        without_nsp, parts = dense_loss(scores[None], rel[None], labels, 0.0)
+        with_nsp, _ = dense_loss(scores[None], rel[None], labels, 1.0)
+        for name, value in (("ce_loss", parts["ce_loss"]), ("nsp_loss", parts["nsp_loss"]),
+                            ("loss_nsp_coeff_0", without_nsp), ("loss_nsp_coeff_1", with_nsp)):
             results.append(compare(f"dense_finetune: {prefix}{name}", value,
                                    dense[prefix + name]))
     return results
@@ -244,8 +184,8 @@ def check_dense_scores(fixtures: Path) -> List[CheckResult]:
     for path in (cases_path, items_path):
         if not path.is_file():
             return [absent("dense_finetune: nsp_scores_all", path)]
-    dense = _load(cases_path)["dense_finetune"]
-    items = _load(items_path)
+    dense = load_fixture(cases_path)["dense_finetune"]
+    items = load_fixture(items_path)
     item = items["dense_train"][0]
     image = items["images"][int(item["image_id"].reshape(-1)[0])]
     num_regions = image["image_loc"].shape[0]

@@ -9,7 +9,6 @@ only the NSP head runs. The scores are scattered back to ``[dialogs, rounds, opt
 Under ``torchrun`` (``torch.distributed`` initialised) every rank scores a contiguous share of the
 dialogs and the results are gathered, in dataset order, on every rank.
 """
-import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -19,7 +18,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+from utils.precision import autocast
+
 DIALOG_FIELDS = ("image_id", "round_id", "gt_option_inds", "gt_relevance")
 """Per-dialog fields of a collated batch that are carried next to the scores (when present)."""
 
@@ -34,23 +34,6 @@ class ScoredDialogs:
 
     scores: torch.Tensor
     fields: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-def default_precision(device: torch.device) -> str:
-    """bf16 on a GPU that supports it, fp32 otherwise (CPU bf16 is slower than fp32 on many CPUs)."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """The autocast context of ``precision`` (fp32: no autocast)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def length_batches(lengths: torch.Tensor, tokens_per_batch: int) -> list[torch.Tensor]:
@@ -77,8 +60,8 @@ def length_batches(lengths: torch.Tensor, tokens_per_batch: int) -> list[torch.T
     return batches
 
 
-def _nsp_probability(nsp_scores: torch.Tensor) -> torch.Tensor:
-    """Ranking score: probability of class 0 ("the answer belongs"), in float32."""
+def ranking_scores(nsp_scores: torch.Tensor) -> torch.Tensor:
+    """Ranking score of NSP logits [N, 2]: the probability of class 0 ("the answer belongs"), [N] float32."""
     return torch.softmax(nsp_scores.float(), dim=-1)[:, 0]
 
 
@@ -109,7 +92,7 @@ def score_sequences(model: torch.nn.Module, batch: dict, tokens_per_batch: int, 
                 output_lm_scores=False,
                 output_img_scores=False,
             )
-        scores[indices] = _nsp_probability(output.nsp_scores).cpu()
+        scores[indices] = ranking_scores(output.nsp_scores).cpu()
     return scores
 
 
@@ -189,35 +172,3 @@ def score_dataset(
         dist.all_gather_object(gathered, result)
         result = _concatenate(gathered)
     return result
-
-
-@torch.inference_mode()
-def score_padded_reference_style(model: torch.nn.Module, batch: dict, max_seq_len: int,
-                                 sequences_per_call: int, all_heads: bool = True) -> torch.Tensor:
-    """The reference's way of scoring, kept as the baseline for tests and the benchmark.
-
-    Every sequence padded to ``max_seq_len``, the image copied per sequence, fixed chunks of
-    ``sequences_per_call``, fp32, the LM and region heads computed too unless ``all_heads`` is
-    False. Same batch and output as ``score_sequences``.
-    """
-    device = next(model.parameters()).device
-    num_sequences, length = batch["tokens"].shape
-
-    def padded(tensor: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.pad(tensor, (0, max_seq_len - length))
-
-    tokens, segments = padded(batch["tokens"]), padded(batch["segments"])
-    attention_mask = padded(batch["attention_mask"].long()).bool()
-    image_index = batch["image_index"]
-    scores = []
-    for start in range(0, num_sequences, sequences_per_call):
-        rows = slice(start, start + sequences_per_call)
-        output = model(
-            tokens[rows].to(device), segments[rows].to(device), attention_mask[rows].to(device),
-            batch["image_feat"][image_index[rows]].to(device),
-            batch["image_loc"][image_index[rows]].to(device),
-            batch["image_mask"][image_index[rows]].to(device),
-            output_lm_scores=all_heads, output_img_scores=all_heads,
-        )
-        scores.append(_nsp_probability(output.nsp_scores).cpu())
-    return torch.cat(scores)

@@ -1,0 +1,91 @@
+"""The content checks of scripts/download_*.sh: is a downloaded file what it should be?
+
+    printf 'json\tdata/visdial/visdial_1.0_val_processed.json\n' | python -m scripts.check_download
+
+Reads one request a line on stdin, `CHECK<tab>FILE`, and answers each with one line on stdout:
+`ok`, or what is wrong with FILE (the calling script names the URL). One process serves a whole
+download run, so torch is imported once, and only when a checkpoint comes.
+
+Every FILE must first not be a web page (markup where the file should start: a server's error or
+login page served with status 200). Then CHECK is one of
+  lmdb          an image feature store in the released LMDB layout, opened by the project's reader
+                (the file is LMDB's data file itself, every page it refers to lies inside it, and
+                it holds the b'keys' record);
+  json          a file that parses as JSON within the project's input limits (utils/input_files.py);
+  checkpoint    a PyTorch checkpoint (a zip archive or a pickle stream) that the project's
+                safe reader opens (`torch.load(weights_only=True)`, a dict);
+  sha256:<hex>  a file with this sha256.
+"""
+import hashlib
+import sys
+import warnings
+from pathlib import Path
+
+from utils.errors import UserError
+from utils.input_files import read_json
+
+
+def check_not_a_web_page(path: Path) -> None:
+    with open(path, "rb") as handle:
+        start = handle.read(1024)
+    if start.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):  # after a UTF-8 BOM and blanks
+        raise UserError("a web page (HTML), not the file")
+
+
+def check_lmdb(path: Path) -> None:
+    from dataloader.feature_store import LmdbFeatureStore
+    LmdbFeatureStore(path)
+
+
+def check_json(path: Path) -> None:
+    read_json(path, "json file")
+
+
+def check_checkpoint(path: Path) -> None:
+    with open(path, "rb") as handle:
+        start = handle.read(4)
+    # torch.save writes a zip archive (torch >= 1.6) or a pickle stream (before): anything else is
+    # refused at once, without the seconds that importing torch takes
+    if not (start == b"PK\x03\x04" or start[:1] == b"\x80"):
+        raise UserError("not a PyTorch checkpoint (neither a zip archive nor a pickle stream)")
+    from models.weights import read_checkpoint
+    read_checkpoint(path)
+
+
+def check_sha256(path: Path, expected: str) -> None:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected:
+        raise UserError(f"sha256 is {digest.hexdigest()}, expected {expected}")
+
+
+CHECKS = {"lmdb": check_lmdb, "json": check_json, "checkpoint": check_checkpoint}
+
+
+def verdict(check: str, path: Path) -> str:
+    """'ok', or what is wrong with the file at `path` (one line)."""
+    try:
+        check_not_a_web_page(path)
+        if check.startswith("sha256:"):
+            check_sha256(path, check.removeprefix("sha256:"))
+        else:
+            CHECKS[check](path)
+    except UserError as error:
+        # the readers name the file (a .part); the calling script names the URL instead
+        return str(error).replace(f"{path}: ", "")
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    return "ok"
+
+
+def main() -> None:
+    warnings.simplefilter("ignore")  # the verdicts are the only output
+    for request in iter(sys.stdin.readline, ""):
+        check, _, path = request.rstrip("\n").partition("\t")
+        print(verdict(check, Path(path)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Evaluation on val: metrics of a model, the metrics table, and the report of scored val dialogs.
+
+The training loop validates with `evaluate_val`; evaluate.py -split val (utils/evaluation/run.py)
+uses the same pieces on a scored val split.
+"""
+import torch
+from torch.utils.data import Dataset
+
+from dataloader.collate import collate_dialog_batch
+from dataloader.datasets import val_option_order
+from utils.evaluation.metrics import visdial_metrics
+from utils.evaluation.report import DialogText, write_report
+from utils.evaluation.scoring import ScoredDialogs, score_dataset
+
+OVERALL_METRICS = (("R@1", "r@1"), ("R@5", "r@5"), ("R@10", "r@10"), ("Mean rank", "mean"), ("MRR", "mrr"),
+                   ("NDCG", "ndcg"))
+
+
+def evaluate_val(model: torch.nn.Module, dataset: Dataset, *, tokens_per_batch: int = 16384,
+                 precision: str = "fp32", num_workers: int = 0, progress: bool = False) -> dict[str, float]:
+    """Val metrics of `model` on a val `VisdialDataset`: r@1, r@5, r@10, mean, mrr, ndcg (when the
+    dataset has dense annotations) and the per-round values. Under torchrun every rank gets the
+    metrics of the whole split."""
+    scored = score_dataset(model, dataset, collate_dialog_batch, tokens_per_batch=tokens_per_batch,
+                           precision=precision, num_workers=num_workers, progress=progress)
+    return val_metrics(scored)
+
+
+def val_metrics(scored: ScoredDialogs) -> dict[str, float]:
+    """Metrics of scored val dialogs (no NDCG when they carry no dense annotations)."""
+    return visdial_metrics(scored.scores, scored.fields["gt_option_inds"],
+                           scored.fields.get("round_id"), scored.fields.get("gt_relevance"))
+
+
+def format_metrics_table(metrics: dict[str, float]) -> str:
+    """The overall metrics on one line each, then one row per round."""
+    lines = [f"{label:<10}{metrics[key]:>10.4f}" for label, key in OVERALL_METRICS if key in metrics]
+    rounds = sorted(int(key.rsplit("_", 1)[1]) for key in metrics if key.startswith("mrr_round_"))
+    lines.append(f"{'round':<7}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'Mean':>8}{'MRR':>8}")
+    for number in rounds:
+        values = [metrics[f"{name}_round_{number}"] for name in ("r_1", "r_5", "r_10", "mean", "mrr")]
+        lines.append(f"{number:<7}" + "".join(f"{value:>8.4f}" if i != 3 else f"{value:>8.2f}"
+                                              for i, value in enumerate(values)))
+    return "\n".join(lines)
+
+
+def write_val_report(directory: str, metrics: dict, scored: ScoredDialogs, data: dict,
+                     type_table_html: str = ""):
+    """The HTML report (utils/evaluation/report.py) of scored val dialogs with their texts from the
+    processed val json's `data` (and the per-question-type table, when given); returns the page's
+    path."""
+    num_options = scored.scores.shape[2]
+    texts = []
+    for dialog in data["dialogs"][:scored.scores.shape[0]]:
+        rounds = dialog["dialog"]
+        texts.append(DialogText(
+            image_id=dialog["image_id"], caption=dialog["caption"],
+            questions=[data["questions"][turn["question"]] for turn in rounds],
+            options=[[data["answers"][turn["answer_options"][position]]
+                      for position in val_option_order(turn["gt_index"], num_options)] for turn in rounds]))
+    return write_report(directory, metrics, scored.scores, scored.fields["gt_option_inds"], texts,
+                        scored.fields.get("round_id"), scored.fields.get("gt_relevance"),
+                        type_table_html=type_table_html)
