@@ -10,7 +10,7 @@ torch thread, through train.py and evaluate.py as a user runs them:
 * trained on a handful of dialogs and scored on the same dialogs, it reaches val MRR above 0.9.
 
 Both fail when the image stream is cut off (the text cannot tell the dialogs apart) and when the
-optimiser step is skipped (nothing is learned): the README says what that looked like.
+optimiser step is skipped (nothing is learned): README, "Does it learn?".
 """
 import json
 from pathlib import Path
@@ -34,8 +34,8 @@ def one_hop_toy(folder: Path, train_dialogs: int, val_dialogs: int, **features) 
     """The one-hop toy, preprocessed: paths by name."""
     raw = make_toy_data(folder / "raw", seed=0, train_dialogs=train_dialogs, val_dialogs=val_dialogs,
                         test_dialogs=1, question_types=["one_hop"], rounds=1, **features)
-    paths = {"features": raw["features"], "vocab": raw["vocab"], "val_question_types": raw["val_question_types"],
-             "train_question_types": raw["train_question_types"]}
+    paths = {name: raw[name] for name in ("features", "vocab", "model_config", "val_question_types",
+                                          "train_question_types")}
     flags = ["-vocab", str(raw["vocab"]), "-quiet"]
     for split in ("train", "val", "test"):
         paths[split] = folder / f"{split}_processed.json"
@@ -53,7 +53,7 @@ def train_and_score(data: dict, folder: Path, iterations: int, batch_size: int, 
     """Train the tiny ViLBERT from scratch on `data`, score the `val` split (the train split for an
     overfit check); returns evaluate.py's metrics (with the per-type ones)."""
     data_flags = ["-vocab", str(data["vocab"]), "-visdial_image_feats", str(data["features"]),
-                  "-visdial_processed_val", str(data[val]), "-model_config", "config/toy_model.json"]
+                  "-visdial_processed_val", str(data[val]), "-model_config", str(data["model_config"])]
     train.main([*data_flags, *TRAINING, "-visdial_processed_train", str(data["train"]),
                 "-batch_size", str(batch_size), "-max_iterations", str(iterations), "-total_steps", str(iterations),
                 "-save_path", str(folder), "-save_name", "run"])
