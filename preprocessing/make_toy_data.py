@@ -3,9 +3,9 @@
 Every synthetic image has a background (a colour and a pattern) and 2-4 objects of distinct
 shapes and distinct colours. The region features hold fixed random directions of these attributes
 plus a little noise: a background region the background's colour and pattern, an object's region
-its shape and colour. The boxes are drawn at random and tell nothing. Every dialog is drawn on some day, which only its caption says. Each
-round's question has one of these types (`QUESTION_TYPES`), so what a model learned can be read
-off type by type:
+its shape and colour. The boxes are drawn at random and tell nothing. Every dialog is drawn on
+some day, which only its caption says. Each round's question has one of these types
+(`QUESTION_TYPES`), so what a model learned can be read off type by type:
 
     one_hop     a property of the whole image      what color is the background ? -> white
     binding     an attribute of the object named   what color is the square ? -> red
