@@ -56,7 +56,7 @@ wait_for() {  # PID WHAT LOG: wait for a background job; on failure show its log
     fi
 }
 
-step "1/5 generating the toy VisDial in $DATA and preprocessing it (preprocessing/pre_process_visdial.py)"
+step "1/6 generating the toy VisDial in $DATA and preprocessing it (preprocessing/pre_process_visdial.py)"
 rm -rf "$DEMO_DIR"
 mkdir -p "$DEMO_DIR" "$RUNS" && touch "$DEMO_MARK"
 python preprocessing/make_toy_data.py -out "$DATA" -seed "$SEED" -train_dialogs 1000 -whole_image_dialogs 1000 \
@@ -73,7 +73,7 @@ python preprocessing/pre_process_visdial.py "${PREPROCESS_FLAGS[@]}" \
     -save_path_val_ndcg "$DATA/visdial_1.0_val_dense_annotations_processed.json" \
     -save_path_train_ndcg "$DATA/visdial_1.0_train_dense_annotations_processed.json"
 
-step "2/5 training ViLBERT and the language-only baseline side by side (train.py -config config/presets/toy.yml)"
+step "2/6 training ViLBERT and the language-only baseline side by side (train.py -config config/presets/toy.yml)"
 declare -A training_jobs
 for model in vilbert language_only; do
     python train.py -config config/presets/toy.yml "${DATA_FLAGS[@]}" -seed "$SEED" -model_type "$model" \
@@ -89,7 +89,7 @@ BASELINE_CHECKPOINT="$(newest_checkpoint "$RUNS/language_only")"
 EVAL_FLAGS=("${DATA_FLAGS[@]}" -num_workers 0 -save_path "$DEMO_DIR")
 QUESTION_TYPES="$DATA/visdial_1.0_val_question_types.json"
 
-step "3/5 test predictions for EvalAI (evaluate.py -split test) and the baseline's val metrics per question type"
+step "3/6 test predictions for EvalAI (evaluate.py -split test) and the baseline's val metrics per question type"
 python evaluate.py -split test "${EVAL_FLAGS[@]}" -start_path "$CHECKPOINT" -save_name test \
     > "$DEMO_DIR/test.log" 2>&1 &
 test_job=$!
@@ -100,13 +100,26 @@ wait_for "$test_job" "scoring the test split" "$DEMO_DIR/test.log"
 wait_for "$baseline_job" "scoring val with the baseline" "$DEMO_DIR/language_only_val.log"
 grep -h "^wrote" "$DEMO_DIR/test.log" "$DEMO_DIR/language_only_val.log"
 
-step "4/5 ViLBERT's val metrics and report (evaluate.py -split val -question_types -report)"
+step "4/6 ViLBERT's val metrics and report (evaluate.py -split val -question_types -report)"
 python evaluate.py -split val "${EVAL_FLAGS[@]}" -start_path "$CHECKPOINT" -save_name val -report "$DEMO_DIR/report" \
     -question_types "$QUESTION_TYPES" -compare_metrics "language_only=$DEMO_DIR/language_only_val_metrics.json" \
     > "$DEMO_DIR/val.log" 2>&1 || { tail -n 5 "$DEMO_DIR/val.log" >&2; exit 2; }
 sed -n '/^MRR/p; /^NDCG/p; /^wrote/p' "$DEMO_DIR/val.log"
 
-step "5/5 what each model learned: val MRR and R@1 per question type (random: a random ranking of the same rounds)"
+# Chat with the trained ViLBERT about the first val image (scripts/chat.py): its first three
+# questions are asked; the model's top answers go into the history.
+CHAT_IMAGE=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["data"]["dialogs"][0]["image_id"])' \
+    "$DATA/visdial_1.0_val_processed.json")
+step "5/6 chat about val image $CHAT_IMAGE (scripts/chat.py, three questions from its dialog)"
+python -c 'import json, sys
+data = json.load(open(sys.argv[1]))["data"]
+print("\n".join(data["questions"][turn["question"]] for turn in data["dialogs"][0]["dialog"][:3]))' \
+    "$DATA/visdial_1.0_val_processed.json" |
+python scripts/chat.py -start_path "$CHECKPOINT" -model_config "$DATA/model_config.json" \
+    -vocab "$DATA/vocab.txt" -visdial_image_feats "$DATA/visdial_img_feat.lmdb" -visdial_tot_rounds 2 \
+    -dialogs "$DATA/visdial_1.0_val_processed.json" -image_id "$CHAT_IMAGE"
+
+step "6/6 what each model learned: val MRR and R@1 per question type (random: a random ranking of the same rounds)"
 cat <<SUMMARY
   toy data           $DATA/
   checkpoints        $CHECKPOINT
