@@ -287,15 +287,44 @@ class EvalOptions(SharedOptions):
     val_evalai: bool = flag(False, "val only: also write <save_name>_val_predictions.json for EvalAI's val phase",
                             "evaluation")
     report: str = flag("", "val only: write an HTML report with plots into this folder", "evaluation")
+    question_types: str = flag("", "val only: a question-type file (dataloader/question_types.py); adds MRR and "
+                                   "R@1 per type, and of a random ranking, to the metrics, the printed table "
+                                   "and the report", "evaluation", is_input=True)
+    compare_metrics: str = flag("", "with -question_types: LABEL=FILE[,LABEL=FILE...], metrics files of other "
+                                    "runs (evaluated with the same types) shown beside this one in the "
+                                    "per-type table", "evaluation")
+
     save_scores: str = flag("", "also write the probability of every scored option, with the image ids, "
                                 "round ids and option order that identify them, to this file (plain tensors, "
                                 "read with torch.load(weights_only=True); the input of scripts/ensemble.py)",
                             "evaluation")
 
+    @property
+    def compared_metrics(self) -> dict[str, str]:
+        """-compare_metrics as label -> metrics file (an entry without both is kept under its text,
+        for `problems` to name)."""
+        compared = {}
+        for entry in filter(None, self.compare_metrics.split(",")):
+            label, _, path = entry.partition("=")
+            if label and path:
+                compared[label] = path
+            else:
+                compared[entry] = ""
+        return compared
+
+    def input_paths(self) -> dict[str, str]:
+        paths = super().input_paths()
+        paths.update({f"-compare_metrics {label}": path for label, path in self.compared_metrics.items() if path})
+        return paths
+
     def problems(self) -> list[str]:
         problems = super().problems()
-        if self.split == "test" and (self.val_evalai or self.report):
-            problems.append("-val_evalai and -report need -split val")
+        if self.split == "test" and (self.val_evalai or self.report or self.question_types):
+            problems.append("-val_evalai, -report and -question_types need -split val")
+        if self.compare_metrics and not self.question_types:
+            problems.append("-compare_metrics needs -question_types")
+        problems += [f"-compare_metrics: {label!r} is not LABEL=FILE"
+                     for label, path in self.compared_metrics.items() if not path]
         if self.val_evalai and self.num_options != NUM_ANSWER_OPTIONS:
             problems.append(f"-val_evalai needs all {NUM_ANSWER_OPTIONS} options (-num_options {NUM_ANSWER_OPTIONS})")
         return problems

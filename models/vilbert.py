@@ -22,6 +22,9 @@ from models.layers import (LAYER_NORM_EPS, DialogTextEmbeddings, FirstTokenPoole
                            LMPredictionHead, PredictionHeadTransform, ResidualOutput, TransformerLayer,
                            additive_mask, attend, init_bert_weights)
 
+POOLER_BIAS_INIT = 1.0
+"""Initial bias of both ReLU poolers of a freshly built model (the reference: 0; see VisualDialogEncoder)."""
+
 
 @dataclass
 class EncoderOutput:
@@ -304,6 +307,11 @@ class VisualDialogEncoder(nn.Module):
         self.config = config
         self.bert_pretrained = MultiModalPreTraining(config)
         self.apply(lambda module: init_bert_weights(module, config.initializer_range))
+        # Not the reference's init (zero): with zero biases about half the units of each ReLU pooler
+        # start dead, their product dies with them and a model trained from scratch scores every
+        # answer alike. Loaded checkpoints overwrite these biases.
+        for pooler in (self.bert_pretrained.bert.t_pooler, self.bert_pretrained.bert.v_pooler):
+            nn.init.constant_(pooler.dense.bias, POOLER_BIAS_INIT)
 
     def forward(self, tokens: torch.Tensor, segments: torch.Tensor, attention_mask: torch.Tensor,
                 image_feat: torch.Tensor, image_loc: torch.Tensor, image_mask: torch.Tensor,

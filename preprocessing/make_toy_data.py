@@ -1,69 +1,112 @@
-"""Build a small synthetic VisDial v1.0 dataset ("toy VisDial") that can only be solved by looking.
+"""Build a small synthetic VisDial v1.0 dataset ("toy VisDial") whose questions come in graded types.
 
-Every synthetic image holds 2-4 objects, each with a shape, a colour and a position. These
-attributes are written into the image's region features (fixed random directions per attribute
-value and per shape-colour / shape-position pair, plus a little noise) and into the boxes. The
-dialogs ask about the attributes, mostly of objects the caption does not mention, and the 100
-answer options of a round contain every phrasing of every value of the question's answer type
-("red", "it is blue", ...), so language alone ranks the right answer only among its look-alikes.
+Every synthetic image has a background (a colour and a pattern) and 2-4 objects of distinct
+shapes and distinct colours. The region features hold fixed random directions of these attributes
+plus a little noise: a background region the background's colour and pattern, an object's region
+its shape and colour. The boxes are drawn at random and tell nothing. Every dialog is drawn on
+some day, which only its caption says. Each round's question has one of these types
+(`QUESTION_TYPES`), so what a model learned can be read off type by type:
 
-Outputs, in the layout the real data uses (all written under ``--out``):
+    one_hop     a property of the whole image      what color is the background ? -> white
+    binding     an attribute of the object named   what color is the square ? -> red
+                by another attribute               what shape is the red one ? -> square
+    counting    how many objects                   how many shapes are there ? -> three
+    existence   yes / no                           is there a star ? -> no
+    caption     told by the caption only           what day was it drawn ? -> monday
+    history     told by the previous round only    what did i just ask about ? -> the square
 
-    visdial_1.0_{train,val,test}.json               raw VisDial v1.0 dialogs
-    visdial_1.0_val_dense_annotations.json          one annotated round per val dialog
-    visdial_1.0_train_dense_annotations.json        one annotated round for some train dialogs
-    visdial_img_feat.lmdb/                          region features in the released LMDB layout
-    visdial_img_feat.h5                             the same features as HDF5 (with -h5)
-    vocab.txt                                       WordPiece vocabulary covering every word
-    model_config.json                               a tiny model in the reference config schema
+The ground truth is always the bare value ("white"); its paraphrases ("it is white", "the
+background is white") are options too, relevance 1.0 in the dense annotations, so a perfect model
+reaches MRR 1. The 100 options of a round are ordered by hardness, the ground truth at a random
+position: first every other value of the question's kind (hard negatives: the image decides),
+then the paraphrases of the right answer, then one bare value of every other kind ("yes" to a
+colour question: the question decides), then the rest. Base training draws its negatives from the
+first `-num_options - 1` wrong options of a round, so a small `-num_options` (config/presets/toy.yml)
+trains on the hard and the type-revealing negatives.
 
-Dense relevance: the right answer and its paraphrases 1.0, the same kind of answer that is true of
-another object in the image 0.5, everything else 0.
+Outputs, in the layout the real data uses (all written under ``-out``):
+
+    visdial_1.0_{train,val,test}.json                raw VisDial v1.0 dialogs
+    visdial_1.0_{train,val,test}_question_types.json the type of every round's question
+    visdial_1.0_val_dense_annotations.json           one annotated round per val dialog
+    visdial_1.0_train_dense_annotations.json         one annotated round for some train dialogs
+    visdial_img_feat.lmdb/                           region features in the released LMDB layout
+    visdial_img_feat.h5                              the same features as HDF5 (with -h5)
+    vocab.txt                                        WordPiece vocabulary covering every word
+    model_config.json                                a tiny model in the reference config schema
+
+A dialog's first round asks about the caption (so it is answerable for every -visdial_tot_rounds);
+the other nine hold two one-hop, two binding, one counting, two existence and two history
+questions in random order, a history round never following another. `-question_types` keeps only
+some types (then dialogs are as long as the types allow, at most `-rounds`).
+`-whole_image_dialogs N` adds N train dialogs on other images that ask only the one-hop questions:
+the toy's stand-in for the image-text pretraining data the paper's model saw before VisDial. A
+tiny model trained from scratch for minutes on the six types alone never starts to use the image;
+with as many such dialogs as mixed ones it does (scripts/demo.sh, README).
 
 Usage:
-    python preprocessing/make_toy_data.py -out data/toy -seed 0 -train_dialogs 600
+    python preprocessing/make_toy_data.py -out data/toy -seed 0 -train_dialogs 1000
 """
 import argparse
+import math
 import random
 import re
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from dataloader.feature_store import convert_lmdb_to_hdf5, write_lmdb_feature_store
+from dataloader.question_types import write_question_types
 from utils.errors import UserError, run_cli
 from utils.files import write_json, write_text
 from utils.outputs import Output, check_outputs
 
+SHAPES = ("circle", "square", "triangle", "star", "heart", "diamond")
 COLOURS = ("red", "blue", "green", "yellow", "purple", "orange")
-SHAPES = ("circle", "square", "triangle", "star", "heart")
-POSITIONS = ("left", "right", "top", "bottom", "center")
-NUMBER_WORDS = ("zero", "one", "two", "three", "four")
+# Properties of the whole image, each asked by one one-hop question:
+# name -> (question, what a history answer calls it, values, phrasings of a value)
+SCENE_PROPERTIES = {
+    "background": ("what color is the background ?", "the background color",
+                   ("white", "black", "gray", "pink", "brown", "beige"),
+                   ("{}", "it is {}", "the background is {}")),
+    "pattern": ("what pattern is the background ?", "the background pattern",
+                ("plain", "striped", "dotted", "checkered", "wavy", "grid"),
+                ("{}", "it is {}", "the background is {}")),
+}
+DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six")
 # Answers that are never right: they fill the 100 options like VisDial's popular answers do.
 FILLER_ANSWERS = (
     "i can not tell", "not sure", "maybe", "i do not know", "it is hard to say",
     "the picture is clear", "no people", "it is daytime", "there is no text",
-    "the background is white", "it looks plain", "nothing else", "i think so",
-    "probably not", "hard to tell", "not really", "the image is bright", "some of them",
-    "a few", "all of them", "it is small", "it is big", "very clear", "looks new", "i guess",
+    "nothing else", "i think so", "probably not", "hard to tell",
+    "not really", "the image is bright", "some of them", "a few", "all of them",
+    "it is small", "it is big", "very clear", "looks new", "i guess",
 )
-CAPTION_TEMPLATES = (
-    "{article} {colour} {shape} and other shapes",
-    "a picture with {article} {colour} {shape}",
-    "{article} {colour} {shape} on a plain background",
-    "some shapes , one is {article} {colour} {shape}",
-)
+QUESTION_TYPES = {  # name -> what answers it; the order of the per-type tables
+    "one_hop": "a property of the whole image (the background's colour or pattern)",
+    "binding": "an attribute of the object named by another attribute (the colour of the square)",
+    "counting": "how many objects the image holds",
+    "existence": "yes / no: is there an object of this shape",
+    "caption": "told by the caption only (the day the picture was drawn)",
+    "history": "told by the previous round only (what it asked about)",
+}
+# The nine rounds after the caption round of a dialog with every type.
+ROUND_PLAN = {"one_hop": len(SCENE_PROPERTIES), "binding": 2, "counting": 1, "existence": 2, "history": 2}
+# Every other question the generator asks ({shape} and {colour} filled in).
+QUESTION_TEXTS = {
+    "colour_of": "what color is the {shape} ?",
+    "shape_of": "what shape is the {colour} one ?",
+    "counting": "how many shapes are there ?",
+    "existence": "is there a {shape} ?",
+    "caption": "what day was it drawn ?",
+    "history": "what did i just ask about ?",
+}
+NUM_OPTIONS, NUM_ROUNDS = 100, 10
 IMAGE_WIDTH, IMAGE_HEIGHT = 640, 480
 FEATURE_SIZE, NUM_CLASSES = 2048, 1601
-NUM_OPTIONS, NUM_ROUNDS = 100, 10
-# Box centres (fractions of the image) of each position.
-POSITION_CENTRES = {
-    "left": (0.18, 0.5), "right": (0.82, 0.5), "top": (0.5, 0.18),
-    "bottom": (0.5, 0.82), "center": (0.5, 0.5),
-}
 BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
@@ -71,171 +114,175 @@ BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 class ToyObject:
     shape: str
     colour: str
-    position: str
+
+
+@dataclass(frozen=True)
+class ToyScene:
+    """What one image shows (objects, a value of every scene property) and the day its caption names."""
+    objects: Tuple[ToyObject, ...]
+    properties: Tuple[str, ...]   # in the order of SCENE_PROPERTIES
+    day: str
+
+    def property(self, name: str) -> str:
+        return self.properties[list(SCENE_PROPERTIES).index(name)]
 
 
 @dataclass(frozen=True)
 class ToyQuestion:
-    """A question, the kind of its answer, the right value and values true of other objects."""
+    """A question, its type, the kind and value of its answer, values true of other objects
+    (relevance 0.5) and what it asks about (the answer of a history question after it)."""
     text: str
-    answer_type: str
+    question_type: str
+    kind: str
     value: str
-    related_values: Tuple[str, ...]
-    subject: str = ""
+    subject: str
+    related_values: Tuple[str, ...] = ()
 
 
-def colour_phrasings(value: str, subject: str) -> Tuple[str, ...]:
-    return (value, f"it is {value}", f"the {subject} is {value}")
+def subject_phrase(shape: str = "", colour: str = "") -> str:
+    return f"the {shape}" if shape else f"the {colour} one"
 
 
-def shape_phrasings(value: str, subject: str) -> Tuple[str, ...]:
-    return (value, f"a {value}", f"it is a {value}")
-
-
-def position_phrasings(value: str, subject: str) -> Tuple[str, ...]:
-    return (value, f"at the {value}", f"it is at the {value}")
-
-
-def count_phrasings(value: str, subject: str) -> Tuple[str, ...]:
-    return (str(NUMBER_WORDS.index(value)), value, f"i see {value}")
-
-
-def yes_no_phrasings(value: str, subject: str) -> Tuple[str, ...]:
-    if value == "yes":
-        return ("yes", "yes there is", "yes i see one")
-    return ("no", "no there is not", "no i do not see one")
-
-
-# Every phrasing of a value is a paraphrase (relevance 1.0 when the value is right).
-PHRASINGS: Dict[str, Callable[[str, str], Tuple[str, ...]]] = {
-    "colour": colour_phrasings,
-    "shape": shape_phrasings,
-    "position": position_phrasings,
-    "count": count_phrasings,
-    "yes_no": yes_no_phrasings,
+# Answer kinds: their values and phrasings (the first phrasing is the ground truth's).
+VALUES: Dict[str, Tuple[str, ...]] = {
+    **{name: values for name, (_, _, values, _) in SCENE_PROPERTIES.items()},
+    "colour": COLOURS,
+    "shape": SHAPES,
+    "count": NUMBER_WORDS[1:],
+    "yes_no": ("yes", "no"),
+    "day": DAYS,
+    "subject": ("the day", "the number of shapes") + tuple(subject for _, subject, _, _ in SCENE_PROPERTIES.values())
+               + tuple(subject_phrase(shape=shape) for shape in SHAPES)
+               + tuple(subject_phrase(colour=colour) for colour in COLOURS),
 }
-VALUES = {
-    "colour": COLOURS, "shape": SHAPES, "position": POSITIONS,
-    "count": NUMBER_WORDS, "yes_no": ("yes", "no"),
+PHRASINGS: Dict[str, Callable[[str], Tuple[str, ...]]] = {
+    **{name: (lambda templates: lambda value: tuple(template.format(value) for template in templates))(templates)
+       for name, (_, _, _, templates) in SCENE_PROPERTIES.items()},
+    "colour": lambda value: (value, f"it is {value}", f"it is {value} colored"),
+    "shape": lambda value: (value, f"a {value}", f"it is a {value}"),
+    "count": lambda value: (value, str(NUMBER_WORDS.index(value)), f"there are {value}"),
+    "yes_no": lambda value: (("yes", "yes there is", "yes i see one") if value == "yes"
+                             else ("no", "no there is not", "no i do not see one")),
+    "day": lambda value: (value, f"on {value}", f"it was {value}"),
+    "subject": lambda value: (value, f"about {value}", f"you asked about {value}"),
 }
 
 
 def all_answer_strings() -> List[str]:
     """Every answer the generator can produce, in a fixed order (the distractor pool)."""
-    answers = []
-    for answer_type, phrase in PHRASINGS.items():
-        subjects = SHAPES if answer_type == "colour" else ("",)
-        for subject in subjects:
-            for value in VALUES[answer_type]:
-                answers.extend(phrase(value, subject))
-    answers.extend(FILLER_ANSWERS)
-    return list(dict.fromkeys(answers))
+    answers = [text for kind, phrase in PHRASINGS.items() for value in VALUES[kind] for text in phrase(value)]
+    return list(dict.fromkeys(answers + list(FILLER_ANSWERS)))
 
 
-def sample_objects(rng: random.Random, min_objects: int, max_objects: int) -> List[ToyObject]:
-    """2-4 objects with distinct shapes and positions; colours may repeat."""
+def sample_scene(rng: random.Random, min_objects: int, max_objects: int) -> ToyScene:
+    """min..max objects with distinct shapes and distinct colours, scene properties and a day."""
     count = rng.randint(min_objects, max_objects)
-    shapes = rng.sample(SHAPES, count)
-    positions = rng.sample(POSITIONS, count)
-    return [ToyObject(shape, rng.choice(COLOURS), position) for shape, position in zip(shapes, positions)]
+    objects = tuple(ToyObject(shape, colour)
+                    for shape, colour in zip(rng.sample(SHAPES, count), rng.sample(COLOURS, count)))
+    properties = tuple(rng.choice(values) for _, _, values, _ in SCENE_PROPERTIES.values())
+    return ToyScene(objects, properties, rng.choice(DAYS))
 
 
-def candidate_questions(objects: Sequence[ToyObject], rng: random.Random) -> Dict[str, List[ToyQuestion]]:
-    """All questions that have one right answer for these objects, grouped by answer type."""
-    colour_counts = Counter(obj.colour for obj in objects)
-    questions: Dict[str, List[ToyQuestion]] = {answer_type: [] for answer_type in PHRASINGS}
-    for obj in objects:
-        others = [other for other in objects if other is not obj]
-        questions["colour"].append(ToyQuestion(
-            f"what color is the {obj.shape} ?", "colour", obj.colour,
-            tuple({o.colour for o in others} - {obj.colour}), subject=obj.shape))
-        questions["position"].append(ToyQuestion(
-            f"where is the {obj.shape} ?", "position", obj.position,
-            tuple(o.position for o in others)))
-        if colour_counts[obj.colour] == 1:
-            questions["shape"].append(ToyQuestion(
-                f"what shape is the {obj.colour} one ?", "shape", obj.shape,
-                tuple(o.shape for o in others)))
-    questions["count"].append(ToyQuestion(
-        "how many shapes are there ?", "count", NUMBER_WORDS[len(objects)],
-        neighbouring_counts(len(objects))))
-    for colour in COLOURS:
-        questions["count"].append(ToyQuestion(
-            f"how many {colour} shapes are there ?", "count", NUMBER_WORDS[colour_counts[colour]],
-            neighbouring_counts(colour_counts[colour])))
-    present = {(obj.colour, obj.shape) for obj in objects}
-    absent = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in present]
-    for colour, shape in sorted(present) + rng.sample(absent, len(present)):
-        answer = "yes" if (colour, shape) in present else "no"
-        questions["yes_no"].append(ToyQuestion(
-            f"is there {article(colour)} {colour} {shape} ?", "yes_no", answer, ()))
-    return questions
+def caption_of(scene: ToyScene, with_day: bool) -> str:
+    """The caption names the day (when caption questions are asked) and nothing the image shows."""
+    return f"a drawing made on {scene.day}" if with_day else "a drawing"
 
 
-def article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
+def question_pools(scene: ToyScene, rng: random.Random) -> Dict[str, List[ToyQuestion]]:
+    """The questions of each image-or-caption type for this scene, in the order they are asked."""
+    objects = list(scene.objects)
+    rng.shuffle(objects)
+    colour_of, shape_of = objects[0], objects[1 % len(objects)]
+    present = [obj.shape for obj in objects if obj not in (colour_of, shape_of)] or [objects[-1].shape]
+    absent = [shape for shape in SHAPES if shape not in {obj.shape for obj in objects}]
+    existence = [
+        ToyQuestion(QUESTION_TEXTS["existence"].format(shape=shape), "existence", "yes_no", answer, subject_phrase(shape=shape))
+        for shape, answer in ((rng.choice(present), "yes"), (rng.choice(absent), "no"))]
+    rng.shuffle(existence)
+    one_hop = [ToyQuestion(question, "one_hop", name, scene.property(name), subject)
+               for name, (question, subject, _, _) in SCENE_PROPERTIES.items()]
+    rng.shuffle(one_hop)
+    binding = [
+        ToyQuestion(QUESTION_TEXTS["colour_of"].format(shape=colour_of.shape), "binding", "colour", colour_of.colour,
+                    subject_phrase(shape=colour_of.shape),
+                    tuple(obj.colour for obj in objects if obj is not colour_of)),
+        ToyQuestion(QUESTION_TEXTS["shape_of"].format(colour=shape_of.colour), "binding", "shape", shape_of.shape,
+                    subject_phrase(colour=shape_of.colour),
+                    tuple(obj.shape for obj in objects if obj is not shape_of))]
+    rng.shuffle(binding)
+    return {
+        "one_hop": one_hop, "binding": binding, "existence": existence,
+        "counting": [ToyQuestion(QUESTION_TEXTS["counting"], "counting", "count",
+                                 NUMBER_WORDS[len(objects)], "the number of shapes")],
+        "caption": [ToyQuestion(QUESTION_TEXTS["caption"], "caption", "day", scene.day, "the day")],
+    }
 
 
-def neighbouring_counts(count: int) -> Tuple[str, ...]:
-    return tuple(NUMBER_WORDS[n] for n in (count - 1, count + 1) if 0 <= n < len(NUMBER_WORDS))
+def history_question(previous: ToyQuestion) -> ToyQuestion:
+    return ToyQuestion(QUESTION_TEXTS["history"], "history", "subject", previous.subject, "the last question")
 
 
-def sample_dialog_questions(objects: Sequence[ToyObject], rng: random.Random) -> List[ToyQuestion]:
-    """NUM_ROUNDS distinct questions: an answer type uniformly, then a question of that type."""
-    pools = candidate_questions(objects, rng)
-    for pool in pools.values():
-        rng.shuffle(pool)
-    chosen = []
-    while len(chosen) < NUM_ROUNDS:
-        answer_type = rng.choice(sorted(t for t, pool in pools.items() if pool))
-        chosen.append(pools[answer_type].pop())
-    return chosen
+def round_plan(types: Sequence[str], max_rounds: int, rng: random.Random) -> List[str]:
+    """The question type of each round: the caption round first, then the others shuffled, history
+    rounds placed in distinct gaps (never first, never after another history round)."""
+    others = [name for name in ROUND_PLAN if name != "history" and name in types
+              for _ in range(ROUND_PLAN[name])]
+    rng.shuffle(others)
+    plan = (["caption"] if "caption" in types else []) + others
+    if "history" in types and plan:
+        gaps = sorted(rng.sample(range(1, len(plan) + 1), min(ROUND_PLAN["history"], len(plan))), reverse=True)
+        for gap in gaps:
+            plan.insert(gap, "history")
+    return plan[:max_rounds]
 
 
-def round_options(question: ToyQuestion, answer_pool: Sequence[str], rng: random.Random) -> List[str]:
-    """100 distinct options: every phrasing of every value of the question's type, then distractors."""
-    phrase = PHRASINGS[question.answer_type]
-    same_type = [text for value in VALUES[question.answer_type] for text in phrase(value, question.subject)]
-    same_type = list(dict.fromkeys(same_type))
-    others = [text for text in answer_pool if text not in set(same_type)]
-    options = same_type + rng.sample(others, NUM_OPTIONS - len(same_type))
-    rng.shuffle(options)
-    return options
+def round_options(question: ToyQuestion, answer_pool: Sequence[str], rng: random.Random) -> Tuple[List[str], int]:
+    """100 distinct options ordered by hardness (module docstring) and the ground truth's position:
+    the other values of the question's kind, the right answer's paraphrases, one right-looking
+    answer of every other kind (so that training sees "yes" to a colour question), the rest."""
+    phrase = PHRASINGS[question.kind]
+    answer, *paraphrases = phrase(question.value)
+    hard = [phrase(value)[0] for value in VALUES[question.kind] if value != question.value]
+    other_kinds = [PHRASINGS[kind](rng.choice(VALUES[kind]))[0] for kind in VALUES if kind != question.kind]
+    rng.shuffle(hard)
+    medium = paraphrases + other_kinds
+    rng.shuffle(medium)
+    taken = set(hard) | set(medium) | {answer}
+    rest = rng.sample([text for text in answer_pool if text not in taken], NUM_OPTIONS - len(taken))
+    wrong = hard + medium + rest
+    gt_index = rng.randrange(NUM_OPTIONS)
+    return wrong[:gt_index] + [answer] + wrong[gt_index:], gt_index
 
 
 def option_relevance(question: ToyQuestion, options: Sequence[str]) -> List[float]:
-    """1.0 for paraphrases of the right answer, 0.5 for answers true of another object, else 0."""
-    phrase = PHRASINGS[question.answer_type]
-    right = set(phrase(question.value, question.subject))
-    related = {text for value in question.related_values for text in phrase(value, question.subject)}
+    """1.0 for the right answer and its paraphrases, 0.5 for values true of another object, else 0."""
+    phrase = PHRASINGS[question.kind]
+    right = set(phrase(question.value))
+    related = {text for value in question.related_values for text in phrase(value)}
     return [1.0 if text in right else 0.5 if text in related else 0.0 for text in options]
 
 
 @dataclass
 class ToyDialog:
     image_id: int
-    objects: List[ToyObject]
+    scene: ToyScene
     caption: str
     questions: List[ToyQuestion]
-    answers: List[str]         # the ground-truth phrasing of each round
     options: List[List[str]]   # 100 options per round
+    gt_indices: List[int]
 
 
-def make_dialog(image_id: int, answer_pool: Sequence[str], rng: random.Random,
-                min_objects: int, max_objects: int) -> ToyDialog:
-    objects = sample_objects(rng, min_objects, max_objects)
-    mentioned = rng.choice(objects)
-    caption = rng.choice(CAPTION_TEMPLATES).format(
-        article=article(mentioned.colour), colour=mentioned.colour, shape=mentioned.shape)
-    questions = sample_dialog_questions(objects, rng)
-    answers, options = [], []
-    for question in questions:
-        answer = rng.choice(PHRASINGS[question.answer_type](question.value, question.subject))
-        answers.append(answer)
-        options.append(round_options(question, answer_pool, rng))
-        if answer not in options[-1]:
-            raise AssertionError(f"right answer {answer!r} missing from the options")
-    return ToyDialog(image_id, objects, caption, questions, answers, options)
+def make_dialog(image_id: int, answer_pool: Sequence[str], rng: random.Random, min_objects: int,
+                max_objects: int, types: Sequence[str], max_rounds: int) -> ToyDialog:
+    scene = sample_scene(rng, min_objects, max_objects)
+    pools = question_pools(scene, rng)
+    questions: List[ToyQuestion] = []
+    for question_type in round_plan(types, max_rounds, rng):
+        questions.append(history_question(questions[-1]) if question_type == "history"
+                         else pools[question_type].pop())
+    options, gt_indices = zip(*(round_options(question, answer_pool, rng) for question in questions))
+    return ToyDialog(image_id, scene, caption_of(scene, "caption" in types), questions, list(options),
+                     list(gt_indices))
 
 
 class TextIndex:
@@ -252,17 +299,18 @@ class TextIndex:
         return self._index[text]
 
 
-def split_json(split: str, dialogs: Sequence[ToyDialog], rng: random.Random) -> dict:
-    """The raw VisDial v1.0 json of a split; test dialogs stop at a random round without answer."""
+def split_json(split: str, dialogs: Sequence[ToyDialog], test_rounds: Dict[int, int]) -> dict:
+    """The raw VisDial v1.0 json of a split; a test dialog stops at round test_rounds[image_id],
+    which has options but no answer."""
     questions, answers = TextIndex(), TextIndex()
     json_dialogs = []
     for dialog in dialogs:
-        num_rounds = rng.randint(1, NUM_ROUNDS) if split == "test" else NUM_ROUNDS
+        num_rounds = test_rounds[dialog.image_id] if split == "test" else len(dialog.questions)
         rounds = []
         for round_index in range(num_rounds):
             question = questions(dialog.questions[round_index].text)
             option_ids = [answers(text) for text in dialog.options[round_index]]
-            gt_index = dialog.options[round_index].index(dialog.answers[round_index])
+            gt_index = dialog.gt_indices[round_index]
             if split != "test":
                 rounds.append({"question": question, "answer": option_ids[gt_index],
                                "answer_options": option_ids, "gt_index": gt_index})
@@ -275,19 +323,26 @@ def split_json(split: str, dialogs: Sequence[ToyDialog], rng: random.Random) -> 
             "data": {"questions": questions.texts, "answers": answers.texts, "dialogs": json_dialogs}}
 
 
+def round_types(dialogs: Sequence[ToyDialog], num_rounds: Optional[Dict[int, int]] = None) -> List[dict]:
+    """The question type of every round (1-based round_id) of the dialogs, for the types file."""
+    return [{"image_id": dialog.image_id, "round_id": number, "question_type": question.question_type}
+            for dialog in dialogs
+            for number, question in enumerate(dialog.questions, start=1)
+            if num_rounds is None or number <= num_rounds[dialog.image_id]]
+
+
 def dense_annotations(dialogs: Sequence[ToyDialog], relevance_key: str, rng: random.Random) -> List[dict]:
     """One annotated round (1-based round_id) per dialog, relevance in the order of its options."""
     annotations = []
     for dialog in dialogs:
-        round_index = rng.randrange(NUM_ROUNDS)
+        round_index = rng.randrange(len(dialog.questions))
         relevance = option_relevance(dialog.questions[round_index], dialog.options[round_index])
-        annotations.append({"image_id": dialog.image_id, "round_id": round_index + 1,
-                            relevance_key: relevance})
+        annotations.append({"image_id": dialog.image_id, "round_id": round_index + 1, relevance_key: relevance})
     return annotations
 
 
 class FeatureDirections:
-    """Fixed random unit-variance directions in feature space, one per attribute value or pair."""
+    """Fixed random unit-variance directions in feature space, one per attribute value."""
 
     def __init__(self, seed: int) -> None:
         self._rng = np.random.default_rng(seed)
@@ -300,11 +355,16 @@ class FeatureDirections:
 
 
 def object_class(obj: ToyObject) -> int:
-    """Detector class id of an object (1..30); class 0 is the whole image, 31 is background."""
+    """Detector class of an object (1..36); class 0 is the whole image."""
     return 1 + SHAPES.index(obj.shape) * len(COLOURS) + COLOURS.index(obj.colour)
 
 
-BACKGROUND_CLASS = 1 + len(SHAPES) * len(COLOURS)
+def background_class(scene: ToyScene) -> int:
+    """Detector class of a background region: 37 + the scene's property values as base-6 digits."""
+    index = 0
+    for (_, _, values, _), value in zip(SCENE_PROPERTIES.values(), scene.properties):
+        index = index * len(values) + values.index(value)
+    return 1 + len(SHAPES) * len(COLOURS) + index
 
 
 def class_distribution(class_id: int) -> np.ndarray:
@@ -314,17 +374,9 @@ def class_distribution(class_id: int) -> np.ndarray:
     return probs / probs.sum(dtype=np.float32)
 
 
-def object_box(obj: ToyObject, rng: np.random.Generator) -> np.ndarray:
-    centre_x, centre_y = POSITION_CENTRES[obj.position]
-    centre_x += rng.uniform(-0.05, 0.05)
-    centre_y += rng.uniform(-0.05, 0.05)
-    half_w, half_h = rng.uniform(0.07, 0.12, size=2)
-    return np.array([(centre_x - half_w) * IMAGE_WIDTH, (centre_y - half_h) * IMAGE_HEIGHT,
-                     (centre_x + half_w) * IMAGE_WIDTH, (centre_y + half_h) * IMAGE_HEIGHT],
-                    dtype=np.float32)
-
-
-def background_box(rng: np.random.Generator) -> np.ndarray:
+def region_box(rng: np.random.Generator) -> np.ndarray:
+    """A random box (x1, y1, x2, y2 in pixels); objects and background regions are drawn alike, so
+    the boxes tell nothing about the scene: every answer is in the features."""
     x1, y1 = rng.uniform(0, 0.7, size=2)
     width, height = rng.uniform(0.1, 0.3, size=2)
     return np.array([x1 * IMAGE_WIDTH, y1 * IMAGE_HEIGHT, (x1 + width) * IMAGE_WIDTH,
@@ -332,22 +384,19 @@ def background_box(rng: np.random.Generator) -> np.ndarray:
 
 
 def image_record(dialog: ToyDialog, directions: FeatureDirections, boxes_per_image: int,
-                 noise: float, rng: np.random.Generator) -> dict:
-    """The feature-store record of a dialog's image: its objects plus background regions."""
-    features, boxes, classes = [], [], []
-    for obj in dialog.objects:
-        features.append(directions[f"shape:{obj.shape}"] + directions[f"colour:{obj.colour}"]
-                        + directions[f"position:{obj.position}"]
-                        + directions[f"shape+colour:{obj.shape}+{obj.colour}"]
-                        + directions[f"shape+position:{obj.shape}+{obj.position}"])
-        boxes.append(object_box(obj, rng))
-        classes.append(object_class(obj))
-    for _ in range(boxes_per_image - len(dialog.objects)):
-        features.append(directions["background"].copy())
-        boxes.append(background_box(rng))
-        classes.append(BACKGROUND_CLASS)
+                 signal: float, noise: float, rng: np.random.Generator) -> dict:
+    """The feature-store record of a dialog's image: its objects plus background regions, the
+    attribute directions scaled by `signal`, plus Gaussian noise of std `noise`."""
+    scene = dialog.scene
+    background = sum(directions[f"{name}:{value}"] for name, value in zip(SCENE_PROPERTIES, scene.properties))
+    features = [directions[f"shape:{obj.shape}"] + directions[f"colour:{obj.colour}"] for obj in scene.objects]
+    classes = [object_class(obj) for obj in scene.objects]
+    for _ in range(boxes_per_image - len(scene.objects)):
+        features.append(background.copy())
+        classes.append(background_class(scene))
+    boxes = [region_box(rng) for _ in range(boxes_per_image)]
     order = rng.permutation(boxes_per_image)
-    feature_array = np.stack(features)[order]
+    feature_array = signal * np.stack(features)[order]
     feature_array += noise * rng.standard_normal(feature_array.shape).astype(np.float32)
     return {
         "image_id": dialog.image_id, "image_h": IMAGE_HEIGHT, "image_w": IMAGE_WIDTH,
@@ -377,9 +426,11 @@ def build_vocab(texts: Sequence[str]) -> List[str]:
 
 
 def model_config(vocab_size: int, hidden_size: int) -> dict:
-    """A tiny two-stream model in the key set and order of the reference's model configs."""
+    """A tiny two-stream model in the key set and order of the reference's model configs, without
+    dropout (a model this small, trained for minutes from scratch, underfits; dropout also costs
+    a tenth of a CPU training step)."""
     return {
-        "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.0, "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
         "hidden_size": hidden_size, "initializer_range": 0.1, "intermediate_size": 2 * hidden_size,
         "max_position_embeddings": 512, "num_attention_heads": 2, "num_hidden_layers": 2,
         "type_vocab_size": 2, "vocab_size": vocab_size, "v_feature_size": FEATURE_SIZE,
@@ -387,7 +438,7 @@ def model_config(vocab_size: int, hidden_size: int) -> dict:
         "v_num_attention_heads": 2, "v_intermediate_size": 2 * hidden_size,
         "bi_hidden_size": hidden_size, "bi_num_attention_heads": 2,
         "bi_intermediate_size": 2 * hidden_size, "bi_attention_type": 1,
-        "v_attention_probs_dropout_prob": 0.1, "v_hidden_act": "gelu", "v_hidden_dropout_prob": 0.1,
+        "v_attention_probs_dropout_prob": 0.0, "v_hidden_act": "gelu", "v_hidden_dropout_prob": 0.0,
         "v_initializer_range": 0.02, "v_biattention_id": [0], "t_biattention_id": [1],
         "pooling_method": "mul",
     }
@@ -397,34 +448,71 @@ def unique_image_ids(count: int, rng: random.Random) -> List[int]:
     return rng.sample(range(100000, 1000000), count)
 
 
-def make_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 600, val_dialogs: int = 40,
-                  test_dialogs: int = 20, dense_train_fraction: float = 0.5, boxes_per_image: int = 10,
-                  min_objects: int = 2, max_objects: int = 4, noise: float = 0.1,
-                  hidden_size: int = 32, write_hdf5: bool = False) -> Dict[str, Path]:
-    """Write the toy dataset under out_dir; returns the written paths by name.
-
-    The same arguments always give byte-identical json, vocab and config, and identical features.
-    """
-    if not 2 <= min_objects <= max_objects <= len(NUMBER_WORDS) - 1:
-        raise UserError(f"-min_objects/-max_objects must satisfy 2 <= min <= max <= {len(NUMBER_WORDS) - 1}")
-    if boxes_per_image < max_objects:
-        raise UserError(f"-boxes_per_image {boxes_per_image} is smaller than -max_objects {max_objects}")
+def check_arguments(train_dialogs: int, whole_image_dialogs: int, val_dialogs: int,
+                    test_dialogs: int, dense_train_fraction: float, boxes_per_image: int, min_objects: int,
+                    max_objects: int, image_signal: float, noise: float, question_types: Sequence[str],
+                    rounds: int) -> None:
+    """Raise UserError for the first bad argument, before anything is written."""
+    if not 2 <= min_objects <= max_objects <= len(SHAPES) - 1:
+        raise UserError(f"-min_objects/-max_objects must satisfy 2 <= min <= max <= {len(SHAPES) - 1}")
+    if boxes_per_image <= max_objects:
+        raise UserError(f"-boxes_per_image {boxes_per_image} must be more than -max_objects {max_objects} "
+                        "(the background needs a region)")
     if min(train_dialogs, val_dialogs, test_dialogs) < 1:
         raise UserError("-train_dialogs, -val_dialogs and -test_dialogs must be at least 1")
+    if whole_image_dialogs < 0:
+        raise UserError(f"-whole_image_dialogs must be at least 0, got {whole_image_dialogs}")
     if not 0.0 <= dense_train_fraction <= 1.0:
         raise UserError(f"-dense_train_fraction {dense_train_fraction} is not between 0 and 1")
+    for flag, value in (("-image_signal", image_signal), ("-noise", noise)):
+        if not math.isfinite(value) or value < 0:
+            raise UserError(f"{flag} must be a finite number >= 0, got {value}")
+    unknown = [name for name in question_types if name not in QUESTION_TYPES]
+    if unknown or not question_types:
+        raise UserError(f"-question_types: unknown type {unknown[0] if unknown else '(none given)'}; "
+                        f"choose from {', '.join(QUESTION_TYPES)}")
+    if question_types == ["history"]:
+        raise UserError("-question_types: history questions need a round of another type before them")
+    if not 1 <= rounds <= NUM_ROUNDS:
+        raise UserError(f"-rounds must be in 1..{NUM_ROUNDS}, got {rounds}")
+
+
+def make_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 1000, val_dialogs: int = 40,
+                  test_dialogs: int = 20, dense_train_fraction: float = 0.5, boxes_per_image: int = 6,
+                  min_objects: int = 2, max_objects: int = 4, image_signal: float = 1.0, noise: float = 0.1,
+                  hidden_size: int = 32,
+                  write_hdf5: bool = False, question_types: Sequence[str] = tuple(QUESTION_TYPES),
+                  rounds: int = NUM_ROUNDS, whole_image_dialogs: int = 0) -> Dict[str, Path]:
+    """Write the toy dataset under out_dir; returns the written paths by name.
+
+    The same arguments always give byte-identical json, vocab and config, and identical features;
+    `image_signal` and `noise` change the features only (`image_signal=0`: images that tell nothing,
+    a control for how much a model relies on them).
+    """
+    out_dir = Path(out_dir)
+    question_types = list(dict.fromkeys(question_types))
+    check_arguments(train_dialogs, whole_image_dialogs, val_dialogs, test_dialogs, dense_train_fraction,
+                    boxes_per_image, min_objects, max_objects, image_signal, noise, question_types, rounds)
     rng = random.Random(seed)
     answer_pool = all_answer_strings()
     sizes = {"train": train_dialogs, "val": val_dialogs, "test": test_dialogs}
-    image_ids = iter(unique_image_ids(sum(sizes.values()), rng))
-    dialogs = {split: [make_dialog(next(image_ids), answer_pool, rng, min_objects, max_objects)
-                       for _ in range(size)] for split, size in sizes.items()}
+    image_ids = iter(unique_image_ids(sum(sizes.values()) + whole_image_dialogs, rng))
+    dialogs = {split: [make_dialog(next(image_ids), answer_pool, rng, min_objects, max_objects, question_types,
+                                   rounds) for _ in range(size)] for split, size in sizes.items()}
+    dialogs["train"] += [make_dialog(next(image_ids), answer_pool, rng, min_objects, max_objects, ["one_hop"],
+                                     rounds) for _ in range(whole_image_dialogs)]
+    rng.shuffle(dialogs["train"])
+    test_rounds = {dialog.image_id: rng.randint(1, len(dialog.questions)) for dialog in dialogs["test"]}
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: Dict[str, Path] = {}
     for split in ("train", "val", "test"):
         paths[split] = out_dir / f"visdial_1.0_{split}.json"
-        write_json(paths[split], split_json(split, dialogs[split], rng))
+        write_json(paths[split], split_json(split, dialogs[split], test_rounds))
+        paths[f"{split}_question_types"] = out_dir / f"visdial_1.0_{split}_question_types.json"
+        write_question_types(paths[f"{split}_question_types"],
+                             {name: QUESTION_TYPES[name] for name in question_types},
+                             round_types(dialogs[split], test_rounds if split == "test" else None))
     dense_train = rng.sample(dialogs["train"], round(dense_train_fraction * train_dialogs))
     paths["train_dense"] = out_dir / "visdial_1.0_train_dense_annotations.json"
     write_json(paths["train_dense"], dense_annotations(dense_train, "relevance", rng))
@@ -433,12 +521,12 @@ def make_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 600, val_di
 
     paths["features"] = out_dir / "visdial_img_feat.lmdb"
     write_lmdb_feature_store(str(paths["features"]),
-                             image_records(dialogs, seed, boxes_per_image, noise))
+                             image_records(dialogs, seed, boxes_per_image, image_signal, noise))
     if write_hdf5:
         paths["features_hdf5"] = out_dir / "visdial_img_feat.h5"
         convert_lmdb_to_hdf5(str(paths["features"]), str(paths["features_hdf5"]), show_progress=False)
 
-    vocab = build_vocab(all_texts(dialogs, answer_pool))
+    vocab = build_vocab(all_texts(answer_pool))
     paths["vocab"] = out_dir / "vocab.txt"
     write_text(paths["vocab"], "\n".join(vocab) + "\n")
     paths["model_config"] = out_dir / "model_config.json"
@@ -446,40 +534,51 @@ def make_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 600, val_di
     return paths
 
 
-def image_records(dialogs: Dict[str, List[ToyDialog]], seed: int, boxes_per_image: int,
+def image_records(dialogs: Dict[str, List[ToyDialog]], seed: int, boxes_per_image: int, signal: float,
                   noise: float) -> Iterator[dict]:
     directions = FeatureDirections(seed)
     rng = np.random.default_rng(seed + 1)
     for split in ("train", "val", "test"):
         for dialog in dialogs[split]:
-            yield image_record(dialog, directions, boxes_per_image, noise, rng)
+            yield image_record(dialog, directions, boxes_per_image, signal, noise, rng)
 
 
-def all_texts(dialogs: Dict[str, List[ToyDialog]], answer_pool: Sequence[str]) -> List[str]:
-    texts = list(answer_pool)
-    for split_dialogs in dialogs.values():
-        for dialog in split_dialogs:
-            texts.append(dialog.caption)
-            texts.extend(question.text for question in dialog.questions)
-    return texts
+def all_texts(answer_pool: Sequence[str]) -> List[str]:
+    """Every caption, question and answer the generator can write (the vocab does not depend on
+    which of them a seed draws)."""
+    questions = [template.format(shape=shape, colour=colour) for template in QUESTION_TEXTS.values()
+                 for shape, colour in zip(SHAPES, COLOURS)]
+    questions += [question for question, _, _, _ in SCENE_PROPERTIES.values()]
+    captions = [caption_of(ToyScene((), (), day), with_day) for day in DAYS for with_day in (True, False)]
+    return list(answer_pool) + questions + captions
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-out", "--out", default="data/toy", help="output folder")
     parser.add_argument("-seed", "--seed", type=int, default=0)
-    parser.add_argument("-train_dialogs", "--train_dialogs", type=int, default=600)
+    parser.add_argument("-train_dialogs", "--train_dialogs", type=int, default=1000)
     parser.add_argument("-val_dialogs", "--val_dialogs", type=int, default=40)
     parser.add_argument("-test_dialogs", "--test_dialogs", type=int, default=20)
     parser.add_argument("-dense_train_fraction", "--dense_train_fraction", type=float, default=0.5,
                         help="share of train dialogs with one densely annotated round")
-    parser.add_argument("-boxes_per_image", "--boxes_per_image", type=int, default=10)
+    parser.add_argument("-boxes_per_image", "--boxes_per_image", type=int, default=6,
+                        help="regions per image: the objects, the rest background")
     parser.add_argument("-min_objects", "--min_objects", type=int, default=2)
     parser.add_argument("-max_objects", "--max_objects", type=int, default=4)
+    parser.add_argument("-image_signal", "--image_signal", type=float, default=1.0,
+                        help="scale of the attribute directions in the region features (0: images that "
+                             "tell nothing, a control)")
     parser.add_argument("-noise", "--noise", type=float, default=0.1,
                         help="std of the Gaussian noise added to every region feature")
     parser.add_argument("-hidden_size", "--hidden_size", type=int, default=32,
                         help="hidden size of every stream of the tiny model config")
+    parser.add_argument("-question_types", "--question_types", default=",".join(QUESTION_TYPES),
+                        help=f"comma-separated question types to ask (default: all of {', '.join(QUESTION_TYPES)})")
+    parser.add_argument("-rounds", "--rounds", type=int, default=NUM_ROUNDS,
+                        help="at most this many rounds per dialog")
+    parser.add_argument("-whole_image_dialogs", "--whole_image_dialogs", type=int, default=0,
+                        help="more train dialogs, on other images, that ask only the one-hop (whole-image) questions")
     parser.add_argument("-h5", "--h5", action="store_true",
                         help="also write the features as HDF5 (visdial_img_feat.h5)")
     return parser.parse_args(argv)
@@ -492,11 +591,13 @@ def main(argv=None) -> None:
                           val_dialogs=args.val_dialogs, test_dialogs=args.test_dialogs,
                           dense_train_fraction=args.dense_train_fraction,
                           boxes_per_image=args.boxes_per_image, min_objects=args.min_objects,
-                          max_objects=args.max_objects, noise=args.noise,
-                          hidden_size=args.hidden_size, write_hdf5=args.h5)
+                          max_objects=args.max_objects, image_signal=args.image_signal, noise=args.noise,
+                          hidden_size=args.hidden_size, write_hdf5=args.h5,
+                          question_types=[name.strip() for name in args.question_types.split(",") if name.strip()],
+                          rounds=args.rounds, whole_image_dialogs=args.whole_image_dialogs)
     print(f"toy VisDial written to {args.out}:")
     for name, path in paths.items():
-        print(f"  {name:13s} {path}")
+        print(f"  {name:20s} {path}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# The whole system on a generated toy VisDial, with zero downloads, in about three minutes on CPU:
+# What the model learns, and that it looks: the whole system on a generated toy VisDial, zero
+# downloads, about three minutes on 2 CPU cores:
 #   bash scripts/demo.sh
-# Sets up .venv (like scripts/test.sh), generates the toy data, preprocesses it with the real
-# preprocessing script, trains the base objective (MLM + NSP + masked regions), finetunes on the
-# dense annotations, evaluates val (metrics table + HTML report) and test (EvalAI submission file).
+# Sets up .venv (like scripts/test.sh); generates the toy VisDial (questions of six types: one-hop,
+# binding, counting, existence, caption, history; the train split also holds dialogs that ask only
+# whole-image questions) and preprocesses it with the real preprocessing script; trains ViLBERT and
+# the language-only baseline on the same data with the same budget, side by side on one thread each;
+# writes the EvalAI test file; scores both on val per question type beside a random ranking, with the
+# val report; ends with that table and one summary line.
 # DEMO_DIR (default: demo_output) is where everything goes; DEMO_SEED changes the toy data and the runs.
 # The demo deletes DEMO_DIR when it starts, so it only takes a folder it made itself (marked by the
 # file .made-by-demo.sh), a new one, or an empty one: anything else is refused before any work.
@@ -22,12 +26,13 @@ SEED="${DEMO_SEED:-0}"
 DATA="$DEMO_DIR/data"
 RUNS="$DEMO_DIR/checkpoints"
 started=$SECONDS
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1   # two processes at a time on 2 cores, one thread each
 
 step() { printf '\n== [%3ds] %s\n' "$((SECONDS - started))" "$1"; }
 
-# The processed files and features every train.py / evaluate.py call reads; the toy questions
-# never need the history, so sequences keep only the previous round (-visdial_tot_rounds 2). The
-# model config is the one the generator writes: its vocab_size fits this data's vocabulary.
+# The files every train.py / evaluate.py call reads. A toy question needs at most the caption
+# (round 1) or the previous round: one round of history is kept (-visdial_tot_rounds 2). The model
+# config is the one the generator writes: config/toy_model.json's sizes, this data's vocab_size.
 DATA_FLAGS=(
     -visdial_tot_rounds 2
     -vocab "$DATA/vocab.txt"
@@ -36,8 +41,6 @@ DATA_FLAGS=(
     -visdial_processed_train "$DATA/visdial_1.0_train_processed.json"
     -visdial_processed_val "$DATA/visdial_1.0_val_processed.json"
     -visdial_processed_test "$DATA/visdial_1.0_test_processed.json"
-    -visdial_processed_train_dense "$DATA/visdial_1.0_train_dense_processed.json"
-    -visdial_processed_train_dense_annotations "$DATA/visdial_1.0_train_dense_annotations_processed.json"
     -visdial_processed_val_dense_annotations "$DATA/visdial_1.0_val_dense_annotations_processed.json"
 )
 
@@ -45,12 +48,19 @@ newest_checkpoint() {  # RUN_FOLDER -> its checkpoint with the highest iteration
     ls "$1"/visdial_dialog_encoder_[0-9]*.ckpt | sort -V | tail -n 1
 }
 
-step "1/6 generating the toy VisDial in $DATA"
-rm -rf "$DEMO_DIR"
-mkdir -p "$DEMO_DIR" && touch "$DEMO_MARK"
-python preprocessing/make_toy_data.py -out "$DATA" -seed "$SEED" -val_dialogs 20
+wait_for() {  # PID WHAT LOG: wait for a background job; on failure show its log's end and stop
+    if ! wait "$1"; then
+        tail -n 5 "$3" >&2
+        echo "error: $2 failed (log: $3)" >&2
+        exit 2
+    fi
+}
 
-step "2/6 preprocessing it (preprocessing/pre_process_visdial.py)"
+step "1/6 generating the toy VisDial in $DATA and preprocessing it (preprocessing/pre_process_visdial.py)"
+rm -rf "$DEMO_DIR"
+mkdir -p "$DEMO_DIR" "$RUNS" && touch "$DEMO_MARK"
+python preprocessing/make_toy_data.py -out "$DATA" -seed "$SEED" -train_dialogs 1000 -whole_image_dialogs 1000 \
+    -val_dialogs 30 -test_dialogs 20 > "$DEMO_DIR/data.log"
 PREPROCESS_FLAGS=(-vocab "$DATA/vocab.txt" -quiet)
 for name in train val test; do
     PREPROCESS_FLAGS+=(-"visdial_$name" "$DATA/visdial_1.0_$name.json"
@@ -63,44 +73,71 @@ python preprocessing/pre_process_visdial.py "${PREPROCESS_FLAGS[@]}" \
     -save_path_val_ndcg "$DATA/visdial_1.0_val_dense_annotations_processed.json" \
     -save_path_train_ndcg "$DATA/visdial_1.0_train_dense_annotations_processed.json"
 
-step "3/6 base training: MLM + NSP + masked regions (train.py -mode base)"
-python train.py -config config/presets/toy.yml "${DATA_FLAGS[@]}" -seed "$SEED" \
-    -max_iterations 100 -total_steps 100 -save_path "$RUNS" -save_name base
-BASE_CHECKPOINT="$(newest_checkpoint "$RUNS/base")"
+step "2/6 training ViLBERT and the language-only baseline side by side (train.py -config config/presets/toy.yml)"
+declare -A training_jobs
+for model in vilbert language_only; do
+    python train.py -config config/presets/toy.yml "${DATA_FLAGS[@]}" -seed "$SEED" -model_type "$model" \
+        -save_path "$RUNS" -save_name "$model" > "$RUNS/$model.log" 2>&1 &
+    training_jobs[$model]=$!
+done
+for model in vilbert language_only; do
+    wait_for "${training_jobs[$model]}" "training $model" "$RUNS/$model.log"
+    echo "$model: $(tr '\r' '\n' < "$RUNS/$model.log" | grep -E '^\[.*Iter' | tail -n 1)"
+done
+CHECKPOINT="$(newest_checkpoint "$RUNS/vilbert")"
+BASELINE_CHECKPOINT="$(newest_checkpoint "$RUNS/language_only")"
+EVAL_FLAGS=("${DATA_FLAGS[@]}" -num_workers 0 -save_path "$DEMO_DIR")
+QUESTION_TYPES="$DATA/visdial_1.0_val_question_types.json"
 
-step "4/6 dense-annotation finetuning (train.py -mode dense)"
-python train.py -config config/presets/toy.yml "${DATA_FLAGS[@]}" -seed "$SEED" \
-    -mode dense -nsp_loss_coeff 1 -batch_size 100 -lr 1e-3 -image_lr 1e-3 -warmup_steps 10 \
-    -max_iterations 120 -total_steps 120 -start_path "$BASE_CHECKPOINT" -save_path "$RUNS" -save_name dense
-DENSE_CHECKPOINT="$(newest_checkpoint "$RUNS/dense")"
+step "3/6 test predictions for EvalAI (evaluate.py -split test) and the baseline's val metrics per question type"
+python evaluate.py -split test "${EVAL_FLAGS[@]}" -start_path "$CHECKPOINT" -save_name test \
+    > "$DEMO_DIR/test.log" 2>&1 &
+test_job=$!
+python evaluate.py -split val "${EVAL_FLAGS[@]}" -model_type language_only -start_path "$BASELINE_CHECKPOINT" \
+    -save_name language_only_val -question_types "$QUESTION_TYPES" > "$DEMO_DIR/language_only_val.log" 2>&1 &
+baseline_job=$!
+wait_for "$test_job" "scoring the test split" "$DEMO_DIR/test.log"
+wait_for "$baseline_job" "scoring val with the baseline" "$DEMO_DIR/language_only_val.log"
+grep -h "^wrote" "$DEMO_DIR/test.log" "$DEMO_DIR/language_only_val.log"
 
-step "5/6 val metrics and report (evaluate.py -split val)"
-python evaluate.py -split val "${DATA_FLAGS[@]}" -num_workers 0 \
-    -start_path "$DENSE_CHECKPOINT" -save_path "$DEMO_DIR" -save_name val -report "$DEMO_DIR/report"
+step "4/6 ViLBERT's val metrics and report (evaluate.py -split val -question_types -report)"
+python evaluate.py -split val "${EVAL_FLAGS[@]}" -start_path "$CHECKPOINT" -save_name val -report "$DEMO_DIR/report" \
+    -question_types "$QUESTION_TYPES" -compare_metrics "language_only=$DEMO_DIR/language_only_val_metrics.json" \
+    > "$DEMO_DIR/val.log" 2>&1 || { tail -n 5 "$DEMO_DIR/val.log" >&2; exit 2; }
+sed -n '/^MRR/p; /^NDCG/p; /^wrote/p' "$DEMO_DIR/val.log"
 
-step "6/6 test predictions for EvalAI (evaluate.py -split test)"
-python evaluate.py -split test "${DATA_FLAGS[@]}" -num_workers 0 \
-    -start_path "$DENSE_CHECKPOINT" -save_path "$DEMO_DIR" -save_name test
-
-step "done in $((SECONDS - started)) s"
-cat <<SUMMARY
-  toy data           $DATA/
-  base checkpoint    $BASE_CHECKPOINT
-  dense checkpoint   $DENSE_CHECKPOINT
-  val metrics        $DEMO_DIR/val_metrics.json
-  report             $DEMO_DIR/report/index.html
-  test predictions   $DEMO_DIR/test_predictions.json  (the EvalAI upload format)
-SUMMARY
-
-# Chat with the trained model about the first val image (scripts/chat.py): its first three
+# Chat with the trained ViLBERT about the first val image (scripts/chat.py): its first three
 # questions are asked; the model's top answers go into the history.
 CHAT_IMAGE=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["data"]["dialogs"][0]["image_id"])' \
     "$DATA/visdial_1.0_val_processed.json")
-step "chat about val image $CHAT_IMAGE (scripts/chat.py, three questions from its dialog)"
+step "5/6 chat about val image $CHAT_IMAGE (scripts/chat.py, three questions from its dialog)"
 python -c 'import json, sys
 data = json.load(open(sys.argv[1]))["data"]
 print("\n".join(data["questions"][turn["question"]] for turn in data["dialogs"][0]["dialog"][:3]))' \
     "$DATA/visdial_1.0_val_processed.json" |
-python scripts/chat.py -start_path "$DENSE_CHECKPOINT" -model_config "$DATA/model_config.json" \
+python scripts/chat.py -start_path "$CHECKPOINT" -model_config "$DATA/model_config.json" \
     -vocab "$DATA/vocab.txt" -visdial_image_feats "$DATA/visdial_img_feat.lmdb" -visdial_tot_rounds 2 \
     -dialogs "$DATA/visdial_1.0_val_processed.json" -image_id "$CHAT_IMAGE"
+
+step "6/6 what each model learned: val MRR and R@1 per question type (random: a random ranking of the same rounds)"
+cat <<SUMMARY
+  toy data           $DATA/
+  checkpoints        $CHECKPOINT
+                     $BASELINE_CHECKPOINT
+  val metrics        $DEMO_DIR/val_metrics.json, $DEMO_DIR/language_only_val_metrics.json
+  report             $DEMO_DIR/report/index.html
+  test predictions   $DEMO_DIR/test_predictions.json  (the EvalAI upload format)
+
+SUMMARY
+sed -n '/^question type/,/^all /p' "$DEMO_DIR/val.log"
+python - "$DEMO_DIR" "$((SECONDS - started))" <<'PYTHON'
+import json
+import sys
+
+folder, seconds = sys.argv[1], sys.argv[2]
+vilbert = json.load(open(f"{folder}/val_metrics.json"))
+language_only = json.load(open(f"{folder}/language_only_val_metrics.json"))
+print(f"demo: vilbert_mrr={vilbert['mrr']:.4f} language_only_mrr={language_only['mrr']:.4f} "
+      f"image_vilbert_mrr={vilbert['mrr_type_one_hop']:.4f} "
+      f"image_language_only_mrr={language_only['mrr_type_one_hop']:.4f} seconds={seconds}")
+PYTHON

@@ -343,6 +343,16 @@ CASES = [
     eval_file_case("eval_model_config_not_json", "model_config",
                    lambda folder, golden: written(folder / "config.json", b"hidden_size: 16"),
                    "not valid JSON"),
+    eval_file_case("eval_question_types_not_a_types_file", "question_types",
+                   lambda folder, golden: written(folder / "types.json", b'{"rounds": []}'),
+                   "not a question-type file"),
+    eval_file_case("eval_question_type_not_declared", "question_types",
+                   lambda folder, golden: written(folder / "types.json", json.dumps(
+                       {"question_types": {"color": "what color"},
+                        "rounds": [{"image_id": 1, "round_id": 1, "question_type": "count"}]}).encode()),
+                   "question_type 'count' is not one of question_types"),
+    flag_case("eval_compare_metrics_without_question_types", "evaluate.py", "-compare_metrics",
+              "needs -question_types", "baseline=metrics.json"),
     # preprocessing/pre_process_visdial.py
     Case("preprocess_raw_train_missing", "preprocessing/pre_process_visdial.py",
          preprocess_with("visdial_train", lambda folder, golden: folder / "absent.json"), "file not found",
@@ -362,7 +372,9 @@ CASES = [
     Case("toy_zero_train_dialogs", "preprocessing/make_toy_data.py", toy_data("-train_dialogs", "0"),
          "must be at least 1", subprocess=True),
     Case("toy_boxes_fewer_than_objects", "preprocessing/make_toy_data.py", toy_data("-boxes_per_image", "2"),
-         "is smaller than -max_objects"),
+         "must be more than -max_objects"),
+    Case("toy_noise_not_finite", "preprocessing/make_toy_data.py", toy_data("-noise", "nan"),
+         "must be a finite number"),
     # scripts/check_reference.py
     Case("check_reference_missing_folder", "scripts/check_reference.py",
          lambda folder, golden: (["--fixtures", str(folder / "in" / "no_fixtures")], str(folder / "in" / "no_fixtures")),

@@ -143,3 +143,23 @@ def test_language_only_baseline_scores_and_trains(repo_root):
     assert out.nsp_scores.shape == (4, 2) and out.lm_scores.shape == (4, 12, 30522)
     (out.lm_loss + out.nsp_loss).backward()
     assert model.bert_pretrained.bert.encoder.layer[0].attention.self.query.weight.grad is not None
+
+
+def test_a_fresh_model_starts_with_both_poolers_alive_and_a_checkpoint_overrides_it(golden_dir):
+    """Pooler biases 1.0 at init (every other bias 0, as the reference), so no ReLU pooler unit
+    starts dead on a small input; loading a checkpoint puts its own biases back."""
+    model = VisualDialogEncoder(tiny_config(golden_dir))
+    bert = model.bert_pretrained.bert
+    for pooler in (bert.t_pooler, bert.v_pooler):
+        assert torch.equal(pooler.dense.bias, torch.ones_like(pooler.dense.bias))
+    other_biases = [module.bias for name, module in model.named_modules()
+                    if isinstance(module, torch.nn.Linear) and "pooler" not in name and module.bias is not None]
+    assert other_biases and all(not bias.any() for bias in other_biases)
+    tokens, segments, attention, feat, loc, mask, index = random_batch()
+    with torch.no_grad():
+        out = model.eval()(tokens, segments, attention, feat, loc, mask, index, output_lm_scores=False,
+                           output_img_scores=False, output_hidden_states=True)
+    assert (out.pooled_output_t > 0).float().mean() > 0.9 and (out.pooled_output_v > 0).float().mean() > 0.9
+    reference = torch.load(golden_dir / "model_raw.pt", weights_only=True)
+    model.load_state_dict(reference)
+    assert torch.equal(bert.t_pooler.dense.bias, reference["bert_pretrained.bert.t_pooler.dense.bias"])

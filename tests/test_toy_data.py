@@ -1,19 +1,25 @@
-"""The toy VisDial generator: format, determinism, vocab, config and an image-grounded signal."""
+"""The toy VisDial generator: format, question types, answers derivable from the image, caption and
+history, hard negatives first, determinism, vocab, config and bad arguments."""
 import json
-import subprocess
-import sys
+import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 from transformers import BertTokenizer
 
-from preprocessing.make_toy_data import COLOURS, SHAPES, make_toy_data
+from dataloader.question_types import load_question_types
+from preprocessing.make_toy_data import (COLOURS, DAYS, NUMBER_WORDS, QUESTION_TYPES, SCENE_PROPERTIES, SHAPES,
+                                         VALUES, make_toy_data)
 from utils.errors import UserError
 from dataloader.feature_store import open_feature_store
 from dataloader.tokenizer import encode_texts, load_tokenizer
 
-SMALL = dict(train_dialogs=12, val_dialogs=5, test_dialogs=8, dense_train_fraction=0.5)
+SMALL = dict(train_dialogs=12, val_dialogs=6, test_dialogs=8, dense_train_fraction=0.5)
+NUM_OBJECT_CLASSES = len(SHAPES) * len(COLOURS)
+# one-hop question -> the values of the scene property it asks about
+ONE_HOP = {question: values for question, _, values, _ in SCENE_PROPERTIES.values()}
 
 
 @pytest.fixture(scope="module")
@@ -25,16 +31,34 @@ def load(path: Path):
     return json.loads(path.read_text())
 
 
-def all_texts(toy) -> list:
-    texts = []
-    for split in ("train", "val", "test"):
-        data = load(toy[split])["data"]
-        texts += data["questions"] + data["answers"] + [d["caption"] for d in data["dialogs"]]
-    return texts
+def rounds_of(toy, split: str):
+    """(dialog, round number, question, answer or None, option texts) of every round of a split."""
+    data = load(toy[split])["data"]
+    for dialog in data["dialogs"]:
+        for number, turn in enumerate(dialog["dialog"], start=1):
+            answer = data["answers"][turn["answer"]] if "answer" in turn else None
+            options = [data["answers"][o] for o in turn.get("answer_options", [])]
+            yield dialog, number, data["questions"][turn["question"]], answer, options
+
+
+def scene_of(store, image_id: int) -> dict:
+    """What the image shows, read back from the detector classes of its regions (independent of
+    the generator's scene objects): object (shape, colour) pairs and, by one-hop question, the
+    scene property's value (the background class holds them as base-6 digits)."""
+    classes = store[image_id]["cls_prob"][1:].argmax(1)
+    objects = [(SHAPES[(c - 1) // len(COLOURS)], COLOURS[(c - 1) % len(COLOURS)])
+               for c in classes if 1 <= c <= NUM_OBJECT_CLASSES]
+    background = {int(c) - 1 - NUM_OBJECT_CLASSES for c in classes if c > NUM_OBJECT_CLASSES}
+    assert len(background) == 1
+    digits, properties = background.pop(), {}
+    for question, values in reversed(ONE_HOP.items()):
+        digits, digit = divmod(digits, len(values))
+        properties[question] = values[digit]
+    return {"objects": objects, "properties": properties}
 
 
 def test_train_and_val_have_ten_answered_rounds_of_100_distinct_options(toy):
-    for split, count in (("train", 12), ("val", 5)):
+    for split, count in (("train", 12), ("val", 6)):
         content = load(toy[split])
         assert content["version"] == "1.0" and content["split"] == split
         data = content["data"]
@@ -58,18 +82,99 @@ def test_test_dialogs_end_with_an_unanswered_round(toy):
         assert all(set(rnd) == {"question", "answer"} for rnd in history)
 
 
-def test_image_ids_are_unique_and_all_in_the_feature_stores(toy):
-    ids = [d["image_id"] for split in ("train", "val", "test") for d in load(toy[split])["data"]["dialogs"]]
-    assert len(ids) == len(set(ids)) == 25
-    lmdb_store, hdf5_store = open_feature_store(toy["features"]), open_feature_store(toy["features_hdf5"])
-    assert sorted(lmdb_store.image_ids()) == sorted(hdf5_store.image_ids()) == sorted(ids)
-    record, same = lmdb_store[ids[0]], hdf5_store[ids[0]]
-    assert record["features"].shape == (11, 2048) and record["num_boxes"] == 11
-    np.testing.assert_array_equal(record["features"], same["features"])
-    np.testing.assert_allclose(record["cls_prob"].sum(1), 1.0, atol=1e-5)
+def test_every_round_has_its_question_type(toy):
+    for split in ("train", "val", "test"):
+        types = load_question_types(toy[f"{split}_question_types"])
+        assert list(types.descriptions) == list(QUESTION_TYPES)
+        rounds = list(rounds_of(toy, split))
+        assert len(types.by_round) == len(rounds)
+        per_dialog = {}
+        for dialog, number, question, _, _ in rounds:
+            name = types.of(dialog["image_id"], number)
+            per_dialog.setdefault(dialog["image_id"], []).append(name)
+            expected = ("caption" if question.startswith("what day") else
+                        "history" if question.startswith("what did i") else
+                        "one_hop" if question in ONE_HOP else
+                        "binding" if question.startswith(("what color is the", "what shape is the")) else
+                        "counting" if question.startswith("how many") else "existence")
+            assert name == expected, question
+        for names in per_dialog.values():
+            assert names[0] == "caption"
+            assert all(not (a == b == "history") for a, b in zip(names, names[1:]))
+            if split != "test":
+                assert Counter(names) == {"caption": 1, "one_hop": 2, "binding": 2, "counting": 1,
+                                          "existence": 2, "history": 2}
 
 
-def test_dense_annotations_rate_paraphrases_1_and_wrong_answers_0(toy):
+def test_answers_are_told_by_the_image_the_caption_or_the_previous_round(toy):
+    """Every ground truth follows from what its type says answers it: the regions' detector
+    classes, the caption, or the previous question."""
+    store = open_feature_store(toy["features"])
+    previous = {}
+    for dialog, number, question, answer, _ in rounds_of(toy, "val"):
+        scene = scene_of(store, dialog["image_id"])
+        shapes = [shape for shape, _ in scene["objects"]]
+        colour_of = dict(scene["objects"])
+        words = question.split()
+        if question in ONE_HOP:
+            assert answer == scene["properties"][question]
+        elif question.startswith("what color is the"):
+            assert answer == colour_of[words[4]]
+        elif question.startswith("what shape is the"):
+            assert colour_of[answer] == words[4]
+        elif question.startswith("how many"):
+            assert answer == NUMBER_WORDS[len(scene["objects"])]
+        elif question.startswith("is there"):
+            assert answer == ("yes" if words[3] in shapes else "no")
+        elif question.startswith("what day"):
+            assert answer in DAYS and dialog["caption"].endswith(answer)
+        else:
+            assert question == "what did i just ask about ?"
+            asked = previous[dialog["image_id"]]
+            expected = {"what day was it drawn ?": "the day", "what color is the background ?": "the background color",
+                        "what pattern is the background ?": "the background pattern",
+                        "what time of day is it ?": "the time of day", "what is the weather like ?": "the weather",
+                        "how many shapes are there ?": "the number of shapes"}.get(asked)
+            if expected is None:   # what shape is the <colour> one ? / what color is the <shape> ? / is there a <shape> ?
+                expected = f"the {asked.split()[4]} one" if asked.startswith("what shape") else f"the {asked.split()[-2]}"
+            assert answer == expected, (asked, answer)
+        previous[dialog["image_id"]] = question
+
+
+def says(text: str, answer: str) -> bool:
+    """Whether `text` is a phrasing of `answer` ("it is red" of "red", "3" of "three")."""
+    return f" {answer} " in f" {text} " or (answer in NUMBER_WORDS and text == str(NUMBER_WORDS.index(answer)))
+
+
+def values_asked_by(question: str) -> tuple:
+    """Every value the answer to `question` can take."""
+    if question in ONE_HOP:
+        return ONE_HOP[question]
+    starts = {"what color is the": COLOURS, "what shape is the": SHAPES, "how many": NUMBER_WORDS[1:],
+              "is there": ("yes", "no"), "what day": DAYS, "what did i": VALUES["subject"]}
+    return next(values for start, values in starts.items() if question.startswith(start))
+
+
+def test_ground_truth_is_the_bare_value_and_hard_negatives_come_first(toy):
+    """One deterministic phrasing per answer. The first wrong options (those base training draws
+    its negatives from) are the other values of the same kind, then the right answer's two
+    paraphrases mixed with one bare value of every other kind."""
+    kinds = list(VALUES.values())
+    seen = Counter()
+    for _, _, question, answer, options in rounds_of(toy, "train"):
+        values = values_asked_by(question)
+        assert answer in values, (question, answer)
+        wrong = [option for option in options if option != answer]
+        hard, medium = wrong[:len(values) - 1], wrong[len(values) - 1:len(values) - 1 + 2 + len(kinds) - 1]
+        assert set(hard) == set(values) - {answer}, question
+        paraphrases = [text for text in medium if says(text, answer)]
+        other_kinds = [next(i for i, kind in enumerate(kinds) if text in kind) for text in medium if text not in paraphrases]
+        assert len(paraphrases) == 2 and sorted(other_kinds) == [i for i, kind in enumerate(kinds) if kind != values]
+        seen[values[0]] += 1
+    assert len(seen) == len(kinds)
+
+
+def test_dense_annotations_rate_paraphrases_1_and_other_objects_0_5(toy):
     val = load(toy["val"])["data"]
     val_dense = load(toy["val_dense"])
     assert [a["image_id"] for a in val_dense] == [d["image_id"] for d in val["dialogs"]]
@@ -84,45 +189,27 @@ def test_dense_annotations_rate_paraphrases_1_and_wrong_answers_0(toy):
             rnd = dialog["dialog"][annotation["round_id"] - 1]
             relevance = annotation[key]
             assert len(relevance) == 100 and set(relevance) <= {0.0, 0.5, 1.0}
-            assert relevance[rnd["gt_index"]] == 1.0
-            assert relevance.count(1.0) == 3, "the right answer has exactly two paraphrases"
-            right = {data["answers"][o] for o, r in zip(rnd["answer_options"], relevance) if r == 1.0}
-            assert data["answers"][rnd["answer"]] in right
+            assert relevance[rnd["gt_index"]] == 1.0 and relevance.count(1.0) == 3
+            answer = data["answers"][rnd["answer"]]
+            right = [data["answers"][o] for o, r in zip(rnd["answer_options"], relevance) if r == 1.0]
+            assert all(says(text, answer) for text in right)
+            if data["questions"][rnd["question"]].startswith(("what color is the", "what shape is the")) \
+                    and "background" not in data["questions"][rnd["question"]]:
+                assert 0.5 in relevance          # another object's colour / shape
 
 
-def test_every_phrasing_of_the_answer_type_is_an_option(toy):
-    """Language alone cannot single out the answer: all values of its kind are options."""
-    data = load(toy["val"])["data"]
-    for dialog in data["dialogs"]:
-        for rnd in dialog["dialog"]:
-            question = data["questions"][rnd["question"]]
-            options = {data["answers"][o] for o in rnd["answer_options"]}
-            if question.startswith("what color is the"):
-                assert set(COLOURS) <= options
-                assert {f"it is {c}" for c in COLOURS} <= options
-            if question.startswith("what shape is the"):
-                assert set(SHAPES) <= options and {f"a {s}" for s in SHAPES} <= options
+def test_image_ids_are_unique_and_all_in_the_feature_stores(toy):
+    ids = [d["image_id"] for split in ("train", "val", "test") for d in load(toy[split])["data"]["dialogs"]]
+    assert len(ids) == len(set(ids)) == 26
+    lmdb_store, hdf5_store = open_feature_store(toy["features"]), open_feature_store(toy["features_hdf5"])
+    assert sorted(lmdb_store.image_ids()) == sorted(hdf5_store.image_ids()) == sorted(ids)
+    record, same = lmdb_store[ids[0]], hdf5_store[ids[0]]
+    assert record["features"].shape == (7, 2048) and record["num_boxes"] == 7
+    np.testing.assert_array_equal(record["features"], same["features"])
+    np.testing.assert_allclose(record["cls_prob"].sum(1), 1.0, atol=1e-5)
 
 
-def test_answers_are_written_in_the_image(toy):
-    """The right colour of 'what color is the <shape>' is the colour of that shape's region."""
-    store = open_feature_store(toy["features"])
-    data = load(toy["val"])["data"]
-    checked = 0
-    for dialog in data["dialogs"]:
-        classes = store[dialog["image_id"]]["cls_prob"][1:].argmax(1)
-        objects = {(int(c) - 1) // len(COLOURS): COLOURS[(int(c) - 1) % len(COLOURS)]
-                   for c in classes if 1 <= c <= len(SHAPES) * len(COLOURS)}
-        for rnd in dialog["dialog"]:
-            question, answer = data["questions"][rnd["question"]], data["answers"][rnd["answer"]]
-            if question.startswith("what color is the"):
-                shape = question.split()[4]
-                assert objects[SHAPES.index(shape)] == answer.split()[-1]
-                checked += 1
-    assert checked > 0
-
-
-def test_regions_of_the_same_object_kind_share_a_feature_direction(toy):
+def test_regions_of_the_same_kind_share_a_feature_direction(toy):
     store = open_feature_store(toy["features"])
     features, classes = [], []
     for image_id in store.image_ids():
@@ -134,8 +221,31 @@ def test_regions_of_the_same_object_kind_share_a_feature_direction(toy):
     similarity = unit @ unit.T
     same = classes[:, None] == classes[None, :]
     off_diagonal = ~np.eye(len(classes), dtype=bool)
-    assert similarity[same & off_diagonal].min() > 0.3
-    assert similarity[same & off_diagonal].mean() > similarity[~same].mean() + 0.3
+    assert similarity[same & off_diagonal].min() > 0.6
+    assert similarity[same & off_diagonal].mean() > similarity[~same].mean() + 0.4
+
+
+def test_question_types_and_rounds_restrict_the_dialogs(tmp_path):
+    paths = make_toy_data(tmp_path, seed=1, train_dialogs=20, val_dialogs=3, test_dialogs=2,
+                          question_types=["one_hop"], rounds=1)
+    data = load(paths["train"])["data"]
+    assert {dialog["caption"] for dialog in data["dialogs"]} == {"a drawing"}
+    assert all(len(dialog["dialog"]) == 1 for dialog in data["dialogs"])
+    assert set(data["questions"]) <= set(ONE_HOP) and len(set(data["questions"])) > 1
+    types = load_question_types(paths["train_question_types"])
+    assert list(types.descriptions) == ["one_hop"] and set(types.by_round.values()) == {"one_hop"}
+
+
+def test_whole_image_dialogs_are_more_train_dialogs_of_one_hop_questions(tmp_path):
+    paths = make_toy_data(tmp_path, seed=2, train_dialogs=6, whole_image_dialogs=4, val_dialogs=2, test_dialogs=1)
+    train = load(paths["train"])["data"]
+    types = load_question_types(paths["train_question_types"])
+    kinds = [{types.of(dialog["image_id"], number) for number in range(1, len(dialog["dialog"]) + 1)}
+             for dialog in train["dialogs"]]
+    assert len(kinds) == 10 and kinds.count({"one_hop"}) == 4
+    whole_image = [dialog for dialog, kind in zip(train["dialogs"], kinds) if kind == {"one_hop"}]
+    assert all(len(dialog["dialog"]) == len(ONE_HOP) and dialog["caption"] == "a drawing" for dialog in whole_image)
+    assert len(load(paths["val"])["data"]["dialogs"]) == 2
 
 
 def test_bert_tokenizer_covers_every_word_with_bert_special_ids(toy, golden_dir):
@@ -144,7 +254,9 @@ def test_bert_tokenizer_covers_every_word_with_bert_special_ids(toy, golden_dir)
     tokenizer = BertTokenizer(str(toy["vocab"]), do_lower_case=True)
     assert tokenizer.convert_tokens_to_ids(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]) \
         == [0, 100, 101, 102, 103]
-    texts = all_texts(toy)
+    texts = [text for split in ("train", "val", "test") for text in
+             load(toy[split])["data"]["questions"] + load(toy[split])["data"]["answers"]
+             + [d["caption"] for d in load(toy[split])["data"]["dialogs"]]]
     expected = [[vocab.index(word) for word in text.split()] for text in texts]
     assert [tokenizer.encode(text, add_special_tokens=False) for text in texts] == expected
     assert encode_texts(load_tokenizer(str(toy["vocab"])), texts) == expected
@@ -158,14 +270,16 @@ def test_model_config_has_the_reference_keys_and_the_vocab_size(toy, golden_dir)
 
 
 def test_shipped_toy_config_is_what_the_generator_writes(tmp_path, repo_root):
-    paths = make_toy_data(tmp_path, seed=0, train_dialogs=2, val_dialogs=1, test_dialogs=1)
-    assert load(repo_root / "config" / "toy_model.json") == load(paths["model_config"])
+    shipped = load(repo_root / "config" / "toy_model.json")
+    paths = make_toy_data(tmp_path, seed=5, train_dialogs=2, val_dialogs=1, test_dialogs=1,
+                          hidden_size=shipped["hidden_size"])
+    assert shipped == load(paths["model_config"])
 
 
 def test_same_seed_same_files_other_seed_other_files(toy, tmp_path):
     again = make_toy_data(tmp_path / "again", seed=3, **SMALL)
     other = make_toy_data(tmp_path / "other", seed=4, **SMALL)
-    for name in ("train", "val", "test", "train_dense", "val_dense", "vocab", "model_config"):
+    for name in ("train", "val", "test", "train_dense", "val_dense", "val_question_types", "vocab", "model_config"):
         assert again[name].read_bytes() == toy[name].read_bytes(), name
     assert other["val"].read_bytes() != toy["val"].read_bytes()
     image_id = load(toy["val"])["data"]["dialogs"][0]["image_id"]
@@ -173,11 +287,16 @@ def test_same_seed_same_files_other_seed_other_files(toy, tmp_path):
                                   open_feature_store(toy["features"])[image_id]["features"])
 
 
-def test_bad_sizes_are_user_errors(tmp_path, repo_root):
-    with pytest.raises(UserError, match="max_objects"):
-        make_toy_data(tmp_path, min_objects=2, max_objects=5)
-    result = subprocess.run([sys.executable, str(repo_root / "preprocessing" / "make_toy_data.py"),
-                             "-out", str(tmp_path), "-val_dialogs", "0"], capture_output=True, text=True)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "error: -train_dialogs, -val_dialogs and -test_dialogs must be at least 1"]
+@pytest.mark.parametrize("arguments, message", [
+    (dict(min_objects=2, max_objects=6), "-min_objects/-max_objects must satisfy 2 <= min <= max <= 5"),
+    (dict(val_dialogs=0), "-train_dialogs, -val_dialogs and -test_dialogs must be at least 1"),
+    (dict(noise=float("nan")), "-noise must be a finite number >= 0, got nan"),
+    (dict(image_signal=float("inf")), "-image_signal must be a finite number >= 0, got inf"),
+    (dict(question_types=["one_hop", "colour"]), "-question_types: unknown type colour"),
+    (dict(question_types=["history"]), "history questions need a round of another type"),
+    (dict(whole_image_dialogs=-1), "-whole_image_dialogs must be at least 0, got -1"),
+])
+def test_bad_arguments_are_user_errors_before_anything_is_written(tmp_path, arguments, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        make_toy_data(tmp_path / "toy", **arguments)
+    assert list(tmp_path.iterdir()) == []

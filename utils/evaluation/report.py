@@ -160,11 +160,13 @@ li.gt { font-weight: bold; color: #1a7f37; }
 
 def write_report(out_dir, metrics: dict, scores, gt_option_inds, dialogs: Sequence[DialogText],
                  round_id=None, gt_relevance=None, title: str = "VisDial evaluation",
-                 num_sample_dialogs: int = 5) -> Path:
+                 num_sample_dialogs: int = 5, type_table_html: str = "") -> Path:
     """Write index.html and the PNG plots into out_dir (created if needed); returns the page path.
 
     scores [dialogs, rounds, options] and gt_option_inds [dialogs, rounds] are tensors or arrays;
-    round_id [dialogs] and gt_relevance [dialogs, options] are optional (dense annotations).
+    round_id [dialogs] and gt_relevance [dialogs, options] are optional (dense annotations);
+    type_table_html, when given, is shown as the per-question-type table
+    (utils/evaluation/question_types.py).
     """
     scores = torch.as_tensor(scores, dtype=torch.float32)
     gt_option_inds = torch.as_tensor(gt_option_inds, dtype=torch.long)
@@ -206,6 +208,7 @@ R@k: share of rounds whose ground-truth answer is in the top k; Mean rank of the
 MRR: mean reciprocal rank; NDCG: normalised discounted cumulative gain on the dense annotations.</p>
 <h2>Metrics</h2>
 {metrics_table(metrics)}
+{f"<h2>Per question type</h2>{type_table_html}" if type_table_html else ""}
 <h2>Per round and rank distribution</h2>
 <div class="plots">{embedded_png(per_round_path, "per-round R@1, MRR and NDCG")}
 {embedded_png(histogram_path, "histogram of ground-truth ranks")}</div>

@@ -2,10 +2,11 @@
 
 Only the evaluated split is read. Test: the EvalAI test-std file (`<save_name>_predictions.json`,
 the same content in `.txt`). Val: the metrics table and `<save_name>_metrics.json`, with
--val_evalai the EvalAI val-phase file, with -report the HTML report. Before any scoring, every
-output is checked (none may be an input or another output, each must be writable:
-utils/outputs.py), then every input is validated (the split, the features, the model config
-against them, the weights); nothing is written before all of that. The files of a split are
+-val_evalai the EvalAI val-phase file, with -report the HTML report, with -question_types the
+metrics per question type (utils/evaluation/question_types.py) in the metrics, the table and the
+report. Before any scoring, every output is checked (none may be an input or another output, each
+must be writable: utils/outputs.py), then every input is validated (the split, the features, the
+model config against them, the weights, the question types and the compared metrics); nothing is written before all of that. The files of a split are
 written as one set (utils/files.write_files: the .json and .txt pair; the metrics and the
 val-phase file; with -save_scores the score file of utils/evaluation/score_files.py), the report after
 them. Under torchrun every rank scores a share and rank 0 writes.
@@ -24,6 +25,7 @@ from dataloader.collate import collate_dialog_batch
 from dataloader.datasets import VisdialDataset
 from dataloader.feature_record import NUM_CLASSES
 from dataloader.feature_store import open_feature_store
+from dataloader.question_types import QuestionTypes, load_question_types
 from dataloader.tokenizer import load_tokenizer
 from dataloader.visdial_json import (NUM_ANSWER_OPTIONS, check_annotations_follow_dialogs, load_dense_annotations,
                                      load_visdial_json)
@@ -33,6 +35,8 @@ from options import EnsembleOptions, EvalOptions, SharedOptions
 from utils.distributed import DistributedContext, check_on_main
 from utils.errors import UserError
 from utils.evaluation.evalai import check_submission, evalai_test_entries, evalai_val_entries, expected_entries
+from utils.evaluation.question_types import (comparison_table, format_table_html, format_table_text,
+                                             load_compared_metrics, question_type_metrics)
 from utils.evaluation.score_files import (check_matches_dialogs, check_same_keys, combine_scores, read_score_file,
                                           score_file_content, score_file_writer, val_ground_truth)
 from utils.evaluation.scoring import ScoredDialogs, score_dataset
@@ -120,25 +124,31 @@ def evaluate(options: EvalOptions, context: DistributedContext) -> None:
     """Evaluate as the options say (module docstring); rank 0 prints and writes."""
     written = outputs(options)
     check_on_main(lambda: check_outputs(list(written.values()), options.input_paths()), context.is_main)
+    question_types = load_question_types(options.question_types) if options.question_types else None
+    compared = load_compared_metrics(options.compared_metrics)
     dataset = load_split(options)
     model = load_model(options, dataset, context.device, verbose=context.is_main)
     scored = score_dataset(model, dataset, collate_dialog_batch, tokens_per_batch=options.eval_tokens_per_batch,
                            precision=resolve_precision(options.precision, context.device),
                            num_workers=options.num_workers, progress=context.is_main)
     if context.is_main:
-        write_results(options, scored, {kind: output.path for kind, output in written.items()})
+        write_results(options, scored, {kind: output.path for kind, output in written.items()},
+                      question_types=question_types, compared=compared)
 
 
 def _split_path(options) -> str:
     return options.visdial_processed_val if options.split == "val" else options.visdial_processed_test
 
 
-def write_results(options, scored: ScoredDialogs, paths: dict, data: Optional[dict] = None) -> None:
+def write_results(options, scored: ScoredDialogs, paths: dict, data: Optional[dict] = None,
+                  question_types: Optional[QuestionTypes] = None, compared: Optional[dict] = None) -> None:
     """Print and write what `outputs(options)` declares (at `paths`, by kind) for `scored`: the
     test submission, or the val metrics with the optional val-phase file and report; the score
     file with -save_scores. Every file is checked before any is written; the files of the split are
     written as one set, the report after them. data: the processed split's `data` (read from it
-    when needed and not given). options: evaluate.py's or scripts/ensemble.py's."""
+    when needed and not given). options: evaluate.py's or scripts/ensemble.py's. question_types:
+    val only, adds the metrics per question type and their table beside the `compared` runs' (label
+    -> metrics dict)."""
     needs_data = options.save_scores or (options.split == "val" and (options.val_evalai or options.report))
     if data is None and needs_data:
         data = load_visdial_json(_split_path(options), options.split, processed=True)["data"]
@@ -157,6 +167,13 @@ def write_results(options, scored: ScoredDialogs, paths: dict, data: Optional[di
     else:
         metrics = val_metrics(scored)
         print(format_metrics_table(metrics))
+        type_table_html = ""
+        if question_types:
+            metrics.update(question_type_metrics(scored.scores, scored.fields["gt_option_inds"],
+                                                 scored.fields["image_id"], question_types))
+            table = comparison_table({options.model_type: metrics, **(compared or {})})
+            print(format_table_text(table))
+            type_table_html = format_table_html(table, question_types.descriptions)
         files[paths["metrics"]] = json_writer(metrics)
         if options.val_evalai:
             entries = evalai_val_entries(scored, data["dialogs"])
@@ -168,7 +185,7 @@ def write_results(options, scored: ScoredDialogs, paths: dict, data: Optional[di
         if options.val_evalai:
             print(f"wrote the EvalAI val-phase file ({len(entries)} rounds) to {paths['val_predictions']}")
         if options.report:
-            print(f"wrote the report to {write_val_report(options.report, metrics, scored, data)}")
+            print(f"wrote the report to {write_val_report(options.report, metrics, scored, data, type_table_html)}")
     if options.save_scores:
         print(f"wrote the option scores to {paths['scores']}")
 

@@ -44,9 +44,11 @@ def format_metrics_table(metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def write_val_report(directory: str, metrics: dict, scored: ScoredDialogs, data: dict):
+def write_val_report(directory: str, metrics: dict, scored: ScoredDialogs, data: dict,
+                     type_table_html: str = ""):
     """The HTML report (utils/evaluation/report.py) of scored val dialogs with their texts from the
-    processed val json's `data`; returns the page's path."""
+    processed val json's `data` (and the per-question-type table, when given); returns the page's
+    path."""
     num_options = scored.scores.shape[2]
     texts = []
     for dialog in data["dialogs"][:scored.scores.shape[0]]:
@@ -57,4 +59,5 @@ def write_val_report(directory: str, metrics: dict, scored: ScoredDialogs, data:
             options=[[data["answers"][turn["answer_options"][position]]
                       for position in val_option_order(turn["gt_index"], num_options)] for turn in rounds]))
     return write_report(directory, metrics, scored.scores, scored.fields["gt_option_inds"], texts,
-                        scored.fields.get("round_id"), scored.fields.get("gt_relevance"))
+                        scored.fields.get("round_id"), scored.fields.get("gt_relevance"),
+                        type_table_html=type_table_html)

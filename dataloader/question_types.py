@@ -1,0 +1,69 @@
+"""Question-type files: which kind of question each dialog round asks (for per-type metrics).
+
+A question-type file is JSON:
+
+    {"question_types": {"one_hop": "a property of the whole image", "counting": "how many ..."},
+     "rounds": [{"image_id": 185565, "round_id": 1, "question_type": "one_hop"}, ...]}
+
+`question_types` names every type with a short description, in the order tables list them;
+`rounds` gives the type of a round by image id and 1-based round number (as dense annotations
+do), so the file survives preprocessing dropping dialogs. Rounds a file does not list have no type.
+`preprocessing/make_toy_data.py` writes one per split; for real VisDial,
+`preprocessing/question_types_by_word.py` writes one by grouping the questions by their first words.
+
+    types = load_question_types("data/visdial_1.0_val_question_types.json")
+    types.of(image_id=185565, round_id=1)    # -> "one_hop", or None when not listed
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from utils.errors import UserError
+from utils.files import write_json
+from utils.input_files import read_json
+
+
+@dataclass(frozen=True)
+class QuestionTypes:
+    """The contents of a question-type file: descriptions by type name (in table order) and the
+    type of each listed (image_id, round_id)."""
+    descriptions: dict[str, str]
+    by_round: dict[tuple[int, int], str]
+
+    def of(self, image_id: int, round_id: int) -> str | None:
+        return self.by_round.get((image_id, round_id))
+
+
+def load_question_types(path: str | os.PathLike) -> QuestionTypes:
+    """Read and validate a question-type file (module docstring); a bad file is a UserError."""
+    path = Path(path)
+    content = read_json(path, "question-type file", booleans=False)
+    descriptions = content.get("question_types") if isinstance(content, dict) else None
+    rounds = content.get("rounds") if isinstance(content, dict) else None
+    if not isinstance(descriptions, dict) or not isinstance(rounds, list):
+        raise UserError(f"{path}: not a question-type file (needs a question_types object and a rounds list)")
+    if not descriptions or not all(isinstance(text, str) for text in descriptions.values()):
+        raise UserError(f"{path}: question_types must map at least one type name to a description string")
+    by_round: dict[tuple[int, int], str] = {}
+    for position, entry in enumerate(rounds):
+        where = f"{path}: rounds[{position}]"
+        if not isinstance(entry, dict) or not {"image_id", "round_id", "question_type"} <= entry.keys():
+            raise UserError(f"{where}: needs image_id, round_id and question_type")
+        image_id, round_id, name = entry["image_id"], entry["round_id"], entry["question_type"]
+        if type(image_id) is not int or type(round_id) is not int or round_id < 1:
+            raise UserError(f"{where}: image_id must be an int and round_id a 1-based int")
+        if name not in descriptions:
+            raise UserError(f"{where}: question_type {name!r} is not one of question_types "
+                            f"({', '.join(descriptions)})")
+        if (image_id, round_id) in by_round:
+            raise UserError(f"{where}: round {round_id} of image {image_id} is listed twice")
+        by_round[(image_id, round_id)] = name
+    return QuestionTypes(dict(descriptions), by_round)
+
+
+def write_question_types(path: str | os.PathLike, descriptions: dict[str, str], rounds: list[dict]) -> None:
+    """Write a question-type file atomically: `descriptions` type name -> description (table
+    order), `rounds` [{"image_id", "round_id", "question_type"}]."""
+    write_json(path, {"question_types": descriptions, "rounds": rounds})
