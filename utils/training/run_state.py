@@ -39,7 +39,8 @@ class Progress:
     epoch and the number of its batches consumed; window_finite: no non-finite loss since the
     last optimizer step; best_mrr: the best validation MRR so far (-1: none yet); records_read,
     skipped_records: train records read and those skipped as unreadable; skipped_steps:
-    optimizer steps skipped for a non-finite loss.
+    optimizer steps skipped for a non-finite loss; overflow_steps: optimizer steps the fp16 grad
+    scaler skipped because the scaled gradients overflowed (it then halves its scale).
     """
     iteration: int = 0
     epoch: int = 0
@@ -49,6 +50,7 @@ class Progress:
     records_read: int = 0
     skipped_records: int = 0
     skipped_steps: int = 0
+    overflow_steps: int = 0
 
 
 def estimated_checkpoint_bytes(model: nn.Module) -> int:
@@ -98,11 +100,28 @@ class RunState:
     @classmethod
     def start(cls, model: nn.Module, options: TrainOptions, precision: str) -> "RunState":
         """A new run's state: the optimizer groups of the model, the schedule, the grad scaler
-        (enabled in fp16 only) and progress at 0."""
+        (enabled in fp16 only, on the model's device) and progress at 0."""
         optimizer = configure_optimizer(model, options.lr, options.image_lr)
         schedule = WarmupLinearSchedule(optimizer, options.warmup_steps, options.total_steps, options.min_lr)
-        return cls(model, optimizer, schedule, torch.amp.GradScaler("cuda", enabled=precision == "fp16"),
+        device = next(model.parameters()).device
+        return cls(model, optimizer, schedule, torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
                    Progress())
+
+    def step_optimizer(self, iteration: int, grad_clip: float = 0.0) -> bool:
+        """Apply the accumulated gradients at the rate of scheduler step `iteration + 1`, through
+        the grad scaler (unscaled first, then clipped to `grad_clip` when it is positive), and
+        clear them. Returns False when the scaler skipped the step because the fp16 gradients
+        overflowed (it has then halved its scale); always True without fp16."""
+        self.schedule.apply(iteration + 1)
+        scaler = self.grad_scaler
+        scaler.unscale_(self.optimizer)
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip)
+        scale = scaler.get_scale() if scaler.is_enabled() else 1.0
+        scaler.step(self.optimizer)
+        scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return not scaler.is_enabled() or scaler.get_scale() >= scale
 
     def save(self, path: Path, options: TrainOptions, context: DistributedContext) -> None:
         """Write a checkpoint (every rank must call this; rank 0 writes the file)."""
