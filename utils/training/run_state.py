@@ -22,7 +22,7 @@ from torch import nn
 
 from models.weights import configure_optimizer, load_state_into, parameters_sha256, read_checkpoint
 from options import TrainOptions
-from utils.distributed import DistributedContext, gather_to_main
+from utils.distributed import DistributedContext, gather_to_main, get_world_size
 from utils.errors import UserError
 from utils.random_state import RandomState
 from utils.training.run_folder import RunFolder, git_commit, rank_file, save_checkpoint
@@ -75,7 +75,8 @@ def read_resume_checkpoint(folder: RunFolder, options: TrainOptions, say: Callab
     if missing:
         raise UserError(f"{path}: cannot continue from this checkpoint (no {', '.join(missing)}); "
                         "use it with -start_path without -continue to start from its weights")
-    refused, noted = options.changes_since(content.get("options", {}))
+    world_size, saved_world_size = get_world_size(), content.get("world_size", get_world_size())
+    refused, noted = options.changes_since(_saved_options_per_process(content, options, world_size))
     if refused:
         raise UserError(f"{path}: cannot continue exactly, changed since this checkpoint: {', '.join(refused)} "
                         "(give the checkpoint's values, or start a new run from its weights with -start_path "
@@ -85,7 +86,44 @@ def read_resume_checkpoint(folder: RunFolder, options: TrainOptions, say: Callab
     saved_commit, commit = content.get("git_commit", "unknown"), git_commit()
     if saved_commit != commit:
         say(f"warning: {path.name} was written by the code at commit {saved_commit}, this is {commit}")
+    if saved_world_size != world_size:
+        say(_world_size_change(path, content.get("options", {}), saved_world_size, options, world_size))
     return Checkpoint(path, content)
+
+
+def _saved_options_per_process(content: dict, options: TrainOptions, world_size: int) -> dict:
+    """The checkpoint's options as `world_size` processes would give them for the same run.
+
+    -batch_size is per process: in base mode, M processes x b sequences and N processes x (b M / N)
+    sequences are the same global batch, so the saved -batch_size counts as unchanged when the
+    present one gives the same global batch.
+    """
+    saved = dict(content.get("options", {}))
+    saved_world_size = content.get("world_size", world_size)
+    if (options.mode == "base" and isinstance(saved.get("batch_size"), int)
+            and saved["batch_size"] * saved_world_size == options.batch_size * world_size):
+        saved["batch_size"] = options.batch_size
+    return saved
+
+
+def _world_size_change(path: Path, saved: dict, saved_world_size: int, options: TrainOptions,
+                       world_size: int) -> str:
+    """What continuing on another number of processes changes (README, "Distributed training")."""
+    written = f"{path.name} was written by {saved_world_size} process(es), this run has {world_size}"
+    if options.mode == "base":
+        before, now = saved.get("batch_size", options.batch_size) * saved_world_size, options.batch_size * world_size
+        if before == now:
+            return (f"{written}, with the same global batch of {now} sequences: the data order, the items' "
+                    "random draws and the gradients continue as on the old processes; dropout masks come "
+                    "from other random streams")
+        return (f"warning: {written}: the global batch changes from {before} to {now} sequences per "
+                f"iteration, so the run does not continue as it would have (-batch_size {before // world_size} "
+                f"keeps it)" if before % world_size == 0 else
+                f"warning: {written}: the global batch changes from {before} to {now} sequences per iteration, "
+                "so the run does not continue as it would have")
+    return (f"warning: {written}: in dense mode each process takes one annotated round per iteration, so "
+            f"an iteration now takes {world_size} rounds instead of {saved_world_size} and the run does not "
+            "continue as it would have")
 
 
 @dataclass
@@ -163,19 +201,34 @@ class RunState:
             self.grad_scaler.load_state_dict(content["grad_scaler_state_dict"])
         self.progress = Progress(**content["progress"])
         per_rank = content["per_rank"]
-        if content["world_size"] != context.world_size:
-            say(f"warning: {path} was written by {content['world_size']} processes, this run has "
-                f"{context.world_size}: data order and random draws will not continue exactly")
-        mine = per_rank[min(context.rank, len(per_rank) - 1)]
         parameters = dict(self.model.named_parameters())
-        for name, gradient in _pending_gradients(mine, path).items():
+        for name, gradient in _pending_gradients(per_rank, path, context).items():
             parameters[name].grad = gradient.to(parameters[name].device)
-        RandomState.from_checkpoint(mine["rng"]).restore()
+        RandomState.from_checkpoint(per_rank[min(context.rank, len(per_rank) - 1)]["rng"]).restore()
         say(f"continuing from {path}: iteration {self.progress.iteration}, epoch {self.progress.epoch}")
 
 
-def _pending_gradients(per_rank: dict, checkpoint: Path) -> dict:
-    """A rank's gradients pending at the checkpoint: inline (rank 0) or in the rank's own file."""
-    if "pending_gradients_file" in per_rank:
-        return read_checkpoint(checkpoint.parent / per_rank["pending_gradients_file"])
-    return per_rank.get("pending_gradients", {})
+def _pending_gradients(per_rank: list[dict], checkpoint: Path, context: DistributedContext) -> dict:
+    """This process's gradients pending at the checkpoint (accumulated since the last optimizer
+    step). On the checkpoint's number of processes: its rank's own. On N processes from a
+    checkpoint of M = k N: the mean of those of the k old ranks whose items it now takes (old
+    ranks r with r % N == its rank; the all-reduce of the next step then averages the same sum).
+    Any other change of the number of processes inside an accumulation window is refused."""
+    saved_world_size = len(per_rank)
+    if saved_world_size == context.world_size:
+        return _rank_pending_gradients(per_rank[context.rank], checkpoint)
+    if not any(entry.get("pending_gradients") or "pending_gradients_file" in entry for entry in per_rank):
+        return {}
+    if saved_world_size % context.world_size:
+        raise UserError(f"{checkpoint}: written by {saved_world_size} processes inside an accumulation window "
+                        f"(-batch_multiply): it continues on {saved_world_size} processes or a divisor of it, "
+                        f"not on {context.world_size}")
+    pending = [_rank_pending_gradients(entry, checkpoint) for entry in per_rank[context.rank::context.world_size]]
+    return {name: torch.stack([gradients[name] for gradients in pending]).mean(dim=0) for name in pending[0]}
+
+
+def _rank_pending_gradients(entry: dict, checkpoint: Path) -> dict:
+    """One old rank's pending gradients: inline (rank 0) or in the rank's own file."""
+    if "pending_gradients_file" in entry:
+        return read_checkpoint(checkpoint.parent / entry["pending_gradients_file"])
+    return entry.get("pending_gradients", {})
