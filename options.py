@@ -15,7 +15,7 @@ are flag names (`batch_size: 80`); flags given on the command line override the 
 import argparse
 import dataclasses
 import math
-from pathlib import Path
+import os
 from typing import Optional, Sequence, TypeVar
 
 import yaml
@@ -23,6 +23,7 @@ import yaml
 from dataloader.visdial_json import NUM_ANSWER_OPTIONS
 from models import MODEL_TYPES
 from utils.errors import UserError
+from utils.input_files import SMALL_FILE_BYTES, read_text
 from utils.precision import PRECISIONS
 
 MODES = ("base", "dense")
@@ -34,18 +35,22 @@ EXACT = "exact"        # refused: the run would not continue as it would have wi
 NOTED = "noted"        # a warning: the continuation is the same, something around it changes
 FREE = "free"          # nothing to say: how long to run, where to save, where to resume from
 
+CPU_COUNT = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+"""The CPUs this process may use: the most DataLoader workers that make sense (-num_workers)."""
+
 
 def flag(default, help: str, group: Optional[str], *, choices: Sequence = (), at_least=None,
          at_most=None, note: str = "", wanted: str = "", on_resume: str = EXACT,
-         name: str = ""):
+         name: str = "", is_input: bool = False):
     """A dataclass field that is also a flag `-<name>` / `--<name>` (name: the field's, unless given).
 
     group: the argparse group (None: at the top). at_least / at_most: the accepted range, checked
     by `problems()` (floats must also be finite); `note` is appended to the range in the message,
-    `wanted` replaces the range's wording. on_resume: EXACT, NOTED or FREE (see above).
+    `wanted` replaces the range's wording. on_resume: EXACT, NOTED or FREE (see above). is_input:
+    the value is a file or folder the program reads (no output may be written over it, utils/outputs.py).
     """
     metadata = dict(help=help, group=group, choices=tuple(choices), at_least=at_least, at_most=at_most,
-                    note=note, wanted=wanted, on_resume=on_resume, name=name)
+                    note=note, wanted=wanted, on_resume=on_resume, name=name, is_input=is_input)
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -74,27 +79,30 @@ def _range_problem(field: dataclasses.Field, value) -> Optional[str]:
 class SharedOptions:
     """The preset, data, model and runtime flags of train.py and evaluate.py."""
 
-    config: str = flag("", "YAML preset of flag values (command-line flags override it)", None, on_resume=FREE)
+    config: str = flag("", "YAML preset of flag values (command-line flags override it)", None, on_resume=FREE,
+                       is_input=True)
     # data
     visdial_processed_train: str = flag("data/visdial/visdial_1.0_train_processed.json",
-                                        "json file with the preprocessed train split", "data")
+                                        "json file with the preprocessed train split", "data", is_input=True)
     visdial_processed_val: str = flag("data/visdial/visdial_1.0_val_processed.json",
-                                      "json file with the preprocessed val split", "data", on_resume=NOTED)
+                                      "json file with the preprocessed val split", "data", on_resume=NOTED,
+                                      is_input=True)
     visdial_processed_test: str = flag("data/visdial/visdial_1.0_test_processed.json",
-                                       "json file with the preprocessed test split", "data", on_resume=FREE)
+                                       "json file with the preprocessed test split", "data", on_resume=FREE,
+                                       is_input=True)
     visdial_image_feats: str = flag("data/visdial/visdial_img_feat.lmdb",
-                                    "image features of all splits (LMDB folder or .h5 file)", "data")
+                                    "image features of all splits (LMDB folder or .h5 file)", "data", is_input=True)
     visdial_processed_train_dense: str = flag("data/visdial/visdial_1.0_train_dense_processed.json",
-                                              "train dialogs that have dense annotations", "data")
+                                              "train dialogs that have dense annotations", "data", is_input=True)
     visdial_processed_train_dense_annotations: str = flag(
         "data/visdial/visdial_1.0_train_dense_annotations_processed.json",
-        "dense annotations of some train dialogs", "data")
+        "dense annotations of some train dialogs", "data", is_input=True)
     visdial_processed_val_dense_annotations: str = flag(
         "data/visdial/visdial_1.0_val_dense_annotations_processed.json",
-        "dense annotations of the val split", "data", on_resume=NOTED)
+        "dense annotations of the val split", "data", on_resume=NOTED, is_input=True)
     vocab: str = flag("data/bert-base-uncased/vocab.txt",
                       "BERT WordPiece vocabulary: a vocab.txt, a folder, or a Hugging Face hub name "
-                      "(default: where scripts/download_preprocessed.sh puts it)", "data")
+                      "(default: where scripts/download_preprocessed.sh puts it)", "data", is_input=True)
     num_options: int = flag(100, "answer options per round (2..100)", "data", at_least=2, at_most=100)
     visdial_tot_rounds: int = flag(11, "rounds kept in a sequence, the caption counting as one (at most 11)",
                                    "data", at_least=2, at_most=11, note=" (the caption counts as a round)")
@@ -104,15 +112,17 @@ class SharedOptions:
     overfit: bool = flag(False, "use a handful of dialogs (debugging)", "data")
     # model
     model_config: str = flag("config/bert_base_6layer_6conect.json",
-                             "model definition (the reference's JSON config schema)", "model")
+                             "model definition (the reference's JSON config schema)", "model", is_input=True)
     model_type: str = flag("vilbert", "vilbert (the paper's model) or language_only (the text-only baseline)",
                            "model", choices=MODEL_TYPES)
     start_path: str = flag("", "checkpoint to start from (weights only, unless -continue)", "model",
-                           on_resume=FREE)
+                           on_resume=FREE, is_input=True)
     # runtime
     n_gpus: int = flag(8, "accepted for the reference's scripts and otherwise ignored: the processes "
                           "come from torchrun", "runtime", at_least=1, on_resume=FREE)
-    num_workers: int = flag(8, "DataLoader worker processes", "runtime", at_least=0, on_resume=NOTED)
+    num_workers: int = flag(min(8, CPU_COUNT), "DataLoader worker processes (default: 8, or the CPUs of this "
+                            "machine when it has fewer)", "runtime", at_least=0, at_most=CPU_COUNT,
+                            note=" (the CPUs of this machine)", on_resume=NOTED)
     precision: str = flag("auto", "autocast precision; auto = bf16 on GPUs that support it, else fp32",
                           "runtime", choices=("auto", *PRECISIONS))
     compile: bool = flag(False, "compile the model with torch.compile", "runtime", on_resume=NOTED)
@@ -121,6 +131,11 @@ class SharedOptions:
         """Every problem with these options, one line each (empty when all is well)."""
         return [problem for field in dataclasses.fields(self)
                 if (problem := _range_problem(field, getattr(self, field.name))) is not None]
+
+    def input_paths(self) -> dict[str, str]:
+        """`-flag` -> path of every file or folder given to an input flag (`is_input`)."""
+        return {f"-{flag_name(field)}": getattr(self, field.name) for field in dataclasses.fields(self)
+                if field.metadata["is_input"] and getattr(self, field.name)}
 
     def to_dict(self) -> dict:
         """Flag name -> value (e.g. `continue`, not the field name `resume`), as in config.yml."""
@@ -174,7 +189,8 @@ class TrainOptions(SharedOptions):
     img_loss_coeff: float = flag(1.0, "weight of the masked-region loss", "training", at_least=0.0)
     dense_chunk: int = flag(20, "dense mode: sequences per forward pass (sets peak memory; the loss stays exact)",
                             "training", at_least=1)
-    bert_init: str = flag("", "initialise the text stream from a Hugging Face BERT", "training", on_resume=FREE)
+    bert_init: str = flag("", "initialise the text stream from a Hugging Face BERT", "training", on_resume=FREE,
+                           is_input=True)
     seed: int = flag(0, "seed of every random number generator", "training")
     save_path: str = flag("checkpoints/", "folder that holds run folders", "training", on_resume=FREE)
     save_name: str = flag("", "run folder name inside -save_path (default: a time stamp)", "training",
@@ -209,6 +225,12 @@ class TrainOptions(SharedOptions):
         if self.resume and not (self.start_path or self.save_name):
             problems.append("-continue needs -save_name (the run folder to resume) or -start_path (a checkpoint)")
         return problems
+
+    def input_paths(self) -> dict[str, str]:
+        paths = super().input_paths()
+        if self.resume:  # -continue reads the run folder's own checkpoints: -start_path may be one of them
+            paths.pop("-start_path", None)
+        return paths
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,15 +283,42 @@ def build_parser(options_type: type[SharedOptions]) -> argparse.ArgumentParser:
     return parser
 
 
+def _preset_value(path: str, key: str, field: dataclasses.Field, value):
+    """A preset's value for `field`, of the field's type: YAML's own bool for a bool flag, a
+    string for a path or name, a number (or a string that reads as one, as YAML reads `1e-5`)
+    for a number; null, a list, a mapping or another type is a UserError naming the key."""
+    kind = field.type
+    wanted = {bool: "true or false", str: "a string (quote a value that YAML would read as a number)",
+              int: "an integer", float: "a number"}[kind]
+    if kind is bool:
+        right_type = type(value) is bool
+    elif kind is str:
+        right_type = type(value) is str
+    else:
+        right_type = type(value) in ((int,) if kind is int else (int, float)) or type(value) is str
+        if right_type:
+            try:
+                value = kind(value)
+            except ValueError:
+                right_type = False
+    if not right_type:
+        raise UserError(f"{path}: option '{key}' must be {wanted}, got {value!r}")
+    choices = field.metadata["choices"]
+    if choices and value not in choices:
+        raise UserError(f"{path}: option '{key}' must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def _apply_preset(parser: argparse.ArgumentParser, options_type: type[SharedOptions], path: str) -> None:
-    """Use the values of a YAML preset (flag name -> value) as the parser's defaults, converted by
-    each flag's type."""
+    """Use the values of a YAML preset (flag name -> value) as the parser's defaults, each checked
+    against its flag's type (`_preset_value`)."""
+    text = read_text(path, "preset", max_bytes=SMALL_FILE_BYTES)
     try:
-        preset = yaml.safe_load(Path(path).read_text())
-    except OSError as error:
-        raise UserError(f"{path}: cannot read the preset ({error.strerror})") from None
+        preset = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise UserError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not a preset: YAML nested deeper than the reader can follow") from None
     if preset is None:
         return
     if not isinstance(preset, dict):
@@ -280,18 +329,7 @@ def _apply_preset(parser: argparse.ArgumentParser, options_type: type[SharedOpti
         field = fields.get(str(key))
         if field is None or field.name == "config":
             raise UserError(f"{path}: unknown option '{key}'")
-        if field.type is bool:
-            if not isinstance(value, bool):
-                raise UserError(f"{path}: option '{key}' must be true or false, got {value!r}")
-        elif value is not None:
-            try:
-                value = field.type(str(value))
-            except ValueError:
-                raise UserError(f"{path}: option '{key}' expects {field.type.__name__}, got {value!r}") from None
-        choices = field.metadata["choices"]
-        if choices and value not in choices:
-            raise UserError(f"{path}: option '{key}' must be one of {', '.join(choices)}, got {value!r}")
-        defaults[field.name] = value
+        defaults[field.name] = _preset_value(path, key, field, value)
     parser.set_defaults(**defaults)
 
 

@@ -15,7 +15,9 @@ One process uses one GPU (or the CPU). For several GPUs or nodes, launch it with
 Everything a run writes goes to its folder <save_path>/<save_name>/ (utils/training/run_folder.py):
 config.yml, metrics.jsonl, visdial_dialog_encoder_<iteration>.ckpt (every epoch, the last
 -keep_checkpoints kept, and always one at the end), visdial_dialog_encoder_best.ckpt (best val
-MRR) and tensorboard/. SIGTERM or SIGINT finishes the current iteration, saves a checkpoint and
+MRR) and tensorboard/. The run holds a lock on its folder (a second run on it fails at once,
+naming the first; under torchrun rank 0 holds it), and a folder that holds checkpoints is reused
+only with -continue. SIGTERM or SIGINT finishes the current iteration, saves a checkpoint and
 exits; `-continue` with the same -save_name resumes exactly where it stopped.
 """
 import sys
@@ -28,6 +30,7 @@ from models.weights import load_bert_weights, load_model_weights
 from options import TrainOptions, parse_options
 from utils.distributed import DistributedContext, barrier, setup_distributed, teardown_distributed, wrap_model
 from utils.errors import UserError, report_problems, run_cli
+from utils.evaluation.run import model_config_for
 from utils.precision import resolve_precision
 from utils.random_state import seed_everything
 from utils.training.data import build_training_data
@@ -38,30 +41,40 @@ from utils.training.trainer import Trainer
 
 
 def train(options: TrainOptions, context: DistributedContext) -> int:
-    """Build the run (bad input fails before the heavy work and before anything is written),
-    then train; returns the process exit code."""
+    """Claim the run folder, build the run and train; returns the process exit code. Every input is
+    validated before the heavy work, and nothing is written into the run folder before every check
+    has passed (utils/training/run_folder.py)."""
     precision = resolve_precision(options.precision, context.device)
     if precision == "fp16" and context.device.type != "cuda":
         raise UserError("-precision fp16 needs a CUDA device (use fp32 or bf16 on the CPU)")
-    say = print if context.is_main else (lambda message: None)
     folder = RunFolder.named(options.save_path, options.save_name, options.visdom_env)
+    with folder.claim(options.input_paths(), options.resume, context.is_main):
+        return build_and_train(options, context, folder, precision)
+
+
+def build_and_train(options: TrainOptions, context: DistributedContext, folder: RunFolder, precision: str) -> int:
+    """The checks and the building of the run, then its first writes into `folder`, then training."""
+    say = print if context.is_main else (lambda message: None)
     checkpoint = read_resume_checkpoint(folder, options, say) if options.resume else None
+    data = build_training_data(options, context)
 
     seed_everything(options.seed)
-    model = build_model(options.model_config, options.model_type)
+    model = build_model(model_config_for(options, data.dataset), options.model_type)
     if options.bert_init and not options.resume:
         say(load_bert_weights(model, options.bert_init).describe(options.bert_init))
     if options.start_path and not options.resume:
         say(load_model_weights(model, options.start_path, strict=False).describe(options.start_path))
     model.to(context.device)
-    if context.is_main and (removed := folder.prepare(estimated_checkpoint_bytes(model))):
-        say(f"removed {len(removed)} incomplete file(s) of a killed save")
-    barrier()
-
-    data = build_training_data(options, context)
+    if context.is_main:
+        folder.check_space(estimated_checkpoint_bytes(model))
     state = RunState.start(model, options, precision)
     if checkpoint:
         state.resume(checkpoint, context, say)
+
+    # every check has passed: from here on the run writes into its folder
+    if context.is_main and (removed := folder.remove_stale_temporaries()):
+        say(f"removed {len(removed)} incomplete file(s) of a killed save")
+    barrier()
     # compiled first, then wrapped: DistributedDataParallel stays outermost (its no_sync works)
     train_model = wrap_model(torch.compile(model) if options.compile else model, context)
     visdom = {"server": options.visdom_server, "port": options.visdom_server_port, "env": options.visdom_env}

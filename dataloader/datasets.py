@@ -85,6 +85,7 @@ class _DialogDataset(Dataset):
         if isinstance(tokenizer, (str, os.PathLike)):
             tokenizer = load_tokenizer(str(tokenizer))
         self.special = special_token_ids(tokenizer)
+        self.vocabulary_size = len(tokenizer)  # the token ids of the items are below it
         self.questions = TokenTable(encode_texts(tokenizer, data["questions"]))
         self.answers = TokenTable(encode_texts(tokenizer, data["answers"]))
         self.captions = TokenTable(encode_texts(tokenizer, [dialog["caption"] for dialog in self.dialogs]))

@@ -133,8 +133,8 @@ def encode_image(record: dict, mask_prob: float, rng: np.random.Generator,
     others get label -1; then one random row in 1..max_regions-1 is forced to label 1 (even a
     padding row, as the reference) and row 0 gets label 0.
 
-    Returns float32 image_feat [R, 2048], image_loc [R, 5], image_mask [R], image_target [R, 1601]
-    and int64 image_label [R] (R = max_regions).
+    Returns float32 image_feat [R, F] (F: the store's feature width), image_loc [R, 5],
+    image_mask [R], image_target [R, 1601] and int64 image_label [R] (R = max_regions).
     """
     rows = min(int(record["num_boxes"]), max_regions)
     features = np.zeros((max_regions, record["features"].shape[1]), dtype=np.float32)

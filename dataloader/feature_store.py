@@ -7,47 +7,60 @@ hold the same data and give identical values:
 * LMDB, the layout of the released `visdial_img_feat.lmdb` (see `write_lmdb_feature_store`):
   key `b'keys'` -> pickled list of `str(image_id).encode()`; key `str(image_id).encode()` ->
   pickled dict `{image_id, image_h, image_w, num_boxes, features, boxes, cls_prob}` where the three
-  arrays are base64 of float32 C-order buffers [num_boxes, 2048], [num_boxes, 4], [num_boxes, 1601].
+  arrays are base64 of float32 C-order buffers [num_boxes, F], [num_boxes, 4], [num_boxes, 1601].
   Records are unpickled by `RestrictedUnpickler`, which builds only plain containers, numbers,
   str and bytes: a hostile file cannot run code.
+  An optional key `b'feature_size'` (pickled int, written by `write_lmdb_feature_store`) gives the
+  width F of the features when it is not 2048 (the released store has no such key).
 * HDF5 (see `write_hdf5_feature_store` for the layout), converted from an LMDB store by
-  `convert_lmdb_to_hdf5` (the command line: `preprocessing/convert_features.py`).
+  `convert_lmdb_to_hdf5` (the command line: `preprocessing/convert_features.py`, which also
+  imports the foreign formats of `dataloader/feature_formats.py`).
+
+Every record read or written passes `dataloader.feature_record.check_record` (sizes, counts,
+shapes, finite values, ordered boxes); a store's structure is checked when it is opened (the
+keys record or the datasets and their shapes, no image id twice).
 
 `open_feature_store(path)` picks the reader from the file itself. Every reader maps
-`reader[image_id]` to the dict documented in `ImageRecord` below, offers `image_ids()`, `len()` and
-`image_id in reader`, and is picklable: it reopens its file lazily in each process, so it can be
-used by DataLoader worker processes, and several readers over one LMDB share one environment per
-process (py-lmdb refuses to open the same environment twice in a process).
+`reader[image_id]` to the dict documented in `ImageRecord` below, offers `image_ids()`, `len()`,
+`image_id in reader` and `feature_size` (the width F of its features), and is picklable: it
+reopens its file lazily in each process, so it can be used by DataLoader worker processes, and
+several readers over one LMDB share one environment per process (py-lmdb refuses to open the same
+environment twice in a process).
 """
 from __future__ import annotations
 
 import abc
 import base64
 import binascii
+import contextlib
 import io
 import os
 import pickle
+import shutil
 from pathlib import Path
 from typing import Iterable, Iterator, TypedDict
 
 import numpy as np
 from tqdm import tqdm
 
+from dataloader.feature_record import FEATURE_SIZE, NUM_CLASSES, RECORD_FIELDS, check_integer, check_record
 from utils.errors import UserError
-from utils.files import atomic_output
+from utils.files import TEMPORARY_MARK, atomic_output
+from utils.input_files import input_file
 
-FEATURE_SIZE = 2048
-NUM_CLASSES = 1601
 HDF5_FORMAT_NAME = "visdial-bert image features"
 HDF5_FORMAT_VERSION = 1
+HDF5_CHUNK_BOXES = 12
+"""Boxes per HDF5 chunk: 36 boxes (the released features) fill 3 chunks, 10-100 boxes waste < 12 rows."""
 _LMDB_KEYS_RECORD = b"keys"
-_RECORD_FIELDS = ("image_id", "image_h", "image_w", "num_boxes", "features", "boxes", "cls_prob")
+_LMDB_FEATURE_SIZE_RECORD = b"feature_size"
 
 
 class ImageRecord(TypedDict):
     """What a reader returns for one image with n boxes (row 0 is the whole image).
 
-    features            [n+1, 2048] float32: row 0 = mean of the n box features, then the boxes
+    features            [n+1, F] float32: row 0 = mean of the n box features, then the boxes (F = 2048
+                        for the released features)
     num_boxes           int: n + 1
     image_location      [n+1, 5] float64: row 0 = [0, 0, 1, 1, 1], then
                         [x1/w, y1/h, x2/w, y2/h, box area / image area] (computed in float32)
@@ -66,7 +79,7 @@ def build_image_record(image_h: int, image_w: int, features: np.ndarray, boxes: 
                        cls_prob: np.ndarray) -> ImageRecord:
     """Turn the stored arrays of one image (n boxes) into an `ImageRecord`.
 
-    features [n, 2048], boxes [n, 4] (x1, y1, x2, y2 in pixels), cls_prob [n, 1601], all float32.
+    features [n, F], boxes [n, 4] (x1, y1, x2, y2 in pixels), cls_prob [n, 1601], all float32.
     The arithmetic is done in float32 and in the reference's order, so values are bit-identical.
     """
     num_boxes = features.shape[0]
@@ -129,26 +142,18 @@ def _decode_array(value, shape: tuple[int, int], source: str, field: str) -> np.
     return np.frombuffer(raw, dtype=np.float32).reshape(shape)
 
 
-def _parse_lmdb_record(record, source: str) -> dict:
-    """Validate an unpickled LMDB record; return its fields with the arrays decoded (see `read_raw`)."""
+def _parse_lmdb_record(record, source: str, feature_size: int) -> dict:
+    """Decode and check an unpickled LMDB record; returns the checked fields (see `read_raw`)."""
     if not isinstance(record, dict):
         raise UserError(f"{source}: record is a {type(record).__name__}, expected a dict")
     record = {key.decode() if isinstance(key, bytes) else key: value for key, value in record.items()}
-    missing = [field for field in _RECORD_FIELDS if field not in record]
+    missing = [field for field in RECORD_FIELDS if field not in record]
     if missing:
         raise UserError(f"{source}: record lacks field(s) {', '.join(missing)}")
-    try:
-        image_h, image_w, num_boxes = (int(record[name]) for name in ("image_h", "image_w", "num_boxes"))
-    except (TypeError, ValueError):
-        raise UserError(f"{source}: image_h / image_w / num_boxes are not integers") from None
-    if num_boxes < 1 or image_h < 1 or image_w < 1:
-        raise UserError(f"{source}: needs num_boxes, image_h and image_w >= 1, got "
-                        f"{num_boxes}, {image_h}, {image_w}")
-    features = _decode_array(record["features"], (num_boxes, FEATURE_SIZE), source, "features")
-    boxes = _decode_array(record["boxes"], (num_boxes, 4), source, "boxes")
-    cls_prob = _decode_array(record["cls_prob"], (num_boxes, NUM_CLASSES), source, "cls_prob")
-    return {"image_h": image_h, "image_w": image_w,
-            "num_boxes": num_boxes, "features": features, "boxes": boxes, "cls_prob": cls_prob}
+    num_boxes = check_integer(record["num_boxes"], "num_boxes", source)
+    decoded = {field: _decode_array(record[field], (num_boxes, width), source, field)
+               for field, width in (("features", feature_size), ("boxes", 4), ("cls_prob", NUM_CLASSES))}
+    return check_record({**record, **decoded}, source, feature_size)
 
 
 # One py-lmdb environment per store path and process: py-lmdb refuses a second open of the same
@@ -193,6 +198,8 @@ class _FeatureStoreReader(abc.ABC):
     """Shared part of the readers: id -> row lookup by dict and the mapping protocol."""
 
     path: Path
+    feature_size: int
+    """The width F of the store's features."""
     _row_of_image: dict[int, int]
 
     def image_ids(self) -> list[int]:
@@ -214,12 +221,27 @@ class _FeatureStoreReader(abc.ABC):
 
     @abc.abstractmethod
     def read_raw(self, image_id) -> dict:
-        """The stored fields of one image: image_id, image_h, image_w, num_boxes (n) and float32
-        arrays features [n, 2048], boxes [n, 4], cls_prob [n, 1601] (no whole-image row)."""
+        """The stored fields of one image, checked (dataloader/feature_record.py): image_id,
+        image_h, image_w, num_boxes (n) and float32 arrays features [n, F], boxes [n, 4],
+        cls_prob [n, 1601] (no whole-image row)."""
 
     def __getitem__(self, image_id) -> ImageRecord:
         raw = self.read_raw(image_id)
         return build_image_record(raw["image_h"], raw["image_w"], raw["features"], raw["boxes"], raw["cls_prob"])
+
+
+def _rows_by_image(image_ids, source: str) -> dict[int, int]:
+    """image id -> row; an id that is not an integer (or its decimal digits), or listed twice, is
+    a UserError."""
+    rows = {}
+    for row, image_id in enumerate(image_ids):
+        if isinstance(image_id, (bytes, str)) and image_id.isdigit():
+            image_id = int(image_id)
+        image_id = check_integer(image_id, f"image id {row}", source, low=0, high=2**63 - 1)
+        if image_id in rows:
+            raise UserError(f"{source}: image {image_id} is listed twice (rows {rows[image_id]} and {row})")
+        rows[image_id] = row
+    return rows
 
 
 class LmdbFeatureStore(_FeatureStoreReader):
@@ -229,15 +251,17 @@ class LmdbFeatureStore(_FeatureStoreReader):
         self.path = Path(path)
         with _lmdb_environment(self.path).begin(write=False) as transaction:
             keys_blob = transaction.get(_LMDB_KEYS_RECORD)
+            feature_size_blob = transaction.get(_LMDB_FEATURE_SIZE_RECORD)
         if keys_blob is None:
             raise UserError(f"{self.path}: LMDB feature store has no b'keys' record")
         keys = restricted_loads(keys_blob, f"{self.path} (b'keys')")
         if not isinstance(keys, (list, tuple)):
             raise UserError(f"{self.path}: b'keys' record is a {type(keys).__name__}, expected a list")
-        try:
-            self._row_of_image = {int(key): row for row, key in enumerate(keys)}
-        except (TypeError, ValueError):
-            raise UserError(f"{self.path}: b'keys' record holds a key that is not an image id") from None
+        self._row_of_image = _rows_by_image(keys, f"{self.path} (b'keys')")
+        self.feature_size = FEATURE_SIZE
+        if feature_size_blob is not None:
+            self.feature_size = check_integer(restricted_loads(feature_size_blob, f"{self.path} (b'feature_size')"),
+                                              "feature_size", f"{self.path} (b'feature_size')")
 
     def _load_record(self, image_id: int) -> tuple[object, str]:
         """The unpickled record of `image_id` and the name of its source for error messages."""
@@ -257,18 +281,10 @@ class LmdbFeatureStore(_FeatureStoreReader):
     def read_raw(self, image_id) -> dict:
         image_id = int(image_id)
         record, source = self._load_record(image_id)
-        return {"image_id": image_id, **_parse_lmdb_record(record, source)}
-
-    def stored_num_boxes(self, image_id) -> int:
-        """The number of boxes stored for `image_id`, without decoding its arrays."""
-        record, source = self._load_record(int(image_id))
-        if not isinstance(record, dict):
-            raise UserError(f"{source}: record is a {type(record).__name__}, expected a dict")
-        value = record.get("num_boxes", record.get(b"num_boxes"))
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise UserError(f"{source}: num_boxes is not an integer") from None
+        checked = _parse_lmdb_record(record, source, self.feature_size)
+        if checked["image_id"] != image_id:
+            raise UserError(f"{source}: the record says image_id {checked['image_id']}")
+        return checked
 
 
 class Hdf5FeatureStore(_FeatureStoreReader):
@@ -279,10 +295,38 @@ class Hdf5FeatureStore(_FeatureStoreReader):
         self._file = None
         self._file_pid = None
         handle = self._handle()
-        missing = [name for name in _RECORD_FIELDS if name not in handle]
+        missing = [name for name in RECORD_FIELDS if name not in handle]
         if missing:
-            raise UserError(f"{self.path}: HDF5 feature store lacks dataset(s) {', '.join(missing)}")
-        self._row_of_image = {int(image_id): row for row, image_id in enumerate(handle["image_id"][()])}
+            raise UserError(f"{self.path}: HDF5 feature store lacks dataset(s) {', '.join(missing)} (another "
+                            "layout, such as the challenge starter's, converts with preprocessing/convert_features.py)")
+        self._stored_rows, self.feature_size = self._check_shapes(handle)
+        self._row_of_image = _rows_by_image(handle["image_id"][()].tolist(), f"{self.path} (image_id)")
+
+    def _check_shapes(self, handle) -> tuple[int, int]:
+        """(B rows per image, F feature width) after checking every dataset's shape."""
+        def shape_of(name: str, kinds: str) -> tuple:
+            dataset = handle[name]
+            if not hasattr(dataset, "dtype") or dataset.dtype.kind not in kinds:
+                raise UserError(f"{self.path}: '{name}' is not a dataset of "
+                                f"{'integers' if kinds == 'iu' else 'numbers'}")
+            return dataset.shape
+
+        num_images = shape_of("image_id", "iu")
+        if len(num_images) != 1:
+            raise UserError(f"{self.path}: 'image_id' has shape {list(num_images)}, expected [N] (1-d)")
+        (count,) = num_images
+        for name in ("num_boxes", "image_h", "image_w"):
+            if shape_of(name, "iu") != (count,):
+                raise UserError(f"{self.path}: '{name}' has shape {list(handle[name].shape)}, expected [{count}]")
+        features = shape_of("features", "fiu")
+        if len(features) != 3 or features[0] != count or 0 in features[1:]:
+            raise UserError(f"{self.path}: 'features' has shape {list(features)}, expected [{count}, B, F]")
+        rows = features[1]
+        for name, width in (("boxes", 4), ("cls_prob", NUM_CLASSES)):
+            if shape_of(name, "fiu") != (count, rows, width):
+                raise UserError(f"{self.path}: '{name}' has shape {list(handle[name].shape)}, "
+                                f"expected [{count}, {rows}, {width}]")
+        return rows, features[2]
 
     def _handle(self):
         import h5py
@@ -305,17 +349,14 @@ class Hdf5FeatureStore(_FeatureStoreReader):
         self._check_known(image_id)
         row = self._row_of_image[image_id]
         handle = self._handle()
+        source = f"{self.path} (image {image_id})"
         try:
-            num_boxes = int(handle["num_boxes"][row])
-            image_h, image_w = int(handle["image_h"][row]), int(handle["image_w"][row])
-            features = handle["features"][row, :num_boxes]
-            boxes = handle["boxes"][row, :num_boxes]
-            cls_prob = handle["cls_prob"][row, :num_boxes]
+            num_boxes = check_integer(handle["num_boxes"][row], "num_boxes", source, high=self._stored_rows)
+            fields = {name: handle[name][row] for name in ("image_id", "image_h", "image_w")}
+            fields.update({name: handle[name][row, :num_boxes] for name in ("features", "boxes", "cls_prob")})
         except (OSError, ValueError, IndexError) as error:
-            raise UserError(f"{self.path} (image {image_id}): HDF5 read failed ({error})") from None
-        return {"image_id": image_id, "image_h": image_h, "image_w": image_w, "num_boxes": num_boxes,
-                "features": np.asarray(features, dtype=np.float32), "boxes": np.asarray(boxes, dtype=np.float32),
-                "cls_prob": np.asarray(cls_prob, dtype=np.float32)}
+            raise UserError(f"{source}: HDF5 read failed ({error})") from None
+        return check_record({**fields, "num_boxes": num_boxes}, source, self.feature_size)
 
 
 def open_feature_store(path: str | os.PathLike) -> LmdbFeatureStore | Hdf5FeatureStore:
@@ -324,9 +365,11 @@ def open_feature_store(path: str | os.PathLike) -> LmdbFeatureStore | Hdf5Featur
     if not path.exists():
         raise UserError(f"{path}: image feature store not found")
     if path.is_dir():
-        if not (path / "data.mdb").is_file():
+        if not (path / "data.mdb").exists():
             raise UserError(f"{path}: folder has no data.mdb, not an LMDB feature store")
+        input_file(path / "data.mdb", "LMDB data file")
         return LmdbFeatureStore(path)
+    input_file(path, "image feature store")
     with open(path, "rb") as handle:
         magic = handle.read(8)
     if magic == b"\x89HDF\r\n\x1a\n":
@@ -336,90 +379,123 @@ def open_feature_store(path: str | os.PathLike) -> LmdbFeatureStore | Hdf5Featur
     return LmdbFeatureStore(path)
 
 
-def _encode_array(array, shape: tuple[int, int], image_id, field: str) -> bytes:
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    if array.shape != shape:
-        raise UserError(f"image {image_id}: '{field}' has shape {list(array.shape)}, expected {list(shape)}")
-    return base64.b64encode(array.tobytes())
+def _checked_records(records: Iterable[dict], destination: Path, feature_size: int | None) -> Iterator[dict]:
+    """`records` checked one by one (dataloader/feature_record.py): the first one's feature width
+    is the store's unless `feature_size` is given; an image id twice, or no record at all, is a
+    UserError naming `destination`."""
+    seen = set()
+    for record in records:
+        image_id = record.get("image_id") if isinstance(record, dict) else None
+        checked = check_record(record, f"{destination} (image {image_id})", feature_size)
+        feature_size = checked["features"].shape[1]
+        if checked["image_id"] in seen:
+            raise UserError(f"{destination}: image {checked['image_id']} is written twice")
+        seen.add(checked["image_id"])
+        yield checked
+    if not seen:
+        raise UserError(f"{destination}: no images to write")
 
 
-def write_lmdb_feature_store(path: str | os.PathLike, records: Iterable[dict]) -> int:
+@contextlib.contextmanager
+def _atomic_folder(path: Path) -> Iterator[Path]:
+    """Yield a temporary folder next to `path`; when the block succeeds it takes the place of
+    `path` (an earlier LMDB store there is replaced, anything else is refused before writing)."""
+    if path.is_file() or (path.is_dir() and set(os.listdir(path)) - {"data.mdb", "lock.mdb"}):
+        raise UserError(f"{path}: exists and is not an LMDB feature store; not replaced (choose another output)")
+    temporary = path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
+    try:
+        temporary.mkdir()
+        yield temporary
+        if path.is_dir() and os.listdir(path):
+            previous = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.rename(path, previous)
+            os.rename(temporary, path)
+            shutil.rmtree(previous)
+        else:
+            os.rename(temporary, path)
+    except BaseException as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise UserError(f"{path}: cannot write the LMDB feature store ({error.strerror or error})") from None
+        raise
+
+
+def write_lmdb_feature_store(path: str | os.PathLike, records: Iterable[dict], feature_size: int | None = None) -> int:
     """Write `records` as an LMDB store in the released layout (module docstring); returns the count.
 
-    Each record: dict(image_id, image_h, image_w, num_boxes, features [n, 2048], boxes [n, 4]
-    (x1, y1, x2, y2 pixels), cls_prob [n, 1601]); arrays are stored as base64 bytes of float32,
-    records as pickle protocol 3, and `b'keys'` lists the image ids in the order written.
+    Each record: dict(image_id, image_h, image_w, num_boxes, features [n, F], boxes [n, 4]
+    (x1, y1, x2, y2 pixels), cls_prob [n, 1601]), checked by `check_record` (F: `feature_size`,
+    or the first record's); arrays are stored as base64 bytes of float32, records as pickle
+    protocol 3, `b'keys'` lists the image ids in the order written and `b'feature_size'` holds F.
+    The store is built in a temporary folder and renamed into place: complete, or not at all.
     """
     import lmdb
 
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     keys = []
-    environment = lmdb.open(str(path), map_size=1 << 40, subdir=True)
-    try:
-        with environment.begin(write=True) as transaction:
-            for record in records:
-                image_id, num_boxes = int(record["image_id"]), int(record["num_boxes"])
-                stored = {
-                    "image_id": image_id,
-                    "image_h": int(record["image_h"]),
-                    "image_w": int(record["image_w"]),
-                    "num_boxes": num_boxes,
-                    "features": _encode_array(record["features"], (num_boxes, FEATURE_SIZE), image_id, "features"),
-                    "boxes": _encode_array(record["boxes"], (num_boxes, 4), image_id, "boxes"),
-                    "cls_prob": _encode_array(record["cls_prob"], (num_boxes, NUM_CLASSES), image_id, "cls_prob"),
-                }
-                key = str(image_id).encode()
-                transaction.put(key, pickle.dumps(stored, protocol=3))
-                keys.append(key)
-            transaction.put(_LMDB_KEYS_RECORD, pickle.dumps(keys, protocol=3))
-    finally:
-        environment.close()
+    with _atomic_folder(path) as temporary:
+        environment = lmdb.open(str(temporary), map_size=1 << 40, subdir=True)
+        try:
+            with environment.begin(write=True) as transaction:
+                for record in _checked_records(records, path, feature_size):
+                    stored = {**record, **{name: base64.b64encode(np.ascontiguousarray(record[name]).tobytes())
+                                           for name in ("features", "boxes", "cls_prob")}}
+                    key = str(record["image_id"]).encode()
+                    transaction.put(key, pickle.dumps(stored, protocol=3))
+                    keys.append(key)
+                    feature_size = record["features"].shape[1]
+                transaction.put(_LMDB_KEYS_RECORD, pickle.dumps(keys, protocol=3))
+                transaction.put(_LMDB_FEATURE_SIZE_RECORD, pickle.dumps(feature_size, protocol=3))
+        finally:
+            environment.close()
     return len(keys)
 
 
-def write_hdf5_feature_store(path: str | os.PathLike, records: Iterable[dict], num_images: int,
-                             max_boxes: int) -> int:
+def write_hdf5_feature_store(path: str | os.PathLike, records: Iterable[dict], feature_size: int | None = None) -> int:
     """Write `records` (as for `write_lmdb_feature_store`) to an HDF5 file; returns the count.
 
-    Layout (N = num_images, B = max_boxes; rows beyond an image's num_boxes are zero):
+    Layout (N images, B the largest box count, F the feature width; rows beyond an image's
+    num_boxes are zero):
         image_id   [N] int64        num_boxes [N] int32      image_h, image_w [N] int32
-        features   [N, B, 2048] float32    boxes [N, B, 4] float32 (x1, y1, x2, y2 pixels)
+        features   [N, B, F] float32    boxes [N, B, 4] float32 (x1, y1, x2, y2 pixels)
         cls_prob   [N, B, 1601] float32
         attrs: format = "visdial-bert image features", version = 1
-    Arrays are chunked one image per chunk, so reading an image touches one chunk per field.
+    Records are streamed (N and B need not be known: the datasets grow). Arrays are chunked one
+    image and HDF5_CHUNK_BOXES boxes per chunk, so reading an image touches only its own chunks.
     The file is written atomically (utils/files.py): complete, or not at all.
     """
     import h5py
 
-    written = 0
+    path = Path(path)
+    count = 0
     with atomic_output(path, "the HDF5 feature store") as temporary, h5py.File(temporary, "w") as handle:
         handle.attrs["format"] = HDF5_FORMAT_NAME
         handle.attrs["version"] = HDF5_FORMAT_VERSION
-        image_ids = handle.create_dataset("image_id", (num_images,), dtype=np.int64)
-        counts = handle.create_dataset("num_boxes", (num_images,), dtype=np.int32)
-        heights = handle.create_dataset("image_h", (num_images,), dtype=np.int32)
-        widths = handle.create_dataset("image_w", (num_images,), dtype=np.int32)
-        arrays = {
-            name: handle.create_dataset(name, (num_images, max_boxes, width), dtype=np.float32,
-                                        chunks=(1, max_boxes, width))
-            for name, width in (("features", FEATURE_SIZE), ("boxes", 4), ("cls_prob", NUM_CLASSES))
-        }
-        for row, record in enumerate(records):
-            if row >= num_images:
-                raise UserError(f"{path}: more records than the {num_images} announced")
-            num_boxes = int(record["num_boxes"])
-            if num_boxes > max_boxes:
-                raise UserError(f"{path}: image {record['image_id']} has {num_boxes} boxes, "
-                                f"more than max_boxes={max_boxes}")
-            image_ids[row], counts[row] = int(record["image_id"]), num_boxes
-            heights[row], widths[row] = int(record["image_h"]), int(record["image_w"])
+        scalars = {name: handle.create_dataset(name, (0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
+                   for name, dtype in (("image_id", np.int64), ("num_boxes", np.int32), ("image_h", np.int32),
+                                       ("image_w", np.int32))}
+        arrays = {}
+        for record in _checked_records(records, path, feature_size):
+            num_boxes = record["num_boxes"]
+            if not arrays:
+                widths = {"features": record["features"].shape[1], "boxes": 4, "cls_prob": NUM_CLASSES}
+                arrays = {name: handle.create_dataset(name, (0, num_boxes, width), maxshape=(None, None, width),
+                                                      dtype=np.float32, chunks=(1, HDF5_CHUNK_BOXES, width))
+                          for name, width in widths.items()}
+            if count == len(scalars["image_id"]):
+                for dataset in (*scalars.values(), *arrays.values()):
+                    dataset.resize(2 * count + 16, axis=0)
+            if num_boxes > arrays["features"].shape[1]:
+                for dataset in arrays.values():
+                    dataset.resize(num_boxes, axis=1)
+            for name, dataset in scalars.items():
+                dataset[count] = record[name]
             for name, dataset in arrays.items():
-                dataset[row, :num_boxes] = np.asarray(record[name], dtype=np.float32)
-            written = row + 1
-        if written != num_images:
-            raise UserError(f"{path}: got {written} records, expected {num_images}")
-    return written
+                dataset[count, :num_boxes] = record[name]
+            count += 1
+        for dataset in (*scalars.values(), *arrays.values()):
+            dataset.resize(count, axis=0)
+    return count
 
 
 def convert_lmdb_to_hdf5(input_path, output_path, show_progress: bool = True) -> int:
@@ -427,12 +503,7 @@ def convert_lmdb_to_hdf5(input_path, output_path, show_progress: bool = True) ->
     store = open_feature_store(input_path)
     if not isinstance(store, LmdbFeatureStore):
         raise UserError(f"{input_path}: is not an LMDB feature store")
-    image_ids = store.image_ids()
-    if not image_ids:
-        raise UserError(f"{input_path}: feature store holds no images")
-    max_boxes = max(store.stored_num_boxes(image_id)
-                    for image_id in tqdm(image_ids, desc="scanning", disable=not show_progress))
     # closed before an error propagates, so the error stays the last line on the terminal
-    with tqdm(image_ids, desc="converting", disable=not show_progress) as progress:
+    with tqdm(store.image_ids(), desc="converting", disable=not show_progress) as progress:
         records = (store.read_raw(image_id) for image_id in progress)
-        return write_hdf5_feature_store(output_path, records, num_images=len(image_ids), max_boxes=max_boxes)
+        return write_hdf5_feature_store(output_path, records, store.feature_size)

@@ -19,12 +19,14 @@ dialog; and the reference checked train dense annotations with the rounds of a s
 without the annotated round's question, ours applies the rule above to the annotated dialog.
 
 `preprocess(files, max_seq_len, vocab)` runs it all (preprocessing/pre_process_visdial.py is its
-command line): outputs are written atomically and a summary lists what was dropped and why.
+command line): outputs are written atomically, as one set, and a summary lists what was dropped
+and why.
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -33,7 +35,8 @@ from dataloader.tokenizer import encode_texts, load_tokenizer
 from dataloader.visdial_json import (check_annotations_follow_dialogs, load_dense_annotations,
                                      load_visdial_json)
 from utils.errors import UserError
-from utils.files import check_writable, write_json
+from utils.files import write_json_files
+from utils.outputs import Output, check_outputs
 
 INPUT_FILES = ("visdial_train", "visdial_val", "visdial_test", "visdial_val_ndcg", "visdial_train_ndcg")
 OUTPUT_FILES = ("save_path_train", "save_path_val", "save_path_test", "save_path_train_dense_samples",
@@ -166,10 +169,12 @@ def preprocess(files: dict, max_seq_len: int, vocab: str, show_progress: bool = 
     """Run the whole preprocessing (module docstring); returns the summary.
 
     files: a path for every name of INPUT_FILES (raw json) and OUTPUT_FILES (processed json).
-    Every output is checked to be writable before any work.
+    Before any work every output is checked (none may be an input or another output, each must be
+    writable: utils/outputs.py) and every input is validated; the outputs are written as one set,
+    all or none (utils/files.py).
     """
-    for name in OUTPUT_FILES:
-        check_writable(files[name])
+    check_outputs([Output(f"-{name}", Path(files[name])) for name in OUTPUT_FILES],
+                  {**{f"-{name}": files[name] for name in INPUT_FILES}, "-vocab": vocab})
     train = load_visdial_json(files["visdial_train"], "train")
     val = load_visdial_json(files["visdial_val"], "val")
     test = load_visdial_json(files["visdial_test"], "test")
@@ -193,11 +198,10 @@ def preprocess(files: dict, max_seq_len: int, vocab: str, show_progress: bool = 
     train_dense["data"] = {**train["data"], "dialogs": train_dense_dialogs}
     train["data"]["dialogs"] = kept_train
     val["data"]["dialogs"] = kept_val
-    outputs = [(train, "save_path_train"), (val, "save_path_val"), (kept_val_annotations, "save_path_val_ndcg"),
-               (test, "save_path_test"), (train_dense, "save_path_train_dense_samples"),
-               (kept_train_annotations, "save_path_train_ndcg")]
-    for content, name in tqdm(outputs, desc="writing", disable=not show_progress):
-        write_json(files[name], content)
+    outputs = {"save_path_train": train, "save_path_val": val, "save_path_val_ndcg": kept_val_annotations,
+               "save_path_test": test, "save_path_train_dense_samples": train_dense,
+               "save_path_train_ndcg": kept_train_annotations}
+    write_json_files({files[name]: content for name, content in outputs.items()})
     summary.lines.append(f"kept: {len(kept_train)} train dialogs, {len(kept_train_annotations)} train dense "
                          f"annotations, {len(kept_val)} val dialogs, {len(test['data']['dialogs'])} test dialogs")
     return summary

@@ -11,9 +11,12 @@ import socket
 from pathlib import Path
 
 from utils.errors import UserError
+from utils.input_files import read_text
 
 REQUIRED_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MIN_VOCABULARY_SIZE = 1000
+MAX_VOCABULARY_BYTES = 64 << 20
+"""A vocab.txt of 64 MiB would hold millions of word pieces (bert-base-uncased's has 0.2 MiB)."""
 
 
 def load_tokenizer(vocab: str):
@@ -23,14 +26,16 @@ def load_tokenizer(vocab: str):
     hub name such as `bert-base-uncased` (needs a network or the hub cache). Raises UserError,
     one line naming `vocab`, when it cannot be loaded or lacks the BERT special tokens.
     """
+    path = Path(vocab)
+    if path.is_dir() and (path / "vocab.txt").exists():
+        path = path / "vocab.txt"
+    if path.exists() and not path.is_dir():  # a regular text file of a sane size, not a device
+        read_text(path, "vocabulary file", MAX_VOCABULARY_BYTES)
     from transformers import BertTokenizer
 
-    path = Path(vocab)
     try:
         if path.is_file():
             tokenizer = BertTokenizer(str(path), do_lower_case=True)
-        elif path.is_dir() and (path / "vocab.txt").is_file():
-            tokenizer = BertTokenizer(str(path / "vocab.txt"), do_lower_case=True)
         elif path.is_dir():
             tokenizer = BertTokenizer.from_pretrained(str(path), do_lower_case=True)
         elif len(path.parts) > 2 or str(vocab).endswith(".txt"):

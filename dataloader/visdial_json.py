@@ -10,37 +10,68 @@ preprocessed test file adds `round_id` (the original number of rounds) to every 
 Dense annotation files are lists of `{"image_id", "round_id" (1-based), "gt_relevance" | "relevance":
 [100 floats]}` (val files use `gt_relevance`, train files `relevance`).
 
+What is checked when a file is read (utils/input_files.py reads it: a regular file of at most
+2 GiB, UTF-8, json nested at most 64 deep, no NaN / Infinity, no true / false anywhere):
+
+* every field's type: ints (never floats, strings or booleans) for ids and indices, strings that
+  encode to UTF-8 for texts, lists of exactly 100 answer indices, 100 finite relevance values in
+  [0, 1]; every index in range;
+* a split holds at least one dialog, a dialog 1..10 rounds (VisDial's dialogs have 10), no image
+  twice; all val dialogs have the same number of rounds (the metrics are computed per round);
+* test dialogs of a processed file carry `round_id`, the 1-based number of their last round.
+
 These readers know nothing about BERT: every problem is reported as a one-line UserError naming
 the file, the dialog and what is wrong.
 """
 from __future__ import annotations
 
-import json
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 
 from utils.errors import UserError
+from utils.input_files import read_json
 
 NUM_ANSWER_OPTIONS = 100
+MAX_ROUNDS = 10
 SPLITS = ("train", "val", "test")
 
 
-def read_json(path: str | os.PathLike):
-    """Parse a json file; a missing or malformed file is a UserError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
+def read_visdial_json(path: str | os.PathLike):
+    """Parse a VisDial json file (no booleans belong anywhere in one); UserError naming it."""
+    return read_json(path, "file", booleans=False)
+
+
+def _is_int(value) -> bool:
+    return type(value) is int
+
+
+def _check_texts(texts: list, path: Path, what: str) -> None:
+    """Every text must be a string that encodes to UTF-8 (json escapes can make lone surrogates)."""
+    if not all(isinstance(text, str) for text in texts):
+        position = next(index for index, text in enumerate(texts) if not isinstance(text, str))
+        raise UserError(f"{path}: {what} {position} is a {type(texts[position]).__name__}, expected a string")
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: not valid JSON ({error})") from None
+        "".join(texts).encode("utf-8")
+    except UnicodeEncodeError:
+        position = next(index for index, text in enumerate(texts) if not _encodes(text))
+        raise UserError(f"{path}: {what} {position} is not valid text (a lone UTF-16 surrogate escape)") from None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_index(value, size: int, path: Path, dialog: dict, number: int, what: str) -> None:
-    if type(value) is not int or not 0 <= value < size:
+    if not _is_int(value):
+        raise UserError(f"{_round_where(path, dialog, number)}: {what} {value!r} is not an integer")
+    if not 0 <= value < size:
         raise UserError(f"{_round_where(path, dialog, number)}: {what} {value!r} is out of range (0..{size - 1})")
 
 
@@ -55,11 +86,15 @@ def _validate_dialog(dialog, position: int, split: str, num_questions: int, num_
     where = f"{path}: dialog {position}"
     if not isinstance(dialog, dict) or not {"image_id", "caption", "dialog"} <= dialog.keys():
         raise UserError(f"{where}: needs image_id, caption and dialog")
-    if not isinstance(dialog["image_id"], int) or not isinstance(dialog["caption"], str):
-        raise UserError(f"{where}: image_id must be an int and caption a string")
+    if not _is_int(dialog["image_id"]) or not 0 <= dialog["image_id"] < 2**63:
+        raise UserError(f"{where}: image_id {dialog['image_id']!r} is not an image id (an integer >= 0)")
+    if not isinstance(dialog["caption"], str):
+        raise UserError(f"{where}: caption must be a string")
     rounds = dialog["dialog"]
-    if not isinstance(rounds, list) or not rounds:
-        raise UserError(f"{path}: dialog of image {dialog['image_id']}: has no rounds")
+    if not isinstance(rounds, list) or not 1 <= len(rounds) <= MAX_ROUNDS:
+        count = len(rounds) if isinstance(rounds, list) else f"a {type(rounds).__name__}, no list of"
+        raise UserError(f"{path}: dialog of image {dialog['image_id']}: has {count} rounds, expected "
+                        f"1..{MAX_ROUNDS}")
     for number, turn in enumerate(rounds, start=1):
         if not isinstance(turn, dict) or "question" not in turn:
             raise UserError(f"{_round_where(path, dialog, number)}: has no question")
@@ -73,9 +108,14 @@ def _validate_dialog(dialog, position: int, split: str, num_questions: int, num_
             _check_index(turn.get("gt_index"), NUM_ANSWER_OPTIONS, path, dialog, number, "gt_index")
         if split != "test" or is_last_test_round:
             with_options.append((dialog, number, turn))
-    if split == "test" and processed and not isinstance(dialog.get("round_id"), int):
-        raise UserError(f"{path}: dialog of image {dialog['image_id']}: has no round_id "
-                        "(run preprocessing/pre_process_visdial.py first)")
+    if split == "test" and processed:
+        if "round_id" not in dialog:
+            raise UserError(f"{path}: dialog of image {dialog['image_id']}: has no round_id "
+                            "(run preprocessing/pre_process_visdial.py first)")
+        round_id = dialog["round_id"]
+        if not _is_int(round_id) or not len(rounds) <= round_id <= MAX_ROUNDS:
+            raise UserError(f"{path}: dialog of image {dialog['image_id']}: round_id {round_id!r} must be an "
+                            f"integer in {len(rounds)}..{MAX_ROUNDS} (its rounds, or more when the history was cut)")
 
 
 def _check_answer_options(with_options: list, num_answers: int, check_answer: bool, path: Path) -> None:
@@ -87,17 +127,21 @@ def _check_answer_options(with_options: list, num_answers: int, check_answer: bo
             count = len(options) if isinstance(options, list) else type(options).__name__
             raise UserError(f"{_round_where(path, dialog, number)}: has {count} answer options, "
                             f"expected {NUM_ANSWER_OPTIONS}")
-    if not with_options:
-        return
-    options = np.array([turn["answer_options"] for _, _, turn in with_options])
-    if options.dtype.kind not in "iu":
-        bad = np.ones(len(options), dtype=bool)
+    try:
+        options = np.array([turn["answer_options"] for _, _, turn in with_options])
+    except ValueError:  # a list or an object among the options
+        options = np.zeros(0)
+    # (booleans, which numpy would take for integers, never get here: read_visdial_json refuses them)
+    if options.dtype.kind not in "iu" or options.ndim != 2:
+        bad = np.ones(len(with_options), dtype=bool)
     else:
         bad = ((options < 0) | (options >= num_answers)).any(axis=1)
     for (dialog, number, turn), is_bad in zip(with_options, bad):
-        if is_bad and not all(type(option) is int and 0 <= option < num_answers for option in turn["answer_options"]):
-            raise UserError(f"{_round_where(path, dialog, number)}: an answer option is not an answer index "
-                            f"in 0..{num_answers - 1}")
+        wrong = [option for option in turn["answer_options"] if not (_is_int(option) and 0 <= option < num_answers)] \
+            if is_bad else []
+        if wrong:
+            raise UserError(f"{_round_where(path, dialog, number)}: answer option {wrong[0]!r} is not an answer "
+                            f"index in 0..{num_answers - 1}")
     if check_answer:
         gt_index = np.array([turn["gt_index"] for _, _, turn in with_options])
         answer = np.array([turn["answer"] for _, _, turn in with_options])
@@ -116,20 +160,45 @@ def load_visdial_json(path: str | os.PathLike, split: str, processed: bool = Fal
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     path = Path(path)
-    content = read_json(path)
+    content = read_visdial_json(path)
     data = content.get("data") if isinstance(content, dict) else None
     if not isinstance(data, dict) or not isinstance(data.get("dialogs"), list):
         raise UserError(f"{path}: not a VisDial file (no data.dialogs list)")
+    if not data["dialogs"]:
+        raise UserError(f"{path}: the {split} split holds no dialogs")
     for field in ("questions", "answers"):
         texts = data.get(field)
-        if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
+        if not isinstance(texts, list):
             raise UserError(f"{path}: data.{field} must be a list of strings")
+        _check_texts(texts, path, f"data.{field}")
     with_options = []
     for position, dialog in enumerate(data["dialogs"]):
         _validate_dialog(dialog, position, split, len(data["questions"]), len(data["answers"]), path, processed,
                          with_options)
+    _check_texts([dialog["caption"] for dialog in data["dialogs"]], path, "caption of dialog")
+    _check_unique_images(data["dialogs"], path)
+    if split == "val":
+        _check_same_round_count(data["dialogs"], path)
     _check_answer_options(with_options, len(data["answers"]), split != "test", path)
     return content
+
+
+def _check_unique_images(dialogs: list, path: Path) -> None:
+    seen = {}
+    for position, dialog in enumerate(dialogs):
+        if dialog["image_id"] in seen:
+            raise UserError(f"{path}: image {dialog['image_id']} has two dialogs ({seen[dialog['image_id']]} and "
+                            f"{position})")
+        seen[dialog["image_id"]] = position
+
+
+def _check_same_round_count(dialogs: list, path: Path) -> None:
+    """Val metrics are computed per round: every val dialog must have as many rounds as the first."""
+    expected = len(dialogs[0]["dialog"])
+    for dialog in dialogs:
+        if len(dialog["dialog"]) != expected:
+            raise UserError(f"{path}: dialog of image {dialog['image_id']} has {len(dialog['dialog'])} rounds, "
+                            f"the first val dialog {expected} (every val dialog needs the same number of rounds)")
 
 
 def relevance_of(annotation: dict) -> list:
@@ -140,20 +209,27 @@ def relevance_of(annotation: dict) -> list:
 def load_dense_annotations(path: str | os.PathLike) -> list[dict]:
     """Load and validate a dense annotation file (module docstring); returns the parsed list."""
     path = Path(path)
-    annotations = read_json(path)
+    annotations = read_visdial_json(path)
     if not isinstance(annotations, list):
         raise UserError(f"{path}: not a dense annotation file (expected a json list)")
+    if not annotations:
+        raise UserError(f"{path}: holds no dense annotations")
     for position, annotation in enumerate(annotations):
         where = f"{path}: annotation {position}"
         if not isinstance(annotation, dict) or not {"image_id", "round_id"} <= annotation.keys() or not (
                 "gt_relevance" in annotation or "relevance" in annotation):
             raise UserError(f"{where}: needs image_id, round_id and gt_relevance (or relevance)")
-        if not isinstance(annotation["round_id"], int) or annotation["round_id"] < 1:
-            raise UserError(f"{where}: round_id {annotation['round_id']!r} is not a 1-based round")
+        if not _is_int(annotation["image_id"]) or not 0 <= annotation["image_id"] < 2**63:
+            raise UserError(f"{where}: image_id {annotation['image_id']!r} is not an image id (an integer >= 0)")
+        if not _is_int(annotation["round_id"]) or not 1 <= annotation["round_id"] <= MAX_ROUNDS:
+            raise UserError(f"{where}: round_id {annotation['round_id']!r} is not a round in 1..{MAX_ROUNDS}")
         relevance = relevance_of(annotation)
         if not isinstance(relevance, list) or len(relevance) != NUM_ANSWER_OPTIONS or not all(
-                isinstance(value, (int, float)) for value in relevance):
+                type(value) in (int, float) for value in relevance):
             raise UserError(f"{where}: relevance must be {NUM_ANSWER_OPTIONS} numbers")
+        wrong = [value for value in relevance if not (math.isfinite(value) and 0 <= value <= 1)]
+        if wrong:
+            raise UserError(f"{where}: relevance {wrong[0]!r} is not in [0, 1]")
     return annotations
 
 

@@ -1,13 +1,28 @@
-"""Model configuration in the reference's JSON schema (`config/bert_base_6layer_6conect.json`)."""
+"""Model configuration in the reference's JSON schema (`config/bert_base_6layer_6conect.json`).
+
+A config is checked when it is read (every field's type and range, the head counts dividing the
+sizes) and, before a model is built for a dataset, against that data (`check_fits_data`: the
+vocabulary, the sequence length, the features' width and classes).
+"""
 import dataclasses
-import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Union
+from typing import List, Optional, Union
 
-from utils.errors import UserError
+from utils.errors import UserError, report_problems
+from utils.input_files import SMALL_FILE_BYTES, read_json
 
 ACTIVATIONS = ("gelu", "relu", "swish")
+AT_LEAST_ONE = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "max_position_embeddings", "v_feature_size", "v_target_size", "v_hidden_size",
+                "v_num_hidden_layers", "v_num_attention_heads", "v_intermediate_size", "bi_hidden_size",
+                "bi_num_attention_heads", "bi_intermediate_size")
+PROBABILITIES = ("hidden_dropout_prob", "attention_probs_dropout_prob", "v_hidden_dropout_prob",
+                 "v_attention_probs_dropout_prob")
+NOT_NEGATIVE = ("initializer_range", "v_initializer_range", "fixed_v_layer", "fixed_t_layer")
+TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+              List[int]: "a list of integers"}
 
 
 @dataclass
@@ -80,12 +95,7 @@ class BertConfig:
     def from_json_file(cls, path: Union[str, Path]) -> "BertConfig":
         """Read a JSON model config (the reference's schema)."""
         path = Path(path)
-        try:
-            values = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"{path}: model config not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise UserError(f"{path}: not a readable JSON model config ({error})") from None
+        values = read_json(path, "model config", max_bytes=SMALL_FILE_BYTES)
         if not isinstance(values, dict):
             raise UserError(f"{path}: a model config must be a JSON object")
         return cls.from_dict(values, source=str(path))
@@ -100,12 +110,58 @@ class BertConfig:
         raise UserError(f"{self.source}: {problem}")
 
     def validate(self) -> None:
-        """Raise UserError for text-stream settings the model cannot build."""
+        """Raise UserError for a field of the wrong type or range, or text-stream settings the model
+        cannot build."""
+        for spec in dataclasses.fields(self):
+            if spec.name != "source":
+                self._check_field(spec.name, spec.type, getattr(self, spec.name))
         if self.hidden_act not in ACTIVATIONS:
             self._fail(f"hidden_act must be one of {', '.join(ACTIVATIONS)}, got {self.hidden_act!r}")
         if self.hidden_size % self.num_attention_heads != 0:
             self._fail(f"hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads "
                        f"({self.num_attention_heads})")
+
+    def _check_field(self, name: str, kind, value) -> None:
+        """The JSON value of one field: its type (a string "16" is no integer, true no number), then
+        its range."""
+        if kind is float:
+            right_type = type(value) in (int, float) and math.isfinite(value)
+        elif kind == List[int]:
+            right_type = type(value) is list and all(type(item) is int for item in value)
+        else:
+            right_type = type(value) is kind
+        if not right_type:
+            self._fail(f"{name} must be {TYPE_NAMES[kind]}, got {value!r}")
+        if name in AT_LEAST_ONE and value < 1:
+            self._fail(f"{name} must be at least 1, got {value}")
+        if name == "type_vocab_size" and value < 2:
+            self._fail(f"type_vocab_size must be at least 2 (segment ids 0 and 1), got {value}")
+        if name in PROBABILITIES and not 0 <= value <= 1:
+            self._fail(f"{name} must be in [0, 1], got {value}")
+        if (name in NOT_NEGATIVE or kind == List[int]) and min(value if kind == List[int] else [value], default=0) < 0:
+            self._fail(f"{name} must not be negative, got {value}")
+
+    def check_fits_data(self, vocab_size: int, vocab: str, max_seq_len: int, feature_size: Optional[int] = None,
+                        features: str = "", num_classes: Optional[int] = None) -> None:
+        """Raise UserError, one line per problem, when the data does not fit this config: the
+        vocabulary `vocab` has `vocab_size` ids (the embedding table needs one row each), sequences
+        have up to -max_seq_len tokens (one position embedding each) and, for ViLBERT, the feature
+        store `features` has `feature_size`-d features and `num_classes` class probabilities (the
+        image embedding's input and the masked-region targets)."""
+        problems = []
+        if self.vocab_size < vocab_size:
+            problems.append(f"{self.source}: vocab_size {self.vocab_size} is smaller than the {vocab_size} token ids "
+                            f"of {vocab}")
+        if self.max_position_embeddings < max_seq_len:
+            problems.append(f"{self.source}: max_position_embeddings {self.max_position_embeddings} is smaller than "
+                            f"-max_seq_len {max_seq_len}")
+        if feature_size is not None and self.v_feature_size != feature_size:
+            problems.append(f"{self.source}: v_feature_size {self.v_feature_size} does not match the "
+                            f"{feature_size}-d features of {features}")
+        if num_classes is not None and self.v_target_size != num_classes:
+            problems.append(f"{self.source}: v_target_size {self.v_target_size} does not match the {num_classes} "
+                            f"class probabilities per box of {features}")
+        report_problems(problems)
 
     def validate_two_stream(self) -> None:
         """Raise UserError for image-stream and co-attention settings ViLBERT cannot build."""

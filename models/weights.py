@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from utils.errors import UserError
+from utils.input_files import input_file
 
 # Prefixes that other ViLBERT code bases (and nn.DataParallel / DDP) put before our names.
 WRAPPER_PREFIXES = ("module.",)
@@ -28,9 +29,7 @@ MODEL_PREFIX = "bert_pretrained."
 
 def read_checkpoint(path: Union[str, Path]) -> dict:
     """Load a checkpoint file onto the CPU with weights_only=True; UserError if it cannot be."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: checkpoint not found")
+    path = input_file(path, "checkpoint")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -52,15 +51,28 @@ def read_checkpoint(path: Union[str, Path]) -> dict:
 
 def extract_state_dict(content: dict, source: Union[str, Path]) -> Dict[str, torch.Tensor]:
     """The model weights of a checkpoint: a raw state dict, or the training wrapper's
-    `model_state_dict` (what the reference's train.py and ours save)."""
+    `model_state_dict` (what the reference's train.py and ours save), checked by
+    `check_tensors`."""
     state = content.get("model_state_dict", content)
     if not isinstance(state, dict) or not state:
         raise UserError(f"{source}: no model weights found")
-    not_tensors = [key for key, value in state.items() if not isinstance(value, torch.Tensor)]
-    if not_tensors:
-        raise UserError(f"{source}: not a model state dict (entry {not_tensors[0]!r} is not a "
-                        "tensor)")
+    check_tensors(state, source, "not a model state dict")
     return state
+
+
+def check_tensors(tensors: dict, source: Union[str, Path], what: str) -> None:
+    """Every key a string and every value a real tensor (dense, with data: not on the meta device)
+    whose floating-point values are all finite; else a UserError naming `source` and the key
+    (`what` says what the dict is not, for a key or value of the wrong kind)."""
+    for key, value in tensors.items():
+        if not isinstance(key, str):
+            raise UserError(f"{source}: {what} (key {key!r} is not a string)")
+        if not isinstance(value, torch.Tensor):
+            raise UserError(f"{source}: {what} (entry {key!r} is not a tensor)")
+        if value.is_meta or value.layout != torch.strided:
+            raise UserError(f"{source}: {key} is not a dense tensor with data ({value.device.type}, {value.layout})")
+        if (value.is_floating_point() or value.is_complex()) and not torch.isfinite(value).all():
+            raise UserError(f"{source}: {key} holds NaN or inf")
 
 
 def align_key_names(state: Dict[str, torch.Tensor],
@@ -139,12 +151,13 @@ def read_bert_weights(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
-        if not path.is_file():
-            raise UserError(f"{path}: BERT checkpoint not found")
+        path = input_file(path, "BERT checkpoint")
         try:
-            return load_file(str(path))
+            state = load_file(str(path))
         except (SafetensorError, OSError) as error:
             raise UserError(f"{path}: not a safetensors file ({error})") from None
+        check_tensors(state, path, "not a BERT checkpoint")
+        return state
     return extract_state_dict(read_checkpoint(path), path)
 
 

@@ -1,28 +1,46 @@
-"""Convert an LMDB image feature store (the released layout) to the HDF5 layout.
+"""Convert image features into a feature store the datasets read (LMDB or HDF5, by the output name).
 
+    # the released LMDB to HDF5
     python preprocessing/convert_features.py -input data/visdial/visdial_img_feat.lmdb \
         -output data/visdial/visdial_img_feat.h5
+    # the bottom-up-attention TSV (several files: give them all), the challenge starter's HDF5,
+    # a folder of <image_id>.npz files from your own detector
+    python preprocessing/convert_features.py -input trainval_36.tsv -output features.lmdb
+    python preprocessing/convert_features.py -input features_faster_rcnn_x101_val.h5 -output val.h5
+    python preprocessing/convert_features.py -input my_detections/ -output my_features.h5
 
-The HDF5 layout is documented in `dataloader.feature_store.write_hdf5_feature_store`; both stores
-give identical values through `dataloader.feature_store.open_feature_store`.
+The formats and what is checked are in `dataloader/feature_formats.py` (the README documents the
+.npz schema); both stores give identical values through `dataloader.feature_store.open_feature_store`.
+The output may be neither an input nor inside one; it is written atomically (SIGTERM or Ctrl-C
+leave no partial file).
 """
 import argparse
+import sys
+from pathlib import Path
 
-from dataloader.feature_store import convert_lmdb_to_hdf5
+from dataloader.feature_formats import convert_features
 from utils.errors import run_cli
+from utils.outputs import Output, check_outputs
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Convert an LMDB image feature store to HDF5")
-    parser.add_argument("-input", "--input", required=True, help="LMDB feature store (folder or data.mdb)")
-    parser.add_argument("-output", "--output", required=True, help="HDF5 file to write")
+    parser = argparse.ArgumentParser(description="Convert image features (LMDB, HDF5, bottom-up-attention TSV, "
+                                                 "challenge-starter HDF5, a folder of .npz) into a feature store")
+    parser.add_argument("-input", "--input", required=True, nargs="+",
+                        help="feature file(s) or folder(s), the format recognised from each")
+    parser.add_argument("-output", "--output", required=True,
+                        help="the store to write: NAME.h5 / NAME.hdf5 (HDF5) or NAME.lmdb (LMDB folder)")
+    parser.add_argument("-quiet", "--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    count = convert_lmdb_to_hdf5(args.input, args.output)
-    print(f"wrote {count} images to {args.output}")
+    check_outputs([Output("-output", Path(args.output), what="the feature store")],
+                  {"-input" if len(args.input) == 1 else f"-input {path}": path for path in args.input})
+    count, width = convert_features(args.input, args.output, note=lambda line: print(f"note: {line}", file=sys.stderr),
+                                    show_progress=not args.quiet)
+    print(f"wrote {count} images ({width}-d features) to {args.output}")
 
 
 if __name__ == "__main__":

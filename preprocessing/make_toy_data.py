@@ -36,6 +36,7 @@ import numpy as np
 from dataloader.feature_store import convert_lmdb_to_hdf5, write_lmdb_feature_store
 from utils.errors import UserError, run_cli
 from utils.files import write_json, write_text
+from utils.outputs import Output, check_outputs
 
 COLOURS = ("red", "blue", "green", "yellow", "purple", "orange")
 SHAPES = ("circle", "square", "triangle", "star", "heart")
@@ -486,6 +487,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    check_outputs([Output("-out", Path(args.out), is_folder=True, what="the toy data folder")], {})
     paths = make_toy_data(Path(args.out), seed=args.seed, train_dialogs=args.train_dialogs,
                           val_dialogs=args.val_dialogs, test_dialogs=args.test_dialogs,
                           dense_train_fraction=args.dense_train_fraction,

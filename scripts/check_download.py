@@ -11,18 +11,18 @@ login page served with status 200). Then CHECK is one of
   lmdb          an image feature store in the released LMDB layout, opened by the project's reader
                 (the file is LMDB's data file itself, every page it refers to lies inside it, and
                 it holds the b'keys' record);
-  json          a file that parses as JSON;
+  json          a file that parses as JSON within the project's input limits (utils/input_files.py);
   checkpoint    a PyTorch checkpoint (a zip archive or a pickle stream) that the project's
                 safe reader opens (`torch.load(weights_only=True)`, a dict);
   sha256:<hex>  a file with this sha256.
 """
 import hashlib
-import json
 import sys
 import warnings
 from pathlib import Path
 
 from utils.errors import UserError
+from utils.input_files import read_json
 
 
 def check_not_a_web_page(path: Path) -> None:
@@ -38,13 +38,7 @@ def check_lmdb(path: Path) -> None:
 
 
 def check_json(path: Path) -> None:
-    try:
-        with open(path, "rb") as handle:
-            json.load(handle)
-    except json.JSONDecodeError as error:
-        raise UserError(f"not valid JSON (line {error.lineno} column {error.colno}: {error.msg})") from None
-    except (UnicodeDecodeError, RecursionError) as error:
-        raise UserError(f"not valid JSON ({type(error).__name__})") from None
+    read_json(path, "json file")
 
 
 def check_checkpoint(path: Path) -> None:

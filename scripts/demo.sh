@@ -5,11 +5,19 @@
 # preprocessing script, trains the base objective (MLM + NSP + masked regions), finetunes on the
 # dense annotations, evaluates val (metrics table + HTML report) and test (EvalAI submission file).
 # DEMO_DIR (default: demo_output) is where everything goes; DEMO_SEED changes the toy data and the runs.
+# The demo deletes DEMO_DIR when it starts, so it only takes a folder it made itself (marked by the
+# file .made-by-demo.sh), a new one, or an empty one: anything else is refused before any work.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-source scripts/setup_env.sh
 
 DEMO_DIR="${DEMO_DIR:-demo_output}"
+DEMO_MARK="$DEMO_DIR/.made-by-demo.sh"
+if [ -e "$DEMO_DIR" ] && [ ! -f "$DEMO_MARK" ] && [ -n "$(ls -A "$DEMO_DIR" 2>/dev/null || echo not-a-folder)" ]; then
+    echo "error: $DEMO_DIR: DEMO_DIR exists and was not made by scripts/demo.sh (no .made-by-demo.sh in it), so it is not deleted; set DEMO_DIR to a new folder" >&2
+    exit 2
+fi
+source scripts/setup_env.sh
+
 SEED="${DEMO_SEED:-0}"
 DATA="$DEMO_DIR/data"
 RUNS="$DEMO_DIR/checkpoints"
@@ -18,10 +26,12 @@ started=$SECONDS
 step() { printf '\n== [%3ds] %s\n' "$((SECONDS - started))" "$1"; }
 
 # The processed files and features every train.py / evaluate.py call reads; the toy questions
-# never need the history, so sequences keep only the previous round (-visdial_tot_rounds 2).
+# never need the history, so sequences keep only the previous round (-visdial_tot_rounds 2). The
+# model config is the one the generator writes: its vocab_size fits this data's vocabulary.
 DATA_FLAGS=(
     -visdial_tot_rounds 2
     -vocab "$DATA/vocab.txt"
+    -model_config "$DATA/model_config.json"
     -visdial_image_feats "$DATA/visdial_img_feat.lmdb"
     -visdial_processed_train "$DATA/visdial_1.0_train_processed.json"
     -visdial_processed_val "$DATA/visdial_1.0_val_processed.json"
@@ -37,6 +47,7 @@ newest_checkpoint() {  # RUN_FOLDER -> its checkpoint with the highest iteration
 
 step "1/6 generating the toy VisDial in $DATA"
 rm -rf "$DEMO_DIR"
+mkdir -p "$DEMO_DIR" && touch "$DEMO_MARK"
 python preprocessing/make_toy_data.py -out "$DATA" -seed "$SEED" -val_dialogs 20
 
 step "2/6 preprocessing it (preprocessing/pre_process_visdial.py)"
@@ -64,11 +75,11 @@ python train.py -config config/presets/toy.yml "${DATA_FLAGS[@]}" -seed "$SEED" 
 DENSE_CHECKPOINT="$(newest_checkpoint "$RUNS/dense")"
 
 step "5/6 val metrics and report (evaluate.py -split val)"
-python evaluate.py -split val "${DATA_FLAGS[@]}" -model_config config/toy_model.json -num_workers 0 \
+python evaluate.py -split val "${DATA_FLAGS[@]}" -num_workers 0 \
     -start_path "$DENSE_CHECKPOINT" -save_path "$DEMO_DIR" -save_name val -report "$DEMO_DIR/report"
 
 step "6/6 test predictions for EvalAI (evaluate.py -split test)"
-python evaluate.py -split test "${DATA_FLAGS[@]}" -model_config config/toy_model.json -num_workers 0 \
+python evaluate.py -split test "${DATA_FLAGS[@]}" -num_workers 0 \
     -start_path "$DENSE_CHECKPOINT" -save_path "$DEMO_DIR" -save_name test
 
 step "done in $((SECONDS - started)) s"

@@ -342,7 +342,7 @@ CASES = [
     eval_file_case("eval_checkpoint_wrong_shapes", "start_path", wrong_shape_checkpoint, "shape"),
     eval_file_case("eval_model_config_not_json", "model_config",
                    lambda folder, golden: written(folder / "config.json", b"hidden_size: 16"),
-                   "not a readable JSON model config"),
+                   "not valid JSON"),
     # preprocessing/pre_process_visdial.py
     Case("preprocess_raw_train_missing", "preprocessing/pre_process_visdial.py",
          preprocess_with("visdial_train", lambda folder, golden: folder / "absent.json"), "file not found",

@@ -277,11 +277,21 @@ BAD_CHECKPOINTS = [
 ]
 
 
-@pytest.mark.parametrize("tool", TOOLS)
-@pytest.mark.parametrize("script, names, files, bad_files", [
-    ("download_preprocessed.sh", (), DATA_FILES, BAD_DATA_FILES),
-    ("download_checkpoints.sh", ("basemodel_dense",), {CHECKPOINT: CHECKPOINT_FILES[CHECKPOINT]}, BAD_CHECKPOINTS),
-], ids=["data", "checkpoint"])
+# The content checks run on the finished .part whichever tool fetched it: every bad file goes
+# through curl, and a web page through each of the other tools (the path from each downloader to
+# the checks).
+BAD_FILE_CASES = [("curl" if "curl" in TOOLS else TOOLS[0], script, names, files, bad_files)
+                  for script, names, files, bad_files in [
+                      ("download_preprocessed.sh", (), DATA_FILES, BAD_DATA_FILES),
+                      ("download_checkpoints.sh", ("basemodel_dense",), {CHECKPOINT: CHECKPOINT_FILES[CHECKPOINT]},
+                       BAD_CHECKPOINTS)]]
+BAD_FILE_CASES += [(tool, "download_preprocessed.sh", (), DATA_FILES,
+                    [bad for bad in BAD_DATA_FILES if bad.case == "json_web_page"])
+                   for tool in TOOLS if tool != BAD_FILE_CASES[0][0]]
+
+
+@pytest.mark.parametrize("tool, script, names, files, bad_files", BAD_FILE_CASES,
+                         ids=[f"{case[1].split('_')[1].split('.')[0]}-{case[0]}-{len(case[4])}" for case in BAD_FILE_CASES])
 def test_bad_files_never_reach_their_destination_and_each_rerun_fetches_the_fixed_file(
         server, checkout, tool, script, names, files, bad_files):
     """The bad files are served one at a time (one run each, in fetch order). Each run must refuse

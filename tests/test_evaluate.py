@@ -8,6 +8,7 @@ import torch
 import evaluate
 from utils.conformance.evaluation import eval_checks, near_tie_swaps
 from utils.errors import UserError, run_cli
+from utils.evaluation import run as evaluation_run
 from utils.evaluation.evalai import check_predictions
 from utils.evaluation.metrics import visdial_metrics
 from utils.evaluation.validation import format_metrics_table
@@ -87,13 +88,17 @@ def test_test_dialog_whose_last_round_has_no_options(golden_dir, tmp_path, capsy
     assert str(broken) in error and "answer options" in error
 
 
-def test_unwritable_output_fails_before_scoring(golden_dir, tmp_path, capsys):
+def test_outputs_then_inputs_are_checked_before_scoring(golden_dir, tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    # the checkpoint does not exist either: the output check must come first
-    argv = golden_args(golden_dir, blocker / "out", "-start_path", str(tmp_path / "missing.pt"))
-    error = run_failing(argv, capsys)
+    monkeypatch.setattr(evaluation_run, "score_dataset", lambda *args, **kwargs: pytest.fail("scored"))
+    # the checkpoint does not exist either: the (cheap) output check comes first and creates nothing
+    missing = tmp_path / "missing.pt"
+    error = run_failing(golden_args(golden_dir, blocker / "out", "-start_path", str(missing)), capsys)
     assert str(blocker / "out") in error and "cannot write" in error
+    error = run_failing(golden_args(golden_dir, tmp_path / "out", "-start_path", str(missing)), capsys)
+    assert str(missing) in error and "checkpoint not found" in error
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_flags_are_one_line(golden_dir, tmp_path, capsys):

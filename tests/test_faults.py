@@ -116,7 +116,7 @@ def test_full_disk_on_save_keeps_the_previous_checkpoint(tmp_path):
 def test_too_little_free_space_is_detected_early(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda _: type("usage", (), {"free": 10 * 2**20})())
     with pytest.raises(UserError, match="only 10 MiB free"):
-        RunFolder(tmp_path / "run").prepare(needed_bytes=500 * 2**20)
+        RunFolder(tmp_path).check_space(needed_bytes=500 * 2**20)
 
 
 def poison_iteration(monkeypatch, poisoned_iteration: int):

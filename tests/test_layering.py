@@ -2,7 +2,8 @@
 
 From the bottom up (a module may import its own unit and any lower layer, nothing else):
 
-    0  the shared base        utils/errors.py, files.py, distributed.py, precision.py, random_state.py
+    0  the shared base        utils/errors.py, files.py, input_files.py, outputs.py, distributed.py,
+                              precision.py, random_state.py
     1  data, model            dataloader/ | models/            (two units: neither imports the other)
     2  options                options.py                       (the typed flags; the model types)
     3  evaluation             utils/evaluation/
@@ -17,8 +18,8 @@ from pathlib import Path
 import pytest
 
 PROJECT_PACKAGES = ("dataloader", "models", "preprocessing", "scripts", "utils", "options", "train", "evaluate")
-BASE = ("utils/__init__.py", "utils/errors.py", "utils/files.py", "utils/distributed.py", "utils/precision.py",
-        "utils/random_state.py")
+BASE = ("utils/__init__.py", "utils/errors.py", "utils/files.py", "utils/input_files.py", "utils/outputs.py",
+        "utils/distributed.py", "utils/precision.py", "utils/random_state.py")
 LAYERS = [  # (rank, unit, the paths in it: a file, or a folder ending in '/')
     (0, "the shared base", BASE),
     (1, "dataloader/", ("dataloader/",)), (1, "models/", ("models/",)),

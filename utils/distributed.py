@@ -10,11 +10,14 @@ import contextlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Callable
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+from utils.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,20 @@ def broadcast_from_main(value):
     holder = [value]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def check_on_main(check: Callable[[], object], is_main: bool) -> None:
+    """Run `check` on rank 0 only (`is_main`); a UserError it raises is raised on every rank, so
+    that no rank goes on alone into work whose collectives would then fail with a traceback."""
+    problem = None
+    if is_main:
+        try:
+            check()
+        except UserError as error:
+            problem = str(error)
+    problem = broadcast_from_main(problem)
+    if problem:
+        raise UserError(problem)
 
 
 def gather_to_main(value) -> list:

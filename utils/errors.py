@@ -1,11 +1,20 @@
 """User-facing errors: one clear line per problem, no traceback."""
+import contextlib
+import os
+import signal
 import sys
-from typing import Callable, Sequence
+import threading
+from typing import Callable, Iterator, Sequence
 
 
 class UserError(Exception):
     """An error caused by the user's input (a file, a flag): printed as one `error:` line, no
     traceback. A message of several lines (see `report_problems`) prints one `error:` line each."""
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt for SIGINT, so that what is being
+    written is cleaned up (temporary files removed) before the process exits."""
 
 
 def report_problems(problems: Sequence[str]) -> None:
@@ -14,10 +23,38 @@ def report_problems(problems: Sequence[str]) -> None:
         raise UserError("\n".join(problems))
 
 
-def run_cli(main: Callable[[], object]) -> None:
-    """Run a command-line `main`, turning a UserError into `error: ...` lines on stderr and exit code 2."""
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM raises `Terminated` in this process's main thread. A process forked
+    inside it (a DataLoader worker) keeps the default: SIGTERM ends it at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    owner = os.getpid()
+
+    def terminate(signum, frame):
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        main()
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_cli(main: Callable[[], object]) -> None:
+    """Run a command-line `main`, turning a UserError into `error: ...` lines on stderr and exit code 2.
+
+    SIGINT (Ctrl-C) and SIGTERM stop it with one line and exit code 130 or 143, after the writers
+    have removed their temporary files (training handles both itself: it saves, then stops).
+    """
+    try:
+        with sigterm_raises():
+            main()
     except UserError as error:
         for line in str(error).splitlines() or [""]:
             print(f"error: {line}", file=sys.stderr)
@@ -25,3 +62,6 @@ def run_cli(main: Callable[[], object]) -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Terminated:
+        print("error: terminated (SIGTERM)", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)

@@ -2,11 +2,15 @@
 
 `atomic_output(path)` hands out a temporary path in the same folder; when the block succeeds the
 file is flushed to disk and renamed over `path` (a rename is atomic), so a reader, a crash or a
-SIGKILL sees the previous file or the complete new one, never a part of it. `atomic_write`,
-`write_json` and `write_text` build on it; writers that need a path (HDF5) use it directly. On a
-failure (disk full, no permission) the temporary file is removed and a UserError names the path.
+SIGKILL sees the previous file or the complete new one, never a part of it. `write_files` writes
+several files as one set the same way: every file is complete on disk before the first rename, so
+a failure while writing (a full disk, a signal) replaces none of them. `atomic_write`,
+`write_json`, `write_json_files` and `write_text` build on it; writers that need a path (HDF5)
+use `atomic_output`. On a failure (disk full, no permission) the temporary files are removed and a
+UserError names the path. Folders an output needs are created when it is written.
 
-`check_writable` fails early, before any heavy work, when an output cannot be written.
+`check_writable` fails early, before any heavy work and without creating anything, when an output
+cannot be written (utils/outputs.py checks a command's outputs as a whole).
 """
 import contextlib
 import errno
@@ -14,7 +18,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, Union
+from typing import BinaryIO, Callable, Iterator, Mapping, Union
 
 from utils.errors import UserError
 
@@ -22,6 +26,7 @@ TEMPORARY_MARK = ".tmp-"
 """Temporary files are `.<name>.tmp-<pid>` next to their target (a killed writer leaves them)."""
 
 PathLike = Union[str, os.PathLike]
+Writer = Callable[[BinaryIO], None]
 
 
 def _reason(error: OSError) -> str:
@@ -39,6 +44,17 @@ def _fsync(path: Path) -> None:
         os.close(descriptor)
 
 
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
+
+
+def _failed(error: BaseException, path: Path, what: str, kept: str) -> BaseException:
+    """The error to raise for a failed write of `path`: a UserError for an OSError, else `error`."""
+    if isinstance(error, OSError):
+        return UserError(f"{path}: cannot write{' ' + what if what else ''} ({_reason(error)}); {kept}")
+    return error
+
+
 @contextlib.contextmanager
 def atomic_output(path: PathLike, what: str = "") -> Iterator[Path]:
     """Yield a temporary path to write `path` through; on success it replaces `path` atomically.
@@ -46,8 +62,9 @@ def atomic_output(path: PathLike, what: str = "") -> Iterator[Path]:
     what: names the output in the error message ("cannot write the HDF5 feature store ...").
     """
     path = Path(path)
-    temporary = path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
+    temporary = _temporary(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield temporary
         _fsync(temporary)
         os.replace(temporary, path)
@@ -55,21 +72,58 @@ def atomic_output(path: PathLike, what: str = "") -> Iterator[Path]:
     except BaseException as error:
         with contextlib.suppress(OSError):  # absent, or its folder is not one
             temporary.unlink()
-        if isinstance(error, OSError):
-            raise UserError(f"{path}: cannot write{' ' + what if what else ''} ({_reason(error)}); "
-                            "the previous file, if any, is kept") from None
-        raise
+        raise _failed(error, path, what, "the previous file, if any, is kept") from None
 
 
-def atomic_write(path: PathLike, write: Callable[[BinaryIO], None], what: str = "") -> None:
+def write_files(writers: Mapping[PathLike, Writer], what: str = "") -> None:
+    """Write several files as one set: `writers` maps each path to a function that writes its
+    content into a binary file. Each is written to a temporary file next to it and flushed to disk;
+    only when all are complete are they renamed into place, one after the other (microseconds).
+    A failure while writing (a full disk, a signal) removes the temporaries and leaves every
+    previous file as it was; a UserError names the file that failed."""
+    targets = [Path(path) for path in writers]
+    temporaries = [_temporary(path) for path in targets]
+    current, renamed = targets[0], 0
+    try:
+        for target, temporary, write in zip(targets, temporaries, writers.values()):
+            current = target
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(temporary, "wb") as file:
+                write(file)
+            _fsync(temporary)
+        for target, temporary in zip(targets, temporaries):
+            current = target
+            os.replace(temporary, target)
+            renamed += 1
+        for folder in dict.fromkeys(target.parent for target in targets):
+            _fsync(folder)
+    except BaseException as error:
+        for temporary in temporaries[renamed:]:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+        kept = ("the previous file, if any, is kept" if len(targets) == 1 else
+                f"{renamed} of the {len(targets)} files were replaced, the others keep their previous content"
+                if renamed else f"none of the {len(targets)} files was replaced")
+        raise _failed(error, current, what, kept) from None
+
+
+def atomic_write(path: PathLike, write: Writer, what: str = "") -> None:
     """Write a file with `write(binary file)` so that it is either the previous version or complete."""
-    with atomic_output(path, what) as temporary, open(temporary, "wb") as file:
-        write(file)
+    write_files({path: write}, what)
+
+
+def _json_writer(content) -> Writer:
+    return lambda file: file.write(json.dumps(content).encode())
 
 
 def write_json(path: PathLike, content) -> None:
     """`content` as JSON (the `json` module's default formatting), atomically."""
-    atomic_write(path, lambda file: file.write(json.dumps(content).encode()))
+    write_json_files({path: content})
+
+
+def write_json_files(contents: Mapping[PathLike, object]) -> None:
+    """Each path's content as JSON, all written as one set (`write_files`)."""
+    write_files({path: _json_writer(content) for path, content in contents.items()})
 
 
 def write_text(path: PathLike, text: str) -> None:
@@ -78,21 +132,25 @@ def write_text(path: PathLike, text: str) -> None:
 
 
 def check_writable(path: PathLike, what: str = "the output", is_folder: bool = False) -> None:
-    """Fail early, naming `path`, when an output cannot be written.
+    """Fail early, naming `path`, when an output cannot be written; nothing is left behind.
 
-    For a file, its folder is created if needed and a file is created and removed in it; for a
-    folder (`is_folder`), the same for the folder itself. The UserError says `cannot write <what>`
-    (`cannot create <what>` when a folder cannot be created).
+    A file (or a folder, `is_folder`) can be written when its folder, or the nearest existing folder
+    above it (the missing ones are created when the output is written), accepts a new file: one is
+    created and removed there. The UserError says `cannot write <what>` (`cannot create <what>`
+    for a folder that does not exist yet).
     """
     path = Path(path)
     folder = path if is_folder else path.parent
-    verb = "create" if is_folder else "write"
+    existing = folder
+    while not existing.exists() and existing != existing.parent and not existing.is_symlink():
+        existing = existing.parent
+    verb = "create" if is_folder and existing != folder else "write"
     try:
         if not is_folder and path.is_dir():
             raise IsADirectoryError(errno.EISDIR, "is a folder")
-        folder.mkdir(parents=True, exist_ok=True)
-        verb = "write"
-        with tempfile.TemporaryFile(dir=folder):
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
         raise UserError(f"{path}: cannot {verb} {what} ({_reason(error)})") from None

@@ -3,7 +3,8 @@
 Test-std: one entry per dialog, `{"image_id", "round_id", "ranks": [100]}` with `ranks[j]` the
 1-based rank of option j of the last round in the json option order. Val phase: one entry per
 dialog and round, ranks mapped back to the json order (dataloader.datasets.val_option_order).
-A file is checked before it is written (`write_predictions`), never after.
+A file is checked before it is written (`write_predictions`), never after; the files of one
+submission are written as a set (the .json and its .txt: both or neither).
 """
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from dataloader.visdial_json import NUM_ANSWER_OPTIONS
 from utils.errors import UserError
 from utils.evaluation.metrics import scores_to_ranks
 from utils.evaluation.scoring import ScoredDialogs
-from utils.files import write_json
+from utils.files import write_json_files
 
 NUM_ROUNDS = 10
 
@@ -59,8 +60,9 @@ def check_predictions(entries: list[dict], expected_count: int, one_per_image: b
         raise UserError(f"{path}: predictions fail the EvalAI format check ({problems[0]}); not written")
 
 
-def write_predictions(paths: list[Path], entries: list[dict], expected_count: int, one_per_image: bool) -> None:
-    """Check `entries` (`check_predictions`), then write them as JSON to every path."""
-    check_predictions(entries, expected_count, one_per_image, paths[0])
-    for path in paths:
-        write_json(path, entries)
+def write_predictions(files: dict[Path, list[dict]], expected_count: int, one_per_image: bool) -> None:
+    """Check each file's entries (`check_predictions`), then write them all as JSON, as one set:
+    every file or none (utils/files.write_files)."""
+    for path, entries in files.items():
+        check_predictions(entries, expected_count, one_per_image, path)
+    write_json_files(files)

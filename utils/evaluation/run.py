@@ -2,8 +2,13 @@
 
 Only the evaluated split is read. Test: the EvalAI test-std file (`<save_name>_predictions.json`,
 the same content in `.txt`). Val: the metrics table and `<save_name>_metrics.json`, with
--val_evalai the EvalAI val-phase file, with -report the HTML report. Every output is checked to be
-writable before any scoring; under torchrun every rank scores a share and rank 0 writes.
+-val_evalai the EvalAI val-phase file, with -report the HTML report. Before any scoring, every
+output is checked (none may be an input or another output, each must be writable:
+utils/outputs.py), then every input is validated (the split, the features, the model config
+against them, the weights); nothing is written before all of that. The files of a split are
+written as one set (utils/files.write_files: the .json and .txt pair; the metrics and the
+val-phase file), the report after them. Under torchrun
+every rank scores a share and rank 0 writes.
 """
 import warnings
 from pathlib import Path
@@ -13,30 +18,34 @@ from torch.utils.data import Dataset
 
 from dataloader.collate import collate_dialog_batch
 from dataloader.datasets import VisdialDataset
+from dataloader.feature_record import NUM_CLASSES
 from dataloader.feature_store import open_feature_store
 from dataloader.tokenizer import load_tokenizer
 from dataloader.visdial_json import load_visdial_json
-from models import build_model
+from models import BertConfig, build_model
 from models.weights import load_model_weights
-from options import EvalOptions
-from utils.distributed import DistributedContext
-from utils.evaluation.evalai import evalai_test_entries, evalai_val_entries, write_predictions
+from options import EvalOptions, SharedOptions
+from utils.distributed import DistributedContext, check_on_main
+from utils.evaluation.evalai import check_predictions, evalai_test_entries, evalai_val_entries, write_predictions
 from utils.evaluation.scoring import score_dataset
 from utils.evaluation.validation import format_metrics_table, val_metrics, write_val_report
-from utils.files import check_writable, write_json
+from utils.files import write_json_files
+from utils.outputs import Output, check_outputs
 from utils.precision import resolve_precision
 
 
-def output_paths(options: EvalOptions) -> dict[str, Path]:
-    """The files this evaluation writes, by kind."""
-    folder, name = Path(options.save_path), options.save_name or options.split
+def outputs(options: EvalOptions) -> dict[str, Output]:
+    """What this evaluation writes, by kind."""
+    folder, name, flags = Path(options.save_path), options.save_name or options.split, "-save_path/-save_name"
     if options.split == "test":
-        return {"predictions": folder / f"{name}_predictions.json",
-                "predictions_txt": folder / f"{name}_predictions.txt"}
-    paths = {"metrics": folder / f"{name}_metrics.json"}
+        return {"predictions": Output(flags, folder / f"{name}_predictions.json"),
+                "predictions_txt": Output(flags, folder / f"{name}_predictions.txt")}
+    written = {"metrics": Output(flags, folder / f"{name}_metrics.json")}
     if options.val_evalai:
-        paths["val_predictions"] = folder / f"{name}_val_predictions.json"
-    return paths
+        written["val_predictions"] = Output(flags, folder / f"{name}_val_predictions.json")
+    if options.report:
+        written["report"] = Output("-report", Path(options.report), is_folder=True, what="the report")
+    return written
 
 
 def load_split(options: EvalOptions) -> Dataset:
@@ -48,16 +57,30 @@ def load_split(options: EvalOptions) -> Dataset:
     if options.split == "test":
         return VisdialDataset("test", options.visdial_processed_test, features, tokenizer, **common)
     annotations = options.visdial_processed_val_dense_annotations
-    if not Path(annotations).is_file():
+    if not Path(annotations).exists():  # a folder or a device given for it is an error, not "absent"
         warnings.warn(f"{annotations}: no val dense annotations; NDCG will not be computed", stacklevel=2)
         annotations = None
     return VisdialDataset("val", options.visdial_processed_val, features, tokenizer, annotations,
                           num_options=options.num_options, num_samples=options.num_val_samples, **common)
 
 
-def load_model(options: EvalOptions, device: torch.device, verbose: bool = True) -> torch.nn.Module:
-    """The model of -model_config with the weights of -start_path, on `device`."""
-    model = build_model(options.model_config, options.model_type)
+def model_config_for(options: SharedOptions, dataset) -> BertConfig:
+    """-model_config, checked against the data the model will see (a dataset of
+    dataloader/datasets.py): its vocabulary, -max_seq_len and, for ViLBERT, the feature store's
+    width and classes; UserError naming the config and the data file otherwise."""
+    config = BertConfig.from_json_file(options.model_config)
+    image = {}
+    if options.model_type == "vilbert":
+        image = dict(feature_size=dataset.features.feature_size, features=str(dataset.features.path),
+                     num_classes=NUM_CLASSES)
+    config.check_fits_data(dataset.vocabulary_size, options.vocab, options.max_seq_len, **image)
+    return config
+
+
+def load_model(options: EvalOptions, dataset, device: torch.device, verbose: bool = True) -> torch.nn.Module:
+    """The model of -model_config (checked against `dataset`) with the weights of -start_path, on
+    `device`."""
+    model = build_model(model_config_for(options, dataset), options.model_type)
     if options.start_path:
         report = load_model_weights(model, options.start_path)
         if verbose:
@@ -70,12 +93,11 @@ def load_model(options: EvalOptions, device: torch.device, verbose: bool = True)
 
 def evaluate(options: EvalOptions, context: DistributedContext) -> None:
     """Evaluate as the options say (module docstring); rank 0 prints and writes."""
-    paths = output_paths(options)
-    if context.is_main:
-        for path in paths.values():
-            check_writable(path)
+    written = outputs(options)
+    paths = {kind: output.path for kind, output in written.items()}
+    check_on_main(lambda: check_outputs(list(written.values()), options.input_paths()), context.is_main)
     dataset = load_split(options)
-    model = load_model(options, context.device, verbose=context.is_main)
+    model = load_model(options, dataset, context.device, verbose=context.is_main)
     scored = score_dataset(model, dataset, collate_dialog_batch, tokens_per_batch=options.eval_tokens_per_batch,
                            precision=resolve_precision(options.precision, context.device),
                            num_workers=options.num_workers, progress=context.is_main)
@@ -83,21 +105,25 @@ def evaluate(options: EvalOptions, context: DistributedContext) -> None:
         return
     if options.split == "test":
         entries = evalai_test_entries(scored)
-        write_predictions([paths["predictions"], paths["predictions_txt"]], entries, len(dataset), one_per_image=True)
+        write_predictions({paths["predictions"]: entries, paths["predictions_txt"]: entries}, len(dataset),
+                          one_per_image=True)
         print(f"wrote the EvalAI test submission ({len(entries)} dialogs) to {paths['predictions']} "
               f"(same content in {paths['predictions_txt']})")
         return
 
     metrics = val_metrics(scored)
     print(format_metrics_table(metrics))
-    write_json(paths["metrics"], metrics)
-    print(f"wrote the metrics to {paths['metrics']}")
     if options.val_evalai or options.report:
         data = load_visdial_json(options.visdial_processed_val, "val", processed=True)["data"]
+    files = {paths["metrics"]: metrics}
     if options.val_evalai:
         entries = evalai_val_entries(scored, data["dialogs"])
-        write_predictions([paths["val_predictions"]], entries, scored.scores.shape[0] * scored.scores.shape[1],
-                          one_per_image=False)
+        check_predictions(entries, scored.scores.shape[0] * scored.scores.shape[1], one_per_image=False,
+                          path=paths["val_predictions"])
+        files[paths["val_predictions"]] = entries
+    write_json_files(files)
+    print(f"wrote the metrics to {paths['metrics']}")
+    if options.val_evalai:
         print(f"wrote the EvalAI val-phase file ({len(entries)} rounds) to {paths['val_predictions']}")
     if options.report:
         print(f"wrote the report to {write_val_report(options.report, metrics, scored, data)}")

@@ -9,21 +9,28 @@
                                                  (torchrun, saved inside an accumulation window)
         visdial_dialog_encoder_best.ckpt         the best by val MRR (never pruned)
 
-Every file is written atomically (utils/files.py); `prepare` removes what a killed save left.
+A run folder belongs to one run (`claim`): the run holds its lock (utils/training/run_lock.py)
+while it lives, and a folder that holds checkpoints is reused only with -continue. Nothing is
+written into it before every check of the run has passed; a folder that `claim` created and that
+stays empty is removed again. Every file is written atomically (utils/files.py);
+`remove_stale_temporaries` removes what a killed save left.
 """
+import contextlib
 import functools
 import shutil
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Mapping, Union
 
 import torch
 import yaml
 
-from utils.distributed import broadcast_from_main
+from utils.distributed import broadcast_from_main, check_on_main
 from utils.errors import UserError
-from utils.files import TEMPORARY_MARK, atomic_write, check_writable, write_text
+from utils.files import TEMPORARY_MARK, atomic_write, write_text
+from utils.outputs import Output, check_outputs
+from utils.training.run_lock import RunLock
 
 CHECKPOINT_PREFIX = "visdial_dialog_encoder_"
 BEST_CHECKPOINT = CHECKPOINT_PREFIX + "best.ckpt"
@@ -111,15 +118,50 @@ class RunFolder:
             removed.append(path)
         return removed
 
-    def prepare(self, needed_bytes: int) -> list[Path]:
-        """Fail early, naming the folder, when it cannot be created or written or its disk has
-        less than `needed_bytes` free (one checkpoint); then remove stale temporaries (returned)."""
-        check_writable(self.path, "the run folder", is_folder=True)
+    @contextlib.contextmanager
+    def claim(self, inputs: Mapping[str, str], resume: bool, is_main: bool = True) -> Iterator[None]:
+        """Hold the folder for this run during the block; UserError, before anything is written, when
+
+        * the folder would overwrite or hold an input (`inputs`: flag -> path; utils/outputs.py), is
+          a file, or cannot be created or written;
+        * another run holds it (the error names its pid and host);
+        * it holds checkpoints and `resume` (-continue) is not set.
+
+        Under torchrun only rank 0 (`is_main`) checks and locks; every rank raises its error.
+        """
+        with contextlib.ExitStack() as held:
+            check_on_main(lambda: held.enter_context(self._held(inputs, resume)), is_main)
+            yield
+
+    @contextlib.contextmanager
+    def _held(self, inputs: Mapping[str, str], resume: bool) -> Iterator[None]:
+        check_outputs([Output("-save_path/-save_name", self.path, is_folder=True, what="the run folder")], inputs)
+        created = [folder for folder in (self.path, *self.path.parents) if not folder.exists()]
+        try:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise UserError(f"{self.path}: cannot create the run folder ({error.strerror})") from None
+            lock = RunLock(self.path)
+            lock.acquire()
+            try:
+                if not resume and (self.checkpoints() or self.best.exists()):
+                    raise UserError(f"{self.path}: holds the checkpoints of an earlier run; use -continue to "
+                                    "resume it, or another -save_name")
+                yield
+            finally:
+                lock.release()
+        finally:
+            for folder in created:  # innermost first; a folder that holds anything stays
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+
+    def check_space(self, needed_bytes: int) -> None:
+        """UserError, naming the folder, when its disk has less than `needed_bytes` free (one checkpoint)."""
         free = shutil.disk_usage(self.path).free
         if free < needed_bytes:
             raise UserError(f"{self.path}: only {free / 2**20:.0f} MiB free on this disk, a checkpoint "
                             f"needs about {needed_bytes / 2**20:.0f} MiB")
-        return self.remove_stale_temporaries()
 
     def write_config(self, options: dict, commit: str) -> None:
         """config.yml: the run's options (flag name -> value) under a line naming the git commit."""
