@@ -24,19 +24,20 @@ machine-readable.
 """
 import argparse
 import os
-import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from models import build_model
-from utils.evaluation.metrics import scores_to_ranks
+from utils.benchmarking.measure import timed
 from utils.benchmarking.reference import score_padded_reference_style, spread_weights
+from utils.evaluation.metrics import scores_to_ranks
 from utils.evaluation.scoring import length_batches, score_sequences
 
 REGIONS = 37
 REFERENCE_MAX_SEQ_LEN = 256
 VISDIAL_VAL_SEQUENCES = 2064 * 10 * 100
+CPU = torch.device("cpu")
 SEQUENCE_FIELDS = ("tokens", "segments", "attention_mask", "image_index")
 
 
@@ -61,18 +62,11 @@ def make_dialog_batch(num_dialogs: int, num_options: int, generator: torch.Gener
     }
 
 
-def timed(function):
-    """(result, wall seconds, CPU seconds of this process over all threads)."""
-    start, start_cpu = time.perf_counter(), time.process_time()
-    result = function()
-    return result, time.perf_counter() - start, time.process_time() - start_cpu
-
-
 def matmul_gflops(size: int = 4096, repeats: int = 5) -> float:
     """GFLOP/s of a large fp32 matrix product on this machine (best of `repeats`)."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     a @ b
-    best = min(timed(lambda: a @ b)[1] for _ in range(repeats))
+    best = min(timed(lambda: a @ b, CPU).seconds for _ in range(repeats))
     return 2 * size ** 3 / best / 1e9
 
 
@@ -86,9 +80,10 @@ def compare_budgets(model: torch.nn.Module, batch: dict, budgets: list[int]) -> 
     score_sequences(model, {name: value[:8] if name in SEQUENCE_FIELDS else value for name, value in batch.items()},
                     budgets[0], "fp32")  # warm-up
     for budget in budgets:
-        _, seconds, cpu_seconds = timed(lambda: score_sequences(model, batch, budget, "fp32"))
+        timing = timed(lambda: score_sequences(model, batch, budget, "fp32"), CPU)
         passes = len(length_batches(lengths, budget))
-        print(f"{budget:>16}{passes:>16}{num_sequences / seconds:>9.2f}{cpu_seconds / num_sequences:>11.3f}")
+        print(f"{budget:>16}{passes:>16}{num_sequences / timing.seconds:>9.2f}"
+              f"{timing.cpu_seconds / num_sequences:>11.3f}")
 
 
 def main() -> None:
@@ -97,8 +92,7 @@ def main() -> None:
     parser.add_argument("--dialogs", type=int, default=1)
     parser.add_argument("--options", type=int, default=12, help="answer options per round")
     parser.add_argument("--tokens_per_batch", type=int, default=4096,
-                        help="token budget of our batches (smaller than evaluate.py's 16384 because the "
-                             "pool of sequences here is small: it keeps batches within a few rounds)")
+                        help="token budget of our batches (evaluate.py's default on the CPU)")
     parser.add_argument("--reference_chunk", type=int, default=20, help="sequences per reference call")
     parser.add_argument("--quick", action="store_true", help="1 dialog x 4 options")
     parser.add_argument("--budgets", type=int, nargs="+", help="only time our fp32 path at these token budgets")
@@ -120,11 +114,13 @@ def main() -> None:
     warm_up = {name: value[:4] if name in SEQUENCE_FIELDS else value for name, value in batch.items()}
     for precision in ("fp32", "bf16"):
         score_sequences(model, warm_up, args.tokens_per_batch, precision)
-    reference, reference_s, reference_cpu = timed(lambda: score_padded_reference_style(
-        model, batch, REFERENCE_MAX_SEQ_LEN, args.reference_chunk, all_heads=True))
+    timings = {"reference": timed(lambda: score_padded_reference_style(
+        model, batch, REFERENCE_MAX_SEQ_LEN, args.reference_chunk, all_heads=True), CPU)}
     with FlopCounterMode(display=False) as counter:  # counts per op; its overhead is negligible here
-        ours_fp32, fp32_s, fp32_cpu = timed(lambda: score_sequences(model, batch, args.tokens_per_batch, "fp32"))
-    ours_bf16, bf16_s, bf16_cpu = timed(lambda: score_sequences(model, batch, args.tokens_per_batch, "bf16"))
+        timings["fp32"] = timed(lambda: score_sequences(model, batch, args.tokens_per_batch, "fp32"), CPU)
+    timings["bf16"] = timed(lambda: score_sequences(model, batch, args.tokens_per_batch, "bf16"), CPU)
+    (reference, reference_s, reference_cpu), (ours_fp32, fp32_s, fp32_cpu), (ours_bf16, bf16_s, bf16_cpu) = (
+        (timing.result, timing.seconds, timing.cpu_seconds) for timing in timings.values())
     peak = matmul_gflops()
 
     reference_ranks = scores_to_ranks(reference.view(shape))

@@ -1,8 +1,8 @@
 """The GPU benchmark: the paper-size model on one GPU, every figure in one command of at most 8 minutes.
 
-    python scripts/benchmark_gpu.py -out gpu_benchmark.json     # on a CUDA GPU (about 6 minutes on an H200)
+    python scripts/benchmark_gpu.py -out gpu_benchmark.json     # on a CUDA GPU (rows within --time_limit 420 s)
     python scripts/benchmark_gpu.py --smoke -out smoke.json     # every row on the CPU with a tiny model
-    python -m scripts.benchmark_gpu ...                         # the same from the repository root, not installed
+    python -m scripts.benchmark_gpu ...                         # the same, from the repository root
 
 Every row runs the project's own code with the paper's model (config/bert_base_6layer_6conect.json,
 random weights) on data read through the project's own datasets: synthetic VisDial of realistic
@@ -37,7 +37,8 @@ keeps the rows of `-out` that are ok and runs the others. Rows run in the order 
 limit fails, and the run goes on. Exit code 1 when a row failed; 2 (one line) without a GPU.
 
 --smoke runs every row on the CPU with a tiny model (the reference fixture's config,
-../shared/golden/model_config.json) and small sizes, so that the suite keeps this script working:
+../shared/golden/model_config.json; the fp16 toy run, as on a GPU, the toy generator's own) and
+small sizes, so that the suite keeps this script working:
 fp16 through CPU autocast and the CPU GradScaler, torch.compile with the `eager` backend (tracing
 without code generation) on a one-layer-each variant of the model; the notes say so.
 """
@@ -121,7 +122,7 @@ class Sizes:
     compile_dialogs: int
     compile_backend: str
     compile_one_layer_each: bool  # compile a variant of the model with one layer of each kind
-    estimate_scale: float         # the rows' time estimates (seconds on an H200) times this
+    estimate_scale: float         # the rows' time estimates (guessed seconds on an H200, not measured) times this
     time_limit_s: float
     row_limit_s: float
 
@@ -179,7 +180,8 @@ def format_row(row: Row) -> str:
 
 
 def format_table(header: dict, rows: list[Row]) -> str:
-    lines = [describe_run(header), f"{'row':<20} {'figure':>20} {'peak mem':>10} {'s':>6} {'status':>7}  projection; note"]
+    columns = f"{'row':<20} {'figure':>20} {'peak mem':>10} {'s':>6} {'status':>7}  projection; note"
+    lines = [describe_run(header), columns]
     return "\n".join(lines + [format_row(row) for row in rows])
 
 
@@ -267,8 +269,7 @@ class Rows:
         self.model_config = bench.args.model_config
         self.precision = "bf16" if self.device.type != "cuda" or torch.cuda.is_bf16_supported() else "fp16"
         self.figures: dict[str, float] = {}
-        self.data = write_synthetic_visdial(bench.folder / "synthetic", self.sizes.synthetic_dialogs,
-                                            num_images=self.sizes.synthetic_dialogs)
+        self.data = write_synthetic_visdial(bench.folder / "synthetic", self.sizes.synthetic_dialogs)
         self.features = open_feature_store(self.data.features)
         self.tokenizer = load_tokenizer(str(self.data.vocab))
         self.val = VisdialDataset("val", self.data.val, self.features, self.tokenizer, self.data.val_dense,
@@ -436,13 +437,15 @@ class Rows:
         epochs = math.ceil(8 / data.batches_per_epoch)
 
         def read() -> int:
-            return sum(len(wrapped["batch"]["image_id"]) for epoch in range(epochs) for wrapped in data.epoch_batches(epoch))
+            return sum(len(wrapped["batch"]["image_id"]) for epoch in range(epochs)
+                       for wrapped in data.epoch_batches(epoch))
 
         timing = timed(read, torch.device("cpu"))
         rate = timing.result / timing.seconds
         steps = self.figures.get(f"train {self.precision}")
         row.figure, row.unit = rate, "images/s"
-        row.note = f"{self.sizes.workers} workers, {data.batch_images} images ({self.train_options.batch_size} sequences) a batch"
+        row.note = (f"{self.sizes.workers} workers, {data.batch_images} images "
+                    f"({self.train_options.batch_size} sequences) a batch")
         if steps:
             row.note += (f"; train {self.precision} needs {steps * data.batch_images:,.0f} images/s "
                          f"({steps:.2f} steps/s): {rate / (steps * data.batch_images):.1f}x that")
@@ -497,12 +500,12 @@ class Rows:
         folder = self.bench.folder / "toy"
         files = self._toy_data(folder)
         iterations = self.sizes.toy_iterations
-        model_config = self.model_config if self.smoke else folder / "model_config.json"
         options = parse_options([
             "-config", str(REPO_ROOT / "config/presets/toy.yml"), "-vocab", str(folder / "vocab.txt"),
             "-visdial_image_feats", str(folder / "visdial_img_feat.lmdb"),
             "-visdial_processed_train", files["save_path_train"], "-visdial_tot_rounds", "2",
-            "-model_config", str(model_config), "-precision", "fp16", "-batch_size", str(self.sizes.toy_batch_size),
+            "-model_config", str(folder / "model_config.json"), "-precision", "fp16",
+            "-batch_size", str(self.sizes.toy_batch_size),
             "-max_iterations", str(iterations), "-total_steps", str(iterations), "-warmup_steps", str(iterations // 6),
             "-log_every", "1", "-num_workers", str(0 if self.smoke else self.sizes.workers), "-val_every", "-1",
             "-save_path", str(folder / "runs"), "-save_name", "fp16"], TrainOptions)
@@ -559,7 +562,8 @@ class Rows:
         row.note = (f"{len(batch['tokens'])} sequences; compiling {first.seconds - again.seconds:.0f} s (backend "
                     f"{self.sizes.compile_backend}, dynamic shapes"
                     + (", one layer of each kind" if self.sizes.compile_one_layer_each else "")
-                    + f"); {moved} ranks differ from eager fp32, max |d score| {(again.result - eager.result).abs().max():.1e}")
+                    + f"); {moved} ranks differ from eager fp32, max |d score| "
+                      f"{(again.result - eager.result).abs().max():.1e}")
         row.details = {"ranks_moved": moved}
 
 
@@ -592,7 +596,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model_config", default="",
                         help="model config (default: the paper's; with --smoke ../shared/golden/model_config.json)")
     parser.add_argument("--time_limit", type=float, default=0,
-                        help=f"seconds for all rows (default {GPU_SIZES.time_limit_s:.0f}; --smoke {SMOKE_SIZES.time_limit_s:.0f})")
+                        help=f"seconds for all rows (default {GPU_SIZES.time_limit_s:.0f}; "
+                             f"--smoke {SMOKE_SIZES.time_limit_s:.0f})")
     parser.add_argument("--workdir", default="", help="folder for the generated data (default: a temporary one)")
     return parser.parse_args(argv)
 

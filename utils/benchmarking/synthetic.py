@@ -7,7 +7,7 @@ words come from a small vocabulary written next to the data (each word one token
 need nothing from elsewhere: benchmarks read them with the project's datasets, DataLoader and
 collate, exactly as training and evaluation read VisDial.
 
-    paths = write_synthetic_visdial(folder, num_dialogs=40, num_images=40)
+    paths = write_synthetic_visdial(folder, num_dialogs=40)
     dataset = VisdialDataset("val", paths.val, paths.features, paths.vocab, paths.val_dense)
 """
 import json
@@ -64,10 +64,10 @@ def _image_records(image_ids: list[int], rng: np.random.Generator):
                    cls_prob=rng.dirichlet(np.ones(1601), num_boxes).astype(np.float32))
 
 
-def write_synthetic_visdial(folder: Path, num_dialogs: int, num_images: int, seed: int = 0,
+def write_synthetic_visdial(folder: Path, num_dialogs: int, seed: int = 0,
                             feature_format: str = "hdf5") -> SyntheticVisdial:
-    """Write `num_dialogs` dialogs over `num_images` images (dialog i shows image i % num_images)
-    into `folder`; features as "hdf5" (features.h5) or "lmdb" (features.lmdb/)."""
+    """Write `num_dialogs` dialogs, each of an image of its own (as in VisDial, and as the json
+    check demands), into `folder`; features as "hdf5" (features.h5) or "lmdb" (features.lmdb/)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -75,7 +75,7 @@ def write_synthetic_visdial(folder: Path, num_dialogs: int, num_images: int, see
     # questions and 3,000 answers (the datasets tokenise each string once, when they are built)
     questions = [_sentence(rng, 3, 8, True) for _ in range(min(2000, 20 * num_dialogs))]
     answers = [_sentence(rng, 1, 8, False) for _ in range(min(3000, max(NUM_OPTIONS, 30 * num_dialogs)))]
-    image_ids = list(range(1, num_images + 1))
+    image_ids = list(range(1, num_dialogs + 1))
     dialogs = []
     for index in range(num_dialogs):
         rounds = []
@@ -84,7 +84,7 @@ def write_synthetic_visdial(folder: Path, num_dialogs: int, num_images: int, see
             gt_index = int(rng.integers(NUM_OPTIONS))
             rounds.append({"question": int(rng.integers(len(questions))), "answer": options[gt_index],
                            "answer_options": options, "gt_index": gt_index})
-        dialogs.append({"image_id": image_ids[index % num_images], "caption": _sentence(rng, 5, 12, False),
+        dialogs.append({"image_id": image_ids[index], "caption": _sentence(rng, 5, 12, False),
                         "dialog": rounds})
     paths = SyntheticVisdial(train=folder / "train.json", val=folder / "val.json",
                              val_dense=folder / "val_dense.json", train_dense=folder / "train_dense.json",
