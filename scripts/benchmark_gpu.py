@@ -39,7 +39,7 @@ limit fails, and the run goes on. Exit code 1 when a row failed; 2 (one line) wi
 --smoke runs every row on the CPU with a tiny model (the reference fixture's config,
 ../shared/golden/model_config.json; the fp16 toy run, as on a GPU, the toy generator's own) and
 small sizes, so that the suite keeps this script working:
-fp16 through CPU autocast and the CPU GradScaler, torch.compile with the `eager` backend (tracing
+one thread, fp16 through CPU autocast and the CPU GradScaler, torch.compile with the `eager` backend (tracing
 without code generation) on a one-layer-each variant of the model; the notes say so.
 """
 import argparse
@@ -608,6 +608,8 @@ def main(argv=None) -> None:
         raise UserError(f"no CUDA GPU here (torch {torch.__version__}, CUDA {torch.version.cuda or 'none'}): "
                         "this benchmark needs one; --smoke runs every row on the CPU with a tiny model")
     device = torch.device("cpu") if args.smoke else torch.device("cuda", 0)
+    if args.smoke:
+        torch.set_num_threads(1)  # a check that every row runs: one thread is steadiest on a busy machine
     sizes = SMOKE_SIZES if args.smoke else GPU_SIZES
     if args.time_limit:
         sizes = dataclasses.replace(sizes, time_limit_s=args.time_limit)
