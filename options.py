@@ -22,6 +22,7 @@ import yaml
 
 from dataloader.visdial_json import NUM_ANSWER_OPTIONS
 from models import MODEL_TYPES
+from models.losses import DENSE_LOSSES
 from utils.errors import UserError
 from utils.input_files import SMALL_FILE_BYTES, read_text
 from utils.precision import PRECISIONS
@@ -41,17 +42,26 @@ CPU_COUNT = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") els
 
 def flag(default, help: str, group: Optional[str], *, choices: Sequence = (), at_least=None,
          at_most=None, note: str = "", wanted: str = "", on_resume: str = EXACT,
-         name: str = "", is_input: bool = False):
+         name: str = "", is_input: bool = False, item_type: Optional[type] = None):
     """A dataclass field that is also a flag `-<name>` / `--<name>` (name: the field's, unless given).
 
     group: the argparse group (None: at the top). at_least / at_most: the accepted range, checked
     by `problems()` (floats must also be finite); `note` is appended to the range in the message,
     `wanted` replaces the range's wording. on_resume: EXACT, NOTED or FREE (see above). is_input:
     the value is a file or folder the program reads (no output may be written over it, utils/outputs.py).
+    item_type: the flag takes one or more values of this type (`-scores A B`; the field is a tuple).
     """
     metadata = dict(help=help, group=group, choices=tuple(choices), at_least=at_least, at_most=at_most,
-                    note=note, wanted=wanted, on_resume=on_resume, name=name, is_input=is_input)
+                    note=note, wanted=wanted, on_resume=on_resume, name=name, is_input=is_input,
+                    item_type=item_type)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def same_flag(options_type: type, name: str) -> dataclasses.Field:
+    """The flag `name` of another options dataclass, for a command that takes it with the same
+    default, help and checks (scripts/ensemble.py and scripts/chat.py take flags of evaluate.py)."""
+    field = options_type.__dataclass_fields__[name]
+    return dataclasses.field(default=field.default, metadata=field.metadata)
 
 
 def flag_name(field: dataclasses.Field) -> str:
@@ -62,7 +72,7 @@ def flag_name(field: dataclasses.Field) -> str:
 def _range_problem(field: dataclasses.Field, value) -> Optional[str]:
     """`-name must be ..., got value` when `value` is outside the field's range, else None."""
     low, high = field.metadata["at_least"], field.metadata["at_most"]
-    if low is None and high is None:
+    if (low is None and high is None) or field.metadata["item_type"] is not None:
         return None
     if isinstance(value, float):
         inside = math.isfinite(value) and (low is None or value >= low) and (high is None or value <= high)
@@ -76,7 +86,33 @@ def _range_problem(field: dataclasses.Field, value) -> Optional[str]:
 
 
 @dataclasses.dataclass(frozen=True)
-class SharedOptions:
+class FlagOptions:
+    """Options of a command line, one flag per field (`flag`): their problems and input paths."""
+
+    DESCRIPTION = ""
+
+    def problems(self) -> list[str]:
+        """Every problem with these options, one line each (empty when all is well)."""
+        return [problem for field in dataclasses.fields(self)
+                if (problem := _range_problem(field, getattr(self, field.name))) is not None]
+
+    def input_paths(self) -> dict[str, str]:
+        """`-flag` -> path of every file or folder given to an input flag (`is_input`); a flag of
+        several values gives `-flag (path)` -> path for each."""
+        paths = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not (field.metadata["is_input"] and value):
+                continue
+            if field.metadata["item_type"] is None:
+                paths[f"-{flag_name(field)}"] = value
+            else:
+                paths.update({f"-{flag_name(field)} ({path})": path for path in value})
+        return paths
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedOptions(FlagOptions):
     """The preset, data, model and runtime flags of train.py and evaluate.py."""
 
     config: str = flag("", "YAML preset of flag values (command-line flags override it)", None, on_resume=FREE,
@@ -126,16 +162,6 @@ class SharedOptions:
     precision: str = flag("auto", "autocast precision; auto = bf16 on GPUs that support it, else fp32",
                           "runtime", choices=("auto", *PRECISIONS))
     compile: bool = flag(False, "compile the model with torch.compile", "runtime", on_resume=NOTED)
-
-    def problems(self) -> list[str]:
-        """Every problem with these options, one line each (empty when all is well)."""
-        return [problem for field in dataclasses.fields(self)
-                if (problem := _range_problem(field, getattr(self, field.name))) is not None]
-
-    def input_paths(self) -> dict[str, str]:
-        """`-flag` -> path of every file or folder given to an input flag (`is_input`)."""
-        return {f"-{flag_name(field)}": getattr(self, field.name) for field in dataclasses.fields(self)
-                if field.metadata["is_input"] and getattr(self, field.name)}
 
     def to_dict(self) -> dict:
         """Flag name -> value (e.g. `continue`, not the field name `resume`), as in config.yml."""
@@ -189,6 +215,16 @@ class TrainOptions(SharedOptions):
     img_loss_coeff: float = flag(1.0, "weight of the masked-region loss", "training", at_least=0.0)
     dense_chunk: int = flag(20, "dense mode: sequences per forward pass (sets peak memory; the loss stays exact)",
                             "training", at_least=1)
+    dense_loss: str = flag("ce", "dense mode: the ranking loss over the 100 options of an annotated round. ce "
+                                 "(the reference's): ListNet's top-one loss, KL from softmax(relevance) to "
+                                 "log_softmax of the class-0 NSP logits; listmle: Plackett-Luce likelihood of the "
+                                 "options sorted by relevance (ties in a random order drawn each step); approxndcg: "
+                                 "1 - NDCG with smooth ranks (Qin et al. 2010). listmle and approxndcg score an "
+                                 "option by its NSP log-odds, the order evaluation ranks by, and skip rounds whose "
+                                 "relevances are all 0", "training", choices=DENSE_LOSSES)
+    approxndcg_temperature: float = flag(1.0, "dense mode, -dense_loss approxndcg: the temperature of the smooth "
+                                              "ranks, sigmoid(score difference / temperature); smaller is closer "
+                                              "to NDCG, with sparser gradients", "training", at_least=1e-3)
     bert_init: str = flag("", "initialise the text stream from a Hugging Face BERT", "training", on_resume=FREE,
                            is_input=True)
     seed: int = flag(0, "seed of every random number generator", "training")
@@ -220,6 +256,8 @@ class TrainOptions(SharedOptions):
         if self.num_options >= 2 and not 0 <= self.num_negative_samples <= self.num_options - 1:
             problems.append(f"-num_negative_samples must be in 0..num_options-1 ({self.num_options - 1}), "
                             f"got {self.num_negative_samples}")
+        if self.dense_loss != "ce" and self.mode != "dense":
+            problems.append(f"-dense_loss {self.dense_loss} needs -mode dense (base training has no ranking loss)")
         if self.lr <= 0 and self.image_lr <= 0:
             problems.append("-lr and -image_lr are both 0: nothing would be trained")
         if self.resume and not (self.start_path or self.save_name):
@@ -250,6 +288,10 @@ class EvalOptions(SharedOptions):
     val_evalai: bool = flag(False, "val only: also write <save_name>_val_predictions.json for EvalAI's val phase",
                             "evaluation")
     report: str = flag("", "val only: write an HTML report with plots into this folder", "evaluation")
+    save_scores: str = flag("", "also write the probability of every scored option, with the image ids, "
+                                "round ids and option order that identify them, to this file (plain tensors, "
+                                "read with torch.load(weights_only=True); the input of scripts/ensemble.py)",
+                            "evaluation")
 
     def problems(self) -> list[str]:
         problems = super().problems()
@@ -260,10 +302,51 @@ class EvalOptions(SharedOptions):
         return problems
 
 
-OptionsT = TypeVar("OptionsT", bound=SharedOptions)
+COMBINATIONS = ("mean_prob", "mean_logprob", "rank")
 
 
-def build_parser(options_type: type[SharedOptions]) -> argparse.ArgumentParser:
+@dataclasses.dataclass(frozen=True)
+class EnsembleOptions(FlagOptions):
+    """The options of scripts/ensemble.py: score files of evaluate.py -save_scores, how to combine
+    them, and evaluate.py's data and output flags (field names are the flag names)."""
+
+    DESCRIPTION = "Combine the option scores of several models (evaluate.py -save_scores) into one evaluation"
+
+    scores: tuple = flag((), "score files written by evaluate.py -save_scores, all of the same split, dialogs, "
+                             "rounds and options", "ensemble", is_input=True, item_type=str)
+    weights: tuple = flag((), "one weight (>= 0) per score file (default: equal weights)", "ensemble",
+                          item_type=float)
+    combine: str = flag("mean_prob", "mean_prob: weighted mean of the probabilities; mean_logprob: weighted mean "
+                                     "of their logs (a geometric mean); rank: weighted mean of the ranks",
+                        "ensemble", choices=COMBINATIONS)
+    split: str = same_flag(EvalOptions, "split")
+    visdial_processed_val: str = same_flag(SharedOptions, "visdial_processed_val")
+    visdial_processed_test: str = same_flag(SharedOptions, "visdial_processed_test")
+    visdial_processed_val_dense_annotations: str = same_flag(SharedOptions, "visdial_processed_val_dense_annotations")
+    save_path: str = same_flag(EvalOptions, "save_path")
+    save_name: str = same_flag(EvalOptions, "save_name")
+    val_evalai: bool = same_flag(EvalOptions, "val_evalai")
+    report: str = same_flag(EvalOptions, "report")
+    save_scores: str = same_flag(EvalOptions, "save_scores")
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if not self.scores:
+            problems.append("-scores: give at least one score file (evaluate.py -save_scores)")
+        if self.weights and len(self.weights) != len(self.scores):
+            problems.append(f"-weights: {len(self.weights)} weights for {len(self.scores)} score files")
+        if any(not (math.isfinite(weight) and weight >= 0) for weight in self.weights) or (
+                self.weights and not any(self.weights)):
+            problems.append("-weights must be finite, >= 0 and not all 0")
+        if self.split == "test" and (self.val_evalai or self.report):
+            problems.append("-val_evalai and -report need -split val")
+        return problems
+
+
+OptionsT = TypeVar("OptionsT", bound=FlagOptions)
+
+
+def build_parser(options_type: type[FlagOptions]) -> argparse.ArgumentParser:
     """The argparse parser of an options dataclass: one `-name` / `--name` flag per field, in
     argument groups by the fields' `group`."""
     parser = argparse.ArgumentParser(description=options_type.DESCRIPTION)
@@ -275,6 +358,8 @@ def build_parser(options_type: type[SharedOptions]) -> argparse.ArgumentParser:
         arguments = dict(dest=field.name, default=field.default, help=field.metadata["help"])
         if field.type is bool:
             arguments["action"] = "store_true"
+        elif field.metadata["item_type"] is not None:
+            arguments.update(type=field.metadata["item_type"], nargs="+")
         else:
             arguments["type"] = field.type
             arguments["choices"] = field.metadata["choices"] or None
@@ -309,7 +394,7 @@ def _preset_value(path: str, key: str, field: dataclasses.Field, value):
     return value
 
 
-def _apply_preset(parser: argparse.ArgumentParser, options_type: type[SharedOptions], path: str) -> None:
+def _apply_preset(parser: argparse.ArgumentParser, options_type: type[FlagOptions], path: str) -> None:
     """Use the values of a YAML preset (flag name -> value) as the parser's defaults, each checked
     against its flag's type (`_preset_value`)."""
     text = read_text(path, "preset", max_bytes=SMALL_FILE_BYTES)
@@ -339,6 +424,6 @@ def parse_options(argv: Optional[Sequence[str]], options_type: type[OptionsT]) -
     preliminary = argparse.ArgumentParser(add_help=False)
     preliminary.add_argument("-config", "--config", default="")
     known, _ = preliminary.parse_known_args(argv)
-    if known.config:
+    if known.config and "config" in {field.name for field in dataclasses.fields(options_type)}:
         _apply_preset(parser, options_type, known.config)
     return options_type(**vars(parser.parse_args(argv)))

@@ -97,10 +97,11 @@ class _DialogDataset(Dataset):
         return self.length
 
     def _prefix(self, index: int, round_index: int) -> EncodedPrefix:
-        """Caption, then q/a of the rounds before `round_index`, then its question."""
+        """Caption, then q/a of the rounds before `round_index` (from its `history_start`, when
+        preprocessing cut its history: -keep_all_val), then its question."""
         rounds = self.dialogs[index]["dialog"]
         utterances = [self.captions[index]]
-        for turn in rounds[:round_index]:
+        for turn in rounds[rounds[round_index].get("history_start", 0):round_index]:
             utterances += [self.questions[turn["question"]], self.answers[turn["answer"]]]
         utterances.append(self.questions[rounds[round_index]["question"]])
         return encode_prefix(utterances, self.max_rounds, self.special["CLS"], self.special["SEP"])

@@ -30,13 +30,14 @@ import itertools
 import os
 import zipfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 from tqdm import tqdm
 
 from dataloader.feature_record import NUM_CLASSES, RECORD_FIELDS, check_integer, check_record
-from dataloader.feature_store import open_feature_store, write_hdf5_feature_store, write_lmdb_feature_store
+from dataloader.feature_store import (FeatureStoreReader, open_feature_store, rows_by_image, write_hdf5_feature_store,
+                                      write_lmdb_feature_store)
 from utils.errors import UserError
 from utils.input_files import input_file
 
@@ -226,24 +227,34 @@ def _npz_arrays(path: Path, source: str) -> dict:
         raise UserError(f"{source}: not a readable .npz file ({str(error).splitlines()[0]})") from None
 
 
+def record_from_arrays(arrays: Mapping, image_id: int, source: str, feature_size: int | None) -> dict:
+    """One image given as the arrays of the .npz schema (module docstring; an open .npz or any
+    mapping of those names) -> its stored record, checked by `check_record` against the width
+    `feature_size` (None: any); cls_prob is zeros when absent. UserError naming `source` otherwise."""
+    missing = [name for name in NPZ_REQUIRED if name not in arrays]
+    if missing:
+        raise UserError(f"{source}: lacks {', '.join(missing)} (has {', '.join(arrays) or 'nothing'})")
+    features = np.asarray(arrays["features"])
+    num_boxes = features.shape[0] if features.ndim == 2 else 0
+    if num_boxes < 1:
+        raise UserError(f"{source}: 'features' has shape {list(features.shape)}, expected [n, F] with n >= 1")
+    cls_prob = arrays["cls_prob"] if "cls_prob" in arrays else np.zeros((num_boxes, NUM_CLASSES), dtype=np.float32)
+    return check_record({"image_id": image_id, "num_boxes": num_boxes, "features": features,
+                         "boxes": arrays["boxes"], "cls_prob": cls_prob,
+                         "image_w": _npz_size(arrays["image_w"], "image_w", source),
+                         "image_h": _npz_size(arrays["image_h"], "image_h", source)}, source, feature_size)
+
+
 def npz_records(folder: Path, note: Note) -> Iterator[dict]:
     """The images of a folder of `<image_id>.npz` files (module docstring), in image id order."""
     feature_size, said = None, False
     for image_id, path in _npz_files(folder):
         source = f"{path} (image {image_id})"
         arrays = _npz_arrays(path, source)
-        features = arrays["features"]
-        num_boxes = features.shape[0] if features.ndim == 2 else 0
-        if num_boxes < 1:
-            raise UserError(f"{source}: 'features' has shape {list(features.shape)}, expected [n, F] with n >= 1")
-        if "cls_prob" not in arrays:
-            if not said:
-                note(f"{folder}: {path.name} and any other file without cls_prob: {NO_CLASSES}")
-                said = True
-            arrays["cls_prob"] = np.zeros((num_boxes, NUM_CLASSES), dtype=np.float32)
-        record = check_record({**arrays, "image_id": image_id, "num_boxes": num_boxes,
-                               "image_w": _npz_size(arrays["image_w"], "image_w", source),
-                               "image_h": _npz_size(arrays["image_h"], "image_h", source)}, source, feature_size)
+        if "cls_prob" not in arrays and not said:
+            note(f"{folder}: {path.name} and any other file without cls_prob: {NO_CLASSES}")
+            said = True
+        record = record_from_arrays(arrays, image_id, source, feature_size)
         feature_size = record["features"].shape[1]
         yield record
 
@@ -258,6 +269,35 @@ def store_records(path: Path, note: Note) -> Iterator[dict]:
 
 READERS = {"tsv": tsv_records, "starter_hdf5": starter_hdf5_records, "npz": npz_records, "lmdb": store_records,
            "hdf5": store_records}
+
+
+class ImportedFeatures(FeatureStoreReader):
+    """The images of a foreign feature file (tsv, starter_hdf5 or npz), read once into memory and
+    served like a feature store (`open_image_features`). Meant for your own few images (a few hundred
+    kB each); a large collection converts once to a store (`convert_features`) instead."""
+
+    def __init__(self, path: Path, form: str, note: Note):
+        self.path = path
+        self._records = list(READERS[form](path, note))
+        if not self._records:
+            raise UserError(f"{path}: holds no images")
+        self._row_of_image = rows_by_image([record["image_id"] for record in self._records], str(path))
+        self.feature_size = self._records[0]["features"].shape[1]
+
+    def read_raw(self, image_id) -> dict:
+        image_id = int(image_id)
+        self._check_known(image_id)
+        return self._records[self._row_of_image[image_id]]
+
+
+def open_image_features(path: str | os.PathLike, note: Note):
+    """Image features in any format of the module docstring, served like a feature store (the
+    mapping image id -> ImageRecord of dataloader/feature_store.py): the project's own LMDB and HDF5
+    stores opened as they are, a foreign file or folder read into memory (`ImportedFeatures`)."""
+    form = detect_format(path)
+    if form in ("lmdb", "hdf5"):
+        return open_feature_store(path)
+    return ImportedFeatures(Path(path), form, note)
 
 
 def output_kind(output: str | os.PathLike) -> str:

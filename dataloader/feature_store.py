@@ -194,7 +194,7 @@ def _lmdb_environment(path: Path):
     return _open_lmdb_environments[key]
 
 
-class _FeatureStoreReader(abc.ABC):
+class FeatureStoreReader(abc.ABC):
     """Shared part of the readers: id -> row lookup by dict and the mapping protocol."""
 
     path: Path
@@ -230,7 +230,7 @@ class _FeatureStoreReader(abc.ABC):
         return build_image_record(raw["image_h"], raw["image_w"], raw["features"], raw["boxes"], raw["cls_prob"])
 
 
-def _rows_by_image(image_ids, source: str) -> dict[int, int]:
+def rows_by_image(image_ids, source: str) -> dict[int, int]:
     """image id -> row; an id that is not an integer (or its decimal digits), or listed twice, is
     a UserError."""
     rows = {}
@@ -244,7 +244,7 @@ def _rows_by_image(image_ids, source: str) -> dict[int, int]:
     return rows
 
 
-class LmdbFeatureStore(_FeatureStoreReader):
+class LmdbFeatureStore(FeatureStoreReader):
     """Reader of the released LMDB layout (module docstring). `path`: the folder or the .mdb file."""
 
     def __init__(self, path: str | os.PathLike):
@@ -257,7 +257,7 @@ class LmdbFeatureStore(_FeatureStoreReader):
         keys = restricted_loads(keys_blob, f"{self.path} (b'keys')")
         if not isinstance(keys, (list, tuple)):
             raise UserError(f"{self.path}: b'keys' record is a {type(keys).__name__}, expected a list")
-        self._row_of_image = _rows_by_image(keys, f"{self.path} (b'keys')")
+        self._row_of_image = rows_by_image(keys, f"{self.path} (b'keys')")
         self.feature_size = FEATURE_SIZE
         if feature_size_blob is not None:
             self.feature_size = check_integer(restricted_loads(feature_size_blob, f"{self.path} (b'feature_size')"),
@@ -287,7 +287,7 @@ class LmdbFeatureStore(_FeatureStoreReader):
         return checked
 
 
-class Hdf5FeatureStore(_FeatureStoreReader):
+class Hdf5FeatureStore(FeatureStoreReader):
     """Reader of the HDF5 layout written by `write_hdf5_feature_store`; same values as the LMDB reader."""
 
     def __init__(self, path: str | os.PathLike):
@@ -300,7 +300,7 @@ class Hdf5FeatureStore(_FeatureStoreReader):
             raise UserError(f"{self.path}: HDF5 feature store lacks dataset(s) {', '.join(missing)} (another "
                             "layout, such as the challenge starter's, converts with preprocessing/convert_features.py)")
         self._stored_rows, self.feature_size = self._check_shapes(handle)
-        self._row_of_image = _rows_by_image(handle["image_id"][()].tolist(), f"{self.path} (image_id)")
+        self._row_of_image = rows_by_image(handle["image_id"][()].tolist(), f"{self.path} (image_id)")
 
     def _check_shapes(self, handle) -> tuple[int, int]:
         """(B rows per image, F feature width) after checking every dataset's shape."""

@@ -11,7 +11,11 @@ Token counts use the BERT tokenizer without special tokens; a sequence is
   some round gives a sequence longer than max_seq_len.
 * test: `round_id` (the original number of rounds) is added to every dialog; when the longest
   last-round option does not fit, whole rounds are removed from the front (caption kept) until
-  it does (`TokenLengths.rounds_to_drop`, the rule for any round whose history must be cut).
+  it does (`rounds_to_drop`, the rule for any round whose history must be cut).
+
+With `keep_all_val` (-keep_all_val) no val dialog is dropped: the test split's rule is applied to
+every val round instead, recorded as the round's `history_start` (the rounds of its history left
+out from the front; the datasets read it), so EvalAI's val phase gets every dialog.
 
 Two reference bugs are fixed on purpose: the reference's train output held only the
 dense-annotated dialogs (a shallow copy shared the `data` dict), ours holds every surviving train
@@ -27,6 +31,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -65,17 +70,30 @@ class TokenLengths:
         return int(self.answer[turn["answer_options"]].max())
 
     def rounds_to_drop(self, position: int, rounds: list[dict], round_index: int, max_seq_len: int):
-        """How many rounds to remove from the front of the history (the caption stays) so that
-        round `round_index` with its longest answer option fits in max_seq_len; None when even
-        the round without any history does not fit."""
-        longest = self.history_before(position, rounds, round_index) + self.longest_option(rounds[round_index]) + 1
-        dropped = 0
-        while longest > max_seq_len:
-            if dropped == round_index:
-                return None
-            longest -= self.question[rounds[dropped]["question"]] + 1 + self.answer[rounds[dropped]["answer"]] + 1
-            dropped += 1
-        return dropped
+        """`rounds_to_drop` (below) for round `round_index` of the dialog at `position`."""
+        history = [(self.question[turn["question"]], self.answer[turn["answer"]]) for turn in rounds[:round_index]]
+        return rounds_to_drop(self.caption[position], history, self.question[rounds[round_index]["question"]],
+                              self.longest_option(rounds[round_index]), max_seq_len)
+
+
+def rounds_to_drop(caption: int, history: Sequence[tuple[int, int]], question: int, longest_answer: int,
+                   max_seq_len: int) -> Optional[int]:
+    """How many rounds to remove from the front of the history (the caption stays) so that the
+    question with its longest answer fits in max_seq_len: the rule of the test split, also used to
+    rank answers to your own dialogs (utils/evaluation/ranker.py).
+
+    Token counts without special tokens: `caption`, `question`, `longest_answer`, and `history` as
+    (question, answer) per earlier round. The sequence is `[CLS] caption [SEP] (q [SEP] a [SEP])...
+    question [SEP] answer [SEP]`. Returns None when even the question without any history does not fit.
+    """
+    longest = 1 + caption + 1 + sum(q + 1 + a + 1 for q, a in history) + question + 1 + longest_answer + 1
+    dropped = 0
+    while longest > max_seq_len:
+        if dropped == len(history):
+            return None
+        longest -= history[dropped][0] + 1 + history[dropped][1] + 1
+        dropped += 1
+    return dropped
 
 
 @dataclass
@@ -130,9 +148,30 @@ def filter_train_dense(annotations: list[dict], kept_train: list[dict], lengths:
     return kept_annotations, dialogs
 
 
+def keep_all_val_dialogs(val: dict, lengths: TokenLengths, max_seq_len: int, summary: Summary) -> list[dict]:
+    """Every val dialog: a round whose longest option does not fit with its whole history gets
+    `history_start`, the number of rounds dropped from the front of its history (the caption
+    stays; `TokenLengths.rounds_to_drop`, the test split's rule applied per round)."""
+    cut = []
+    for position, dialog in enumerate(val["data"]["dialogs"]):
+        rounds = dialog["dialog"]
+        for index, turn in enumerate(rounds):
+            removed = lengths.rounds_to_drop(position, rounds, index, max_seq_len)
+            if removed is None:
+                raise UserError(f"val dialog of image {dialog['image_id']}, round {index + 1}: even without history "
+                                f"its question and longest answer option are longer than -max_seq_len {max_seq_len}")
+            if removed:
+                turn["history_start"] = removed
+        if any("history_start" in turn for turn in rounds):
+            cut.append(dialog["image_id"])
+    summary.add("val dialogs kept with the history of late rounds cut from the front (-keep_all_val)", cut,
+                f"history + longest option longer than {max_seq_len}")
+    return val["data"]["dialogs"]
+
+
 def filter_val(val: dict, annotations: list[dict], lengths: TokenLengths, max_seq_len: int,
                summary: Summary) -> tuple[list[dict], list[dict]]:
-    """Val dialogs (and their annotations) where every option of every round fits."""
+    """Val dialogs (and their annotations) where every option of every round fits (the reference's rule)."""
     kept_dialogs, kept_annotations, dropped = [], [], []
     for position, (dialog, annotation) in enumerate(zip(val["data"]["dialogs"], annotations)):
         rounds = dialog["dialog"]
@@ -165,8 +204,12 @@ def truncate_test(test: dict, lengths: TokenLengths, max_seq_len: int, summary: 
                 f"history + longest last-round option longer than {max_seq_len}")
 
 
-def preprocess(files: dict, max_seq_len: int, vocab: str, show_progress: bool = False) -> Summary:
+def preprocess(files: dict, max_seq_len: int, vocab: str, show_progress: bool = False,
+               keep_all_val: bool = False) -> Summary:
     """Run the whole preprocessing (module docstring); returns the summary.
+
+    keep_all_val: keep every val dialog, cutting the history of the rounds that do not fit
+    (`keep_all_val_dialogs`) instead of dropping the dialog (the reference's rule, the default).
 
     files: a path for every name of INPUT_FILES (raw json) and OUTPUT_FILES (processed json).
     Before any work every output is checked (none may be an input or another output, each must be
@@ -191,7 +234,11 @@ def preprocess(files: dict, max_seq_len: int, vocab: str, show_progress: bool = 
     position_of_dialog = {dialog["image_id"]: position for position, dialog in enumerate(train["data"]["dialogs"])}
     kept_train_annotations, train_dense_dialogs = filter_train_dense(
         train_annotations, kept_train, lengths["train"], position_of_dialog, max_seq_len, summary)
-    kept_val, kept_val_annotations = filter_val(val, val_annotations, lengths["val"], max_seq_len, summary)
+    if keep_all_val:
+        kept_val = keep_all_val_dialogs(val, lengths["val"], max_seq_len, summary)
+        kept_val_annotations = val_annotations
+    else:
+        kept_val, kept_val_annotations = filter_val(val, val_annotations, lengths["val"], max_seq_len, summary)
     truncate_test(test, lengths["test"], max_seq_len, summary)
 
     train_dense = copy.copy(train)

@@ -5,7 +5,9 @@ A VisDial split file is `{"version", "split", "data": {"questions": [str], "answ
 val rounds are `{"question", "answer", "answer_options": [100 ints], "gt_index"}` (indices into the
 split's question / answer lists, `answer_options[gt_index] == answer`). In test dialogs the earlier
 rounds are `{"question", "answer"}` and the last round is `{"question", "answer_options"}`; the
-preprocessed test file adds `round_id` (the original number of rounds) to every dialog.
+preprocessed test file adds `round_id` (the original number of rounds) to every dialog; a val round
+of a file preprocessed with -keep_all_val may carry `history_start`, the earlier rounds its history
+leaves out from the front (0..its number - 1).
 
 Dense annotation files are lists of `{"image_id", "round_id" (1-based), "gt_relevance" | "relevance":
 [100 floats]}` (val files use `gt_relevance`, train files `relevance`).
@@ -106,6 +108,8 @@ def _validate_dialog(dialog, position: int, split: str, num_questions: int, num_
             _check_index(turn["answer"], num_answers, path, dialog, number, "answer index")
         if split != "test":
             _check_index(turn.get("gt_index"), NUM_ANSWER_OPTIONS, path, dialog, number, "gt_index")
+        if "history_start" in turn:
+            _check_index(turn["history_start"], number, path, dialog, number, "history_start")
         if split != "test" or is_last_test_round:
             with_options.append((dialog, number, turn))
     if split == "test" and processed:
@@ -151,16 +155,19 @@ def _check_answer_options(with_options: list, num_answers: int, check_answer: bo
             raise UserError(f"{_round_where(path, dialog, number)}: answer_options[gt_index] is not the answer")
 
 
-def load_visdial_json(path: str | os.PathLike, split: str, processed: bool = False) -> dict:
+def load_visdial_json(path: str | os.PathLike, split: str | None, processed: bool = False) -> dict:
     """Load and validate a VisDial split file; returns the parsed json (see the module docstring).
 
-    split: "train", "val" or "test" (decides which round fields are required). processed: the
+    split: "train", "val" or "test" (decides which round fields are required), or None for the
+    split the file names (its "split" field: "val", or VisDial's "val2018"). processed: the
     file is an output of preprocessing (test dialogs must then carry `round_id`).
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split not in (*SPLITS, None):
+        raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
     path = Path(path)
     content = read_visdial_json(path)
+    if split is None:
+        split = split_of(content, path)
     data = content.get("data") if isinstance(content, dict) else None
     if not isinstance(data, dict) or not isinstance(data.get("dialogs"), list):
         raise UserError(f"{path}: not a VisDial file (no data.dialogs list)")
@@ -181,6 +188,17 @@ def load_visdial_json(path: str | os.PathLike, split: str, processed: bool = Fal
         _check_same_round_count(data["dialogs"], path)
     _check_answer_options(with_options, len(data["answers"]), split != "test", path)
     return content
+
+
+def split_of(content, path: Path) -> str:
+    """The split a parsed VisDial file names in its "split" field (train, val or test; VisDial's
+    own files say "val2018" and the like)."""
+    named = content.get("split") if isinstance(content, dict) else None
+    split = next((split for split in SPLITS if isinstance(named, str) and named.startswith(split)), None)
+    if split is None:
+        raise UserError(f"{path}: not a VisDial split file (its \"split\" field is {named!r}, expected train, val "
+                        "or test)")
+    return split
 
 
 def _check_unique_images(dialogs: list, path: Path) -> None:

@@ -7,9 +7,14 @@ returns nan for a batch without anything to predict, these return 0 (a conscious
 
 * Base training: `masked_lm_loss`, `next_sentence_loss`, `masked_region_loss`, weighted and
   summed by `pretraining_loss`.
-* Dense fine-tuning (section 3.2 of the paper): `dense_relevance_loss`, plus the NSP loss in
-  `dense_loss`.
+* Dense fine-tuning (section 3.2 of the paper): a ranking loss over the options of an annotated
+  round, plus the NSP loss, in `dense_loss`. The ranking loss is `-dense_loss` (`RankingLoss`):
+  `dense_relevance_loss` (ce, the reference's: ListNet's top-one loss), `listmle_loss`
+  (Xia et al. 2008) or `approx_ndcg_loss` (Qin, Liu, Li 2010).
 """
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -67,27 +72,128 @@ def pretraining_loss(lm_loss: torch.Tensor, nsp_loss: torch.Tensor, img_loss, co
     return loss, parts
 
 
+DENSE_LOSSES = ("ce", "listmle", "approxndcg")
+"""The ranking losses of dense fine-tuning (-dense_loss)."""
+
+
+@dataclass(frozen=True)
+class RankingLoss:
+    """The ranking loss over the options of an annotated round that dense fine-tuning minimises.
+
+    name: `ce` (the reference's), `listmle` or `approxndcg` (DENSE_LOSSES); temperature: how
+    smoothly approxNDCG turns score differences into ranks (-approxndcg_temperature).
+    """
+    name: str = "ce"
+    temperature: float = 1.0
+
+    @property
+    def skips_unannotated_rounds(self) -> bool:
+        """Whether rounds whose relevances are all 0 are left out (listmle, approxndcg: neither has
+        an order to learn from them; ce keeps the reference's uniform target)."""
+        return self.name != "ce"
+
+
+def option_log_odds(nsp_scores: torch.Tensor) -> torch.Tensor:
+    """The score evaluation ranks options by, as a logit: NSP logits [..., 2] -> [...] class-0 minus
+    class-1 logit (softmax(nsp_scores)[..., 0] is its sigmoid), in float32 or better."""
+    scores = nsp_scores.to(torch.promote_types(nsp_scores.dtype, torch.float32))
+    return scores[..., 0] - scores[..., 1]
+
+
+def all_zero_relevance(relevance: torch.Tensor) -> torch.Tensor:
+    """Rounds [B] (of relevance [B, O]) whose relevances are all 0: no ranking is better than another."""
+    return (relevance == 0).all(dim=-1)
+
+
+def tie_break_keys(ranking: RankingLoss, num_rounds: int, num_options: int) -> Optional[torch.Tensor]:
+    """ListMLE's order among options of equal relevance: uniform keys [K, O] (the lower key first),
+    drawn from torch's CPU generator, which the run seeds with -seed and every checkpoint saves, so
+    a resumed run draws the same order. None for the other losses, which draw nothing."""
+    return torch.rand(num_rounds, num_options) if ranking.name == "listmle" else None
+
+
 def dense_relevance_loss(nsp_scores: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy between the model's distribution over the options of a round and the
-    softmax of their dense relevance, as the reference computes it.
+    """The reference's dense loss (`ce`): ListNet's top-one loss between the model's distribution
+    over the options of a round and the softmax of their dense relevance.
 
     nsp_scores [B, O, 2] NSP logits of the O options of B rounds; relevance [B, O] raw
     relevance (0 ... 1). The model's distribution is log_softmax over options of the class-0
     logit; the target is softmax(relevance) (nearly flat: the reference's choice). Returns
-    KL(target || model) summed over options and averaged over B (0-d).
+    KL(target || model) summed over options and averaged over B (0-d): ListNet's cross-entropy
+    minus the target's entropy, a constant, so the gradients are ListNet's.
     """
     log_probs = F.log_softmax(nsp_scores[..., 0].float(), dim=1)
     target = F.softmax(relevance.float(), dim=1)
     return F.kl_div(log_probs, target, reduction="batchmean")
 
 
+def listmle_loss(scores: torch.Tensor, relevance: torch.Tensor, tie_keys: torch.Tensor) -> torch.Tensor:
+    """ListMLE (Xia et al. 2008): the negative log-likelihood, under the Plackett-Luce model of the
+    scores, of the options sorted by relevance, best first.
+
+    scores, relevance, tie_keys [B, O]; options of equal relevance are ordered by their tie key
+    (lower first). With pi that order, returns [B]:
+    sum_i ( log sum_{j >= i} exp(s_pi(j)) - s_pi(i) ).
+    """
+    by_key = tie_keys.to(scores.device).argsort(dim=1)
+    by_relevance = relevance.gather(1, by_key).argsort(dim=1, descending=True, stable=True)
+    ordered = scores.gather(1, by_key.gather(1, by_relevance))
+    suffix_log_sums = ordered.flip(1).logcumsumexp(dim=1).flip(1)
+    return (suffix_log_sums - ordered).sum(dim=1)
+
+
+def approx_ndcg_loss(scores: torch.Tensor, relevance: torch.Tensor, temperature: float) -> torch.Tensor:
+    """1 - approxNDCG (Qin, Liu, Li 2010): NDCG over all O options with each option's rank replaced
+    by its smooth approximation 1 + sum_{j != i} sigmoid((s_j - s_i) / temperature).
+
+    scores, relevance [B, O] (every round needs a non-zero relevance). The gain of an option is its
+    relevance, as in VisDial's NDCG; the discount 1 / log2(1 + rank). Returns [B], in [0, 1) up to
+    the approximation.
+    """
+    differences = (scores[:, None, :] - scores[:, :, None]) / temperature     # [B, i, j]: s_j - s_i
+    ranks = 0.5 + torch.sigmoid(differences).sum(dim=2)                      # sigmoid(0) = 0.5 on i = j
+    dcg = (relevance / torch.log2(1 + ranks)).sum(dim=1)
+    positions = torch.arange(1, scores.shape[1] + 1, device=scores.device, dtype=scores.dtype)
+    ideal_dcg = (relevance.sort(dim=1, descending=True).values / torch.log2(1 + positions)).sum(dim=1)
+    return 1 - dcg / ideal_dcg
+
+
+def ranking_loss(nsp_scores: torch.Tensor, relevance: torch.Tensor, ranking: RankingLoss,
+                 tie_keys: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The ranking loss `ranking` of B rounds, averaged over rounds (0-d).
+
+    nsp_scores [B, O, 2] NSP logits; relevance [B, O]; tie_keys [B, O] for listmle
+    (`tie_break_keys`). ce is the reference's `dense_relevance_loss`. listmle and approxndcg score an
+    option by its log-odds (`option_log_odds`, the order evaluation ranks by) and leave out rounds
+    whose relevances are all 0 (`all_zero_relevance`; 0 when no round is left).
+    """
+    if ranking.name == "ce":
+        return dense_relevance_loss(nsp_scores, relevance)
+    if ranking.name not in DENSE_LOSSES:
+        raise ValueError(f"unknown ranking loss {ranking.name!r}")
+    scores = option_log_odds(nsp_scores)
+    kept = ~all_zero_relevance(relevance)
+    if not kept.any():
+        return scores.sum() * 0.0
+    scores, relevance = scores[kept], relevance[kept].to(scores.dtype)
+    if ranking.name == "listmle":
+        if tie_keys is None:
+            raise ValueError("listmle needs tie_keys (tie_break_keys)")
+        per_round = listmle_loss(scores, relevance, tie_keys[kept.to(tie_keys.device)])
+    else:
+        per_round = approx_ndcg_loss(scores, relevance, ranking.temperature)
+    return per_round.mean()
+
+
 def dense_loss(nsp_scores: torch.Tensor, relevance: torch.Tensor, nsp_labels: torch.Tensor,
-               nsp_coefficient: float) -> tuple[torch.Tensor, dict]:
+               nsp_coefficient: float, ranking: RankingLoss = RankingLoss(),
+               tie_keys: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
     """The dense fine-tuning loss of K annotated rounds with O options each.
 
     nsp_scores [K, O, 2] logits; relevance [K, O] raw relevance; nsp_labels [K * O] (0 for the
-    ground-truth option). Returns (ce_loss + nsp_coefficient * nsp_loss, {'ce_loss', 'nsp_loss'}).
+    ground-truth option); ranking and tie_keys as in `ranking_loss`. Returns (ranking loss +
+    nsp_coefficient * nsp_loss, {'<name>_loss', 'nsp_loss'}), e.g. {'ce_loss', 'nsp_loss'}.
     """
-    ce_loss = dense_relevance_loss(nsp_scores, relevance)
+    rank_loss = ranking_loss(nsp_scores, relevance, ranking, tie_keys)
     nsp_loss = next_sentence_loss(nsp_scores.reshape(-1, 2), nsp_labels.reshape(-1))
-    return ce_loss + nsp_coefficient * nsp_loss, {"ce_loss": ce_loss, "nsp_loss": nsp_loss}
+    return rank_loss + nsp_coefficient * nsp_loss, {f"{ranking.name}_loss": rank_loss, "nsp_loss": nsp_loss}

@@ -27,9 +27,10 @@ WRAPPER_PREFIXES = ("module.",)
 MODEL_PREFIX = "bert_pretrained."
 
 
-def read_checkpoint(path: Union[str, Path]) -> dict:
-    """Load a checkpoint file onto the CPU with weights_only=True; UserError if it cannot be."""
-    path = input_file(path, "checkpoint")
+def read_checkpoint(path: Union[str, Path], what: str = "checkpoint") -> dict:
+    """Load a file saved by torch.save onto the CPU with weights_only=True; UserError if it cannot
+    be or does not hold a dict. what: how the messages name the file (a checkpoint, a score file)."""
+    path = input_file(path, what)
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -37,14 +38,14 @@ def read_checkpoint(path: Union[str, Path]) -> dict:
         # for pickled code, "Unsupported operand N" for bytes that are no checkpoint at all
         code = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
         if code:
-            raise UserError(f"{path}: refused to load: the checkpoint needs pickled code, which is "
+            raise UserError(f"{path}: refused to load: the {what} needs pickled code, which is "
                             f"never executed ({code[0]})") from None
-        raise UserError(f"{path}: not a PyTorch checkpoint (weights-only loading cannot read it)") from None
+        raise UserError(f"{path}: not a PyTorch {what} (weights-only loading cannot read it)") from None
     except Exception as error:  # torch raises many types for a file that is not a checkpoint
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UserError(f"{path}: not a PyTorch checkpoint ({reason})") from None
+        raise UserError(f"{path}: not a PyTorch {what} ({reason})") from None
     if not isinstance(content, dict):
-        raise UserError(f"{path}: not a checkpoint (holds a {type(content).__name__}, "
+        raise UserError(f"{path}: not a {what} (holds a {type(content).__name__}, "
                         "expected a dict)")
     return content
 

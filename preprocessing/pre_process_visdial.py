@@ -40,6 +40,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="maximum number of tokens of a dialog encoder input (default: %(default)s)")
     parser.add_argument("-vocab", "--vocab", default="data/bert-base-uncased/vocab.txt",
                         help="BERT vocab.txt, tokenizer folder or hub name (default: %(default)s)")
+    parser.add_argument("-keep_all_val", "--keep_all_val", action="store_true",
+                        help="keep every val dialog: a round that does not fit drops history rounds from the front "
+                             "(caption kept) until it does, as the test split; default: drop the dialog, as the "
+                             "reference (the paper's val numbers)")
     parser.add_argument("-quiet", "--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.max_seq_len < 4:
@@ -50,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def preprocess(args: argparse.Namespace) -> Summary:
     """Preprocess the files named by parsed flags (see `dataloader.preprocess.preprocess`)."""
     return preprocess_files({name: getattr(args, name) for name in INPUT_FILES + OUTPUT_FILES}, args.max_seq_len, args.vocab,
-                            show_progress=not args.quiet)
+                            show_progress=not args.quiet, keep_all_val=args.keep_all_val)
 
 
 def main(argv=None) -> None:

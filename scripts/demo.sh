@@ -91,3 +91,16 @@ cat <<SUMMARY
   report             $DEMO_DIR/report/index.html
   test predictions   $DEMO_DIR/test_predictions.json  (the EvalAI upload format)
 SUMMARY
+
+# Chat with the trained model about the first val image (scripts/chat.py): its first three
+# questions are asked; the model's top answers go into the history.
+CHAT_IMAGE=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["data"]["dialogs"][0]["image_id"])' \
+    "$DATA/visdial_1.0_val_processed.json")
+step "chat about val image $CHAT_IMAGE (scripts/chat.py, three questions from its dialog)"
+python -c 'import json, sys
+data = json.load(open(sys.argv[1]))["data"]
+print("\n".join(data["questions"][turn["question"]] for turn in data["dialogs"][0]["dialog"][:3]))' \
+    "$DATA/visdial_1.0_val_processed.json" |
+python scripts/chat.py -start_path "$DENSE_CHECKPOINT" -model_config "$DATA/model_config.json" \
+    -vocab "$DATA/vocab.txt" -visdial_image_feats "$DATA/visdial_img_feat.lmdb" -visdial_tot_rounds 2 \
+    -dialogs "$DATA/visdial_1.0_val_processed.json" -image_id "$CHAT_IMAGE"

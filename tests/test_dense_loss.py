@@ -1,9 +1,10 @@
-"""The exact chunked dense loss: same loss and parameter gradients as one graph over all options."""
+"""The exact chunked dense loss: same loss and parameter gradients as one graph over all options,
+for every ranking loss (-dense_loss)."""
 import pytest
 import torch
 
 from models import build_model
-from models.losses import dense_loss, dense_relevance_loss
+from models.losses import RankingLoss, dense_loss, dense_relevance_loss, tie_break_keys
 from utils.training.steps import StepSettings, _score_chunk, dense_step, model_inputs
 
 NUM_OPTIONS = 8
@@ -38,39 +39,46 @@ def gradients(model) -> dict:
     return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
 
-def one_graph_gradients(model, batch, chunk, nsp_coefficient, seed):
-    """Reference computation: every chunk's scores kept in one autograd graph, one backward."""
+def one_graph_gradients(model, batch, chunk, nsp_coefficient, seed, ranking=RankingLoss()):
+    """Reference computation: every chunk's scores kept in one autograd graph, one backward (the
+    step's random draws in the step's order: ListMLE's tie keys, then dropout)."""
     model.zero_grad()
     torch.manual_seed(seed)
+    rounds = batch["gt_relevance"].shape[0]
+    tie_keys = tie_break_keys(ranking, rounds, NUM_OPTIONS)
     scores = torch.cat([_score_chunk(model, batch, indices, StepSettings(torch.device("cpu")))
                         for indices in torch.arange(batch["tokens"].shape[0]).split(chunk)])
-    rounds = batch["gt_relevance"].shape[0]
     loss, _ = dense_loss(scores.view(rounds, NUM_OPTIONS, 2), batch["gt_relevance"],
-                         batch["next_sentence_labels"], nsp_coefficient)
+                         batch["next_sentence_labels"], nsp_coefficient, ranking, tie_keys)
     loss.backward()
     return loss.item(), gradients(model)
 
 
-@pytest.mark.parametrize("model_type, chunk", [("vilbert", 3), ("vilbert", 2 * NUM_OPTIONS),
-                                               ("language_only", 5)])
-def test_chunked_gradients_equal_one_graph_with_dropout(golden_dir, model_type, chunk):
+@pytest.mark.parametrize("model_type, chunk, ranking", [
+    ("vilbert", 3, RankingLoss("ce")), ("vilbert", 2 * NUM_OPTIONS, RankingLoss("ce")),
+    ("language_only", 5, RankingLoss("ce")), ("vilbert", 3, RankingLoss("listmle")),
+    ("vilbert", 5, RankingLoss("approxndcg", temperature=0.5))],
+    ids=["ce-chunk3", "ce-one-chunk", "ce-language-only", "listmle", "approxndcg"])
+def test_chunked_gradients_equal_one_graph_with_dropout(golden_dir, model_type, chunk, ranking):
     torch.manual_seed(0)
     model = build_model(golden_dir / "model_config.json", model_type).double().train()
-    batch = dense_batch(torch.Generator().manual_seed(1), num_rounds=2)
+    batch = dense_batch(torch.Generator().manual_seed(1), num_rounds=3)
     batch["image_feat"], batch["image_loc"] = batch["image_feat"].double(), batch["image_loc"].double()
-    expected_loss, expected = one_graph_gradients(model, batch, chunk, nsp_coefficient=1.0, seed=7)
+    batch["gt_relevance"][1] = 0.0  # a round that listmle and approxndcg skip and count
+    expected_loss, expected = one_graph_gradients(model, batch, chunk, 1.0, seed=7, ranking=ranking)
 
     model.zero_grad()
     torch.manual_seed(7)
-    result = dense_step(model, batch, StepSettings(torch.device("cpu"), dense_chunk=chunk))
+    result = dense_step(model, batch, StepSettings(torch.device("cpu"), dense_chunk=chunk, ranking=ranking))
     actual = gradients(model)
 
     assert result.finite and result.loss == pytest.approx(expected_loss, abs=1e-12)
+    assert f"{ranking.name}_loss" in result.parts and result.skipped_rounds == (ranking.name != "ce")
     assert set(actual) == set(expected) and len(actual) > 20
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], atol=1e-6, rtol=0, msg=name)
     # dropout really was on: another random state gives other gradients
-    _, other = one_graph_gradients(model, batch, chunk, nsp_coefficient=1.0, seed=8)
+    _, other = one_graph_gradients(model, batch, chunk, 1.0, seed=8, ranking=ranking)
     assert any((other[name] - expected[name]).abs().max() > 1e-6 for name in expected)
 
 

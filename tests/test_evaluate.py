@@ -9,7 +9,7 @@ import evaluate
 from utils.conformance.evaluation import eval_checks, near_tie_swaps
 from utils.errors import UserError, run_cli
 from utils.evaluation import run as evaluation_run
-from utils.evaluation.evalai import check_predictions
+from utils.evaluation.evalai import check_submission
 from utils.evaluation.metrics import visdial_metrics
 from utils.evaluation.validation import format_metrics_table
 
@@ -28,10 +28,10 @@ def golden_args(golden_dir: Path, out_dir: Path, *extra: str) -> list[str]:
             *extra]
 
 
-def run_failing(argv: list[str], capsys) -> str:
-    """Run evaluate.py's main as the CLI does; return its one error line."""
+def run_failing(argv: list[str], capsys, main=evaluate.main) -> str:
+    """Run evaluate.py's main (or another CLI's) as the CLI does; return its one error line."""
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: evaluate.main(argv))
+        run_cli(lambda: main(argv))
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("error: "), error
@@ -120,14 +120,14 @@ def test_several_bad_flags_are_one_error_line_each(golden_dir, tmp_path, capsys)
 
 def test_predictions_check_rejects_a_bad_file(tmp_path):
     good = [{"image_id": 1, "round_id": 3, "ranks": list(range(1, 101))}]
-    check_predictions(good, 1, one_per_image=True, path=tmp_path / "p.json")
+    check_submission(good, "test", {1: [3]}, tmp_path / "p.json")
     bad_ranks = [{"image_id": 1, "round_id": 3, "ranks": [1] * 100}]
     with pytest.raises(UserError, match="permutation"):
-        check_predictions(bad_ranks, 1, one_per_image=True, path=tmp_path / "p.json")
+        check_submission(bad_ranks, "test", {1: [3]}, tmp_path / "p.json")
     with pytest.raises(UserError, match="round_id"):
-        check_predictions([{**good[0], "round_id": 11}], 1, one_per_image=True, path=tmp_path / "p.json")
-    with pytest.raises(UserError, match="more than once"):
-        check_predictions(good * 2, 2, one_per_image=True, path=tmp_path / "p.json")
+        check_submission([{**good[0], "round_id": 11}], "test", {1: [3]}, tmp_path / "p.json")
+    with pytest.raises(UserError, match="duplicate"):
+        check_submission(good * 2, "test", {1: [3]}, tmp_path / "p.json")
 
 
 def test_evaluation_checks_report_absent_fixtures(tmp_path):

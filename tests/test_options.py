@@ -62,7 +62,7 @@ def test_missing_preset(tmp_path):
         parse("-config", str(tmp_path / "absent.yml"))
 
 
-@pytest.mark.parametrize("preset", ["base", "dense", "dense_nsp"])
+@pytest.mark.parametrize("preset", ["base", "dense", "dense_nsp", "dense_listmle", "dense_approxndcg"])
 def test_shipped_presets_reproduce_the_readme_commands(repo_root, preset):
     parsed = parse("-config", str(repo_root / "config" / "presets" / f"{preset}.yml"))
     assert (parsed.batch_size, parsed.mask_prob, parsed.sequences_per_image) == (80, 0.1, 2)
@@ -73,15 +73,18 @@ def test_shipped_presets_reproduce_the_readme_commands(repo_root, preset):
         assert (parsed.mode, parsed.batch_multiply, parsed.lr, parsed.image_lr) == ("dense", 10, 1e-4, 1e-4)
         assert parsed.nsp_loss_coeff == (1.0 if preset == "dense_nsp" else 0.0)
         assert parsed.start_path == "checkpoints-release/basemodel"
+        assert parsed.dense_loss == {"dense_listmle": "listmle", "dense_approxndcg": "approxndcg"}.get(preset, "ce")
     assert parsed.problems() == []
 
 
 def test_validation_reports_one_line_per_problem():
     parsed = parse("-num_options", "101", "-visdial_tot_rounds", "12", "-sequences_per_image", "9",
-                   "-batch_size", "0", "-mask_prob", "1.5", "-num_negative_samples", "-1", "-continue")
+                   "-batch_size", "0", "-mask_prob", "1.5", "-num_negative_samples", "-1", "-continue",
+                   "-dense_loss", "listmle", "-approxndcg_temperature", "0")
     problems = parsed.problems()
     flags = ["-num_options", "-visdial_tot_rounds", "-sequences_per_image", "-batch_size", "-mask_prob",
-             "-num_negative_samples", "-continue"]
+             "-num_negative_samples", "-continue", "-dense_loss listmle needs -mode dense",
+             "-approxndcg_temperature"]
     assert len(problems) == len(flags)
     for flag in flags:
         assert sum(problem.startswith(flag) for problem in problems) == 1, flag

@@ -135,3 +135,26 @@ def test_language_only_model_trains_without_region_loss(golden_dir, tmp_path):
                    "-max_seq_len", "108", "-num_workers", "0", "-save_path", str(tmp_path), "-save_name", "text"])
     metrics = json.loads((tmp_path / "text_metrics.json").read_text())
     assert 1 <= metrics["mean"] <= 100 and 0 < metrics["mrr"] <= 1 and "ndcg" in metrics
+
+
+def test_listmle_dense_run_resumes_bit_identically_and_counts_unannotated_rounds(golden_dir, tmp_path, capsys):
+    """ListMLE's tie order comes from the run's saved CPU generator: a resumed run draws the same.
+    A round whose relevances are all 0 is left out and counted (a warning, skipped_rounds events)."""
+    annotations = json.loads((golden_dir / "visdial_processed" / "train_dense_annotations_processed.json").read_text())
+    annotations[1]["relevance"] = [0.0] * len(annotations[1]["relevance"])
+    annotation_file = tmp_path / "annotations.json"
+    annotation_file.write_text(json.dumps(annotations))
+
+    def flags(name):
+        return fixture_flags(golden_dir, tmp_path, name, "-mode", "dense", "-dense_loss", "listmle",
+                             "-dense_chunk", "50", "-val_every", "-1", "-num_epochs", "1",
+                             "-visdial_processed_train_dense_annotations", str(annotation_file))
+    train.main(flags("whole") + ["-max_iterations", "3"])
+    assert "warning: -dense_loss listmle skips annotated rounds whose relevances are all 0" in capsys.readouterr().out
+    train.main(flags("split") + ["-max_iterations", "2"])
+    train.main(flags("split") + ["-max_iterations", "3", "-continue"])
+    assert_bit_identical(final_weights(tmp_path / "split", 3), final_weights(tmp_path / "whole", 3))
+    records = read_metrics(tmp_path / "whole")
+    steps = [r for r in records if r["event"] == "train"]
+    assert len(steps) == 3 and all("listmle_loss" in r and "ce_loss" not in r for r in steps)
+    assert sum(r["rounds"] for r in records if r["event"] == "skipped_rounds") == 1

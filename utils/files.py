@@ -112,7 +112,8 @@ def atomic_write(path: PathLike, write: Writer, what: str = "") -> None:
     write_files({path: write}, what)
 
 
-def _json_writer(content) -> Writer:
+def json_writer(content) -> Writer:
+    """A `Writer` of `content` as JSON (the `json` module's default formatting)."""
     return lambda file: file.write(json.dumps(content).encode())
 
 
@@ -123,7 +124,7 @@ def write_json(path: PathLike, content) -> None:
 
 def write_json_files(contents: Mapping[PathLike, object]) -> None:
     """Each path's content as JSON, all written as one set (`write_files`)."""
-    write_files({path: _json_writer(content) for path, content in contents.items()})
+    write_files({path: json_writer(content) for path, content in contents.items()})
 
 
 def write_text(path: PathLike, text: str) -> None:

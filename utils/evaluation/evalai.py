@@ -1,12 +1,14 @@
-"""The files of the EvalAI VisDial server: entries from scores, the format check, and writing.
+"""The files of the EvalAI VisDial server: entries from scores and the format check.
 
 Test-std: one entry per dialog, `{"image_id", "round_id", "ranks": [100]}` with `ranks[j]` the
 1-based rank of option j of the last round in the json option order. Val phase: one entry per
 dialog and round, ranks mapped back to the json order (dataloader.datasets.val_option_order).
-A file is checked before it is written (`write_predictions`), never after; the files of one
-submission are written as a set (the .json and its .txt: both or neither).
+A file is checked (`check_submission`; scripts/validate_submission.py runs the same checks on any
+file) before it is written, never after; the files of one
+submission are written as a set (utils/evaluation/run.write_results: the .json and its .txt, both or
+neither).
 """
-from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -15,7 +17,6 @@ from dataloader.visdial_json import NUM_ANSWER_OPTIONS
 from utils.errors import UserError
 from utils.evaluation.metrics import scores_to_ranks
 from utils.evaluation.scoring import ScoredDialogs
-from utils.files import write_json_files
 
 NUM_ROUNDS = 10
 
@@ -42,27 +43,75 @@ def evalai_val_entries(scored: ScoredDialogs, dialogs: list[dict]) -> list[dict]
     return entries
 
 
-def check_predictions(entries: list[dict], expected_count: int, one_per_image: bool, path: Path) -> None:
-    """The EvalAI format: ranks a permutation of 1..100, round_id in 1..10, the expected number of
-    entries, and (test) one entry per image. Raises UserError naming `path` otherwise."""
-    permutation = list(range(1, NUM_ANSWER_OPTIONS + 1))
-    problems = []
-    if len(entries) != expected_count:
-        problems.append(f"{len(entries)} entries for {expected_count} expected")
-    if one_per_image and len({entry["image_id"] for entry in entries}) != len(entries):
-        problems.append("an image_id appears more than once")
-    for entry in entries:
-        if not 1 <= entry["round_id"] <= NUM_ROUNDS:
-            problems.append(f"image {entry['image_id']}: round_id {entry['round_id']} not in 1..{NUM_ROUNDS}")
-        if sorted(entry["ranks"]) != permutation:
-            problems.append(f"image {entry['image_id']}: ranks are not a permutation of 1..{NUM_ANSWER_OPTIONS}")
+def expected_entries(split: str, dialogs: list[dict]) -> dict[int, list[int]]:
+    """image_id -> the round ids a submission holds for it: test, the dialog's last round
+    (`round_id` of a processed file, else its number of rounds); val, every round."""
+    if split == "test":
+        return {dialog["image_id"]: [dialog.get("round_id", len(dialog["dialog"]))] for dialog in dialogs}
+    return {dialog["image_id"]: list(range(1, len(dialog["dialog"]) + 1)) for dialog in dialogs}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _entry_problem(entry) -> str:
+    """What is wrong with one entry's own fields, or ''."""
+    if not isinstance(entry, dict) or set(entry) != {"image_id", "round_id", "ranks"}:
+        return "must be an object with exactly image_id, round_id and ranks"
+    if not _is_int(entry["image_id"]):
+        return f"image_id {entry['image_id']!r} is not an integer"
+    if not _is_int(entry["round_id"]) or not 1 <= entry["round_id"] <= NUM_ROUNDS:
+        return f"round_id {entry['round_id']!r} is not an integer in 1..{NUM_ROUNDS}"
+    ranks = entry["ranks"]
+    if not (isinstance(ranks, list) and all(_is_int(rank) for rank in ranks)
+            and sorted(ranks) == list(range(1, NUM_ANSWER_OPTIONS + 1))):
+        return f"ranks are not a permutation of 1..{NUM_ANSWER_OPTIONS}"
+    return ""
+
+
+def submission_problems(entries, split: str, expected: Optional[dict[int, list[int]]] = None) -> list[str]:
+    """Every problem of an EvalAI submission of `split`, one line each naming the entry (empty when
+    it is valid): a list of objects with integer image_id, round_id in 1..10 and ranks a permutation
+    of 1..100; test: one entry per dialog, val: one per dialog and round (rounds 1..10 of each image,
+    without `expected`), no duplicates; with `expected` (`expected_entries`), exactly the image ids
+    and rounds it lists."""
+    if not isinstance(entries, list) or not entries:
+        return ["must be a non-empty json list of {image_id, round_id, ranks} objects"]
+    problems, seen = [], {}
+    for position, entry in enumerate(entries):
+        where = f"entry {position}"
+        if problem := _entry_problem(entry):
+            problems.append(f"{where}: {problem}")
+            continue
+        image_id, round_id = entry["image_id"], entry["round_id"]
+        where = f"entry {position} (image {image_id}, round {round_id})"
+        key = image_id if split == "test" else (image_id, round_id)
+        if key in seen:
+            rule = "one entry per dialog" if split == "test" else "one entry per dialog and round"
+            problems.append(f"{where}: a duplicate of entry {seen[key]} ({split}: {rule})")
+            continue
+        seen[key] = position
+        if expected is not None and image_id not in expected:
+            problems.append(f"{where}: no dialog of image {image_id} in the {split} dialogs")
+        elif expected is not None and round_id not in expected[image_id]:
+            wanted = "its last round" if split == "test" else "a round of the dialog"
+            problems.append(f"{where}: round {round_id} is not {wanted} ({', '.join(map(str, expected[image_id]))})")
+    if expected is None and split == "val":  # VisDial val dialogs have 10 rounds, each needs an entry
+        expected = {image_id: list(range(1, NUM_ROUNDS + 1)) for image_id, _ in seen}
+    if expected is not None:
+        for image_id, rounds in expected.items():
+            missing = [round_id for round_id in rounds
+                       if (image_id if split == "test" else (image_id, round_id)) not in seen]
+            if missing:
+                problems.append(f"dialog of image {image_id}: no entry for round {', '.join(map(str, missing))}")
+    return problems
+
+
+def check_submission(entries: list[dict], split: str, expected: dict[int, list[int]], path) -> None:
+    """What evaluate.py and scripts/ensemble.py check before writing a submission to `path`
+    (`submission_problems`): UserError naming `path` and the first problem otherwise."""
+    problems = submission_problems(entries, split, expected)
     if problems:
-        raise UserError(f"{path}: predictions fail the EvalAI format check ({problems[0]}); not written")
-
-
-def write_predictions(files: dict[Path, list[dict]], expected_count: int, one_per_image: bool) -> None:
-    """Check each file's entries (`check_predictions`), then write them all as JSON, as one set:
-    every file or none (utils/files.write_files)."""
-    for path, entries in files.items():
-        check_predictions(entries, expected_count, one_per_image, path)
-    write_json_files(files)
+        more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
+        raise UserError(f"{path}: predictions fail the EvalAI format check ({problems[0]}{more}); not written")

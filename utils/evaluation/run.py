@@ -7,11 +7,15 @@ output is checked (none may be an input or another output, each must be writable
 utils/outputs.py), then every input is validated (the split, the features, the model config
 against them, the weights); nothing is written before all of that. The files of a split are
 written as one set (utils/files.write_files: the .json and .txt pair; the metrics and the
-val-phase file), the report after them. Under torchrun
-every rank scores a share and rank 0 writes.
+val-phase file; with -save_scores the score file of utils/evaluation/score_files.py), the report after
+them. Under torchrun every rank scores a share and rank 0 writes.
+
+scripts/ensemble.py runs `ensemble`: score files of several models combined, then written by the
+same `write_results`, with the same output flags and file names.
 """
 import warnings
 from pathlib import Path
+from typing import Optional, Union
 
 import torch
 from torch.utils.data import Dataset
@@ -21,30 +25,37 @@ from dataloader.datasets import VisdialDataset
 from dataloader.feature_record import NUM_CLASSES
 from dataloader.feature_store import open_feature_store
 from dataloader.tokenizer import load_tokenizer
-from dataloader.visdial_json import load_visdial_json
+from dataloader.visdial_json import (NUM_ANSWER_OPTIONS, check_annotations_follow_dialogs, load_dense_annotations,
+                                     load_visdial_json)
 from models import BertConfig, build_model
 from models.weights import load_model_weights
-from options import EvalOptions, SharedOptions
+from options import EnsembleOptions, EvalOptions, SharedOptions
 from utils.distributed import DistributedContext, check_on_main
-from utils.evaluation.evalai import check_predictions, evalai_test_entries, evalai_val_entries, write_predictions
-from utils.evaluation.scoring import score_dataset
+from utils.errors import UserError
+from utils.evaluation.evalai import check_submission, evalai_test_entries, evalai_val_entries, expected_entries
+from utils.evaluation.score_files import (check_matches_dialogs, check_same_keys, combine_scores, read_score_file,
+                                          score_file_content, score_file_writer, val_ground_truth)
+from utils.evaluation.scoring import ScoredDialogs, score_dataset
 from utils.evaluation.validation import format_metrics_table, val_metrics, write_val_report
-from utils.files import write_json_files
+from utils.files import json_writer, write_files
 from utils.outputs import Output, check_outputs
 from utils.precision import resolve_precision
 
 
-def outputs(options: EvalOptions) -> dict[str, Output]:
-    """What this evaluation writes, by kind."""
+def outputs(options: Union[EvalOptions, EnsembleOptions]) -> dict[str, Output]:
+    """What this evaluation (or ensemble) writes, by kind."""
     folder, name, flags = Path(options.save_path), options.save_name or options.split, "-save_path/-save_name"
     if options.split == "test":
-        return {"predictions": Output(flags, folder / f"{name}_predictions.json"),
-                "predictions_txt": Output(flags, folder / f"{name}_predictions.txt")}
-    written = {"metrics": Output(flags, folder / f"{name}_metrics.json")}
-    if options.val_evalai:
+        written = {"predictions": Output(flags, folder / f"{name}_predictions.json"),
+                   "predictions_txt": Output(flags, folder / f"{name}_predictions.txt")}
+    else:
+        written = {"metrics": Output(flags, folder / f"{name}_metrics.json")}
+    if options.split == "val" and options.val_evalai:
         written["val_predictions"] = Output(flags, folder / f"{name}_val_predictions.json")
-    if options.report:
+    if options.split == "val" and options.report:
         written["report"] = Output("-report", Path(options.report), is_folder=True, what="the report")
+    if options.save_scores:
+        written["scores"] = Output("-save_scores", Path(options.save_scores), what="the score file")
     return written
 
 
@@ -56,24 +67,38 @@ def load_split(options: EvalOptions) -> Dataset:
                   overfit=options.overfit)
     if options.split == "test":
         return VisdialDataset("test", options.visdial_processed_test, features, tokenizer, **common)
-    annotations = options.visdial_processed_val_dense_annotations
-    if not Path(annotations).exists():  # a folder or a device given for it is an error, not "absent"
-        warnings.warn(f"{annotations}: no val dense annotations; NDCG will not be computed", stacklevel=2)
-        annotations = None
-    return VisdialDataset("val", options.visdial_processed_val, features, tokenizer, annotations,
+    return VisdialDataset("val", options.visdial_processed_val, features, tokenizer, _val_annotations_path(options),
                           num_options=options.num_options, num_samples=options.num_val_samples, **common)
+
+
+def _val_annotations_path(options) -> Optional[str]:
+    """-visdial_processed_val_dense_annotations, or None with a warning when it does not exist (a
+    folder or a device given for it is an error when it is read, not "absent")."""
+    annotations = options.visdial_processed_val_dense_annotations
+    if not Path(annotations).exists():
+        warnings.warn(f"{annotations}: no val dense annotations; NDCG will not be computed", stacklevel=3)
+        return None
+    return annotations
 
 
 def model_config_for(options: SharedOptions, dataset) -> BertConfig:
     """-model_config, checked against the data the model will see (a dataset of
     dataloader/datasets.py): its vocabulary, -max_seq_len and, for ViLBERT, the feature store's
     width and classes; UserError naming the config and the data file otherwise."""
-    config = BertConfig.from_json_file(options.model_config)
+    return checked_model_config(options.model_config, options.model_type, dataset.vocabulary_size, options.vocab,
+                                options.max_seq_len, dataset.features)
+
+
+def checked_model_config(model_config, model_type: str, vocabulary_size: int, vocab, max_seq_len: int,
+                         features=None) -> BertConfig:
+    """The model config at `model_config`, checked against the vocabulary `vocab` (of
+    `vocabulary_size` ids), `max_seq_len` and, for ViLBERT, the feature store `features` (an
+    open reader of dataloader/feature_store.py; None: no store to check against)."""
+    config = BertConfig.from_json_file(model_config)
     image = {}
-    if options.model_type == "vilbert":
-        image = dict(feature_size=dataset.features.feature_size, features=str(dataset.features.path),
-                     num_classes=NUM_CLASSES)
-    config.check_fits_data(dataset.vocabulary_size, options.vocab, options.max_seq_len, **image)
+    if model_type == "vilbert" and features is not None:
+        image = dict(feature_size=features.feature_size, features=str(features.path), num_classes=NUM_CLASSES)
+    config.check_fits_data(vocabulary_size, str(vocab), max_seq_len, **image)
     return config
 
 
@@ -94,36 +119,86 @@ def load_model(options: EvalOptions, dataset, device: torch.device, verbose: boo
 def evaluate(options: EvalOptions, context: DistributedContext) -> None:
     """Evaluate as the options say (module docstring); rank 0 prints and writes."""
     written = outputs(options)
-    paths = {kind: output.path for kind, output in written.items()}
     check_on_main(lambda: check_outputs(list(written.values()), options.input_paths()), context.is_main)
     dataset = load_split(options)
     model = load_model(options, dataset, context.device, verbose=context.is_main)
     scored = score_dataset(model, dataset, collate_dialog_batch, tokens_per_batch=options.eval_tokens_per_batch,
                            precision=resolve_precision(options.precision, context.device),
                            num_workers=options.num_workers, progress=context.is_main)
-    if not context.is_main:
-        return
+    if context.is_main:
+        write_results(options, scored, {kind: output.path for kind, output in written.items()})
+
+
+def _split_path(options) -> str:
+    return options.visdial_processed_val if options.split == "val" else options.visdial_processed_test
+
+
+def write_results(options, scored: ScoredDialogs, paths: dict, data: Optional[dict] = None) -> None:
+    """Print and write what `outputs(options)` declares (at `paths`, by kind) for `scored`: the
+    test submission, or the val metrics with the optional val-phase file and report; the score
+    file with -save_scores. Every file is checked before any is written; the files of the split are
+    written as one set, the report after them. data: the processed split's `data` (read from it
+    when needed and not given). options: evaluate.py's or scripts/ensemble.py's."""
+    needs_data = options.save_scores or (options.split == "val" and (options.val_evalai or options.report))
+    if data is None and needs_data:
+        data = load_visdial_json(_split_path(options), options.split, processed=True)["data"]
+    files = {}
+    if options.save_scores:
+        files[paths["scores"]] = score_file_writer(score_file_content(scored, options.split, data["dialogs"]))
     if options.split == "test":
         entries = evalai_test_entries(scored)
-        write_predictions({paths["predictions"]: entries, paths["predictions_txt"]: entries}, len(dataset),
-                          one_per_image=True)
+        expected = {entry["image_id"]: [entry["round_id"]] for entry in entries}  # the split file has no image twice
+        for kind in ("predictions", "predictions_txt"):
+            check_submission(entries, "test", expected, paths[kind])
+        write_files({paths["predictions"]: json_writer(entries), paths["predictions_txt"]: json_writer(entries),
+                     **files})
         print(f"wrote the EvalAI test submission ({len(entries)} dialogs) to {paths['predictions']} "
               f"(same content in {paths['predictions_txt']})")
-        return
+    else:
+        metrics = val_metrics(scored)
+        print(format_metrics_table(metrics))
+        files[paths["metrics"]] = json_writer(metrics)
+        if options.val_evalai:
+            entries = evalai_val_entries(scored, data["dialogs"])
+            check_submission(entries, "val", expected_entries("val", data["dialogs"][:scored.scores.shape[0]]),
+                             paths["val_predictions"])
+            files[paths["val_predictions"]] = json_writer(entries)
+        write_files(files)
+        print(f"wrote the metrics to {paths['metrics']}")
+        if options.val_evalai:
+            print(f"wrote the EvalAI val-phase file ({len(entries)} rounds) to {paths['val_predictions']}")
+        if options.report:
+            print(f"wrote the report to {write_val_report(options.report, metrics, scored, data)}")
+    if options.save_scores:
+        print(f"wrote the option scores to {paths['scores']}")
 
-    metrics = val_metrics(scored)
-    print(format_metrics_table(metrics))
-    if options.val_evalai or options.report:
-        data = load_visdial_json(options.visdial_processed_val, "val", processed=True)["data"]
-    files = {paths["metrics"]: metrics}
-    if options.val_evalai:
-        entries = evalai_val_entries(scored, data["dialogs"])
-        check_predictions(entries, scored.scores.shape[0] * scored.scores.shape[1], one_per_image=False,
-                          path=paths["val_predictions"])
-        files[paths["val_predictions"]] = entries
-    write_json_files(files)
-    print(f"wrote the metrics to {paths['metrics']}")
-    if options.val_evalai:
-        print(f"wrote the EvalAI val-phase file ({len(entries)} rounds) to {paths['val_predictions']}")
-    if options.report:
-        print(f"wrote the report to {write_val_report(options.report, metrics, scored, data)}")
+
+def ensemble(options: EnsembleOptions) -> None:
+    """scripts/ensemble.py: check the score files (readable, the same keys, the dialogs of the
+    processed split file), combine them (-combine, -weights) and write as evaluate.py does."""
+    written = outputs(options)
+    check_outputs(list(written.values()), options.input_paths())
+    contents = [read_score_file(path) for path in options.scores]
+    check_same_keys(options.scores, contents)
+    if contents[0]["split"] != options.split:
+        raise UserError(f"{options.scores[0]}: scores the {contents[0]['split']} split, -split is {options.split}")
+    data = load_visdial_json(_split_path(options), options.split, processed=True)["data"]
+    check_matches_dialogs(options.scores[0], contents[0], data["dialogs"], _split_path(options))
+    num_dialogs, _, num_options = contents[0]["scores"].shape
+    if options.val_evalai and num_options != NUM_ANSWER_OPTIONS:
+        raise UserError(f"{options.scores[0]}: scores {num_options} options per round; -val_evalai needs all "
+                        f"{NUM_ANSWER_OPTIONS} (evaluate.py -num_options {NUM_ANSWER_OPTIONS})")
+    if options.split == "test":
+        fields = {"image_id": contents[0]["image_id"], "round_id": contents[0]["round_id"][:, -1]}
+    else:
+        annotations_path, annotations = _val_annotations_path(options), None
+        if annotations_path is not None:
+            annotations = load_dense_annotations(annotations_path)
+            check_annotations_follow_dialogs(annotations, data["dialogs"], annotations_path)
+            annotations = annotations[:num_dialogs]
+        fields = val_ground_truth(data["dialogs"][:num_dialogs], annotations, num_options)
+    weights = list(options.weights) or [1.0] * len(contents)
+    scores = combine_scores([content["scores"] for content in contents], weights, options.combine)
+    print(f"ensemble of {len(contents)} score files ({options.combine}, weights "
+          f"{', '.join(f'{weight:g}' for weight in weights)}): {num_dialogs} dialogs")
+    write_results(options, ScoredDialogs(scores, fields), {kind: output.path for kind, output in written.items()}, data)

@@ -5,15 +5,18 @@
   Each loss is a mean over its labels (masked tokens, NSP labels, masked regions); under torchrun
   it is the mean over the labels of the global batch, whatever their split between processes, so
   the gradients equal those of one process holding the whole batch (`global_batch_coefficients`).
-* Dense-annotation finetuning (`dense_step`): cross-entropy between log_softmax of the class-0 NSP
-  logits over all options of the annotated round and softmax of their relevance, plus
+* Dense-annotation finetuning (`dense_step`): a ranking loss over all options of the annotated
+  round (`-dense_loss`: by default the reference's cross-entropy between log_softmax of the class-0
+  NSP logits and softmax of the relevance; or ListMLE, or approxNDCG: models/losses.py), plus
   `-nsp_loss_coeff` times the NSP loss (the reference's dense_annotation_finetuning.py, which could
   fit only 80 of the 100 options). Here the loss covers every option exactly, with peak memory
   set by `-dense_chunk`:
 
+  0. (ListMLE) draw this step's random order among options of equal relevance;
   1. score all N options chunk by chunk without gradients, recording the random state before
      each chunk (dropout draws from it);
-  2. compute the loss from the N scores and its gradient with respect to the scores;
+  2. compute the loss from the N scores and its gradient with respect to the scores (any loss
+     that is a function of the scores works: only d loss / d scores is needed);
   3. for each chunk, restore its random state, recompute its scores with gradients (the same
      dropout masks, so the same values) and back-propagate that chunk's share of the gradient.
 
@@ -29,7 +32,7 @@ from typing import Optional
 
 import torch
 
-from models.losses import dense_loss, pretraining_loss
+from models.losses import RankingLoss, all_zero_relevance, dense_loss, pretraining_loss, tie_break_keys
 from utils.distributed import get_world_size, gradient_sync, is_initialized, sum_over_ranks, unwrap
 from utils.precision import autocast
 from utils.random_state import RandomState
@@ -45,7 +48,7 @@ class StepSettings:
     loss_divisor: the loss is divided by this before backward (`-batch_multiply`, as the
     reference). grad_scaler: scales the loss in fp16 (disabled otherwise: it passes the loss
     through). coefficients: the loss weights by name ('lm', 'nsp', 'img'). dense_chunk: sequences
-    per forward pass in dense mode.
+    per forward pass in dense mode. ranking: the ranking loss of dense mode (-dense_loss).
     """
     device: torch.device
     precision: str = "fp32"
@@ -53,15 +56,18 @@ class StepSettings:
     grad_scaler: torch.amp.GradScaler = field(default_factory=lambda: torch.amp.GradScaler("cuda", enabled=False))
     coefficients: dict = field(default_factory=lambda: {"lm": 1.0, "nsp": 1.0, "img": 1.0})
     dense_chunk: int = 20
+    ranking: RankingLoss = field(default_factory=RankingLoss)
 
 
 @dataclass
 class StepResult:
-    """What a step computed: the total loss (before division), its parts, and whether it was
-    finite (if not, the accumulated gradients must not be used)."""
+    """What a step computed: the total loss (before division), its parts, whether it was finite
+    (if not, the accumulated gradients must not be used), and the annotated rounds the ranking loss
+    left out because their relevances are all 0."""
     loss: float
     parts: dict
     finite: bool
+    skipped_rounds: int = 0
 
 
 def model_inputs(batch: dict, device: torch.device, indices: Optional[torch.Tensor] = None) -> dict:
@@ -78,9 +84,9 @@ def model_inputs(batch: dict, device: torch.device, indices: Optional[torch.Tens
     return inputs
 
 
-def _result(loss: torch.Tensor, parts: dict) -> StepResult:
+def _result(loss: torch.Tensor, parts: dict, skipped_rounds: int = 0) -> StepResult:
     return StepResult(loss.item(), {name: value.item() for name, value in parts.items()},
-                      bool(torch.isfinite(loss)))
+                      bool(torch.isfinite(loss)), skipped_rounds)
 
 
 def _backward(loss: torch.Tensor, settings: StepSettings) -> None:
@@ -159,6 +165,7 @@ def dense_step(model: torch.nn.Module, batch: dict, settings: StepSettings,
     num_rounds, num_options = relevance.shape
     chunks = list(torch.arange(num_sequences).split(settings.dense_chunk))
     plain_model = unwrap(model)  # no DDP hooks on the passes without gradients
+    tie_keys = tie_break_keys(settings.ranking, num_rounds, num_options)
 
     states = []
     with torch.no_grad():
@@ -170,7 +177,8 @@ def dense_step(model: torch.nn.Module, batch: dict, settings: StepSettings,
 
     scores = torch.cat(scores).requires_grad_()
     loss, parts = dense_loss(scores.view(num_rounds, num_options, 2), relevance,
-                             batch["next_sentence_labels"].to(device), settings.coefficients["nsp"])
+                             batch["next_sentence_labels"].to(device), settings.coefficients["nsp"],
+                             settings.ranking, tie_keys)
     _backward(loss, settings)
     for number, (indices, state) in enumerate(zip(chunks, states)):
         last = number == len(chunks) - 1
@@ -178,4 +186,5 @@ def dense_step(model: torch.nn.Module, batch: dict, settings: StepSettings,
         with gradient_sync(model, sync_gradients and last):
             _score_chunk(model, batch, indices, settings).backward(scores.grad[indices.to(device)])
     state_after.restore()
-    return _result(loss, parts)
+    skipped = int(all_zero_relevance(relevance).sum()) if settings.ranking.skips_unannotated_rounds else 0
+    return _result(loss, parts, skipped)

@@ -7,6 +7,8 @@
   reference) the optimizer steps at the rate of scheduler step iteration + 1;
 * a non-finite loss stops before the weights change (-nan_policy stop) or skips the step; in fp16
   the grad scaler skips a step whose gradients overflowed, which is counted and reported;
+* annotated rounds whose relevances are all 0, which -dense_loss listmle / approxndcg leave out,
+  are counted in metrics.jsonl (`skipped_rounds` events; a warning the first time);
 * an unreadable record stops with its message, or is counted and skipped (-skip_bad_records)
   until more than half of the records read are unreadable;
 * a checkpoint every epoch and at the end (the last -keep_checkpoints kept), validation on the
@@ -21,6 +23,7 @@ from typing import Optional
 import torch
 from tqdm import tqdm
 
+from models.losses import RankingLoss
 from options import TrainOptions
 from utils.distributed import DistributedContext, all_ranks_agree, any_rank, barrier
 from utils.errors import UserError
@@ -80,8 +83,10 @@ class Trainer:
             device=context.device, precision=precision, loss_divisor=options.batch_multiply,
             grad_scaler=state.grad_scaler, dense_chunk=options.dense_chunk,
             coefficients={"lm": options.lm_loss_coeff, "nsp": options.nsp_loss_coeff,
-                          "img": options.img_loss_coeff})
+                          "img": options.img_loss_coeff},
+            ranking=RankingLoss(options.dense_loss, options.approxndcg_temperature))
         self.stop: Optional[StopRequest] = None
+        self.warned_skipped_rounds = False
 
     def say(self, message: str) -> None:
         if self.context.is_main:
@@ -172,6 +177,8 @@ class Trainer:
         result = self.step_function(self.train_model, batch, self.settings, sync_gradients=will_step)
         if not all_ranks_agree(result.finite):
             self._non_finite(batch, result)
+        if result.skipped_rounds:
+            self._skipped_rounds(iteration, result.skipped_rounds)
         if will_step:
             self._optimizer_step(iteration)
         progress.iteration += 1
@@ -191,6 +198,13 @@ class Trainer:
                             f"last good checkpoint: {last_good}")
         self.state.progress.window_finite = False
         self.say(f"warning: {where}; skipping this optimizer step (-nan_policy skip)")
+
+    def _skipped_rounds(self, iteration: int, count: int) -> None:
+        if not self.warned_skipped_rounds:
+            self.say(f"warning: -dense_loss {self.options.dense_loss} skips annotated rounds whose relevances are "
+                     "all 0 (no order to learn); metrics.jsonl counts them (skipped_rounds events)")
+            self.warned_skipped_rounds = True
+        self.logger.log_event("skipped_rounds", iteration, rounds=count)
 
     def _optimizer_step(self, iteration: int) -> None:
         """The optimizer step of a window of -batch_multiply iterations: skipped (and counted) when

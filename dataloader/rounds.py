@@ -1,0 +1,124 @@
+"""Your own dialog rounds as model inputs, encoded exactly as the datasets encode VisDial's.
+
+A round is a caption, a history of (question, answer) pairs, a question and candidate answers,
+asked about one image. `RoundEncoder.encode` tokenises it with the datasets' tokenizer, cuts whole
+rounds from the front of the history while the longest candidate would not fit max_seq_len (the
+rule of the test split, `dataloader.preprocess.rounds_to_drop`; the caption stays), keeps the last
+`max_rounds` rounds as the datasets do (`encode_prefix`) and packs one sequence per candidate
+(`pack_sequences`). An image is a feature store's record, or arrays of the .npz schema made into a
+record by the importers' own code (`image_record_from_arrays`); `image_inputs` encodes it as the
+evaluation items do (no region masking).
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from dataloader.encoding import MAX_REGIONS, encode_image, encode_prefix, pack_sequences
+from dataloader.feature_formats import record_from_arrays
+from dataloader.feature_store import ImageRecord, build_image_record
+from dataloader.preprocess import rounds_to_drop
+from dataloader.tokenizer import encode_texts, special_token_ids
+from utils.errors import UserError
+
+IMAGE_FIELDS = ("image_feat", "image_loc", "image_mask")
+"""The image inputs that scoring reads (encode_image also builds the region targets and labels)."""
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+class RoundEncoder:
+    """Encodes rounds for one tokenizer, `max_seq_len` and `max_rounds` (-visdial_tot_rounds: the
+    rounds a sequence keeps, the caption counting as one)."""
+
+    def __init__(self, tokenizer, max_seq_len: int = 256, max_rounds: int = 11):
+        if not 2 <= max_rounds <= 11:
+            raise UserError(f"max_rounds (-visdial_tot_rounds) must be in 2..11, got {max_rounds}")
+        self.tokenizer = tokenizer
+        self.special = special_token_ids(tokenizer)
+        self.max_seq_len = max_seq_len
+        self.max_rounds = max_rounds
+
+    def encode(self, caption: str, history: Sequence[tuple[str, str]], question: str,
+               candidates: Sequence[str]) -> dict:
+        """The sequences of one round, one per candidate, as an evaluation item holds them:
+        int64 arrays tokens, segments, lm_labels (all -1) [n, L], sep_indices [n, S], hist_len [n]
+        (n = len(candidates), L their longest length). UserError for an empty question, no
+        candidates, an empty or repeated candidate, a history that is not (question, answer)
+        pairs of strings, or a round that does not fit max_seq_len even without history."""
+        history = _checked_round(caption, history, question, candidates)
+        texts = [caption, *(text for turn in history for text in turn), question, *candidates]
+        ids = [np.asarray(tokens, dtype=np.int64) for tokens in encode_texts(self.tokenizer, texts)]
+        caption_ids, history_ids = ids[0], ids[1:1 + 2 * len(history)]
+        question_ids, candidate_ids = ids[1 + 2 * len(history)], ids[2 + 2 * len(history):]
+        if not len(question_ids):
+            raise UserError(f"the question {_shown(question)} is empty (it has no tokens)")
+        for number, tokens in enumerate(candidate_ids):
+            if not len(tokens):
+                raise UserError(f"candidate {number} {_shown(candidates[number])} is empty (it has no tokens)")
+        turns = [(len(history_ids[2 * k]), len(history_ids[2 * k + 1])) for k in range(len(history))]
+        longest = max(range(len(candidate_ids)), key=lambda number: len(candidate_ids[number]))
+        dropped = rounds_to_drop(len(caption_ids), turns, len(question_ids), len(candidate_ids[longest]),
+                                 self.max_seq_len)
+        if dropped is None:
+            needed = len(caption_ids) + len(question_ids) + len(candidate_ids[longest]) + 4
+            raise UserError(f"the caption, the question and the longest candidate {_shown(candidates[longest])} "
+                            f"need {needed} tokens, more than max_seq_len {self.max_seq_len} even without history")
+        prefix = encode_prefix([caption_ids, *history_ids[2 * dropped:], question_ids], self.max_rounds,
+                               self.special["CLS"], self.special["SEP"])
+        item = pack_sequences([prefix], [(0, tokens) for tokens in candidate_ids], self.special["SEP"])
+        del item["lengths"]
+        item["lm_labels"] = np.full_like(item["tokens"], -1)
+        return item
+
+
+def _checked_round(caption, history, question, candidates) -> list[tuple[str, str]]:
+    """The history as a list of (question, answer) after checking every field's type; UserError."""
+    if not isinstance(caption, str):
+        raise UserError(f"the caption must be a string, got {type(caption).__name__}")
+    if not isinstance(question, str):
+        raise UserError(f"the question must be a string, got {type(question).__name__}")
+    if isinstance(candidates, str) or not isinstance(candidates, Sequence):
+        raise UserError(f"the candidates must be a list of answers, got {type(candidates).__name__}")
+    if not candidates:
+        raise UserError("no candidate answers to rank")
+    first_position = {}
+    for number, candidate in enumerate(candidates):
+        if not isinstance(candidate, str):
+            raise UserError(f"candidate {number} must be a string, got {type(candidate).__name__}")
+        if candidate in first_position:
+            raise UserError(f"candidate {number} {_shown(candidate)} repeats candidate {first_position[candidate]}")
+        first_position[candidate] = number
+    if isinstance(history, str) or not isinstance(history, Sequence):
+        raise UserError(f"the history must be a list of (question, answer) pairs, got {type(history).__name__}")
+    for number, turn in enumerate(history):
+        if isinstance(turn, str) or not isinstance(turn, Sequence) or len(turn) != 2 \
+                or not all(isinstance(text, str) for text in turn):
+            raise UserError(f"history entry {number} must be a (question, answer) pair of strings, got {turn!r:.60}")
+    return [tuple(turn) for turn in history]
+
+
+def image_record_from_arrays(arrays: Mapping, feature_size: int | None) -> ImageRecord:
+    """An image given as arrays -> the record a feature store's reader returns for it.
+
+    arrays: features [n, F], boxes [n, 4] (x1, y1, x2, y2 in pixels), image_w, image_h, optional
+    cls_prob [n, 1601]: the .npz schema of the importers (a dict, or `numpy.load("<id>.npz")`),
+    checked by the same code (`record_from_arrays`, then the record check) against the width
+    `feature_size`, then built like every reader builds its records (`build_image_record`).
+    """
+    if not isinstance(arrays, Mapping):
+        raise UserError(f"an image is an image id or a mapping of arrays (features, boxes, image_w, image_h), "
+                        f"got {type(arrays).__name__}")
+    raw = record_from_arrays(arrays, 0, "image arrays", feature_size)
+    return build_image_record(raw["image_h"], raw["image_w"], raw["features"], raw["boxes"], raw["cls_prob"])
+
+
+def image_inputs(record: ImageRecord) -> dict:
+    """The image inputs of an evaluation item: image_feat [37, F], image_loc [37, 5], image_mask [37]
+    float32 (the first 37 regions, no masking: what the val and test items hold)."""
+    encoded = encode_image(record, 0.0, np.random.default_rng(0), MAX_REGIONS)
+    return {name: encoded[name] for name in IMAGE_FIELDS}
+

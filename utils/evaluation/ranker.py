@@ -1,0 +1,201 @@
+"""Rank candidate answers to your own questions about your own images with a trained checkpoint.
+
+    from utils.evaluation import DialogRanker
+
+    ranker = DialogRanker.from_checkpoint("checkpoints-release/basemodel",
+                                          model_config="config/bert_base_6layer_6conect.json",
+                                          vocab="data/bert-base-uncased/vocab.txt", features="my_features.lmdb")
+    ranker.rank(185565, "a man riding a horse", [("is it sunny ?", "yes")], "what color is the horse ?",
+                ["brown", "white", "black"])          # -> [("brown", 0.93), ("white", 0.05), ("black", 0.02)]
+
+A round is encoded by dataloader/rounds.py exactly as the datasets encode VisDial's (tokenizer,
+segments, the whole-image region, box normalisation, the history cut from the front when it does
+not fit, the caption kept) and scored by evaluate.py's engine (utils/evaluation/scoring.py:
+length-sorted batches of at most `tokens_per_batch` tokens, only the NSP head), so a round of the
+val split gets the probabilities evaluate.py computes for it. The probability of an answer is the
+softmax of its NSP logits, class 0 ("the answer belongs"), as in evaluation: each candidate is
+scored on its own, so the probabilities of a round do not sum to 1.
+"""
+from __future__ import annotations
+
+import sys
+from numbers import Integral
+from typing import Iterable, Mapping, NamedTuple, Sequence, Union
+
+import torch
+
+from dataloader.collate import collate_dialog_batch
+from dataloader.feature_formats import open_image_features
+from dataloader.rounds import RoundEncoder, image_inputs, image_record_from_arrays
+from dataloader.tokenizer import load_tokenizer
+from models import MODEL_TYPES, build_model
+from models.weights import load_model_weights
+from options import SharedOptions
+from utils.errors import UserError
+from utils.evaluation.run import checked_model_config
+from utils.evaluation.scoring import score_sequences
+from utils.precision import PRECISIONS, resolve_precision
+
+ROUNDS_PER_CHUNK = 16
+"""Rounds encoded and collated together; their sequences are length-sorted as one pool."""
+
+Image = Union[int, Mapping]
+Ranking = list[tuple[str, float]]
+
+
+class RankingQuery(NamedTuple):
+    """One round to rank: the arguments of `DialogRanker.rank`."""
+
+    image: Image
+    caption: str
+    history: Sequence[tuple[str, str]]
+    question: str
+    candidates: Sequence[str]
+
+
+def resolve_device(device) -> torch.device:
+    """`device` as a torch.device: None or "auto" is a GPU when there is one, else the CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(f"device {device!r} is not a device (cpu, cuda, cuda:N or auto)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device}: no GPU is available here")
+    return device
+
+
+class DialogRanker:
+    """Ranks candidate answers of dialog rounds with a model (module docstring).
+
+    Parameters
+    ----------
+    model : a VisualDialogEncoder or the language-only baseline, on its device (put in eval mode)
+    tokenizer : the BertTokenizer of dataloader/tokenizer.load_tokenizer
+    features : image features opened by dataloader/feature_formats.open_image_features (a store or
+        a foreign file served like one) for images given by id, or None (images then come as arrays)
+    max_seq_len, max_rounds : the datasets' -max_seq_len and -visdial_tot_rounds
+    precision : fp32, bf16 or fp16 (autocast), or auto (bf16 on GPUs that have it, else fp32)
+    tokens_per_batch : token budget of one forward pass (evaluate.py's -eval_tokens_per_batch)
+
+    `DialogRanker.from_checkpoint` builds all of it from files, checked against one another.
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer, features=None, *, max_seq_len: int = 256,
+                 max_rounds: int = 11, precision: str = "auto", tokens_per_batch: int = 16384):
+        if precision != "auto" and precision not in PRECISIONS:
+            raise UserError(f"precision must be auto or one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if not (isinstance(tokens_per_batch, Integral) and tokens_per_batch >= 1):
+            raise UserError(f"tokens_per_batch must be a positive integer, got {tokens_per_batch!r}")
+        self.model = model.eval()
+        self.encoder = RoundEncoder(tokenizer, max_seq_len, max_rounds)
+        self.features = features
+        self.feature_size = features.feature_size if features is not None else model.config.v_feature_size
+        self.precision = resolve_precision(precision, next(model.parameters()).device)
+        self.tokens_per_batch = tokens_per_batch
+
+    @classmethod
+    def from_checkpoint(cls, path, *, model_config=SharedOptions.model_config, vocab=SharedOptions.vocab,
+                        features=None, device=None, precision: str = "auto", model_type: str = "vilbert",
+                        max_seq_len: int = 256, max_rounds: int = 11,
+                        tokens_per_batch: int = 16384, note=None) -> "DialogRanker":
+        """A ranker with the weights of the checkpoint `path` (a released checkpoint or one that
+        train.py wrote) in the model of `model_config`, the vocabulary `vocab` and the image
+        features `features`: a path in any format of dataloader/feature_formats.py (an LMDB or HDF5
+        store; a bottom-up-attention TSV, a challenge-starter HDF5 or a folder of .npz, read into
+        memory), an open store, or None. What a format lacks is said through `note` (a function of
+        one line; default: printed on stderr). The model
+        config is checked against the vocabulary, max_seq_len and the features' width before the
+        model is built; the weights load strictly. device: "cpu", "cuda", "cuda:N", or None / "auto"
+        for a GPU when there is one. Every problem is one UserError line naming the file."""
+        if model_type not in MODEL_TYPES:
+            raise UserError(f"model_type must be one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
+        device = resolve_device(device)
+        tokenizer = load_tokenizer(str(vocab))
+        if features is not None and not hasattr(features, "image_ids"):
+            features = open_image_features(features, note or _note_on_stderr)
+        config = checked_model_config(model_config, model_type, len(tokenizer), vocab, max_seq_len, features)
+        model = build_model(config, model_type)
+        load_model_weights(model, path)
+        return cls(model.to(device), tokenizer, features, max_seq_len=max_seq_len, max_rounds=max_rounds,
+                   precision=precision, tokens_per_batch=tokens_per_batch)
+
+    def rank(self, image: Image, caption: str, history: Sequence[tuple[str, str]], question: str,
+             candidates: Sequence[str]) -> Ranking:
+        """The candidates with their probabilities, best first (equal ones in the given order).
+
+        image: an image id of the feature store, or the arrays of one image (a mapping such as
+        `numpy.load("<id>.npz")`: features [n, F], boxes [n, 4] in pixels, image_w, image_h);
+        history: the earlier rounds as (question, answer) pairs, oldest first.
+        """
+        return self._rank_chunk([RankingQuery(image, caption, history, question, candidates)], {})[0]
+
+    def rank_many(self, queries: Iterable[RankingQuery | Sequence | Mapping]) -> list[Ranking]:
+        """`rank` for many rounds (each a RankingQuery, a tuple of rank's five arguments or a dict
+        of them), scored together in length-sorted batches; a problem names the query's position."""
+        queries = [_as_query(query, number) for number, query in enumerate(queries)]
+        rankings, images = [], {}
+        for start in range(0, len(queries), ROUNDS_PER_CHUNK):
+            rankings += self._rank_chunk(queries[start:start + ROUNDS_PER_CHUNK], images, first_number=start)
+        return rankings
+
+    def image_record(self, image: Image):
+        """The reader's record of `image` (an id of the store, or arrays); UserError when the id is
+        not in the store or the arrays do not fit (the record check, the features' width)."""
+        if _is_image_id(image):
+            if self.features is None:
+                raise UserError(f"image {image} is given by id, but this ranker has no feature store "
+                                "(from_checkpoint(..., features=STORE))")
+            return self.features[int(image)]  # UserError when the store lacks it
+        return image_record_from_arrays(image, self.feature_size)
+
+    def _rank_chunk(self, queries: list[RankingQuery], images: dict, first_number: int | None = None) -> list[Ranking]:
+        items = []
+        for number, query in enumerate(queries):
+            try:
+                items.append({**self.encoder.encode(query.caption, query.history, query.question, query.candidates),
+                              **self._image_inputs(query.image, images)})
+            except UserError as error:
+                if first_number is None:
+                    raise
+                raise UserError(f"query {first_number + number}: {error}") from None
+        batch = collate_dialog_batch([{name: torch.from_numpy(value) for name, value in item.items()}
+                                      for item in items])
+        scores = score_sequences(self.model, batch, self.tokens_per_batch, self.precision)
+        rankings = []
+        for query, round_scores in zip(queries, scores.split([len(query.candidates) for query in queries])):
+            order = torch.argsort(round_scores, descending=True, stable=True).tolist()
+            rankings.append([(query.candidates[index], float(round_scores[index])) for index in order])
+        return rankings
+
+    def _image_inputs(self, image: Image, images: dict) -> dict:
+        """The image inputs of `image`, those of an image id read once per `images` cache."""
+        if not _is_image_id(image):
+            return image_inputs(self.image_record(image))
+        if int(image) not in images:
+            images[int(image)] = image_inputs(self.image_record(image))
+        return images[int(image)]
+
+
+def _note_on_stderr(line: str) -> None:
+    print(f"note: {line}", file=sys.stderr)
+
+
+def _is_image_id(image) -> bool:
+    """Whether `image` is an image id (a Python or NumPy integer, not a bool) rather than arrays."""
+    return isinstance(image, Integral) and not isinstance(image, bool)
+
+
+def _as_query(query, number: int) -> RankingQuery:
+    """A query of rank_many as a RankingQuery; UserError naming its position otherwise."""
+    if isinstance(query, Mapping):
+        unknown = set(query) - set(RankingQuery._fields)
+        missing = set(RankingQuery._fields) - set(query)
+        if unknown or missing:
+            raise UserError(f"query {number}: needs the keys {', '.join(RankingQuery._fields)}"
+                            + (f"; unknown: {', '.join(map(str, sorted(unknown, key=str)))}" if unknown else ""))
+        return RankingQuery(**query)
+    if isinstance(query, Sequence) and not isinstance(query, str) and len(query) == len(RankingQuery._fields):
+        return RankingQuery(*query)
+    raise UserError(f"query {number}: expected ({', '.join(RankingQuery._fields)}), got {type(query).__name__}")
