@@ -279,8 +279,9 @@ class EvalOptions(SharedOptions):
 
     split: str = flag("test", "test: write the EvalAI submission; val: compute the metrics", "evaluation",
                       choices=SPLITS)
-    eval_tokens_per_batch: int = flag(16384, "tokens of one forward pass (sequences x their longest length); "
-                                             "lower it on small GPUs", "evaluation", at_least=1)
+    eval_tokens_per_batch: int = flag(0, "tokens of one forward pass (sequences x their longest length); 0: "
+                                         "4096 on the CPU, 65536 on a GPU; lower it on small GPUs", "evaluation",
+                                      at_least=0)
     save_path: str = flag(".", "folder for the output files", "evaluation")
     save_name: str = flag("", "prefix of the output files: <save_name>_predictions.json, "
                               "<save_name>_metrics.json (default: the split name)", "evaluation")

@@ -3,11 +3,13 @@
 Exact resume needs the data to come back in the same order with the same random draws:
 
 * `ResumableSampler` shuffles each epoch with its own generator seeded by (seed, epoch), shards
-  the order across torchrun ranks, and can start in the middle of an epoch.
+  the order across torchrun ranks (rank r takes the epoch's items r, r + W, r + 2W, ...), and
+  can start in the middle of an epoch.
 * `SeededItems` calls the dataset with Python's, NumPy's and torch's generators seeded by
-  (seed, epoch, position), so an item's random draws (masking, negative sampling) do not depend
-  on the DataLoader workers or on where the run was resumed; the caller's generators are left
-  untouched (utils/random_state.py).
+  (seed, epoch, position in the epoch's whole order), so an item's random draws (masking,
+  negative sampling) depend neither on the DataLoader workers, nor on where the run was resumed,
+  nor on the number of processes; the caller's generators are left untouched
+  (utils/random_state.py).
 * A record that cannot be read (a UserError of the readers, an OSError, a decoding error) becomes
   a `BadRecord` with a one-line message, which `collate_skipping_bad` moves out of the batch into
   `batch['bad_records']`. The training loop then stops with that message, or counts and skips it
@@ -29,7 +31,9 @@ UNREADABLE_RECORD_ERRORS = (UserError, OSError, UnicodeError, pickle.UnpicklingE
 
 
 class ResumableSampler(Sampler):
-    """Yields (epoch, position, dataset index) for one epoch of this rank's share.
+    """Yields (epoch, position, dataset index) for one epoch of this rank's share; position is the
+    item's place in the epoch's whole order (the same item has the same position whatever the
+    number of processes).
 
     num_items: dataset size; seed: the run's seed; rank / world_size: torchrun shard (the order
     is cut to a multiple of world_size so every rank gets as many items); start: position in
@@ -65,12 +69,12 @@ class ResumableSampler(Sampler):
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
         share = self.share()
         for position in range(self.start, len(share)):
-            yield self.epoch, position, share[position]
+            yield self.epoch, position * self.world_size + self.rank, share[position]
 
 
-def item_seed(seed: int, epoch: int, position: int, rank: int = 0) -> int:
+def item_seed(seed: int, epoch: int, position: int) -> int:
     """A 63-bit seed for one item draw, a hash of where it is in the run."""
-    return int(np.random.SeedSequence([seed, epoch, position, rank]).generate_state(2, np.uint64)[0] >> 1)
+    return int(np.random.SeedSequence([seed, epoch, position]).generate_state(2, np.uint64)[0] >> 1)
 
 
 @dataclass
@@ -82,17 +86,15 @@ class BadRecord:
 class SeededItems(Dataset):
     """Wraps a dataset indexed by `ResumableSampler` keys (epoch, position, index).
 
-    Each item is produced with every global CPU generator seeded from (seed, epoch, position,
-    rank); the generators' previous states are restored afterwards. Unreadable records become
+    Each item is produced with every global CPU generator seeded from (seed, epoch, position);
+    the generators' previous states are restored afterwards. Unreadable records become
     BadRecord items (UNREADABLE_RECORD_ERRORS); other errors propagate.
     describe(index) -> str names a record in error messages (e.g. its image id).
     """
 
-    def __init__(self, dataset: Dataset, seed: int, rank: int = 0,
-                 describe: Optional[Callable[[int], str]] = None):
+    def __init__(self, dataset: Dataset, seed: int, describe: Optional[Callable[[int], str]] = None):
         self.dataset = dataset
         self.seed = seed
-        self.rank = rank
         self.describe = describe or (lambda index: f"item {index}")
 
     def __len__(self) -> int:
@@ -101,7 +103,7 @@ class SeededItems(Dataset):
     def __getitem__(self, key: tuple[int, int, int]):
         epoch, position, index = key
         try:
-            with seeded(item_seed(self.seed, epoch, position, self.rank)):
+            with seeded(item_seed(self.seed, epoch, position)):
                 return self.dataset[index]
         except UserError as error:
             return BadRecord(f"{error} ({self.describe(index)})")

@@ -2,13 +2,19 @@
 
     python scripts/benchmark_eval.py            # paper config, 1 dialog x 10 rounds x 12 options
     python scripts/benchmark_eval.py --quick    # 1 dialog x 10 rounds x 4 options (under 2 minutes)
+    python scripts/benchmark_eval.py --budgets 2048 4096 8192 16384 --dialogs 4 --options 25
+                                                # our fp32 path per token budget, nothing else
 
 Sequences have realistic VisDial lengths (round r of a dialog is about 15 + 12 r tokens, answers
 of 1 to 8 tokens) and 37 image regions. Rows:
 
 * reference path: every sequence padded to 256 tokens, the image copied per sequence, fixed
-  chunks, fp32, every head computed (what the reference's evaluation did);
+  chunks, fp32, every head computed (what the reference's evaluation did;
+  utils/benchmarking/reference.py);
 * ours fp32 / bf16: utils/evaluation/scoring.py (length-sorted token-budget batches, images once, NSP head only).
+
+With ``--budgets`` it times only our fp32 path, once per token budget (-eval_tokens_per_batch), on
+the same batch: how evaluate.py's CPU default was chosen.
 
 Also the achieved GFLOP/s of our fp32 path (FLOPs counted by torch's FlopCounterMode) against a
 large fp32 matrix product measured in the same run, and whether the fp32 ranks equal the
@@ -18,60 +24,21 @@ machine-readable.
 """
 import argparse
 import os
-import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from models import build_model
+from utils.benchmarking.measure import timed
+from utils.benchmarking.reference import score_padded_reference_style, spread_weights
 from utils.evaluation.metrics import scores_to_ranks
-from utils.evaluation.scoring import ranking_scores, score_sequences
+from utils.evaluation.scoring import length_batches, score_sequences
 
 REGIONS = 37
 REFERENCE_MAX_SEQ_LEN = 256
 VISDIAL_VAL_SEQUENCES = 2064 * 10 * 100
-
-
-@torch.inference_mode()
-def score_padded_reference_style(model: torch.nn.Module, batch: dict, max_seq_len: int,
-                                 sequences_per_call: int, all_heads: bool = True) -> torch.Tensor:
-    """The reference's way of scoring, the baseline of this benchmark (and of tests/test_scoring.py).
-
-    Every sequence padded to ``max_seq_len``, the image copied per sequence, fixed chunks of
-    ``sequences_per_call``, fp32, the LM and region heads computed too unless ``all_heads`` is
-    False. Same batch and output as ``score_sequences``.
-    """
-    device = next(model.parameters()).device
-    num_sequences, length = batch["tokens"].shape
-
-    def padded(tensor: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.pad(tensor, (0, max_seq_len - length))
-
-    tokens, segments = padded(batch["tokens"]), padded(batch["segments"])
-    attention_mask = padded(batch["attention_mask"].long()).bool()
-    image_index = batch["image_index"]
-    scores = []
-    for start in range(0, num_sequences, sequences_per_call):
-        rows = slice(start, start + sequences_per_call)
-        output = model(
-            tokens[rows].to(device), segments[rows].to(device), attention_mask[rows].to(device),
-            batch["image_feat"][image_index[rows]].to(device),
-            batch["image_loc"][image_index[rows]].to(device),
-            batch["image_mask"][image_index[rows]].to(device),
-            output_lm_scores=all_heads, output_img_scores=all_heads,
-        )
-        scores.append(ranking_scores(output.nsp_scores).cpu())
-    return torch.cat(scores)
-
-
-def spread_weights(model: torch.nn.Module, generator: torch.Generator) -> None:
-    """Redraw weights at O(1) scales so that scores differ clearly between options."""
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.Linear):
-                module.weight.normal_(0, module.in_features ** -0.5, generator=generator)
-            elif isinstance(module, torch.nn.Embedding):
-                module.weight.normal_(0, 1, generator=generator)
+CPU = torch.device("cpu")
+SEQUENCE_FIELDS = ("tokens", "segments", "attention_mask", "image_index")
 
 
 def make_dialog_batch(num_dialogs: int, num_options: int, generator: torch.Generator) -> dict:
@@ -95,19 +62,28 @@ def make_dialog_batch(num_dialogs: int, num_options: int, generator: torch.Gener
     }
 
 
-def timed(function):
-    """(result, wall seconds, CPU seconds of this process over all threads)."""
-    start, start_cpu = time.perf_counter(), time.process_time()
-    result = function()
-    return result, time.perf_counter() - start, time.process_time() - start_cpu
-
-
 def matmul_gflops(size: int = 4096, repeats: int = 5) -> float:
     """GFLOP/s of a large fp32 matrix product on this machine (best of `repeats`)."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     a @ b
-    best = min(timed(lambda: a @ b)[1] for _ in range(repeats))
+    best = min(timed(lambda: a @ b, CPU).seconds for _ in range(repeats))
     return 2 * size ** 3 / best / 1e9
+
+
+def compare_budgets(model: torch.nn.Module, batch: dict, budgets: list[int]) -> None:
+    """Print sequences/s of our fp32 path per token budget, by wall time and by CPU time."""
+    num_sequences = len(batch["tokens"])
+    print(f"{num_sequences} sequences, {torch.get_num_threads()} threads, fp32; load average "
+          f"{os.getloadavg()[0]:.1f} (CPU seconds are less affected by other processes than wall seconds)")
+    print(f"{'tokens per batch':>16}{'forward passes':>16}{'seq/s':>9}{'CPU s/seq':>11}")
+    lengths = batch["attention_mask"].sum(dim=1)
+    score_sequences(model, {name: value[:8] if name in SEQUENCE_FIELDS else value for name, value in batch.items()},
+                    budgets[0], "fp32")  # warm-up
+    for budget in budgets:
+        timing = timed(lambda: score_sequences(model, batch, budget, "fp32"), CPU)
+        passes = len(length_batches(lengths, budget))
+        print(f"{budget:>16}{passes:>16}{num_sequences / timing.seconds:>9.2f}"
+              f"{timing.cpu_seconds / num_sequences:>11.3f}")
 
 
 def main() -> None:
@@ -116,10 +92,10 @@ def main() -> None:
     parser.add_argument("--dialogs", type=int, default=1)
     parser.add_argument("--options", type=int, default=12, help="answer options per round")
     parser.add_argument("--tokens_per_batch", type=int, default=4096,
-                        help="token budget of our batches (smaller than evaluate.py's 16384 because the "
-                             "pool of sequences here is small: it keeps batches within a few rounds)")
+                        help="token budget of our batches (evaluate.py's default on the CPU)")
     parser.add_argument("--reference_chunk", type=int, default=20, help="sequences per reference call")
     parser.add_argument("--quick", action="store_true", help="1 dialog x 4 options")
+    parser.add_argument("--budgets", type=int, nargs="+", help="only time our fp32 path at these token budgets")
     args = parser.parse_args()
     if args.quick:
         args.dialogs, args.options = 1, 4
@@ -131,16 +107,20 @@ def main() -> None:
     batch = make_dialog_batch(args.dialogs, args.options, generator)
     num_sequences = len(batch["tokens"])
     shape = (args.dialogs, 10, args.options)
+    if args.budgets:
+        compare_budgets(model, batch, args.budgets)
+        return
 
-    warm_up = {k: v[:4] if k in ("tokens", "segments", "attention_mask", "image_index") else v
-               for k, v in batch.items()}
+    warm_up = {name: value[:4] if name in SEQUENCE_FIELDS else value for name, value in batch.items()}
     for precision in ("fp32", "bf16"):
         score_sequences(model, warm_up, args.tokens_per_batch, precision)
-    reference, reference_s, reference_cpu = timed(lambda: score_padded_reference_style(
-        model, batch, REFERENCE_MAX_SEQ_LEN, args.reference_chunk, all_heads=True))
+    timings = {"reference": timed(lambda: score_padded_reference_style(
+        model, batch, REFERENCE_MAX_SEQ_LEN, args.reference_chunk, all_heads=True), CPU)}
     with FlopCounterMode(display=False) as counter:  # counts per op; its overhead is negligible here
-        ours_fp32, fp32_s, fp32_cpu = timed(lambda: score_sequences(model, batch, args.tokens_per_batch, "fp32"))
-    ours_bf16, bf16_s, bf16_cpu = timed(lambda: score_sequences(model, batch, args.tokens_per_batch, "bf16"))
+        timings["fp32"] = timed(lambda: score_sequences(model, batch, args.tokens_per_batch, "fp32"), CPU)
+    timings["bf16"] = timed(lambda: score_sequences(model, batch, args.tokens_per_batch, "bf16"), CPU)
+    (reference, reference_s, reference_cpu), (ours_fp32, fp32_s, fp32_cpu), (ours_bf16, bf16_s, bf16_cpu) = (
+        (timing.result, timing.seconds, timing.cpu_seconds) for timing in timings.values())
     peak = matmul_gflops()
 
     reference_ranks = scores_to_ranks(reference.view(shape))

@@ -1,17 +1,31 @@
-"""torchrun with 2 CPU processes (gloo): identical parameters on both ranks, sharded validation,
-a checkpoint that loads in a single process; gradient accumulation with -compile, per-rank pending
-gradients and exact resume."""
+"""torchrun with 2 CPU processes (gloo). Two nodes on one machine: training with sharded validation
+and a sharded evaluation equal one process with the same global batch, and their checkpoint
+continues on one process (what changes with the number of processes: README, "Distributed
+training"). One node: gradient accumulation with -compile, per-rank pending gradients and exact
+resume."""
+import json
 import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
+import evaluate
+import train
 from models import build_model
 from models.weights import load_model_weights, parameters_sha256
-from tests.train_helpers import assert_bit_identical, fixture_flags, read_metrics
+from options import TrainOptions, parse_options
+from tests.dropout_free_run import without_dropout
+from tests.test_evaluate import golden_args
+from tests.train_helpers import assert_bit_identical, final_weights, fixture_flags, read_metrics
+from utils.distributed import DistributedContext
+from utils.errors import UserError
+from utils.training.run_folder import save_checkpoint
+from utils.training.run_state import _pending_gradients, _world_size_change
 
 
 def free_port() -> int:
@@ -20,32 +34,100 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_process_training(golden_dir, repo_root, tmp_path, single_thread_env):
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-               "--master_addr=127.0.0.1", f"--master_port={free_port()}", "train.py",
-               *fixture_flags(golden_dir, tmp_path, "ddp", "-max_iterations", "3", "-val_every", "2",
-                              "-num_options", "10", "-num_val_samples", "3")]
-    result = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=300,
-                            env=single_thread_env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = tmp_path / "ddp"
-    # 3 train dialogs over 2 ranks: one image per rank and epoch
-    assert "1 iterations per epoch" in result.stdout
-    checkpoint = torch.load(run_dir / "visdial_dialog_encoder_3.ckpt", weights_only=True)
+# 3 iterations; the fixture's 3 train dialogs make one batch an epoch, so a checkpoint after every
+# iteration. The one after iteration 1 holds the gradient of iteration 0 (its optimizer step comes
+# with iteration 1's, as the reference's); on two nodes rank 1's is in a file of its own.
+COMMON = ("-max_iterations", "3", "-val_every", "2", "-num_options", "10", "-num_val_samples", "3",
+          "-keep_checkpoints", "3")
+
+
+def max_difference(first: dict, second: dict) -> float:
+    assert first.keys() == second.keys()
+    return max((first[name].float() - second[name].float()).abs().max().item() for name in first)
+
+
+def test_two_nodes_equal_one_process_and_continue_on_one(golden_dir, repo_root, tmp_path, single_thread_env,
+                                                         monkeypatch, capsys):
+    """Two torchrun agents on 127.0.0.1 (--nnodes 2, one gloo process each) train 3 iterations with
+    sharded validation, then evaluate val sharded. One process with the same global batch (-batch_size
+    4 instead of 2 per process) gets the same weights, to 1e-6; the two nodes' checkpoint inside an
+    accumulation window continues on one process to the same weights; the sharded evaluation gives
+    the metrics of one process. Dropout is off (tests/dropout_free_run.py): its masks are per process."""
+    two_nodes = tmp_path / "two_nodes"
+    evaluation = golden_args(golden_dir, tmp_path, "-split", "val", "-num_options", "10", "-start_path",
+                             str(two_nodes / "visdial_dialog_encoder_3.ckpt"), "-save_name", "one_process")
+    port = free_port()
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(rank),
+         "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", str(port),
+         "-m", "tests.dropout_free_run", *fixture_flags(golden_dir, tmp_path, "two_nodes", *COMMON),
+         "--evaluate", *evaluation, "-save_name", "two_nodes"],
+        cwd=repo_root, env=single_thread_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for rank in (0, 1)]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    for node, (_, stderr) in zip(nodes, outputs):
+        assert node.returncode == 0, stderr[-3000:]
+    assert "1 iterations per epoch" in outputs[0][0]      # 3 train dialogs over 2 nodes: one image each
+    checkpoint = torch.load(two_nodes / "visdial_dialog_encoder_3.ckpt", weights_only=True)
     per_rank = checkpoint["per_rank"]
-    assert checkpoint["world_size"] == 2 and len(per_rank) == 2
-    assert per_rank[0]["parameters_sha256"] == per_rank[1]["parameters_sha256"]
-
+    assert checkpoint["world_size"] == 2 and per_rank[0]["parameters_sha256"] == per_rank[1]["parameters_sha256"]
     model = build_model(golden_dir / "model_config.json")
-    load_model_weights(model, run_dir / "visdial_dialog_encoder_3.ckpt", strict=True)
+    load_model_weights(model, two_nodes / "visdial_dialog_encoder_3.ckpt", strict=True)
     assert parameters_sha256(model) == per_rank[0]["parameters_sha256"]
-    initial = build_model(golden_dir / "model_config.json")
-    assert parameters_sha256(initial) != per_rank[0]["parameters_sha256"]
-
-    records = read_metrics(run_dir)
+    assert (two_nodes / "visdial_dialog_encoder_1.ckpt.rank1").is_file()
+    records = read_metrics(two_nodes)
     assert [r["iteration"] for r in records if r["event"] == "train"] == [0, 1, 2]
     val = [r for r in records if r["event"] == "val"]
     assert len(val) == 1 and val[0]["iteration"] == 2 and 0 < val[0]["mrr"] <= 1
+
+    # one process with the same global batch: 2 images (4 sequences) an iteration
+    monkeypatch.setattr(train, "build_model", without_dropout(train.build_model))
+    train.main(fixture_flags(golden_dir, tmp_path, "one", *COMMON, "-batch_size", "4"))
+    one = final_weights(tmp_path / "one", 3)
+    assert max_difference(final_weights(two_nodes, 3), one) <= 1e-6
+    assert max_difference(final_weights(tmp_path / "one", 1), one) > 1e-3   # the weights did train
+
+    # the two nodes' checkpoint inside the accumulation window continues on one process
+    capsys.readouterr()
+    train.main(fixture_flags(golden_dir, tmp_path, "continued", *COMMON, "-batch_size", "4", "-continue",
+                             "-start_path", str(two_nodes / "visdial_dialog_encoder_1.ckpt")))
+    assert "written by 2 process(es), this run has 1, with the same global batch of 4 sequences" \
+        in capsys.readouterr().out
+    assert max_difference(final_weights(tmp_path / "continued", 3), one) <= 1e-6
+
+    # the sharded evaluation of the two nodes equals one process's
+    evaluate.main(evaluation)
+    assert json.loads((tmp_path / "two_nodes_metrics.json").read_text()) == \
+        json.loads((tmp_path / "one_process_metrics.json").read_text())
+
+
+def test_continuing_on_another_number_of_processes_says_what_changes():
+    path = Path("visdial_dialog_encoder_8.ckpt")
+    base = parse_options(["-batch_size", "4"], TrainOptions)
+    assert "with the same global batch of 8 sequences" in _world_size_change(path, {"batch_size": 2}, 4, base, 2)
+    changed = _world_size_change(path, {"batch_size": 4}, 4, base, 2)
+    assert changed.startswith("warning:") and "from 16 to 8 sequences" in changed and "-batch_size 8 keeps it" in changed
+    dense = parse_options(["-mode", "dense"], TrainOptions)
+    assert "one annotated round per iteration" in _world_size_change(path, {}, 2, dense, 1)
+
+
+def test_pending_gradients_of_old_ranks_are_averaged_or_refused(tmp_path):
+    checkpoint = tmp_path / "visdial_dialog_encoder_5.ckpt"
+    gradients = [{"w": torch.full((2,), float(rank))} for rank in range(4)]
+    per_rank = [{"pending_gradients": gradients[0]}]
+    for rank in range(1, 4):
+        save_checkpoint(tmp_path / f"{checkpoint.name}.rank{rank}", gradients[rank])
+        per_rank.append({"pending_gradients_file": f"{checkpoint.name}.rank{rank}"})
+
+    def on(rank: int, world_size: int, entries=per_rank) -> dict:
+        return _pending_gradients(entries, checkpoint, DistributedContext(rank, world_size, rank, torch.device("cpu")))
+
+    assert torch.equal(on(3, 4)["w"], torch.full((2,), 3.0))                 # same processes: its own
+    assert torch.equal(on(0, 1)["w"], torch.full((2,), 1.5))                 # 4 -> 1: the mean of all
+    assert torch.equal(on(1, 2)["w"], torch.full((2,), 2.0))                 # 4 -> 2: ranks 1 and 3
+    with pytest.raises(UserError, match="continues on 4 processes or a divisor of it, not on 3"):
+        on(0, 3)
+    assert on(2, 3, entries=[{"rng": None}, {"rng": None}]) == {}             # nothing pending: any number
 
 
 def _train_two_processes(rank: int, ports: list, runs: list, out_dir) -> None:

@@ -102,19 +102,19 @@ def test_outputs_then_inputs_are_checked_before_scoring(golden_dir, tmp_path, ca
 
 
 def test_bad_flags_are_one_line(golden_dir, tmp_path, capsys):
-    error = run_failing(golden_args(golden_dir, tmp_path, "-eval_tokens_per_batch", "0"), capsys)
+    error = run_failing(golden_args(golden_dir, tmp_path, "-eval_tokens_per_batch", "-1"), capsys)
     assert "-eval_tokens_per_batch" in error
 
 
 def test_several_bad_flags_are_one_error_line_each(golden_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: evaluate.main(golden_args(golden_dir, tmp_path, "-eval_tokens_per_batch", "0",
+        run_cli(lambda: evaluate.main(golden_args(golden_dir, tmp_path, "-eval_tokens_per_batch", "-1",
                                                   "-num_options", "1", "-val_evalai")))
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 4 and all(line.startswith("error: -") for line in lines)
     assert lines[0].startswith("error: -num_options must be in 2..100")
-    assert lines[1].startswith("error: -eval_tokens_per_batch must be >= 1")
+    assert lines[1].startswith("error: -eval_tokens_per_batch must be >= 0")
     assert "need -split val" in lines[2] and "needs all 100 options" in lines[3]
 
 

@@ -7,7 +7,8 @@ From the bottom up (a module may import its own unit and any lower layer, nothin
     1  data, model            dataloader/ | models/            (two units: neither imports the other)
     2  options                options.py                       (the typed flags; the model types)
     3  evaluation             utils/evaluation/
-    4  training, conformance  utils/training/ | utils/conformance/
+    4  training, conformance, utils/training/ | utils/conformance/ | utils/benchmarking/
+       benchmarking
     5  entry points           train.py | evaluate.py | each file of scripts/ and preprocessing/
 
 Tests sit above everything and are not checked. Function-level imports count like any other.
@@ -26,6 +27,7 @@ LAYERS = [  # (rank, unit, the paths in it: a file, or a folder ending in '/')
     (2, "options.py", ("options.py",)),
     (3, "utils/evaluation/", ("utils/evaluation/",)),
     (4, "utils/training/", ("utils/training/",)), (4, "utils/conformance/", ("utils/conformance/",)),
+    (4, "utils/benchmarking/", ("utils/benchmarking/",)),
     (5, "train.py", ("train.py",)), (5, "evaluate.py", ("evaluate.py",)),
 ]
 ENTRY_POINT_FOLDERS = ("scripts/", "preprocessing/")  # layer 5, each file a unit of its own

@@ -7,8 +7,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import Subset
 
-from scripts.benchmark_eval import score_padded_reference_style
 from tests.eval_golden import GoldenDialogs, collate_golden, load_golden_model
+from utils.benchmarking.reference import score_padded_reference_style
 from utils.conformance.evaluation import near_tie_swaps
 from utils.evaluation.metrics import scores_to_ranks, visdial_metrics
 from utils.evaluation.scoring import length_batches, score_dataset, score_sequences

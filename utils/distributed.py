@@ -42,6 +42,11 @@ def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def get_world_size() -> int:
+    """The number of processes of the torchrun job (1 without torchrun)."""
+    return dist.get_world_size() if is_initialized() else 1
+
+
 def setup_distributed() -> DistributedContext:
     """Join the torchrun process group when launched by torchrun (NCCL on GPUs, gloo on CPUs),
     and pick this process's device: cuda:<local rank> when GPUs exist, else the CPU."""
@@ -98,6 +103,16 @@ def all_ranks_agree(flag: bool) -> bool:
         value = value.cuda()
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
     return bool(value.item())
+
+
+def sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
+    """The elementwise sum of a CPU tensor over every rank, on the CPU (`values` itself without
+    torchrun)."""
+    if not is_initialized():
+        return values
+    total = values.cuda() if dist.get_backend() == "nccl" else values.clone()
+    dist.all_reduce(total)
+    return total.cpu()
 
 
 def any_rank(flag: bool) -> bool:

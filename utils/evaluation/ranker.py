@@ -33,7 +33,7 @@ from models.weights import load_model_weights
 from options import SharedOptions
 from utils.errors import UserError
 from utils.evaluation.run import checked_model_config
-from utils.evaluation.scoring import score_sequences
+from utils.evaluation.scoring import default_tokens_per_batch, score_sequences
 from utils.precision import PRECISIONS, resolve_precision
 
 ROUNDS_PER_CHUNK = 16
@@ -77,29 +77,32 @@ class DialogRanker:
         a foreign file served like one) for images given by id, or None (images then come as arrays)
     max_seq_len, max_rounds : the datasets' -max_seq_len and -visdial_tot_rounds
     precision : fp32, bf16 or fp16 (autocast), or auto (bf16 on GPUs that have it, else fp32)
-    tokens_per_batch : token budget of one forward pass (evaluate.py's -eval_tokens_per_batch)
+    tokens_per_batch : token budget of one forward pass (evaluate.py's -eval_tokens_per_batch; 0:
+        the default of the model's device, utils/evaluation/scoring.default_tokens_per_batch)
 
     `DialogRanker.from_checkpoint` builds all of it from files, checked against one another.
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer, features=None, *, max_seq_len: int = 256,
-                 max_rounds: int = 11, precision: str = "auto", tokens_per_batch: int = 16384):
+                 max_rounds: int = 11, precision: str = "auto", tokens_per_batch: int = 0):
         if precision != "auto" and precision not in PRECISIONS:
             raise UserError(f"precision must be auto or one of {', '.join(PRECISIONS)}, got {precision!r}")
-        if not (isinstance(tokens_per_batch, Integral) and tokens_per_batch >= 1):
-            raise UserError(f"tokens_per_batch must be a positive integer, got {tokens_per_batch!r}")
+        if not (isinstance(tokens_per_batch, Integral) and tokens_per_batch >= 0):
+            raise UserError(f"tokens_per_batch must be an integer >= 0 (0: the device's default), "
+                            f"got {tokens_per_batch!r}")
         self.model = model.eval()
         self.encoder = RoundEncoder(tokenizer, max_seq_len, max_rounds)
         self.features = features
         self.feature_size = features.feature_size if features is not None else model.config.v_feature_size
-        self.precision = resolve_precision(precision, next(model.parameters()).device)
-        self.tokens_per_batch = tokens_per_batch
+        device = next(model.parameters()).device
+        self.precision = resolve_precision(precision, device)
+        self.tokens_per_batch = tokens_per_batch or default_tokens_per_batch(device)
 
     @classmethod
     def from_checkpoint(cls, path, *, model_config=SharedOptions.model_config, vocab=SharedOptions.vocab,
                         features=None, device=None, precision: str = "auto", model_type: str = "vilbert",
                         max_seq_len: int = 256, max_rounds: int = 11,
-                        tokens_per_batch: int = 16384, note=None) -> "DialogRanker":
+                        tokens_per_batch: int = 0, note=None) -> "DialogRanker":
         """A ranker with the weights of the checkpoint `path` (a released checkpoint or one that
         train.py wrote) in the model of `model_config`, the vocabulary `vocab` and the image
         features `features`: a path in any format of dataloader/feature_formats.py (an LMDB or HDF5

@@ -6,12 +6,18 @@ sequences of a chunk of dialogs are sorted by length and batched by a token budg
 padded only to its own longest sequence, each image is passed once with an index per sequence, and
 only the NSP head runs. The scores are scattered back to ``[dialogs, rounds, options]``.
 
+On a GPU the input side keeps ahead of the model: DataLoader workers build the items (tokens come
+from tables tokenised once, when the dataset was built) and read their images, collated chunks
+are pinned, each chunk goes to the device in one asynchronous copy, the batches are planned on
+the CPU and their scores stay on the device until the chunk is done, so the loop never waits on
+the device between forward passes.
+
 Under ``torchrun`` (``torch.distributed`` initialised) every rank scores a contiguous share of the
 dialogs and the results are gathered, in dataset order, on every rank.
 """
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -22,6 +28,22 @@ from utils.precision import autocast
 
 DIALOG_FIELDS = ("image_id", "round_id", "gt_option_inds", "gt_relevance")
 """Per-dialog fields of a collated batch that are carried next to the scores (when present)."""
+
+MODEL_INPUTS = ("tokens", "segments", "attention_mask", "image_feat", "image_loc", "image_mask")
+"""The fields of a collated batch the model reads (besides the per-batch image index)."""
+
+DEFAULT_TOKENS_PER_BATCH = {"cpu": 4096, "cuda": 65536}
+"""Token budget of one forward pass by device type, when none is given (-eval_tokens_per_batch 0).
+CPU: the fastest budget measured with scripts/benchmark_eval.py --budgets on 2 cores (the paper
+model; larger budgets gain nothing there). GPU: chosen from the paper model's FLOP count per token
+and the host time per forward pass, so that an H200's arithmetic for one pass outlasts the Python
+that launches it many times over (README, "Performance"); scripts/benchmark_gpu.py measures the
+budgets around it."""
+
+
+def default_tokens_per_batch(device: torch.device) -> int:
+    """The token budget for `device` when none is given (DEFAULT_TOKENS_PER_BATCH)."""
+    return DEFAULT_TOKENS_PER_BATCH["cuda" if device.type == "cuda" else "cpu"]
 
 
 @dataclass
@@ -72,28 +94,35 @@ def score_sequences(model: torch.nn.Module, batch: dict, tokens_per_batch: int, 
     ``batch`` holds ``tokens``, ``segments``, ``attention_mask`` [N, L], ``image_index`` [N] and
     ``image_feat`` [K, R, 2048], ``image_loc`` [K, R, 5], ``image_mask`` [K, R] (the collate
     contract). Returns float32 scores [N] on the CPU. The model is used as it is (call it in eval mode).
+
+    The batch goes to the model's device in one copy (asynchronous from pinned memory); the
+    batches of similar length are planned on the CPU and the scores collected on the device, so
+    nothing waits for the device before the last forward pass.
     """
     device = next(model.parameters()).device
     attention_mask = batch["attention_mask"].bool()
     lengths = attention_mask.sum(dim=1)
-    scores = torch.empty(len(lengths), dtype=torch.float32)
+    inputs = {name: batch[name].to(device, non_blocking=True) for name in MODEL_INPUTS}
+    inputs["attention_mask"] = inputs["attention_mask"].bool()
+    scores = torch.empty(len(lengths), dtype=torch.float32, device=device)
     for indices in length_batches(lengths, tokens_per_batch):
         longest = int(lengths[indices].max())
         images, image_index = torch.unique(batch["image_index"][indices], return_inverse=True)
+        rows, images = indices.to(device, non_blocking=True), images.to(device, non_blocking=True)
         with autocast(device, precision):
             output = model(
-                tokens=batch["tokens"][indices, :longest].to(device),
-                segments=batch["segments"][indices, :longest].to(device),
-                attention_mask=attention_mask[indices, :longest].to(device),
-                image_feat=batch["image_feat"][images].to(device),
-                image_loc=batch["image_loc"][images].to(device),
-                image_mask=batch["image_mask"][images].to(device),
-                image_index=image_index.to(device),
+                tokens=inputs["tokens"][rows, :longest],
+                segments=inputs["segments"][rows, :longest],
+                attention_mask=inputs["attention_mask"][rows, :longest],
+                image_feat=inputs["image_feat"][images],
+                image_loc=inputs["image_loc"][images],
+                image_mask=inputs["image_mask"][images],
+                image_index=image_index.to(device, non_blocking=True),
                 output_lm_scores=False,
                 output_img_scores=False,
             )
-        scores[indices] = ranking_scores(output.nsp_scores).cpu()
-    return scores
+        scores[rows] = ranking_scores(output.nsp_scores)
+    return scores.cpu()
 
 
 def _shard(num_dialogs: int) -> range:
@@ -123,7 +152,7 @@ def score_dataset(
     dataset: Dataset,
     collate_fn: Callable[[list], dict],
     *,
-    tokens_per_batch: int = 16384,
+    tokens_per_batch: Optional[int] = None,
     dialogs_per_chunk: int = 16,
     precision: str = "fp32",
     num_workers: int = 0,
@@ -137,17 +166,21 @@ def score_dataset(
         and restored to its previous mode afterwards.
     dataset: items of one dialog each (val or test split); ``collate_fn`` turns a list of items into
         the flat batch of the collate contract, with ``num_rounds`` and ``num_options``.
-    tokens_per_batch: token budget of one forward pass (batch size * longest sequence).
+    tokens_per_batch: token budget of one forward pass (batch size * longest sequence); None: the
+        default of the model's device (``default_tokens_per_batch``).
     dialogs_per_chunk: dialogs collated together; their sequences are length-sorted as one pool.
     precision: ``fp32``, ``bf16`` or ``fp16`` (autocast).
+    num_workers: DataLoader workers that build and collate the chunks (pinned on a GPU).
 
     Returns
     -------
     ``ScoredDialogs`` with scores [dialogs, rounds, options], on every rank when distributed.
     """
     shard = _shard(len(dataset))
+    device = next(model.parameters()).device
+    tokens_per_batch = tokens_per_batch or default_tokens_per_batch(device)
     loader = DataLoader(Subset(dataset, shard), batch_size=dialogs_per_chunk, shuffle=False,
-                        num_workers=num_workers, collate_fn=collate_fn)
+                        num_workers=num_workers, collate_fn=collate_fn, pin_memory=device.type == "cuda")
     was_training = model.training
     model.eval()
     parts, num_sequences, start = [], 0, time.perf_counter()

@@ -3,6 +3,8 @@
 The training loop validates with `evaluate_val`; evaluate.py -split val (utils/evaluation/run.py)
 uses the same pieces on a scored val split.
 """
+from typing import Optional
+
 import torch
 from torch.utils.data import Dataset
 
@@ -16,7 +18,7 @@ OVERALL_METRICS = (("R@1", "r@1"), ("R@5", "r@5"), ("R@10", "r@10"), ("Mean rank
                    ("NDCG", "ndcg"))
 
 
-def evaluate_val(model: torch.nn.Module, dataset: Dataset, *, tokens_per_batch: int = 16384,
+def evaluate_val(model: torch.nn.Module, dataset: Dataset, *, tokens_per_batch: Optional[int] = None,
                  precision: str = "fp32", num_workers: int = 0, progress: bool = False) -> dict[str, float]:
     """Val metrics of `model` on a val `VisdialDataset`: r@1, r@5, r@10, mean, mrr, ndcg (when the
     dataset has dense annotations) and the per-round values. Under torchrun every rank gets the

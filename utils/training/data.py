@@ -64,7 +64,7 @@ class TrainingData:
                                    self.context.world_size)
         sampler.set_epoch(epoch, start * self.batch_images)
         loader = DataLoader(
-            SeededItems(self.dataset, self.seed, self.context.rank, self.describe),
+            SeededItems(self.dataset, self.seed, self.describe),
             batch_size=self.batch_images, sampler=sampler, drop_last=True,
             num_workers=self.num_workers, collate_fn=collate_skipping_bad(collate_dialog_batch),
             pin_memory=self.context.device.type == "cuda",

@@ -27,7 +27,7 @@ from torch import nn
 
 from models.weights import check_tensors, configure_optimizer, load_state_into, parameters_sha256, read_checkpoint
 from options import TrainOptions
-from utils.distributed import DistributedContext, gather_to_main
+from utils.distributed import DistributedContext, gather_to_main, get_world_size
 from utils.errors import UserError
 from utils.random_state import RandomState
 from utils.training.run_folder import RunFolder, git_commit, rank_file, save_checkpoint
@@ -48,7 +48,8 @@ class Progress:
     epoch and the number of its batches consumed; window_finite: no non-finite loss since the
     last optimizer step; best_mrr: the best validation MRR so far (-1: none yet); records_read,
     skipped_records: train records read and those skipped as unreadable; skipped_steps:
-    optimizer steps skipped for a non-finite loss.
+    optimizer steps skipped for a non-finite loss; overflow_steps: optimizer steps the fp16 grad
+    scaler skipped because the scaled gradients overflowed (it then halves its scale).
     """
     iteration: int = 0
     epoch: int = 0
@@ -58,6 +59,7 @@ class Progress:
     records_read: int = 0
     skipped_records: int = 0
     skipped_steps: int = 0
+    overflow_steps: int = 0
 
 
 def estimated_checkpoint_bytes(model: nn.Module) -> int:
@@ -85,7 +87,8 @@ def read_resume_checkpoint(folder: RunFolder, options: TrainOptions, say: Callab
     saved_options = content.get("options", {})
     if not isinstance(saved_options, dict) or not all(isinstance(key, str) for key in saved_options):
         raise UserError(f"{path}: field 'options' is not a mapping of flag names to values")
-    refused, noted = options.changes_since(saved_options)
+    world_size, saved_world_size = get_world_size(), content.get("world_size", get_world_size())
+    refused, noted = options.changes_since(_saved_options_per_process(content, options, world_size))
     if refused:
         raise UserError(f"{path}: cannot continue exactly, changed since this checkpoint: {', '.join(refused)} "
                         "(give the checkpoint's values, or start a new run from its weights with -start_path "
@@ -96,8 +99,44 @@ def read_resume_checkpoint(folder: RunFolder, options: TrainOptions, say: Callab
     saved_commit, commit = content.get("git_commit", "unknown"), git_commit()
     if saved_commit != commit:
         say(f"warning: {path.name} was written by the code at commit {saved_commit}, this is {commit}")
+    if saved_world_size != world_size:
+        say(_world_size_change(path, content.get("options", {}), saved_world_size, options, world_size))
     return Checkpoint(path, content)
 
+
+def _saved_options_per_process(content: dict, options: TrainOptions, world_size: int) -> dict:
+    """The checkpoint's options as `world_size` processes would give them for the same run.
+
+    -batch_size is per process: in base mode, M processes x b sequences and N processes x (b M / N)
+    sequences are the same global batch, so the saved -batch_size counts as unchanged when the
+    present one gives the same global batch.
+    """
+    saved = dict(content.get("options", {}))
+    saved_world_size = content.get("world_size", world_size)
+    if (options.mode == "base" and type(saved.get("batch_size")) is int and type(saved_world_size) is int
+            and saved["batch_size"] * saved_world_size == options.batch_size * world_size):
+        saved["batch_size"] = options.batch_size
+    return saved
+
+
+def _world_size_change(path: Path, saved: dict, saved_world_size: int, options: TrainOptions,
+                       world_size: int) -> str:
+    """What continuing on another number of processes changes (README, "Distributed training")."""
+    written = f"{path.name} was written by {saved_world_size} process(es), this run has {world_size}"
+    if options.mode == "base":
+        before, now = saved.get("batch_size", options.batch_size) * saved_world_size, options.batch_size * world_size
+        if before == now:
+            return (f"{written}, with the same global batch of {now} sequences: the data order, the items' "
+                    "random draws and the gradients continue as on the old processes; dropout masks come "
+                    "from other random streams")
+        return (f"warning: {written}: the global batch changes from {before} to {now} sequences per "
+                f"iteration, so the run does not continue as it would have (-batch_size {before // world_size} "
+                f"keeps it)" if before % world_size == 0 else
+                f"warning: {written}: the global batch changes from {before} to {now} sequences per iteration, "
+                "so the run does not continue as it would have")
+    return (f"warning: {written}: in dense mode each process takes one annotated round per iteration, so "
+            f"an iteration now takes {world_size} rounds instead of {saved_world_size} and the run does not "
+            "continue as it would have")
 
 def _fail(path: Path, field: str, problem: str) -> None:
     raise UserError(f"{path}: cannot continue from this checkpoint: {field} {problem}")
@@ -250,11 +289,28 @@ class RunState:
     @classmethod
     def start(cls, model: nn.Module, options: TrainOptions, precision: str) -> "RunState":
         """A new run's state: the optimizer groups of the model, the schedule, the grad scaler
-        (enabled in fp16 only) and progress at 0."""
+        (enabled in fp16 only, on the model's device) and progress at 0."""
         optimizer = configure_optimizer(model, options.lr, options.image_lr)
         schedule = WarmupLinearSchedule(optimizer, options.warmup_steps, options.total_steps, options.min_lr)
-        return cls(model, optimizer, schedule, torch.amp.GradScaler("cuda", enabled=precision == "fp16"),
+        device = next(model.parameters()).device
+        return cls(model, optimizer, schedule, torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
                    Progress())
+
+    def step_optimizer(self, iteration: int, grad_clip: float = 0.0) -> bool:
+        """Apply the accumulated gradients at the rate of scheduler step `iteration + 1`, through
+        the grad scaler (unscaled first, then clipped to `grad_clip` when it is positive), and
+        clear them. Returns False when the scaler skipped the step because the fp16 gradients
+        overflowed (it has then halved its scale); always True without fp16."""
+        self.schedule.apply(iteration + 1)
+        scaler = self.grad_scaler
+        scaler.unscale_(self.optimizer)
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip)
+        scale = scaler.get_scale() if scaler.is_enabled() else 1.0
+        scaler.step(self.optimizer)
+        scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return not scaler.is_enabled() or scaler.get_scale() >= scale
 
     def save(self, path: Path, options: TrainOptions, context: DistributedContext) -> None:
         """Write a checkpoint (every rank must call this; rank 0 writes the file)."""
@@ -289,27 +345,55 @@ class RunState:
         path, content = checkpoint.path, checkpoint.content
         _check_optimizer_fit(content["optimizer_state_dict"], self.optimizer, path)
         per_rank = content["per_rank"]
-        mine = per_rank[min(context.rank, len(per_rank) - 1)]
-        pending = _pending_gradients(mine, path)
-        _check_gradients(pending, self.model, f"{path} (pending gradients of rank {min(context.rank, len(per_rank) - 1)})",
-                         finite=content["progress"]["window_finite"])
+
+        def check(gradients: dict, rank: int) -> None:
+            _check_gradients(gradients, self.model, f"{path} (pending gradients of rank {rank})",
+                             finite=content["progress"]["window_finite"])
+
+        pending = _pending_gradients(per_rank, path, context, check)
         load_state_into(self.model, content["model_state_dict"], path, strict=True)
         self.optimizer.load_state_dict(content["optimizer_state_dict"])
         if content["grad_scaler_state_dict"]:
             self.grad_scaler.load_state_dict(content["grad_scaler_state_dict"])
         self.progress = Progress(**content["progress"])
-        if content["world_size"] != context.world_size:
-            say(f"warning: {path} was written by {content['world_size']} processes, this run has "
-                f"{context.world_size}: data order and random draws will not continue exactly")
         parameters = dict(self.model.named_parameters())
         for name, gradient in pending.items():
             parameters[name].grad = gradient.to(parameters[name].device)
-        RandomState.from_checkpoint(mine["rng"]).restore()
+        RandomState.from_checkpoint(per_rank[min(context.rank, len(per_rank) - 1)]["rng"]).restore()
         say(f"continuing from {path}: iteration {self.progress.iteration}, epoch {self.progress.epoch}")
 
 
-def _pending_gradients(per_rank: dict, checkpoint: Path) -> dict:
-    """A rank's gradients pending at the checkpoint: inline (rank 0) or in the rank's own file."""
-    if "pending_gradients_file" in per_rank:
-        return read_checkpoint(checkpoint.parent / per_rank["pending_gradients_file"])
-    return per_rank.get("pending_gradients", {})
+def _pending_gradients(per_rank: list[dict], checkpoint: Path, context: DistributedContext,
+                       check: Callable[[dict, int], None] = lambda gradients, rank: None) -> dict:
+    """This process's gradients pending at the checkpoint (accumulated since the last optimizer
+    step). On the checkpoint's number of processes: its rank's own. On N processes from a
+    checkpoint of M = k N: the mean of those of the k old ranks whose items it now takes (old
+    ranks r with r % N == its rank; the all-reduce of the next step then averages the same sum).
+    Any other change of the number of processes inside an accumulation window is refused.
+    `check(gradients, old_rank)` sees each old rank's gradients before they are used."""
+    saved_world_size = len(per_rank)
+    if saved_world_size == context.world_size:
+        gradients = _rank_pending_gradients(per_rank[context.rank], checkpoint)
+        check(gradients, context.rank)
+        return gradients
+    if not any(entry.get("pending_gradients") or "pending_gradients_file" in entry for entry in per_rank):
+        return {}
+    if saved_world_size % context.world_size:
+        raise UserError(f"{checkpoint}: written by {saved_world_size} processes inside an accumulation window "
+                        f"(-batch_multiply): it continues on {saved_world_size} processes or a divisor of it, "
+                        f"not on {context.world_size}")
+    old_ranks = range(context.rank, saved_world_size, context.world_size)
+    pending = [_rank_pending_gradients(per_rank[rank], checkpoint) for rank in old_ranks]
+    for gradients, rank in zip(pending, old_ranks):
+        check(gradients, rank)
+        if set(gradients) != set(pending[0]):
+            raise UserError(f"{checkpoint}: the pending gradients of old ranks {old_ranks[0]} and {rank} "
+                            "name different parameters")
+    return {name: torch.stack([gradients[name] for gradients in pending]).mean(dim=0) for name in pending[0]}
+
+
+def _rank_pending_gradients(entry: dict, checkpoint: Path) -> dict:
+    """One old rank's pending gradients: inline (rank 0) or in the rank's own file."""
+    if "pending_gradients_file" in entry:
+        return read_checkpoint(checkpoint.parent / entry["pending_gradients_file"])
+    return entry.get("pending_gradients", {})

@@ -2,6 +2,9 @@
 
 * Base training (`base_step`): masked LM + NSP + masked regions, weighted by the
   `-lm_loss_coeff`, `-nsp_loss_coeff`, `-img_loss_coeff` coefficients (the reference's train.py).
+  Each loss is a mean over its labels (masked tokens, NSP labels, masked regions); under torchrun
+  it is the mean over the labels of the global batch, whatever their split between processes, so
+  the gradients equal those of one process holding the whole batch (`global_batch_coefficients`).
 * Dense-annotation finetuning (`dense_step`): a ranking loss over all options of the annotated
   round (`-dense_loss`: by default the reference's cross-entropy between log_softmax of the class-0
   NSP logits and softmax of the relevance; or ListMLE, or approxNDCG: models/losses.py), plus
@@ -30,7 +33,7 @@ from typing import Optional
 import torch
 
 from models.losses import RankingLoss, all_zero_relevance, dense_loss, pretraining_loss, tie_break_keys
-from utils.distributed import gradient_sync, unwrap
+from utils.distributed import get_world_size, gradient_sync, is_initialized, sum_over_ranks, unwrap
 from utils.precision import autocast
 from utils.random_state import RandomState
 
@@ -113,8 +116,29 @@ def _base_forward_backward(model: torch.nn.Module, batch: dict, settings: StepSe
                     image_target=batch["image_target"].to(device),
                     output_lm_scores=False, output_img_scores=False)
     loss, parts = pretraining_loss(out.lm_loss, out.nsp_loss, out.img_loss, settings.coefficients)
-    _backward(loss, settings)
+    if is_initialized():
+        loss_of_global_batch, _ = pretraining_loss(out.lm_loss, out.nsp_loss, out.img_loss,
+                                                   global_batch_coefficients(batch, settings.coefficients))
+        _backward(loss_of_global_batch, settings)
+    else:
+        _backward(loss, settings)
     return _result(loss, parts)
+
+
+def global_batch_coefficients(batch: dict, coefficients: dict) -> dict:
+    """The loss coefficients that turn this process's mean losses into its share of the means over
+    the global batch (under torchrun; call it on every rank).
+
+    DistributedDataParallel averages the gradients of the W processes. A loss that is a mean over
+    this process's n labels, weighted by W * n / (n summed over the processes), therefore
+    contributes the gradient of the mean over every label of the global batch. Labels: masked
+    tokens (lm_labels != -1), NSP labels (!= -1) and masked regions (image_label == 1, per sequence).
+    """
+    counts = torch.tensor([(batch["lm_labels"] != -1).sum(), (batch["next_sentence_labels"] != -1).sum(),
+                           (batch["image_label"][batch["image_index"]] == 1).sum()], dtype=torch.float64)
+    totals = sum_over_ranks(counts)
+    shares = torch.where(totals > 0, counts * get_world_size() / totals.clamp(min=1), 0.0).tolist()
+    return {name: coefficients[name] * share for name, share in zip(("lm", "nsp", "img"), shares)}
 
 
 def _score_chunk(model: torch.nn.Module, batch: dict, indices: torch.Tensor,

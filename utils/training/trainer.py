@@ -5,7 +5,8 @@
 * an iteration is one step of the objective (utils/training/steps.py) with backward; every
   -batch_multiply iterations (never at iteration 0, so its gradient joins the next one, as the
   reference) the optimizer steps at the rate of scheduler step iteration + 1;
-* a non-finite loss stops before the weights change (-nan_policy stop) or skips the step;
+* a non-finite loss stops before the weights change (-nan_policy stop) or skips the step; in fp16
+  the grad scaler skips a step whose gradients overflowed, which is counted and reported;
 * annotated rounds whose relevances are all 0, which -dense_loss listmle / approxndcg leave out,
   are counted in metrics.jsonl (`skipped_rounds` events; a warning the first time);
 * an unreadable record stops with its message, or is counted and skipped (-skip_bad_records)
@@ -206,18 +207,20 @@ class Trainer:
         self.logger.log_event("skipped_rounds", iteration, rounds=count)
 
     def _optimizer_step(self, iteration: int) -> None:
+        """The optimizer step of a window of -batch_multiply iterations: skipped (and counted) when
+        a loss of the window was not finite; an fp16 overflow is counted and reported."""
         state, progress = self.state, self.state.progress
-        if progress.window_finite:
-            state.schedule.apply(iteration + 1)
-            state.grad_scaler.unscale_(state.optimizer)
-            if self.options.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(state.model.parameters(), self.options.grad_clip)
-            state.grad_scaler.step(state.optimizer)
-            state.grad_scaler.update()
-        else:
+        if not progress.window_finite:
             progress.skipped_steps += 1
             self.logger.log_event("skipped_step", iteration, skipped_steps=progress.skipped_steps)
-        state.optimizer.zero_grad(set_to_none=True)
+            state.optimizer.zero_grad(set_to_none=True)
+        elif not state.step_optimizer(iteration, self.options.grad_clip):
+            progress.overflow_steps += 1
+            scale = state.grad_scaler.get_scale()
+            self.logger.log_event("overflow_step", iteration, loss_scale=scale,
+                                  overflow_steps=progress.overflow_steps)
+            self.say(f"fp16 gradients overflowed at iteration {iteration}: optimizer step skipped, "
+                     f"loss scale now {scale:g}")
         progress.window_finite = True
 
     def _log_losses(self, iteration: int, result) -> None:
