@@ -24,9 +24,11 @@ from preprocessing.make_toy_data import make_toy_data
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-# The toy preset with a higher learning rate and mostly hard negatives (the 5 other values of the
-# asked property and one more): one-hop grounding in a few hundred small steps.
+# The toy preset with a higher learning rate, a short warm-up, the masked-region loss at 0.1 and
+# mostly hard negatives (the 5 other values of the asked property and one more): one-hop grounding
+# in a few hundred small steps.
 TRAINING = ["-config", "config/presets/toy.yml", "-lr", "6e-3", "-image_lr", "6e-3", "-warmup_steps", "20",
+            "-img_loss_coeff", "0.1",
             "-num_options", "7", "-sequences_per_image", "2", "-visdial_tot_rounds", "2", "-log_every", "100"]
 
 
