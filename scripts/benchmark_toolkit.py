@@ -1,9 +1,10 @@
 """The leaderboard toolkit on the toy VisDial: dense fine-tuning with each ranking loss, and an
 ensemble of two seeds.
 
-1. generates the toy data (preprocessing/make_toy_data.py) and preprocesses it, as scripts/demo.sh;
-2. trains the base objective twice, with -seed 0 and -seed 1 (config/presets/toy.yml), and
-   evaluates seed 0's on val;
+1. generates the toy data (preprocessing/make_toy_data.py, the demo's train split) and preprocesses
+   it, as scripts/demo.sh;
+2. trains the base objective twice, with -seed 0 and -seed 1 (config/presets/toy.yml: the demo's
+   run), and evaluates seed 0's on val;
 3. fine-tunes seed 0's checkpoint on the dense annotations with each -dense_loss (ce, listmle,
    approxndcg), the same budget and flags for each (-nsp_loss_coeff 0: the ranking loss alone), and
    seed 1's with ce; evaluates each on val (the two ce runs with -save_scores);
@@ -13,7 +14,7 @@ Prints the val metrics of every model, and writes them to <out>/benchmark_toolki
 tuned: the numbers are what this budget gives (an ensemble need not beat its members).
 
     python scripts/benchmark_toolkit.py [--out benchmark_toolkit_output] [--val_dialogs 50]
-        [--base_iterations 400] [--dense_iterations 120]
+        [--base_iterations N (default: the preset's)] [--dense_iterations 120]
 """
 import argparse
 import json
@@ -53,7 +54,8 @@ def data_flags(data: Path) -> list[str]:
 
 def make_data(data: Path, val_dialogs: int) -> float:
     """Generate and preprocess the toy data into `data`; the seconds it took."""
-    generated = run("preprocessing/make_toy_data.py", "-out", str(data), "-seed", "0", "-val_dialogs", str(val_dialogs))
+    generated = run("preprocessing/make_toy_data.py", "-out", str(data), "-seed", "0", "-train_dialogs", "1000",
+                    "-whole_image_dialogs", "1000", "-val_dialogs", str(val_dialogs))
     flags = ["-vocab", str(data / "vocab.txt"), "-quiet"]
     for name in ("train", "val", "test"):
         flags += [f"-visdial_{name}", str(data / f"visdial_1.0_{name}.json"),
@@ -74,7 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmark_toolkit_output", help="folder for the data, runs and results")
     parser.add_argument("--val_dialogs", type=int, default=50)
-    parser.add_argument("--base_iterations", type=int, default=400)
+    parser.add_argument("--base_iterations", type=int, help="base training iterations per seed (default: the preset's)")
     parser.add_argument("--dense_iterations", type=int, default=120)
     args = parser.parse_args()
     out = Path(args.out).resolve()
@@ -102,8 +104,8 @@ def main() -> None:
                                           "-save_name", name, *extra)
         results[name] = json.loads((out / f"{name}_metrics.json").read_text())
 
-    base = {seed: train(f"base_seed{seed}", seed, "-max_iterations", str(args.base_iterations),
-                        "-total_steps", str(args.base_iterations)) for seed in (0, 1)}
+    iterations = ["-max_iterations", str(args.base_iterations), "-total_steps", str(args.base_iterations)]
+    base = {seed: train(f"base_seed{seed}", seed, *(iterations if args.base_iterations else [])) for seed in (0, 1)}
     evaluate("base_seed0", base[0])
     for loss in DENSE_LOSSES:
         evaluate(f"dense_{loss}_seed0", dense(f"dense_{loss}_seed0", 0, loss, base[0]),
@@ -120,7 +122,7 @@ def main() -> None:
         results[name] = json.loads((out / f"{name}_metrics.json").read_text())
 
     print(f"toy VisDial, val: {args.val_dialogs} dialogs x 10 rounds (NDCG: one annotated round each); "
-          f"base training {args.base_iterations} iterations per seed; dense fine-tuning {args.dense_iterations} "
+          f"base training {args.base_iterations or 'the preset'} iterations per seed; dense fine-tuning {args.dense_iterations} "
           "iterations from the same seed's base checkpoint, -nsp_loss_coeff 0, identical flags for every loss; "
           "ensembles: dense_ce_seed0 + dense_ce_seed1, equal weights")
     print(f"{'model':<24}" + "".join(f"{label:>8}" for label, _ in METRICS))
