@@ -10,15 +10,12 @@ dataloader/question_types.py (the one the toy generator writes), so per-type met
 real and toy data; edit `RULES` or write the file yourself for other groupings.
 """
 import argparse
-import sys
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataloader.question_types import write_question_types
 from dataloader.visdial_json import SPLITS, load_visdial_json
-from utils.errors import UserError, run_cli
+from utils.errors import run_cli
+from utils.outputs import Output, check_outputs
 
 YES_NO_WORDS = ("is", "are", "was", "were", "do", "does", "did", "can", "could", "has", "have", "any",
                 "will", "would", "should", "there")
@@ -60,8 +57,7 @@ def main(argv=None) -> None:
     parser.add_argument("-out", "--out", required=True, help="the question-type file to write")
     args = parser.parse_args(argv)
     source, out = Path(args.visdial_json), Path(args.out)
-    if out.exists() and (out.is_dir() or out.resolve() == source.resolve()):
-        raise UserError(f"{out}: -out must be a new file or an earlier question-type file")
+    check_outputs([Output("-out", out, what="the question-type file")], {"-visdial_json": source})
     content = load_visdial_json(source, args.split)
     rounds = round_types(content)
     descriptions = {name: description for name, description, _ in RULES}

@@ -36,8 +36,8 @@ keeps the rows of `-out` that are ok and runs the others. Rows run in the order 
 `--time_limit`: a row that would not finish in what is left is `not run`, a row over its own
 limit fails, and the run goes on. Exit code 1 when a row failed; 2 (one line) without a GPU.
 
---smoke runs every row on the CPU with a tiny model (the reference fixture's config,
-../shared/golden/model_config.json; the fp16 toy run, as on a GPU, the toy generator's own) and
+--smoke runs every row on the CPU with a tiny model (config/toy_model.json; the fp16 toy run, as
+on a GPU, the toy generator's own) and
 small sizes, so that the suite keeps this script working:
 one thread, fp16 through CPU autocast and the CPU GradScaler, torch.compile with the `eager` backend (tracing
 without code generation) on a one-layer-each variant of the model; the notes say so.
@@ -80,6 +80,7 @@ from utils.errors import UserError, run_cli
 from utils.evaluation.metrics import scores_to_ranks
 from utils.evaluation.scoring import default_tokens_per_batch, score_dataset, score_sequences
 from utils.files import write_json
+from utils.input_files import read_json
 from utils.training.data import TrainingData, build_training_data
 from utils.training.loggers import TrainingLogger
 from utils.training.run_folder import RunFolder, git_commit
@@ -89,7 +90,7 @@ from utils.training.trainer import Trainer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAPER_CONFIG = REPO_ROOT / "config" / "bert_base_6layer_6conect.json"
-FIXTURE_CONFIG = REPO_ROOT.parent / "shared" / "golden" / "model_config.json"
+SMOKE_CONFIG = REPO_ROOT / "config" / "toy_model.json"
 VAL_SEQUENCES = 2064 * 10 * 100
 TEST_SEQUENCES = 8000 * 100
 TRAIN_IMAGES = 123_287       # VisDial v1.0 train dialogs
@@ -157,6 +158,17 @@ class Row:
     details: dict = field(default_factory=dict)
 
 
+def read_rows(path: str) -> list[Row]:
+    """The rows of an earlier `-out` file (for -resume); UserError when it is not one."""
+    content = read_json(path, "result file of benchmark_gpu.py")
+    rows = content.get("rows") if isinstance(content, dict) else None
+    fields = {row_field.name for row_field in dataclasses.fields(Row)}
+    if not isinstance(rows, list) or not all(isinstance(row, dict) and set(row) == fields for row in rows):
+        raise UserError(f"{path}: not a result file of benchmark_gpu.py (a rows list of {sorted(fields)}); "
+                        "cannot -resume from it")
+    return [Row(**row) for row in rows]
+
+
 class RowTimeout(Exception):
     """A row ran past its own time limit."""
 
@@ -200,8 +212,7 @@ class Benchmark:
         self.rows: list[Row] = []
         self.done = {}
         if args.resume and args.out and Path(args.out).is_file():
-            self.done = {row["name"]: Row(**row) for row in json.loads(Path(args.out).read_text())["rows"]
-                         if row["status"] == "ok"}
+            self.done = {row.name: row for row in read_rows(args.out) if row.status == "ok"}
         self.header = {"smoke": args.smoke, **describe_device(device), "commit": git_commit(),
                        "model_config": str(args.model_config), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
@@ -594,7 +605,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="keep the rows of -out that are ok, run the others")
     parser.add_argument("--smoke", action="store_true", help="every row on the CPU with a tiny model")
     parser.add_argument("--model_config", default="",
-                        help="model config (default: the paper's; with --smoke ../shared/golden/model_config.json)")
+                        help="model config (default: the paper's; with --smoke config/toy_model.json)")
     parser.add_argument("--time_limit", type=float, default=0,
                         help=f"seconds for all rows (default {GPU_SIZES.time_limit_s:.0f}; "
                              f"--smoke {SMOKE_SIZES.time_limit_s:.0f})")
@@ -613,7 +624,7 @@ def main(argv=None) -> None:
     sizes = SMOKE_SIZES if args.smoke else GPU_SIZES
     if args.time_limit:
         sizes = dataclasses.replace(sizes, time_limit_s=args.time_limit)
-    args.model_config = Path(args.model_config or (FIXTURE_CONFIG if args.smoke else PAPER_CONFIG))
+    args.model_config = Path(args.model_config or (SMOKE_CONFIG if args.smoke else PAPER_CONFIG))
     if not args.model_config.is_file():
         raise UserError(f"{args.model_config}: model config not found (--model_config)")
     with contextlib.ExitStack() as stack:

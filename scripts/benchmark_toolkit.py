@@ -23,9 +23,10 @@ import sys
 import time
 from pathlib import Path
 
+from models.losses import DENSE_LOSSES
+from options import COMBINATIONS
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DENSE_LOSSES = ("ce", "listmle", "approxndcg")
-COMBINATIONS = ("mean_prob", "mean_logprob", "rank")
 METRICS = (("NDCG", "ndcg"), ("MRR", "mrr"), ("R@1", "r@1"), ("R@5", "r@5"), ("R@10", "r@10"), ("Mean", "mean"))
 
 

@@ -1,5 +1,5 @@
 """scripts/benchmark_gpu.py --smoke: every row of the GPU benchmark runs on the CPU with the tiny
-fixture model, passes its own checks, and is written to the JSON file; without a GPU and without
+model of config/toy_model.json (its default), passes its own checks, and is written to the JSON file; without a GPU and without
 --smoke the script stops with one line."""
 import json
 
@@ -12,10 +12,10 @@ from utils.errors import run_cli
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def test_smoke_run_measures_every_row(golden_dir, tmp_path, capsys):
+def test_smoke_run_measures_every_row(tmp_path, capsys):
     out = tmp_path / "smoke.json"
     with pytest.raises(SystemExit) as exit_info:
-        benchmark_gpu.main(["--smoke", "-out", str(out), "--model_config", str(golden_dir / "model_config.json")])
+        benchmark_gpu.main(["--smoke", "-out", str(out)])
     printed = capsys.readouterr().out
     result = json.loads(out.read_text())
     rows = {row["name"]: row for row in result["rows"]}

@@ -129,6 +129,14 @@ def test_questions_are_typed_by_their_first_words():
         "color", "counting", "yes_no", "what", "where", "yes_no", "other"]
 
 
+def test_typing_by_word_never_writes_over_its_input(tmp_path):
+    source = tmp_path / "val.json"
+    source.write_text('{"split": "val"}')
+    with pytest.raises(UserError, match="the output -out is the input -visdial_json"):
+        question_types_by_word.main(["-visdial_json", str(source), "-out", str(source)])
+    assert source.read_text() == '{"split": "val"}'
+
+
 def test_evaluate_reports_metrics_per_question_type(golden_dir, tmp_path, capsys):
     """By-word types of the fixture's val dialogs through evaluate.py: metrics, table, report."""
     processed = golden_dir / "visdial_processed"

@@ -108,7 +108,7 @@ def submission_problems(entries, split: str, expected: Optional[dict[int, list[i
     return problems
 
 
-def check_submission(entries: list[dict], split: str, expected: dict[int, list[int]], path) -> None:
+def check_submission(entries: list[dict], split: str, expected: Optional[dict[int, list[int]]], path) -> None:
     """What evaluate.py and scripts/ensemble.py check before writing a submission to `path`
     (`submission_problems`): UserError naming `path` and the first problem otherwise."""
     problems = submission_problems(entries, split, expected)

@@ -6,7 +6,7 @@
                                           model_config="config/bert_base_6layer_6conect.json",
                                           vocab="data/bert-base-uncased/vocab.txt", features="my_features.lmdb")
     ranker.rank(185565, "a man riding a horse", [("is it sunny ?", "yes")], "what color is the horse ?",
-                ["brown", "white", "black"])          # -> [("brown", 0.93), ("white", 0.05), ("black", 0.02)]
+                ["brown", "white", "black"])          # -> [("brown", 0.93), ("white", 0.41), ("black", 0.12)]
 
 A round is encoded by dataloader/rounds.py exactly as the datasets encode VisDial's (tokenizer,
 segments, the whole-image region, box normalisation, the history cut from the front when it does
