@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What the model learns, and that it looks: the whole system on a generated toy VisDial, zero
-# downloads, about three and a half minutes on 2 CPU cores:
+# downloads, about three minutes on 2 CPU cores:
 #   bash scripts/demo.sh
 # Sets up .venv (like scripts/test.sh); generates the toy VisDial (questions of six types: one-hop,
 # binding, counting, existence, caption, history; the train split also holds dialogs that ask only
