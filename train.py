@@ -30,7 +30,7 @@ from models.weights import load_bert_weights, load_model_weights
 from options import TrainOptions, parse_options
 from utils.distributed import DistributedContext, barrier, setup_distributed, teardown_distributed, wrap_model
 from utils.errors import UserError, report_problems, run_cli
-from utils.evaluation.run import model_config_for
+from utils.evaluation.model_config import model_config_for
 from utils.precision import resolve_precision
 from utils.random_state import seed_everything
 from utils.training.data import build_training_data

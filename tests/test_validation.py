@@ -37,7 +37,7 @@ from tests import hostile_inputs as hostile
 from tests.train_helpers import fixture_flags
 from utils.distributed import DistributedContext
 from utils.errors import UserError
-from utils.evaluation.run import model_config_for
+from utils.evaluation.model_config import model_config_for
 from utils.training.run_folder import RunFolder
 from utils.training.run_state import Checkpoint, RunState, check_resume_content, read_resume_checkpoint
 

@@ -32,7 +32,7 @@ from models import MODEL_TYPES, build_model
 from models.weights import load_model_weights
 from options import SharedOptions
 from utils.errors import UserError
-from utils.evaluation.run import checked_model_config
+from utils.evaluation.model_config import checked_model_config
 from utils.evaluation.scoring import default_tokens_per_batch, score_sequences
 from utils.precision import PRECISIONS, resolve_precision
 

@@ -23,18 +23,18 @@ from torch.utils.data import Dataset
 
 from dataloader.collate import collate_dialog_batch
 from dataloader.datasets import VisdialDataset
-from dataloader.feature_record import NUM_CLASSES
 from dataloader.feature_store import open_feature_store
 from dataloader.question_types import QuestionTypes, load_question_types
 from dataloader.tokenizer import load_tokenizer
 from dataloader.visdial_json import (NUM_ANSWER_OPTIONS, check_annotations_follow_dialogs, load_dense_annotations,
                                      load_visdial_json)
-from models import BertConfig, build_model
+from models import build_model
 from models.weights import load_model_weights
-from options import EnsembleOptions, EvalOptions, SharedOptions
+from options import EnsembleOptions, EvalOptions
 from utils.distributed import DistributedContext, check_on_main
 from utils.errors import UserError
 from utils.evaluation.evalai import check_submission, evalai_test_entries, evalai_val_entries, expected_entries
+from utils.evaluation.model_config import model_config_for
 from utils.evaluation.question_types import (comparison_table, format_table_html, format_table_text,
                                              load_compared_metrics, question_type_metrics)
 from utils.evaluation.score_files import (check_matches_dialogs, check_same_keys, combine_scores, read_score_file,
@@ -83,27 +83,6 @@ def _val_annotations_path(options) -> Optional[str]:
         warnings.warn(f"{annotations}: no val dense annotations; NDCG will not be computed", stacklevel=3)
         return None
     return annotations
-
-
-def model_config_for(options: SharedOptions, dataset) -> BertConfig:
-    """-model_config, checked against the data the model will see (a dataset of
-    dataloader/datasets.py): its vocabulary, -max_seq_len and, for ViLBERT, the feature store's
-    width and classes; UserError naming the config and the data file otherwise."""
-    return checked_model_config(options.model_config, options.model_type, dataset.vocabulary_size, options.vocab,
-                                options.max_seq_len, dataset.features)
-
-
-def checked_model_config(model_config, model_type: str, vocabulary_size: int, vocab, max_seq_len: int,
-                         features=None) -> BertConfig:
-    """The model config at `model_config`, checked against the vocabulary `vocab` (of
-    `vocabulary_size` ids), `max_seq_len` and, for ViLBERT, the feature store `features` (an
-    open reader of dataloader/feature_store.py; None: no store to check against)."""
-    config = BertConfig.from_json_file(model_config)
-    image = {}
-    if model_type == "vilbert" and features is not None:
-        image = dict(feature_size=features.feature_size, features=str(features.path), num_classes=NUM_CLASSES)
-    config.check_fits_data(vocabulary_size, str(vocab), max_seq_len, **image)
-    return config
 
 
 def load_model(options: EvalOptions, dataset, device: torch.device, verbose: bool = True) -> torch.nn.Module:
