@@ -75,13 +75,16 @@ class ImageRecord(TypedDict):
     cls_prob: np.ndarray
 
 
-def build_image_record(image_h: int, image_w: int, features: np.ndarray, boxes: np.ndarray,
-                       cls_prob: np.ndarray) -> ImageRecord:
-    """Turn the stored arrays of one image (n boxes) into an `ImageRecord`.
+def build_image_record(raw: dict) -> ImageRecord:
+    """Turn the checked stored fields of one image (n boxes; `FeatureStoreReader.read_raw`) into an
+    `ImageRecord`.
 
-    features [n, F], boxes [n, 4] (x1, y1, x2, y2 in pixels), cls_prob [n, 1601], all float32.
-    The arithmetic is done in float32 and in the reference's order, so values are bit-identical.
+    raw: image_h, image_w and float32 arrays features [n, F], boxes [n, 4] (x1, y1, x2, y2 in
+    pixels), cls_prob [n, 1601]. The arithmetic is done in float32 and in the reference's order, so
+    values are bit-identical.
     """
+    image_h, image_w, features, boxes, cls_prob = (raw[name] for name in ("image_h", "image_w", "features",
+                                                                          "boxes", "cls_prob"))
     num_boxes = features.shape[0]
     whole_image_feature = np.sum(features, axis=0) / num_boxes
     features = np.concatenate([whole_image_feature[None], features], axis=0)
@@ -226,8 +229,7 @@ class FeatureStoreReader(abc.ABC):
         cls_prob [n, 1601] (no whole-image row)."""
 
     def __getitem__(self, image_id) -> ImageRecord:
-        raw = self.read_raw(image_id)
-        return build_image_record(raw["image_h"], raw["image_w"], raw["features"], raw["boxes"], raw["cls_prob"])
+        return build_image_record(self.read_raw(image_id))
 
 
 def rows_by_image(image_ids, source: str) -> dict[int, int]:

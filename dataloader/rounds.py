@@ -112,8 +112,7 @@ def image_record_from_arrays(arrays: Mapping, feature_size: int | None) -> Image
     if not isinstance(arrays, Mapping):
         raise UserError(f"an image is an image id or a mapping of arrays (features, boxes, image_w, image_h), "
                         f"got {type(arrays).__name__}")
-    raw = record_from_arrays(arrays, 0, "image arrays", feature_size)
-    return build_image_record(raw["image_h"], raw["image_w"], raw["features"], raw["boxes"], raw["cls_prob"])
+    return build_image_record(record_from_arrays(arrays, 0, "image arrays", feature_size))
 
 
 def image_inputs(record: ImageRecord) -> dict:

@@ -15,11 +15,10 @@ The output may be neither an input nor inside one; it is written atomically (SIG
 leave no partial file).
 """
 import argparse
-import sys
 from pathlib import Path
 
 from dataloader.feature_formats import convert_features
-from utils.errors import run_cli
+from utils.errors import note_on_stderr, run_cli
 from utils.outputs import Output, check_outputs
 
 
@@ -38,7 +37,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     check_outputs([Output("-output", Path(args.output), what="the feature store")],
                   {"-input" if len(args.input) == 1 else f"-input {path}": path for path in args.input})
-    count, width = convert_features(args.input, args.output, note=lambda line: print(f"note: {line}", file=sys.stderr),
+    count, width = convert_features(args.input, args.output, note=note_on_stderr,
                                     show_progress=not args.quiet)
     print(f"wrote {count} images ({width}-d features) to {args.output}")
 

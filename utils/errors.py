@@ -17,6 +17,12 @@ class Terminated(BaseException):
     written is cleaned up (temporary files removed) before the process exits."""
 
 
+def note_on_stderr(line: str) -> None:
+    """Tell the user something that is not an error (`note: <line>` on stderr), such as what an
+    imported feature format lacks."""
+    print(f"note: {line}", file=sys.stderr)
+
+
 def report_problems(problems: Sequence[str]) -> None:
     """Raise one UserError that lists every problem, one line each; nothing when there is none."""
     if problems:

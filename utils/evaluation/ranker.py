@@ -18,7 +18,6 @@ scored on its own, so the probabilities of a round do not sum to 1.
 """
 from __future__ import annotations
 
-import sys
 from numbers import Integral
 from typing import Iterable, Mapping, NamedTuple, Sequence, Union
 
@@ -31,7 +30,7 @@ from dataloader.tokenizer import load_tokenizer
 from models import MODEL_TYPES, build_model
 from models.weights import load_model_weights
 from options import SharedOptions
-from utils.errors import UserError
+from utils.errors import UserError, note_on_stderr
 from utils.evaluation.model_config import checked_model_config
 from utils.evaluation.scoring import default_tokens_per_batch, score_sequences
 from utils.precision import PRECISIONS, resolve_precision
@@ -117,7 +116,7 @@ class DialogRanker:
         device = resolve_device(device)
         tokenizer = load_tokenizer(str(vocab))
         if features is not None and not hasattr(features, "image_ids"):
-            features = open_image_features(features, note or _note_on_stderr)
+            features = open_image_features(features, note or note_on_stderr)
         config = checked_model_config(model_config, model_type, len(tokenizer), vocab, max_seq_len, features)
         model = build_model(config, model_type)
         load_model_weights(model, path)
@@ -179,10 +178,6 @@ class DialogRanker:
         if int(image) not in images:
             images[int(image)] = image_inputs(self.image_record(image))
         return images[int(image)]
-
-
-def _note_on_stderr(line: str) -> None:
-    print(f"note: {line}", file=sys.stderr)
 
 
 def _is_image_id(image) -> bool:
