@@ -57,13 +57,13 @@ def test_fp32_equals_padded_reference_path_with_identical_ranks(golden_dir, mode
     ours = score_dataset(model, dataset, collate_golden, tokens_per_batch=2000, progress=False).scores
     torch.testing.assert_close(ours, padded, atol=1e-5, rtol=1e-5)
     # Ranks are identical except between options whose padded scores are equal to float32
-    # resolution (one such pair here: 0.33454937 twice); batch shape decides their order.
+    # resolution (0.33454937 twice here, and more pairs within 1e-6 on some CPUs): batch shape
+    # and the CPU's kernels decide their order.
     gaps = (padded.unsqueeze(-1) - padded.unsqueeze(-2)).abs()
     gaps.diagonal(dim1=-2, dim2=-1).fill_(1.0)
     near_tie = gaps.min(dim=-1).values < 1e-6
     moved = scores_to_ranks(ours) != scores_to_ranks(padded)
     assert not (moved & ~near_tie).any()
-    assert moved.sum() <= 2
 
 
 def test_near_tie_swaps_accepts_swaps_within_a_tie_and_counts_the_rest():
