@@ -35,7 +35,8 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 from tqdm import tqdm
 
-from dataloader.feature_record import NUM_CLASSES, RECORD_FIELDS, check_integer, check_record
+from dataloader.feature_record import (MAX_IMAGE_ID, NUM_CLASSES, RECORD_FIELDS, check_image_id, check_integer,
+                                       check_record, parse_integer)
 from dataloader.feature_store import (FeatureStoreReader, open_feature_store, rows_by_image, write_hdf5_feature_store,
                                       write_lmdb_feature_store)
 from utils.errors import UserError
@@ -86,12 +87,6 @@ def detect_format(path: str | os.PathLike) -> str:
 
 # ---------------------------------------------------------------- bottom-up-attention TSV
 
-def _tsv_integer(text: bytes, name: str, source: str, low: int) -> int:
-    if not text.strip().isdigit():
-        raise UserError(f"{source}: {name} {text[:40].decode(errors='replace')!r} is not an integer")
-    return check_integer(int(text), name, source, low=low, high=2**63 - 1)
-
-
 def _tsv_floats(text: bytes, rows: int, width: int | None, name: str, source: str) -> np.ndarray:
     """base64 of float32 -> [rows, width] (width None: whatever the byte count gives)."""
     try:
@@ -122,8 +117,8 @@ def tsv_records(path: Path, note: Note) -> Iterator[dict]:
             if len(columns) != len(TSV_COLUMNS):
                 raise UserError(f"{source}: has {len(columns)} tab-separated columns, expected {len(TSV_COLUMNS)} "
                                 f"({', '.join(TSV_COLUMNS)})")
-            image_id = _tsv_integer(columns[0], "image_id", source, low=0)
-            image_w, image_h, num_boxes = (_tsv_integer(columns[index], name, source, low=1)
+            image_id = check_image_id(columns[0], "image_id", source)
+            image_w, image_h, num_boxes = (check_integer(columns[index], name, source)
                                            for index, name in ((1, "image_w"), (2, "image_h"), (3, "num_boxes")))
             record = check_record({
                 "image_id": image_id, "image_w": image_w, "image_h": image_h, "num_boxes": num_boxes,
@@ -196,17 +191,16 @@ def _npz_files(folder: Path) -> list[tuple[int, Path]]:
     """(image id, file) of every .npz of `folder`, by image id; a name that is no id is an error."""
     files = []
     for path in folder.glob("*.npz"):
-        if not path.stem.isdigit():
+        image_id = parse_integer(path.stem)
+        if image_id is None or not 0 <= image_id <= MAX_IMAGE_ID:
             raise UserError(f"{path}: the file name must be the image id (<image_id>.npz, e.g. 185565.npz)")
-        files.append((int(path.stem), path))
+        files.append((image_id, path))
     return sorted(files)
 
 
 def _npz_size(value, name: str, source: str) -> int:
-    """image_w / image_h of an .npz: one integer (an integral float is accepted)."""
+    """image_w / image_h of an .npz: one integer in any form `check_integer` reads (a whole float too)."""
     array = np.asarray(value)
-    if array.size == 1 and array.dtype.kind == "f" and float(array.reshape(())).is_integer():
-        array = array.astype(np.int64)
     if array.size != 1:
         raise UserError(f"{source}: {name} must be one integer, got an array of shape {list(array.shape)}")
     return check_integer(array.reshape(()), name, source)

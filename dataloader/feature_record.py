@@ -6,6 +6,8 @@ A stored record of one image with n boxes (no whole-image row: readers add it):
     image_id          int, 0 <= image_id < 2**63
     image_w, image_h  int >= 1, the image size in pixels
     num_boxes         int n >= 1 (a reader also checks n against the rows it has stored)
+                      (the numbers may be stored as text, '36' or b'36', as the released LMDB of a
+                      TSV conversion does: `parse_integer` reads them as the reference's int() did)
     features          [n, F] finite floats; F is the store's feature width, the same for every
                       image of a store (2048 for the released bottom-up features; a store of
                       another detector may have another F, which the model config must match)
@@ -13,7 +15,7 @@ A stored record of one image with n boxes (no whole-image row: readers add it):
     cls_prob          [n, 1601] finite floats: the detector's class distribution per box (the
                       targets of the masked-region loss)
 
-`check_record` returns the record with float32 arrays, or raises one UserError line naming the
+`check_record` returns the record with ints and float32 arrays, or raises one UserError line naming the
 source (a file and the image) and the first problem; nothing is repaired silently.
 """
 from __future__ import annotations
@@ -29,20 +31,50 @@ FEATURE_SIZE = 2048
 NUM_CLASSES = 1601
 """The Visual Genome classes of the bottom-up detector (the model's v_target_size)."""
 RECORD_FIELDS = ("image_id", "image_h", "image_w", "num_boxes", "features", "boxes", "cls_prob")
-_MAX_IMAGE_ID = 2**63
+MAX_IMAGE_ID = 2**63 - 1
+"""Image ids are stored as int64 (HDF5, the score files); 0..MAX_IMAGE_ID."""
+
+
+def parse_integer(value) -> Optional[int]:
+    """`value` as the reference's `int()` reads a stored number, or None when it is no integer.
+
+    Taken: an int, a NumPy integer (or a 0-d array of one), a whole float (36.0), and text as str or
+    bytes that `int()` parses ('36', b' 36\n', '+36'): stores converted from the bottom-up TSV keep
+    every number as text. Refused: bools, fractions (3.5), and text `int()` refuses ('3.5', '12²',
+    '0x10', ''). `int()` itself decides for text, so nothing it would refuse slips through (unlike
+    `str.isdigit`, which takes the superscript '²').
+    """
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return int(value) if np.isfinite(value) and float(value).is_integer() else None
+    if isinstance(value, (str, bytes, bytearray)):
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return None
 
 
 def check_integer(value, name: str, source: str, low: int = 1, high: Optional[int] = None) -> int:
-    """`value` as an int when it is an integer (Python or NumPy, not a bool) in low..high."""
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        value = value[()]
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+    """`value` read by `parse_integer` (an integer in any stored form the reference took) and in
+    low..high, as an int; UserError naming `source` otherwise."""
+    number = parse_integer(value)
+    if number is None:
         raise UserError(f"{source}: {name} must be an integer, got {_describe(value)}")
-    value = int(value)
-    if value < low or (high is not None and value > high):
+    if number < low or (high is not None and number > high):
         wanted = f"in {low}..{high}" if high is not None else f"at least {low}"
-        raise UserError(f"{source}: {name} must be {wanted}, got {value}")
-    return value
+        raise UserError(f"{source}: {name} must be {wanted}, got {number}")
+    return number
+
+
+def check_image_id(value, name: str, source: str) -> int:
+    """An image id in any stored form (`parse_integer`) in 0..MAX_IMAGE_ID, as an int."""
+    return check_integer(value, name, source, low=0, high=MAX_IMAGE_ID)
 
 
 def check_array(value, name: str, shape: tuple, source: str) -> np.ndarray:
@@ -74,7 +106,7 @@ def check_record(record: Mapping, source: str, feature_size: Optional[int] = FEA
     missing = [field for field in RECORD_FIELDS if field not in record]
     if missing:
         raise UserError(f"{source}: record lacks field(s) {', '.join(missing)}")
-    image_id = check_integer(record["image_id"], "image_id", source, low=0, high=_MAX_IMAGE_ID - 1)
+    image_id = check_image_id(record["image_id"], "image_id", source)
     image_h = check_integer(record["image_h"], "image_h", source)
     image_w = check_integer(record["image_w"], "image_w", source)
     num_boxes = check_integer(record["num_boxes"], "num_boxes", source)
@@ -92,5 +124,8 @@ def check_record(record: Mapping, source: str, feature_size: Optional[int] = FEA
 def _describe(value) -> str:
     if isinstance(value, np.ndarray):
         return f"an array of {value.dtype} {list(value.shape)}"
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode(errors="replace")
     text = repr(value)
-    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+    kind = "text" if isinstance(value, str) else type(value).__name__
+    return f"{kind} {text[:40]}{'...' if len(text) > 40 else ''}"

@@ -32,6 +32,7 @@ from __future__ import annotations
 import abc
 import base64
 import binascii
+import codecs
 import contextlib
 import io
 import os
@@ -43,7 +44,8 @@ from typing import Iterable, Iterator, TypedDict
 import numpy as np
 from tqdm import tqdm
 
-from dataloader.feature_record import FEATURE_SIZE, NUM_CLASSES, RECORD_FIELDS, check_integer, check_record
+from dataloader.feature_record import (FEATURE_SIZE, NUM_CLASSES, RECORD_FIELDS, check_image_id, check_integer,
+                                       check_record)
 from utils.errors import UserError
 from utils.files import TEMPORARY_MARK, atomic_output
 from utils.input_files import input_file
@@ -107,9 +109,11 @@ def build_image_record(raw: dict) -> ImageRecord:
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that builds only plain containers, numbers, str and bytes.
+    """An unpickler that builds only plain containers, numbers, str and bytes, and NumPy scalars.
 
-    Those need no class lookup; any pickle that names a class or function (the way a
+    Plain data needs no class lookup. NumPy scalars (a record written with `np.int64(36)` as
+    num_boxes, which the reference's plain `pickle.loads` read) need three harmless callables,
+    looked up in `_NUMPY_SCALAR_PARTS`; any other pickle that names a class or function (the way a
     `__reduce__` payload runs code) is refused with a UserError before anything is called.
     """
 
@@ -118,8 +122,20 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._source = source
 
     def find_class(self, module: str, name: str):
+        if (module, name) in _NUMPY_SCALAR_PARTS:
+            return _NUMPY_SCALAR_PARTS[module, name]
         raise UserError(f"{self._source}: record refers to {module}.{name}; only plain data "
-                        "(dict, list, numbers, str, bytes) is allowed in a feature store")
+                        "(dict, list, numbers, str, bytes, NumPy scalars) is allowed in a feature store")
+
+
+_numpy_scalar = (np._core if hasattr(np, "_core") else np.core).multiarray.scalar
+_NUMPY_SCALAR_PARTS = {
+    ("numpy", "dtype"): np.dtype,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,   # pickled by NumPy 1.x
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,  # pickled by NumPy 2.x
+    ("_codecs", "encode"): codecs.encode,                              # the bytes of a protocol-2 pickle
+}
+"""What a pickled NumPy scalar names: `scalar(dtype(...), raw bytes)`. None of them runs code."""
 
 
 def restricted_loads(data: bytes, source: str):
@@ -233,13 +249,12 @@ class FeatureStoreReader(abc.ABC):
 
 
 def rows_by_image(image_ids, source: str) -> dict[int, int]:
-    """image id -> row; an id that is not an integer (or its decimal digits), or listed twice, is
-    a UserError."""
+    """image id -> row; an id in any stored form (an int, or text such as b'185565' as the LMDB
+    keys hold it: `check_image_id`) is read as an int; one that is no id, or listed twice, is a
+    UserError."""
     rows = {}
     for row, image_id in enumerate(image_ids):
-        if isinstance(image_id, (bytes, str)) and image_id.isdigit():
-            image_id = int(image_id)
-        image_id = check_integer(image_id, f"image id {row}", source, low=0, high=2**63 - 1)
+        image_id = check_image_id(image_id, f"image id {row}", source)
         if image_id in rows:
             raise UserError(f"{source}: image {image_id} is listed twice (rows {rows[image_id]} and {row})")
         rows[image_id] = row

@@ -165,7 +165,7 @@ MALFORMED = [  # (name, build(folder) -> input, what the line names, problem)
     ("tsv_nan", lambda folder: bad_tsv(folder, tsv_line(8, np.full((2, WIDTH), np.nan))),
      "line 2 (image 8)", "'features' holds NaN or inf (box 0)"),
     ("tsv_image_id", lambda folder: bad_tsv(folder, tsv_line("COCO_val2014_8", np.ones((2, WIDTH)))),
-     "line 2 (image COCO_val2014_8)", "image_id 'COCO_val2014_8' is not an integer"),
+     "line 2 (image COCO_val2014_8)", "image_id must be an integer, got text 'COCO_val2014_8'"),
     ("npz_nan", nan_npz, "9.npz (image 9)", "'boxes' holds NaN or inf (box 1)"),
     ("npz_name", lambda folder: write_npz_folder(folder / "detections", [make_image(np.random.default_rng(0),
                                                                                     "photo", 1)], False),
