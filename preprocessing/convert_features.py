@@ -9,7 +9,7 @@
     python preprocessing/convert_features.py -input features_faster_rcnn_x101_val.h5 -output val.h5
     python preprocessing/convert_features.py -input my_detections/ -output my_features.h5
 
-The formats and what is checked are in `dataloader/feature_formats.py` (the README documents the
+The formats and what is checked are in `dataloader/feature_formats.py` (docs/data.md documents the
 .npz schema); both stores give identical values through `dataloader.feature_store.open_feature_store`.
 The output may be neither an input nor inside one; it is written atomically (SIGTERM or Ctrl-C
 leave no partial file).

@@ -42,7 +42,7 @@ some types (then dialogs are as long as the types allow, at most `-rounds`).
 `-whole_image_dialogs N` adds N train dialogs on other images that ask only the one-hop questions:
 the toy's stand-in for the image-text pretraining data the paper's model saw before VisDial. A
 tiny model trained from scratch for minutes on the six types alone never starts to use the image;
-with as many such dialogs as mixed ones it does (scripts/demo.sh, README).
+with as many such dialogs as mixed ones it does (scripts/demo.sh, docs/learning.md).
 
 Usage:
     python preprocessing/make_toy_data.py -out data/toy -seed 0 -train_dialogs 1000

@@ -6,7 +6,7 @@ problem; no traceback (anything but a UserError would escape `run_cli` and fail 
 one); and nothing left in the case's output folder (no partial output, no temporary files). A
 handful of cases, one per command line, run as real subprocesses to hold the command-line
 contract itself (exit code, stderr, no "Traceback"); they are launched together from a thread
-pool. The README's "Troubleshooting" section lists these inputs and their messages.
+pool. docs/reliability.md ("Error catalogue") lists these inputs and their messages.
 """
 import json
 import os

@@ -64,7 +64,7 @@ def write_starter_hdf5(path: Path, images: list, with_boxes: bool) -> Path:
 
 
 def write_npz_folder(folder: Path, images: list, with_classes: bool) -> Path:
-    """The README's schema: <image_id>.npz with features, boxes, image_w, image_h[, cls_prob]."""
+    """The schema of docs/data.md: <image_id>.npz with features, boxes, image_w, image_h[, cls_prob]."""
     folder.mkdir()
     for image in images:
         extra = {"cls_prob": image["cls_prob"]} if with_classes else {}

@@ -1,8 +1,8 @@
 """torchrun with 2 CPU processes (gloo). Two nodes on one machine: training with sharded validation
 and a sharded evaluation equal one process with the same global batch, and their checkpoint
-continues on one process (what changes with the number of processes: README, "Distributed
-training"). One node: gradient accumulation with -compile, per-rank pending gradients and exact
-resume."""
+continues on one process (what changes with the number of processes: docs/training.md,
+"Distributed training"). One node: gradient accumulation with -compile, per-rank pending gradients
+and exact resume."""
 import json
 import os
 import socket

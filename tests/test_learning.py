@@ -10,7 +10,7 @@ torch thread, through train.py and evaluate.py as a user runs them:
 * trained on a handful of dialogs and scored on the same dialogs, it reaches val MRR above 0.9.
 
 Both fail when the image stream is cut off (the text cannot tell the dialogs apart) and when the
-optimiser step is skipped (nothing is learned): README, "Does it learn?".
+optimiser step is skipped (nothing is learned): docs/learning.md.
 """
 import json
 from pathlib import Path

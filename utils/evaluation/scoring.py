@@ -37,7 +37,7 @@ DEFAULT_TOKENS_PER_BATCH = {"cpu": 4096, "cuda": 65536}
 CPU: the fastest budget measured with scripts/benchmark_eval.py --budgets on 2 cores (the paper
 model; larger budgets gain nothing there). GPU: chosen from the paper model's FLOP count per token
 and the host time per forward pass, so that an H200's arithmetic for one pass outlasts the Python
-that launches it many times over (README, "Performance"); scripts/benchmark_gpu.py measures the
+that launches it many times over (docs/performance.md); scripts/benchmark_gpu.py measures the
 budgets around it."""
 
 

@@ -121,7 +121,7 @@ def _saved_options_per_process(content: dict, options: TrainOptions, world_size:
 
 def _world_size_change(path: Path, saved: dict, saved_world_size: int, options: TrainOptions,
                        world_size: int) -> str:
-    """What continuing on another number of processes changes (README, "Distributed training")."""
+    """What continuing on another number of processes changes (docs/training.md, "Distributed training")."""
     written = f"{path.name} was written by {saved_world_size} process(es), this run has {world_size}"
     if options.mode == "base":
         before, now = saved.get("batch_size", options.batch_size) * saved_world_size, options.batch_size * world_size
