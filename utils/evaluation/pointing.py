@@ -71,7 +71,7 @@ def format_pointing_text(metrics: dict, label: str) -> str:
     """The pointing metrics as a small aligned table (type, rounds, the model's share, chance)."""
     names = [key[len("pointing_rounds_"):] for key in metrics if key.startswith("pointing_rounds_")]
     lines = ["pointing: share of rounds whose most-weighted region for the ground truth is a relevant one",
-             f"{'question type':<14}{'rounds':>7}{label:>14}{'chance':>9}"]
+             f"{'type':<14}{'rounds':>7}{label:>14}{'chance':>9}"]
     lines += [f"{name:<14}{metrics[f'pointing_rounds_{name}']:>7}{metrics[f'pointing_{name}']:>14.3f}"
               f"{metrics[f'pointing_chance_{name}']:>9.3f}" for name in names]
     return "\n".join(lines)
