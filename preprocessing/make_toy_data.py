@@ -426,7 +426,7 @@ def object_regions(scene: ToyScene, record: dict) -> Dict[ToyObject, int]:
 
 
 RGB = {
-    "red": (230, 25, 45), "blue": (30, 90, 230), "green": (40, 170, 60), "yellow": (250, 210, 20),
+    "red": (230, 25, 45), "blue": (30, 90, 230), "green": (40, 170, 60), "yellow": (250, 225, 20),
     "purple": (140, 50, 180), "orange": (250, 130, 20),
     "white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128), "pink": (255, 182, 193),
     "brown": (139, 69, 19), "beige": (245, 245, 220),
@@ -449,7 +449,7 @@ def draw_pattern(draw: ImageDraw.ImageDraw, pattern: str, colour: Tuple[int, int
     step = PATTERN_STEP
     if pattern in ("striped", "grid"):
         for y in range(step // 2, IMAGE_HEIGHT, step):
-            draw.rectangle((0, y, IMAGE_WIDTH, y + (step // 2 if pattern == "striped" else 2)), fill=colour)
+            draw.rectangle((0, y, IMAGE_WIDTH, y + (step // 3 if pattern == "striped" else 2)), fill=colour)
     if pattern == "grid":
         for x in range(step // 2, IMAGE_WIDTH, step):
             draw.rectangle((x, 0, x + 2, IMAGE_HEIGHT), fill=colour)

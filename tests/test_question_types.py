@@ -68,6 +68,9 @@ def test_types_without_rounds_are_left_out_and_the_random_ranking_is_seeded(tmp_
      "'b' is not one of question_types"),
     ({"question_types": {"a": "x"}, "rounds": [{"image_id": 1, "round_id": 1, "question_type": "a"}] * 2},
      "listed twice"),
+    *[({"question_types": {"a": "x"}, "rounds": [{"image_id": 1, "round_id": 1, "question_type": "a",
+                                                  "relevant_regions": regions}]}, "relevant_regions must be")
+      for regions in ([], [-1], [1.0], ["2"], 3, None)],
 ])
 def test_bad_question_type_files_are_one_line_errors(tmp_path, content, problem):
     path = tmp_path / "types.json"
@@ -75,6 +78,12 @@ def test_bad_question_type_files_are_one_line_errors(tmp_path, content, problem)
     with pytest.raises(UserError, match=problem) as error:
         load_question_types(path)
     assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_relevant_regions_are_read_where_a_round_lists_them(tmp_path):
+    types = types_file(tmp_path, [{"image_id": 5, "round_id": 1, "question_type": "a", "relevant_regions": [3, 0]},
+                                  {"image_id": 5, "round_id": 2, "question_type": "a"}], {"a": "x"})
+    assert types.regions == {(5, 1): (3, 0)} and types.of(5, 2) == "a"
 
 
 def run_metrics(mrr_look: float, mrr_read: float) -> dict:
