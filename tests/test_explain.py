@@ -12,7 +12,7 @@ from dataloader.collate import collate_dialog_batch
 from dataloader.question_types import load_question_types, write_question_types
 from dataloader.tokenizer import encode_texts
 from models.layers import merge_heads, split_heads
-from tests.test_ranker import val_queries
+from tests.test_ranker import MAX_SEQ_LEN, ranker, val_data, val_queries  # noqa: F401 (the fixtures)
 from utils.errors import UserError
 from utils.evaluation import DialogRanker
 from utils.evaluation.explain import current_round_tokens, pointing_chance, points_at
@@ -20,21 +20,6 @@ from utils.evaluation.pointing import pointing_metrics
 from utils.evaluation.scoring import score_sequences
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-MAX_SEQ_LEN = 108  # the fixture data's (tests/test_evaluate.py)
-
-
-@pytest.fixture(scope="module")
-def ranker(golden_dir) -> DialogRanker:
-    return DialogRanker.from_checkpoint(golden_dir / "model_raw.pt", model_config=golden_dir / "model_config.json",
-                                        vocab=golden_dir / "bert-base-uncased-vocab.txt",
-                                        features=golden_dir / "visdial_img_feat.lmdb", device="cpu",
-                                        max_seq_len=MAX_SEQ_LEN, tokens_per_batch=5000)
-
-
-@pytest.fixture(scope="module")
-def val_data(golden_dir) -> dict:
-    return json.loads((golden_dir / "visdial_processed" / "val_processed.json").read_text())["data"]
 
 
 def batch_of(ranker: DialogRanker, query) -> dict:

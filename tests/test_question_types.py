@@ -146,18 +146,24 @@ def test_typing_by_word_never_writes_over_its_input(tmp_path):
     assert source.read_text() == '{"split": "val"}'
 
 
+def evaluate_flags(golden_dir, tmp_path, types_path) -> list[str]:
+    """evaluate.py's flags for the fixture's val split with the question-type file `types_path`."""
+    processed = golden_dir / "visdial_processed"
+    return ["-split", "val", "-model_config", str(golden_dir / "model_config.json"),
+            "-start_path", str(golden_dir / "model_raw.pt"), "-vocab", str(golden_dir / "bert-base-uncased-vocab.txt"),
+            "-visdial_image_feats", str(golden_dir / "visdial_img_feat.lmdb"),
+            "-visdial_processed_val", str(processed / "val_processed.json"),
+            "-visdial_processed_val_dense_annotations", str(processed / "val_dense_annotations_processed.json"),
+            "-max_seq_len", "108", "-num_workers", "0", "-save_path", str(tmp_path),
+            "-question_types", str(types_path)]
+
+
 def test_evaluate_reports_metrics_per_question_type(golden_dir, tmp_path, capsys):
     """By-word types of the fixture's val dialogs through evaluate.py: metrics, table, report."""
     processed = golden_dir / "visdial_processed"
     types_path = tmp_path / "val_types.json"
     question_types_by_word.main(["-visdial_json", str(processed / "val_processed.json"), "-out", str(types_path)])
-    common = ["-split", "val", "-model_config", str(golden_dir / "model_config.json"),
-              "-start_path", str(golden_dir / "model_raw.pt"), "-vocab", str(golden_dir / "bert-base-uncased-vocab.txt"),
-              "-visdial_image_feats", str(golden_dir / "visdial_img_feat.lmdb"),
-              "-visdial_processed_val", str(processed / "val_processed.json"),
-              "-visdial_processed_val_dense_annotations", str(processed / "val_dense_annotations_processed.json"),
-              "-max_seq_len", "108", "-num_workers", "0", "-save_path", str(tmp_path),
-              "-question_types", str(types_path)]
+    common = evaluate_flags(golden_dir, tmp_path, types_path)
     evaluate.main([*common, "-save_name", "first"])
     metrics = json.loads((tmp_path / "first_metrics.json").read_text())
     expected = json.loads((golden_dir / "val_metrics_end2end.json").read_text())["metrics"]
@@ -206,13 +212,7 @@ def test_evaluate_reports_the_pointing_score_and_shows_the_pictures(golden_dir, 
     images.mkdir()
     for dialog in data["dialogs"][:2]:
         Image.new("RGB", (64, 48), (0, 200, 0)).save(images / f"COCO_val2014_{dialog['image_id']:012d}.jpg")
-    common = ["-split", "val", "-model_config", str(golden_dir / "model_config.json"),
-              "-start_path", str(golden_dir / "model_raw.pt"), "-vocab", str(golden_dir / "bert-base-uncased-vocab.txt"),
-              "-visdial_image_feats", str(golden_dir / "visdial_img_feat.lmdb"),
-              "-visdial_processed_val", str(processed / "val_processed.json"),
-              "-visdial_processed_val_dense_annotations", str(processed / "val_dense_annotations_processed.json"),
-              "-max_seq_len", "108", "-num_workers", "0", "-save_path", str(tmp_path),
-              "-question_types", str(types_path)]
+    common = evaluate_flags(golden_dir, tmp_path, types_path)
     evaluate.main([*common, "-report", str(tmp_path / "report"), "-images", str(images)])
     printed = capsys.readouterr().out
     metrics = json.loads((tmp_path / "val_metrics.json").read_text())
