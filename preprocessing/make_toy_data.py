@@ -202,8 +202,8 @@ def question_pools(scene: ToyScene, rng: random.Random) -> Dict[str, List[ToyQue
     present = [obj.shape for obj in objects if obj not in (colour_of, shape_of)] or [objects[-1].shape]
     absent = [shape for shape in SHAPES if shape not in {obj.shape for obj in objects}]
     existence = [
-        ToyQuestion(QUESTION_TEXTS["existence"].format(shape=shape), "existence", "yes_no", answer, subject_phrase(shape=shape),
-                    objects=tuple(obj for obj in objects if obj.shape == shape))
+        ToyQuestion(QUESTION_TEXTS["existence"].format(shape=shape), "existence", "yes_no", answer,
+                    subject_phrase(shape=shape), objects=tuple(obj for obj in objects if obj.shape == shape))
         for shape, answer in ((rng.choice(present), "yes"), (rng.choice(absent), "no"))]
     rng.shuffle(existence)
     one_hop = [ToyQuestion(question, "one_hop", name, scene.property(name), subject)
@@ -479,7 +479,8 @@ def shape_outline(shape: str, box: Sequence[float]) -> List[Tuple[float, float]]
     if shape == "star":  # five points on the box's ellipse, the inner corners at 0.4 of it
         angles = np.pi / 2 + np.arange(10) * np.pi / 5
         radii = np.where(np.arange(10) % 2 == 0, 0.5, 0.2)
-        return list(zip((cx + radii * width * np.cos(angles)).tolist(), (cy - radii * height * np.sin(angles)).tolist()))
+        xs, ys = cx + radii * width * np.cos(angles), cy - radii * height * np.sin(angles)
+        return list(zip(xs.tolist(), ys.tolist()))
     if shape == "heart":  # the lower point of a heart; the two lobes are ellipses (draw_object)
         return [(x1, y1 + 0.35 * height), (x2, y1 + 0.35 * height), (cx, y2)]
     raise ValueError(shape)
@@ -508,7 +509,8 @@ def draw_scene(scene: ToyScene, record: dict, path: Path) -> None:
     draw = ImageDraw.Draw(image)
     draw_pattern(draw, scene.property("pattern"), pattern_colour(scene.property("background")))
     boxes = {obj: record["boxes"][region - 1].tolist() for obj, region in object_regions(scene, record).items()}
-    for obj in sorted(scene.objects, key=lambda obj: -(boxes[obj][2] - boxes[obj][0]) * (boxes[obj][3] - boxes[obj][1])):
+    area = {obj: (x2 - x1) * (y2 - y1) for obj, (x1, y1, x2, y2) in boxes.items()}
+    for obj in sorted(scene.objects, key=lambda obj: -area[obj]):
         draw_object(draw, obj, boxes[obj])
     image.save(path, format="PNG", compress_level=1)
 

@@ -148,7 +148,9 @@ def test_shaded_picture_lights_the_boxes_by_weight(tmp_path):
     scale = pixels.shape[1] / 320
 
     def green_at(x1, y1, x2, y2):  # the middle of a box, away from its outline
-        return pixels[int((y1 + 12) * scale):int((y2 - 12) * scale), int((x1 + 12) * scale):int((x2 - 12) * scale), 1].mean()
+        rows, columns = slice(int((y1 + 12) * scale), int((y2 - 12) * scale)), \
+            slice(int((x1 + 12) * scale), int((x2 - 12) * scale))
+        return pixels[rows, columns, 1].mean()
 
     heaviest, middle, unweighted = green_at(10, 10, 90, 90), green_at(200, 120, 300, 220), green_at(120, 10, 180, 60)
     assert heaviest == pytest.approx(200, abs=12) and heaviest > middle + 30 > unweighted + 30

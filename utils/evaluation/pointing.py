@@ -49,9 +49,10 @@ def pointing_metrics(ranker: DialogRanker, data: dict, num_dialogs: int, questio
         torch.zeros(len(answers), width, dtype=torch.bool)
     for row, ((dialog, number), answer) in enumerate(zip(rounds, answers)):
         regions = question_types.regions[(dialog["image_id"], number)]
-        if max(regions) >= len(answer.regions):
-            raise UserError(f"{source}: round {number} of image {dialog['image_id']} lists region {max(regions)}, "
-                            f"but the model sees {len(answer.regions)} regions of that image (0..{len(answer.regions) - 1})")
+        seen = len(answer.regions)
+        if max(regions) >= seen:
+            raise UserError(f"{source}: round {number} of image {dialog['image_id']} lists region {max(regions)}, but "
+                            f"the model sees {seen} regions of that image (0..{seen - 1})")
         weights[row, :len(answer.regions)] = torch.tensor([region.weight for region in answer.regions])
         relevant[row, list(regions)] = True
         real[row, :len(answer.regions)] = True

@@ -190,9 +190,10 @@ class DialogRanker:
                 rankings.append([(query.candidates[index], float(round_scores[index])) for index in order])
                 continue
             round_weights = weights.split(sizes)[number]
-            rankings.append([ExplainedAnswer(query.candidates[index], float(round_scores[index]), tuple(
-                RegionWeight(region, box, float(round_weights[index, region])) for region, box in enumerate(boxes[number])))
-                for index in order])
+            rankings.append([ExplainedAnswer(query.candidates[index], float(round_scores[index]),
+                                             tuple(RegionWeight(region, box, float(round_weights[index, region]))
+                                                   for region, box in enumerate(boxes[number])))
+                             for index in order])
         return rankings
 
     def _image_inputs(self, image: Image, images: dict) -> tuple[dict, list]:

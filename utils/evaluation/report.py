@@ -116,7 +116,8 @@ def shaded_picture(path: Path, regions: Sequence[Tuple[Sequence[float], float]])
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     legend = ", ".join(f"{rank}: {regions[region][1]:.2f}" for rank, region in enumerate(heaviest, start=1))
     return (f'<img class="shaded" alt="regions behind the top answer" title="{html.escape(title)}" '
-            f'src="data:image/jpeg;base64,{data}"><span class=weights>{legend}; whole image: {regions[0][1]:.2f}</span>')
+            f'src="data:image/jpeg;base64,{data}">'
+            f'<span class=weights>{legend}; whole image: {regions[0][1]:.2f}</span>')
 
 
 def per_round_ndcg(scores: torch.Tensor, round_id: torch.Tensor, gt_relevance: torch.Tensor) -> Dict[int, float]:
