@@ -184,15 +184,15 @@ class DialogRanker:
         weights = torch.zeros(sum(sizes), batch["image_mask"].shape[1]) if explain else None
         scores = score_sequences(self.model, batch, self.tokens_per_batch, self.precision, weights)
         rankings = []
-        for number, (query, round_scores) in enumerate(zip(queries, scores.split(sizes))):
+        round_weights = weights.split(sizes) if explain else [None] * len(queries)
+        for query, round_scores, image_boxes, weight in zip(queries, scores.split(sizes), boxes, round_weights):
             order = torch.argsort(round_scores, descending=True, stable=True).tolist()
             if not explain:
                 rankings.append([(query.candidates[index], float(round_scores[index])) for index in order])
                 continue
-            round_weights = weights.split(sizes)[number]
             rankings.append([ExplainedAnswer(query.candidates[index], float(round_scores[index]),
-                                             tuple(RegionWeight(region, box, float(round_weights[index, region]))
-                                                   for region, box in enumerate(boxes[number])))
+                                             tuple(RegionWeight(region, box, float(weight[index, region]))
+                                                   for region, box in enumerate(image_boxes)))
                              for index in order])
         return rankings
 

@@ -36,9 +36,9 @@ from utils.errors import UserError
 from utils.evaluation.evalai import check_submission, evalai_test_entries, evalai_val_entries, expected_entries
 from utils.evaluation.model_config import model_config_for
 from utils.evaluation.pointing import format_pointing_text, pointing_metrics
-from utils.evaluation.ranker import DialogRanker
 from utils.evaluation.question_types import (comparison_table, format_table_html, format_table_text,
                                              load_compared_metrics, question_type_metrics)
+from utils.evaluation.ranker import DialogRanker
 from utils.evaluation.score_files import (check_matches_dialogs, check_same_keys, combine_scores, read_score_file,
                                           score_file_content, score_file_writer, val_ground_truth)
 from utils.evaluation.scoring import ScoredDialogs, score_dataset
