@@ -27,7 +27,9 @@ trains on the hard and the type-revealing negatives.
 Outputs, in the layout the real data uses (all written under ``-out``):
 
     visdial_1.0_{train,val,test}.json                raw VisDial v1.0 dialogs
-    visdial_1.0_{train,val,test}_question_types.json the type of every round's question
+    visdial_1.0_{train,val,test}_question_types.json the type of every round's question and, for
+                                                     binding, counting and "yes" existence rounds,
+                                                     the regions of the objects they are about
     visdial_1.0_val_dense_annotations.json           one annotated round per val dialog
     visdial_1.0_train_dense_annotations.json         one annotated round for some train dialogs
     visdial_img_feat.lmdb/                           region features in the released LMDB layout
