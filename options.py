@@ -291,6 +291,10 @@ class EvalOptions(SharedOptions):
     question_types: str = flag("", "val only: a question-type file (dataloader/question_types.py); adds MRR and "
                                    "R@1 per type, and of a random ranking, to the metrics, the printed table "
                                    "and the report", "evaluation", is_input=True)
+    images: str = flag("", "with -report: a folder of the images by image id (<id>.png or .jpg, or COCO style "
+                           "COCO_val2014_<12-digit id>.jpg); the report shows each sample round's picture with "
+                           "its regions shaded by the top answer's co-attention weights (ViLBERT only)", "evaluation",
+                       is_input=True)
     compare_metrics: str = flag("", "with -question_types: LABEL=FILE[,LABEL=FILE...], metrics files of other "
                                     "runs (evaluated with the same types) shown beside this one in the "
                                     "per-type table", "evaluation")
@@ -324,6 +328,10 @@ class EvalOptions(SharedOptions):
             problems.append("-val_evalai, -report and -question_types need -split val")
         if self.compare_metrics and not self.question_types:
             problems.append("-compare_metrics needs -question_types")
+        if self.images and not self.report:
+            problems.append("-images needs -report (the report shows the pictures)")
+        if self.images and self.model_type != "vilbert":
+            problems.append(f"-images: the {self.model_type} model reads no image, so there is nothing to shade")
         problems += [f"-compare_metrics: {label!r} is not LABEL=FILE"
                      for label, path in self.compared_metrics.items() if not path]
         if self.val_evalai and self.num_options != NUM_ANSWER_OPTIONS:

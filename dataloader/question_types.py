@@ -8,16 +8,20 @@ A question-type file is JSON:
 `question_types` names every type with a short description, in the order tables list them;
 `rounds` gives the type of a round by image id and 1-based round number (as dense annotations
 do), so the file survives preprocessing dropping dialogs. Rounds a file does not list have no type.
+A round may also list `relevant_regions`: the image regions that answer it, as the model sees the
+image (0 the whole image, 1.. the feature record's boxes in its order), e.g. the object a binding
+question names; the pointing score (utils/evaluation/explain.py) is measured on those rounds.
 `preprocessing/make_toy_data.py` writes one per split; for real VisDial,
 `preprocessing/question_types_by_word.py` writes one by grouping the questions by their first words.
 
     types = load_question_types("data/visdial_1.0_val_question_types.json")
     types.of(image_id=185565, round_id=1)    # -> "one_hop", or None when not listed
+    types.regions[(185565, 3)]               # -> (2,): the relevant regions, for rounds that list them
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from utils.errors import UserError
@@ -27,10 +31,11 @@ from utils.input_files import read_json
 
 @dataclass(frozen=True)
 class QuestionTypes:
-    """The contents of a question-type file: descriptions by type name (in table order) and the
-    type of each listed (image_id, round_id)."""
+    """The contents of a question-type file: descriptions by type name (in table order), the
+    type of each listed (image_id, round_id) and the relevant regions of the rounds that list them."""
     descriptions: dict[str, str]
     by_round: dict[tuple[int, int], str]
+    regions: dict[tuple[int, int], tuple[int, ...]] = field(default_factory=dict)
 
     def of(self, image_id: int, round_id: int) -> str | None:
         return self.by_round.get((image_id, round_id))
@@ -47,6 +52,7 @@ def load_question_types(path: str | os.PathLike) -> QuestionTypes:
     if not descriptions or not all(isinstance(text, str) for text in descriptions.values()):
         raise UserError(f"{path}: question_types must map at least one type name to a description string")
     by_round: dict[tuple[int, int], str] = {}
+    regions: dict[tuple[int, int], tuple[int, ...]] = {}
     for position, entry in enumerate(rounds):
         where = f"{path}: rounds[{position}]"
         if not isinstance(entry, dict) or not {"image_id", "round_id", "question_type"} <= entry.keys():
@@ -60,10 +66,16 @@ def load_question_types(path: str | os.PathLike) -> QuestionTypes:
         if (image_id, round_id) in by_round:
             raise UserError(f"{where}: round {round_id} of image {image_id} is listed twice")
         by_round[(image_id, round_id)] = name
-    return QuestionTypes(dict(descriptions), by_round)
+        if "relevant_regions" in entry:
+            relevant = entry["relevant_regions"]
+            if not isinstance(relevant, list) or not relevant or \
+                    not all(type(region) is int and region >= 0 for region in relevant):
+                raise UserError(f"{where}: relevant_regions must be a non-empty list of region indices (ints >= 0)")
+            regions[(image_id, round_id)] = tuple(relevant)
+    return QuestionTypes(dict(descriptions), by_round, regions)
 
 
 def write_question_types(path: str | os.PathLike, descriptions: dict[str, str], rounds: list[dict]) -> None:
     """Write a question-type file atomically: `descriptions` type name -> description (table
-    order), `rounds` [{"image_id", "round_id", "question_type"}]."""
+    order), `rounds` [{"image_id", "round_id", "question_type"}, optional "relevant_regions"]."""
     write_json(path, {"question_types": descriptions, "rounds": rounds})

@@ -49,6 +49,14 @@ def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: to
     return merge_heads(context)
 
 
+def attention_probs(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """The probabilities `attend` weighs the values with (no dropout): query [N, Tq, H], key
+    [N, Tk, H], mask [N, 1, 1, Tk] additive -> [N, heads, Tq, Tk] float32, each row summing to 1."""
+    query, key = split_heads(query, num_heads).float(), split_heads(key, num_heads).float()
+    logits = query @ key.transpose(-1, -2) / query.shape[-1] ** 0.5 + mask.float()
+    return torch.softmax(logits, dim=-1)
+
+
 class SelfAttention(nn.Module):
     """Query, key and value projections of one stream (`attention.self`)."""
 

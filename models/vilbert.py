@@ -20,7 +20,7 @@ from models import losses
 from models.config import BertConfig
 from models.layers import (LAYER_NORM_EPS, DialogTextEmbeddings, FirstTokenPooler, Intermediate,
                            LMPredictionHead, PredictionHeadTransform, ResidualOutput, TransformerLayer,
-                           additive_mask, attend, init_bert_weights)
+                           additive_mask, attend, attention_probs, init_bert_weights)
 
 POOLER_BIAS_INIT = 1.0
 """Initial bias of both ReLU poolers of a freshly built model (the reference: 0; see VisualDialogEncoder)."""
@@ -33,7 +33,9 @@ class EncoderOutput:
     nsp_scores [N, 2] logits (class 0: the answer belongs; ranking uses softmax(.)[:, 0]);
     lm_scores [N, L, vocab]; img_scores [N, R, v_target_size]; hidden states on request:
     sequence_output_t [N, L, H], sequence_output_v [N, R, Hv], pooled_output_t / _v [N, Hbi],
-    embedding_output [N, L, H], v_embedding_output [N, R, Hv]; 0-d losses when labels are given.
+    embedding_output [N, L, H], v_embedding_output [N, R, Hv]; 0-d losses when labels are given;
+    on request (`output_coattention`) coattention_t2v [N, C, heads, L, R]: the attention
+    probabilities of every text token over the regions in each of the C co-attention layers.
     """
 
     nsp_scores: torch.Tensor
@@ -48,12 +50,14 @@ class EncoderOutput:
     lm_loss: Optional[torch.Tensor] = None
     nsp_loss: Optional[torch.Tensor] = None
     img_loss: Optional[torch.Tensor] = None
+    coattention_t2v: Optional[torch.Tensor] = None
 
 
 @dataclass
 class StreamStates:
     """Hidden states of both streams: embeddings [N, L, H] / [N, R, Hv], last layers (same
-    shapes), and the pooled first tokens [N, Hbi]."""
+    shapes), the pooled first tokens [N, Hbi], and on request the text-to-image co-attention
+    probabilities [N, C, heads, L, R]."""
 
     embedding_t: torch.Tensor
     embedding_v: torch.Tensor
@@ -61,6 +65,7 @@ class StreamStates:
     sequence_v: torch.Tensor
     pooled_t: torch.Tensor
     pooled_v: torch.Tensor
+    coattention_t2v: Optional[torch.Tensor] = None
 
 
 class ImageEmbeddings(nn.Module):
@@ -106,16 +111,23 @@ class BiAttention(nn.Module):
         self.dropout2 = nn.Dropout(config.attention_probs_dropout_prob)
 
     def forward(self, image: torch.Tensor, image_mask: torch.Tensor, text: torch.Tensor,
-                text_mask: torch.Tensor):
+                text_mask: torch.Tensor, output_probs: bool = False):
         """image [N, R, Hv], text [N, L, H], additive masks -> (text-side [N, L, Hbi] context
-        over the image, image-side [N, R, Hbi] context over the text)."""
+        over the image, image-side [N, R, Hbi] context over the text, and with `output_probs`
+        the text-to-image attention probabilities [N, heads, L, R], else None).
+
+        The contexts always come from the fused attention kernel; the probabilities, when asked
+        for, are computed beside it from the same queries and keys, so the outputs do not change.
+        """
         dropout1 = self.dropout1.p if self.training else 0.0
         dropout2 = self.dropout2.p if self.training else 0.0
-        text_context = attend(self.query2(text), self.key1(image), self.value1(image),
+        text_query, image_key = self.query2(text), self.key1(image)
+        text_context = attend(text_query, image_key, self.value1(image),
                               image_mask, self.num_heads, dropout1)
         image_context = attend(self.query1(image), self.key2(text), self.value2(text),
                                text_mask, self.num_heads, dropout2)
-        return text_context, image_context
+        probs = attention_probs(text_query, image_key, image_mask, self.num_heads) if output_probs else None
+        return text_context, image_context, probs
 
 
 class BiOutput(nn.Module):
@@ -158,12 +170,13 @@ class ConnectionLayer(nn.Module):
         self.t_output = ResidualOutput(config.intermediate_size, config.hidden_size,
                                        config.hidden_dropout_prob)
 
-    def forward(self, image, image_mask, text, text_mask):
-        text_context, image_context = self.biattention(image, image_mask, text, text_mask)
+    def forward(self, image, image_mask, text, text_mask, output_probs: bool = False):
+        """-> (image, text) hidden states and the text-to-image probabilities (BiAttention)."""
+        text_context, image_context, probs = self.biattention(image, image_mask, text, text_mask, output_probs)
         image, text = self.biOutput(image_context, image, text_context, text)
         image = self.v_output(self.v_intermediate(image), image)
         text = self.t_output(self.t_intermediate(text), text)
-        return image, text
+        return image, text, probs
 
 
 class Encoder(nn.Module):
@@ -191,21 +204,25 @@ class Encoder(nn.Module):
                 hidden = layers[index](hidden, mask)
         return hidden
 
-    def forward(self, text, text_mask, image, image_mask):
-        """text [N, L, H], image [N, R, Hv], additive masks -> (text, image) hidden states."""
+    def forward(self, text, text_mask, image, image_mask, output_coattention: bool = False):
+        """text [N, L, H], image [N, R, Hv], additive masks -> (text, image) hidden states and,
+        with `output_coattention`, the text-to-image probabilities of every co-attention layer
+        [N, C, heads, L, R] (else None)."""
         config = self.config
         t_start = v_start = 0
+        coattention = []
         for c, (v_end, t_end) in enumerate(zip(config.v_biattention_id, config.t_biattention_id)):
             image = self._run(self.v_layer, v_start, v_end, config.fixed_v_layer, image, image_mask)
             text = self._run(self.layer, t_start, t_end, config.fixed_t_layer, text, text_mask)
             if config.with_coattention:
-                image, text = self.c_layer[c](image, image_mask, text, text_mask)
+                image, text, probs = self.c_layer[c](image, image_mask, text, text_mask, output_coattention)
+                coattention.append(probs)
             v_start, t_start = v_end, t_end
         image = self._run(self.v_layer, v_start, len(self.v_layer), config.fixed_v_layer,
                           image, image_mask)
         text = self._run(self.layer, t_start, len(self.layer), config.fixed_t_layer,
                          text, text_mask)
-        return text, image
+        return text, image, torch.stack(coattention, dim=1) if output_coattention and coattention else None
 
 
 class ViLBertModel(nn.Module):
@@ -221,7 +238,7 @@ class ViLBertModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor, segments: torch.Tensor, attention_mask: torch.Tensor,
                 image_feat: torch.Tensor, image_loc: torch.Tensor, image_mask: torch.Tensor,
-                image_index: Optional[torch.Tensor]) -> StreamStates:
+                image_index: Optional[torch.Tensor], output_coattention: bool = False) -> StreamStates:
         """Embeddings -> encoder -> poolers of N sequences and their images (see
         `VisualDialogEncoder.forward` for the inputs)."""
         dtype = self.embeddings.word_embeddings.weight.dtype
@@ -231,9 +248,10 @@ class ViLBertModel(nn.Module):
         region_mask = additive_mask(image_mask, dtype)          # [N, 1, 1, R]
         embedding_t = self.embeddings(tokens, segments)                            # [N, L, H]
         embedding_v = self.v_embeddings(image_feat, image_loc, image_index)        # [N, R, Hv]
-        sequence_t, sequence_v = self.encoder(embedding_t, text_mask, embedding_v, region_mask)
+        sequence_t, sequence_v, coattention = self.encoder(embedding_t, text_mask, embedding_v, region_mask,
+                                                           output_coattention)
         return StreamStates(embedding_t, embedding_v, sequence_t, sequence_v,
-                            self.t_pooler(sequence_t), self.v_pooler(sequence_v))
+                            self.t_pooler(sequence_t), self.v_pooler(sequence_v), coattention)
 
 
 class ImagePredictionHead(nn.Module):
@@ -321,7 +339,7 @@ class VisualDialogEncoder(nn.Module):
                 image_label: Optional[torch.Tensor] = None,
                 image_target: Optional[torch.Tensor] = None,
                 output_lm_scores: bool = True, output_img_scores: bool = True,
-                output_hidden_states: bool = False) -> EncoderOutput:
+                output_hidden_states: bool = False, output_coattention: bool = False) -> EncoderOutput:
         """Score N sequences; images are given once each and gathered by `image_index`.
 
         tokens, segments [N, L] int; attention_mask [N, L] (1 real token); image_feat [K, R, F];
@@ -329,10 +347,14 @@ class VisualDialogEncoder(nn.Module):
         Labels (models/losses.py): lm_labels [N, L] (token id where masked, -1 elsewhere);
         nsp_labels [N] (0: the answer belongs, 1: it does not); image_label [K, R] (1: predict
         this region); image_target [K, R, v_target_size]. Losses are returned for the labels given.
+        output_coattention: also return the text-to-image co-attention probabilities
+        (EncoderOutput.coattention_t2v); they are computed only then, beside the fused kernel.
         """
         bert, heads = self.bert_pretrained.bert, self.bert_pretrained.cls
-        states = bert(tokens, segments, attention_mask, image_feat, image_loc, image_mask, image_index)
+        states = bert(tokens, segments, attention_mask, image_feat, image_loc, image_mask, image_index,
+                      output_coattention)
         out = heads(states, output_lm_scores, output_img_scores)
+        out.coattention_t2v = states.coattention_t2v
         if output_hidden_states:
             out.sequence_output_t, out.sequence_output_v = states.sequence_t, states.sequence_v
             out.pooled_output_t, out.pooled_output_v = states.pooled_t, states.pooled_v

@@ -27,11 +27,16 @@ trains on the hard and the type-revealing negatives.
 Outputs, in the layout the real data uses (all written under ``-out``):
 
     visdial_1.0_{train,val,test}.json                raw VisDial v1.0 dialogs
-    visdial_1.0_{train,val,test}_question_types.json the type of every round's question
+    visdial_1.0_{train,val,test}_question_types.json the type of every round's question and, for
+                                                     binding, counting and "yes" existence rounds,
+                                                     the regions of the objects they are about
     visdial_1.0_val_dense_annotations.json           one annotated round per val dialog
     visdial_1.0_train_dense_annotations.json         one annotated round for some train dialogs
     visdial_img_feat.lmdb/                           region features in the released LMDB layout
     visdial_img_feat.h5                              the same features as HDF5 (with -h5)
+    images/<image_id>.png                            each image drawn (not with -no_images): the
+                                                     background in its colour and pattern, each
+                                                     object as its shape in its colour in its box
     vocab.txt                                        WordPiece vocabulary covering every word
     model_config.json                                a tiny model in the reference config schema
 
@@ -56,6 +61,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from dataloader.feature_store import convert_lmdb_to_hdf5, write_lmdb_feature_store
 from dataloader.question_types import write_question_types
@@ -130,13 +136,15 @@ class ToyScene:
 @dataclass(frozen=True)
 class ToyQuestion:
     """A question, its type, the kind and value of its answer, values true of other objects
-    (relevance 0.5) and what it asks about (the answer of a history question after it)."""
+    (relevance 0.5), what it asks about (the answer of a history question after it) and the
+    objects whose regions answer it (the object named, the objects counted; none for a "no")."""
     text: str
     question_type: str
     kind: str
     value: str
     subject: str
     related_values: Tuple[str, ...] = ()
+    objects: Tuple[ToyObject, ...] = ()
 
 
 def subject_phrase(shape: str = "", colour: str = "") -> str:
@@ -196,7 +204,8 @@ def question_pools(scene: ToyScene, rng: random.Random) -> Dict[str, List[ToyQue
     present = [obj.shape for obj in objects if obj not in (colour_of, shape_of)] or [objects[-1].shape]
     absent = [shape for shape in SHAPES if shape not in {obj.shape for obj in objects}]
     existence = [
-        ToyQuestion(QUESTION_TEXTS["existence"].format(shape=shape), "existence", "yes_no", answer, subject_phrase(shape=shape))
+        ToyQuestion(QUESTION_TEXTS["existence"].format(shape=shape), "existence", "yes_no", answer,
+                    subject_phrase(shape=shape), objects=tuple(obj for obj in objects if obj.shape == shape))
         for shape, answer in ((rng.choice(present), "yes"), (rng.choice(absent), "no"))]
     rng.shuffle(existence)
     one_hop = [ToyQuestion(question, "one_hop", name, scene.property(name), subject)
@@ -205,15 +214,15 @@ def question_pools(scene: ToyScene, rng: random.Random) -> Dict[str, List[ToyQue
     binding = [
         ToyQuestion(QUESTION_TEXTS["colour_of"].format(shape=colour_of.shape), "binding", "colour", colour_of.colour,
                     subject_phrase(shape=colour_of.shape),
-                    tuple(obj.colour for obj in objects if obj is not colour_of)),
+                    tuple(obj.colour for obj in objects if obj is not colour_of), (colour_of,)),
         ToyQuestion(QUESTION_TEXTS["shape_of"].format(colour=shape_of.colour), "binding", "shape", shape_of.shape,
                     subject_phrase(colour=shape_of.colour),
-                    tuple(obj.shape for obj in objects if obj is not shape_of))]
+                    tuple(obj.shape for obj in objects if obj is not shape_of), (shape_of,))]
     rng.shuffle(binding)
     return {
         "one_hop": one_hop, "binding": binding, "existence": existence,
         "counting": [ToyQuestion(QUESTION_TEXTS["counting"], "counting", "count",
-                                 NUMBER_WORDS[len(objects)], "the number of shapes")],
+                                 NUMBER_WORDS[len(objects)], "the number of shapes", objects=tuple(objects))],
         "caption": [ToyQuestion(QUESTION_TEXTS["caption"], "caption", "day", scene.day, "the day")],
     }
 
@@ -323,9 +332,14 @@ def split_json(split: str, dialogs: Sequence[ToyDialog], test_rounds: Dict[int, 
             "data": {"questions": questions.texts, "answers": answers.texts, "dialogs": json_dialogs}}
 
 
-def round_types(dialogs: Sequence[ToyDialog], num_rounds: Optional[Dict[int, int]] = None) -> List[dict]:
-    """The question type of every round (1-based round_id) of the dialogs, for the types file."""
-    return [{"image_id": dialog.image_id, "round_id": number, "question_type": question.question_type}
+def round_types(dialogs: Sequence[ToyDialog], object_regions: Dict[int, Dict[ToyObject, int]],
+                num_rounds: Optional[Dict[int, int]] = None) -> List[dict]:
+    """The question type of every round (1-based round_id) of the dialogs, for the types file,
+    with the regions of the objects that answer it (`relevant_regions`, where there are any).
+    object_regions: image id -> object -> its region (0 is the whole image, 1.. the boxes)."""
+    return [{"image_id": dialog.image_id, "round_id": number, "question_type": question.question_type,
+             **({"relevant_regions": sorted(object_regions[dialog.image_id][obj] for obj in question.objects)}
+                if question.objects else {})}
             for dialog in dialogs
             for number, question in enumerate(dialog.questions, start=1)
             if num_rounds is None or number <= num_rounds[dialog.image_id]]
@@ -406,6 +420,103 @@ def image_record(dialog: ToyDialog, directions: FeatureDirections, boxes_per_ima
     }
 
 
+def object_regions(scene: ToyScene, record: dict) -> Dict[ToyObject, int]:
+    """Each object's region as the model sees the image: 1 + its box in the record (region 0 is
+    the whole image); objects have distinct shapes, so their detector classes tell them apart."""
+    classes = record["cls_prob"].argmax(axis=1).tolist()
+    return {obj: 1 + classes.index(object_class(obj)) for obj in scene.objects}
+
+
+RGB = {
+    "red": (230, 25, 45), "blue": (30, 90, 230), "green": (40, 170, 60), "yellow": (250, 225, 20),
+    "purple": (140, 50, 180), "orange": (250, 130, 20),
+    "white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128), "pink": (255, 182, 193),
+    "brown": (139, 69, 19), "beige": (245, 245, 220),
+}
+"""The drawn colour of every object and background colour (the two sets share no colour)."""
+PATTERN_STEP = 24
+"""Pixels between the stripes, dots or lines of a background pattern."""
+
+
+def pattern_colour(background: str) -> Tuple[int, int, int]:
+    """The colour of a background's pattern marks: the background 40% of the way to black (light
+    backgrounds) or to white (dark ones), so they never look like an object's colour."""
+    rgb = np.array(RGB[background], dtype=np.float64)
+    target = 0.0 if rgb.mean() > 100 else 255.0
+    return tuple(int(round(value + 0.4 * (target - value))) for value in rgb)
+
+
+def draw_pattern(draw: ImageDraw.ImageDraw, pattern: str, colour: Tuple[int, int, int]) -> None:
+    """The marks of a background pattern over the whole picture (nothing for plain)."""
+    step = PATTERN_STEP
+    if pattern in ("striped", "grid"):
+        for y in range(step // 2, IMAGE_HEIGHT, step):
+            draw.rectangle((0, y, IMAGE_WIDTH, y + (step // 3 if pattern == "striped" else 2)), fill=colour)
+    if pattern == "grid":
+        for x in range(step // 2, IMAGE_WIDTH, step):
+            draw.rectangle((x, 0, x + 2, IMAGE_HEIGHT), fill=colour)
+    if pattern == "dotted":
+        for y in range(step // 2, IMAGE_HEIGHT, step):
+            for x in range(step // 2, IMAGE_WIDTH, step):
+                draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=colour)
+    if pattern == "checkered":
+        for y in range(0, IMAGE_HEIGHT, step):
+            for x in range((y // step) % 2 * step, IMAGE_WIDTH, 2 * step):
+                draw.rectangle((x, y, x + step - 1, y + step - 1), fill=colour)
+    if pattern == "wavy":
+        xs = np.arange(0, IMAGE_WIDTH + 1, 4)
+        for y in range(step // 2, IMAGE_HEIGHT, step):
+            draw.line(list(zip(xs.tolist(), (y + 5 * np.sin(xs / 12.0)).tolist())), fill=colour, width=3)
+
+
+def shape_outline(shape: str, box: Sequence[float]) -> List[Tuple[float, float]]:
+    """The polygon of a shape in a box (x1, y1, x2, y2), for the shapes drawn as polygons."""
+    x1, y1, x2, y2 = box
+    width, height = x2 - x1, y2 - y1
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    if shape == "triangle":
+        return [(cx, y1), (x2, y2), (x1, y2)]
+    if shape == "diamond":
+        return [(cx, y1), (x2, cy), (cx, y2), (x1, cy)]
+    if shape == "star":  # five points on the box's ellipse, the inner corners at 0.4 of it
+        angles = np.pi / 2 + np.arange(10) * np.pi / 5
+        radii = np.where(np.arange(10) % 2 == 0, 0.5, 0.2)
+        xs, ys = cx + radii * width * np.cos(angles), cy - radii * height * np.sin(angles)
+        return list(zip(xs.tolist(), ys.tolist()))
+    if shape == "heart":  # the lower point of a heart; the two lobes are ellipses (draw_object)
+        return [(x1, y1 + 0.35 * height), (x2, y1 + 0.35 * height), (cx, y2)]
+    raise ValueError(shape)
+
+
+def draw_object(draw: ImageDraw.ImageDraw, obj: ToyObject, box: Sequence[float]) -> None:
+    """An object as its shape in its colour, filling its box."""
+    colour = RGB[obj.colour]
+    x1, y1, x2, y2 = box
+    if obj.shape == "circle":
+        draw.ellipse(tuple(box), fill=colour)
+    elif obj.shape == "square":
+        draw.rectangle(tuple(box), fill=colour)
+    else:
+        draw.polygon(shape_outline(obj.shape, box), fill=colour)
+    if obj.shape == "heart":
+        width, height = x2 - x1, y2 - y1
+        draw.ellipse((x1, y1, x1 + width / 2, y1 + 0.6 * height), fill=colour)
+        draw.ellipse((x1 + width / 2, y1, x2, y1 + 0.6 * height), fill=colour)
+
+
+def draw_scene(scene: ToyScene, record: dict, path: Path) -> None:
+    """Write the picture of a scene as PNG: the background in its colour and pattern, then each
+    object in its box of `record` (largest first, so a small object stays visible on a large one)."""
+    image = Image.new("RGB", (IMAGE_WIDTH, IMAGE_HEIGHT), RGB[scene.property("background")])
+    draw = ImageDraw.Draw(image)
+    draw_pattern(draw, scene.property("pattern"), pattern_colour(scene.property("background")))
+    boxes = {obj: record["boxes"][region - 1].tolist() for obj, region in object_regions(scene, record).items()}
+    area = {obj: (x2 - x1) * (y2 - y1) for obj, (x1, y1, x2, y2) in boxes.items()}
+    for obj in sorted(scene.objects, key=lambda obj: -area[obj]):
+        draw_object(draw, obj, boxes[obj])
+    image.save(path, format="PNG", compress_level=1)
+
+
 WORD_PATTERN = re.compile(r"\w+|[^\w\s]")
 
 
@@ -482,8 +593,9 @@ def make_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 1000, val_d
                   min_objects: int = 2, max_objects: int = 4, image_signal: float = 1.0, noise: float = 0.1,
                   hidden_size: int = 32,
                   write_hdf5: bool = False, question_types: Sequence[str] = tuple(QUESTION_TYPES),
-                  rounds: int = NUM_ROUNDS, whole_image_dialogs: int = 0) -> Dict[str, Path]:
-    """Write the toy dataset under out_dir; returns the written paths by name.
+                  rounds: int = NUM_ROUNDS, whole_image_dialogs: int = 0, draw_images: bool = True) -> Dict[str, Path]:
+    """Write the toy dataset under out_dir; returns the written paths by name (`draw_images`:
+    also the pictures, images/<image_id>.png).
 
     The same arguments always give byte-identical json, vocab and config, and identical features;
     `image_signal` and `noise` change the features only (`image_signal=0`: images that tell nothing,
@@ -509,10 +621,6 @@ def make_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 1000, val_d
     for split in ("train", "val", "test"):
         paths[split] = out_dir / f"visdial_1.0_{split}.json"
         write_json(paths[split], split_json(split, dialogs[split], test_rounds))
-        paths[f"{split}_question_types"] = out_dir / f"visdial_1.0_{split}_question_types.json"
-        write_question_types(paths[f"{split}_question_types"],
-                             {name: QUESTION_TYPES[name] for name in question_types},
-                             round_types(dialogs[split], test_rounds if split == "test" else None))
     dense_train = rng.sample(dialogs["train"], round(dense_train_fraction * train_dialogs))
     paths["train_dense"] = out_dir / "visdial_1.0_train_dense_annotations.json"
     write_json(paths["train_dense"], dense_annotations(dense_train, "relevance", rng))
@@ -520,8 +628,17 @@ def make_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 1000, val_d
     write_json(paths["val_dense"], dense_annotations(dialogs["val"], "gt_relevance", rng))
 
     paths["features"] = out_dir / "visdial_img_feat.lmdb"
-    write_lmdb_feature_store(str(paths["features"]),
-                             image_records(dialogs, seed, boxes_per_image, image_signal, noise))
+    if draw_images:
+        paths["images"] = out_dir / "images"
+        paths["images"].mkdir(exist_ok=True)
+    regions: Dict[int, Dict[ToyObject, int]] = {}
+    write_lmdb_feature_store(str(paths["features"]), image_records(dialogs, seed, boxes_per_image, image_signal,
+                                                                   noise, regions, paths.get("images")))
+    for split in ("train", "val", "test"):
+        paths[f"{split}_question_types"] = out_dir / f"visdial_1.0_{split}_question_types.json"
+        write_question_types(paths[f"{split}_question_types"],
+                             {name: QUESTION_TYPES[name] for name in question_types},
+                             round_types(dialogs[split], regions, test_rounds if split == "test" else None))
     if write_hdf5:
         paths["features_hdf5"] = out_dir / "visdial_img_feat.h5"
         convert_lmdb_to_hdf5(str(paths["features"]), str(paths["features_hdf5"]), show_progress=False)
@@ -535,12 +652,18 @@ def make_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 1000, val_d
 
 
 def image_records(dialogs: Dict[str, List[ToyDialog]], seed: int, boxes_per_image: int, signal: float,
-                  noise: float) -> Iterator[dict]:
+                  noise: float, regions: Dict[int, Dict[ToyObject, int]], images: Optional[Path]) -> Iterator[dict]:
+    """The feature records of every split's images; fills `regions` (image id -> object -> its
+    region) and draws each image into the folder `images` when it is given."""
     directions = FeatureDirections(seed)
     rng = np.random.default_rng(seed + 1)
     for split in ("train", "val", "test"):
         for dialog in dialogs[split]:
-            yield image_record(dialog, directions, boxes_per_image, signal, noise, rng)
+            record = image_record(dialog, directions, boxes_per_image, signal, noise, rng)
+            regions[dialog.image_id] = object_regions(dialog.scene, record)
+            if images is not None:
+                draw_scene(dialog.scene, record, images / f"{dialog.image_id}.png")
+            yield record
 
 
 def all_texts(answer_pool: Sequence[str]) -> List[str]:
@@ -581,6 +704,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="more train dialogs, on other images, that ask only the one-hop (whole-image) questions")
     parser.add_argument("-h5", "--h5", action="store_true",
                         help="also write the features as HDF5 (visdial_img_feat.h5)")
+    parser.add_argument("-no_images", "--no_images", action="store_true",
+                        help="do not draw the images (images/<image_id>.png)")
     return parser.parse_args(argv)
 
 
@@ -594,7 +719,8 @@ def main(argv=None) -> None:
                           max_objects=args.max_objects, image_signal=args.image_signal, noise=args.noise,
                           hidden_size=args.hidden_size, write_hdf5=args.h5,
                           question_types=[name.strip() for name in args.question_types.split(",") if name.strip()],
-                          rounds=args.rounds, whole_image_dialogs=args.whole_image_dialogs)
+                          rounds=args.rounds, whole_image_dialogs=args.whole_image_dialogs,
+                          draw_images=not args.no_images)
     print(f"toy VisDial written to {args.out}:")
     for name, path in paths.items():
         print(f"  {name:20s} {path}")

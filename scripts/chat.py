@@ -8,8 +8,10 @@ The image is -image_id, or one drawn with -seed (from the -dialogs file's images
 else from the feature store). Its caption comes from the -dialogs file; an image the file lacks
 asks for one (the first input line). Then every line is a question: the top 5 answers of the
 candidate pool are printed with their probabilities and the best goes into the history, or the
-answer typed after `=` (`is it sunny ? = yes`). Commands: `:reset` (clear the history), `:image ID`
-(another image, new history), `:quit` (or end of input).
+answer typed after `=` (`is it sunny ? = yes`). Commands: `:why` (the image regions the last
+answer's sequence attended to most, with their weights and boxes: the text-to-image co-attention of
+utils/evaluation/explain.py; ViLBERT only), `:reset` (clear the history), `:image ID` (another
+image, new history), `:quit` (or end of input).
 
 The candidate pool is -candidates FILE (one answer a line) or else the -pool_size most frequent
 answers of the -dialogs file's split. Ranking goes through utils/evaluation/ranker.DialogRanker,
@@ -19,8 +21,10 @@ Without a terminal the questions come from standard input (`printf 'what color i
 python scripts/chat.py ...`) and a bad line stops the chat with one `error:` line and exit code 2;
 with -json every output line is one JSON object: {"event": "image", "image_id", "caption"} when an
 image is chosen, {"event": "turn", "image_id", "round", "question", "answers": [{"answer",
-"probability"}, ...], "answer", "answered_by": "model" | "user"} per question, {"event": "reset",
-"image_id"} after `:reset`.
+"probability"}, ...], "answer", "answered_by": "model" | "user"} per question, {"event": "why",
+"image_id", "round", "question", "answer", "explain": {"regions": [{"region", "box", "weight"}, ...]}}
+after `:why` (the top regions, heaviest first; region 0 is the whole image, boxes x1, y1, x2, y2 in
+pixels), {"event": "reset", "image_id"} after `:reset`.
 """
 import dataclasses
 import json
@@ -36,9 +40,10 @@ from utils.evaluation import DialogRanker
 from utils.input_files import read_text
 
 TOP_ANSWERS = 5
+TOP_REGIONS = 5
 CANDIDATES_FILE_BYTES = 64 << 20
 """VisDial's 337,527 distinct answers take 7 MB as one answer a line."""
-COMMANDS = ":reset, :image ID, :quit"
+COMMANDS = ":why, :reset, :image ID, :quit"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +156,9 @@ class Chat:
             command, _, argument = line.partition(" ")
             if command == ":quit":
                 return False
+            if command == ":why":
+                self.why()
+                return True
             if command == ":reset":
                 self.history = []
                 self.show("(history cleared)", event="reset", image_id=self.image_id)
@@ -180,6 +188,22 @@ class Chat:
                   question=question, answers=[{"answer": text, "probability": probability}
                                               for text, probability in ranking],
                   answer=chosen, answered_by="user" if answer is not None else "model")
+
+
+    def why(self) -> None:
+        """Show the regions the last answer's sequence attended to most (its round as it was asked)."""
+        if not self.history:
+            raise UserError(":why explains the last answer: ask a question first")
+        question, answer = self.history[-1]
+        explained = self.ranker.rank(self.image_id, self.caption, self.history[:-1], question, [answer],
+                                     explain=True)[0]
+        regions = explained.top_regions(TOP_REGIONS)
+        lines = [f"why {answer!r} (to {question!r}): the regions its sequence attended to most "
+                 "(region 0: the whole image; box x1, y1, x2, y2 in pixels)"]
+        lines += [f"  region {region.region:>2}  weight {region.weight:.3f}  box "
+                  f"({', '.join(f'{value:.0f}' for value in region.box)})" for region in regions]
+        self.show("\n".join(lines), event="why", image_id=self.image_id, round=len(self.history), question=question,
+                  answer=answer, explain={"regions": [region._asdict() for region in regions]})
 
 
 def line_reader(interactive: bool, stdin: TextIO) -> Callable[[str], Optional[str]]:

@@ -7,7 +7,9 @@
 # whole-image questions) and preprocesses it with the real preprocessing script; trains ViLBERT and
 # the language-only baseline on the same data with the same budget, side by side on one thread each;
 # writes the EvalAI test file; scores both on val per question type beside a random ranking, with the
-# val report; ends with that table and one summary line.
+# val report (each sample round's toy picture with the regions behind the top answer lit) and
+# ViLBERT's pointing score (does the ground truth's most-weighted region hold the object asked about?);
+# ends with that table and one summary line.
 # DEMO_DIR (default: demo_output) is where everything goes; DEMO_SEED changes the toy data and the runs.
 # The demo deletes DEMO_DIR when it starts, so it only takes a folder it made itself (marked by the
 # file .made-by-demo.sh), a new one, or an empty one: anything else is refused before any work.
@@ -100,20 +102,22 @@ wait_for "$test_job" "scoring the test split" "$DEMO_DIR/test.log"
 wait_for "$baseline_job" "scoring val with the baseline" "$DEMO_DIR/language_only_val.log"
 grep -h "^wrote" "$DEMO_DIR/test.log" "$DEMO_DIR/language_only_val.log"
 
-step "4/6 ViLBERT's val metrics and report (evaluate.py -split val -question_types -report)"
+step "4/6 ViLBERT's val metrics, pointing score and report (evaluate.py -split val -question_types -report -images)"
 python evaluate.py -split val "${EVAL_FLAGS[@]}" -start_path "$CHECKPOINT" -save_name val -report "$DEMO_DIR/report" \
-    -question_types "$QUESTION_TYPES" -compare_metrics "language_only=$DEMO_DIR/language_only_val_metrics.json" \
+    -images "$DATA/images" -question_types "$QUESTION_TYPES" \
+    -compare_metrics "language_only=$DEMO_DIR/language_only_val_metrics.json" \
     > "$DEMO_DIR/val.log" 2>&1 || { tail -n 5 "$DEMO_DIR/val.log" >&2; exit 2; }
 sed -n '/^MRR/p; /^NDCG/p; /^wrote/p' "$DEMO_DIR/val.log"
 
 # Chat with the trained ViLBERT about the first val image (scripts/chat.py): its first three
-# questions are asked; the model's top answers go into the history.
+# questions are asked; the model's top answers go into the history; `:why` shows where the last
+# answer looked.
 CHAT_IMAGE=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["data"]["dialogs"][0]["image_id"])' \
     "$DATA/visdial_1.0_val_processed.json")
-step "5/6 chat about val image $CHAT_IMAGE (scripts/chat.py, three questions from its dialog)"
+step "5/6 chat about val image $CHAT_IMAGE (scripts/chat.py, three questions from its dialog, then :why)"
 python -c 'import json, sys
 data = json.load(open(sys.argv[1]))["data"]
-print("\n".join(data["questions"][turn["question"]] for turn in data["dialogs"][0]["dialog"][:3]))' \
+print("\n".join(data["questions"][turn["question"]] for turn in data["dialogs"][0]["dialog"][:3]) + "\n:why")' \
     "$DATA/visdial_1.0_val_processed.json" |
 python scripts/chat.py -start_path "$CHECKPOINT" -model_config "$DATA/model_config.json" \
     -vocab "$DATA/vocab.txt" -visdial_image_feats "$DATA/visdial_img_feat.lmdb" -visdial_tot_rounds 2 \
@@ -130,6 +134,8 @@ cat <<SUMMARY
 
 SUMMARY
 sed -n '/^question type/,/^all /p' "$DEMO_DIR/val.log"
+echo
+sed -n '/^pointing/,/^existence/p' "$DEMO_DIR/val.log"
 python - "$DEMO_DIR" "$((SECONDS - started))" <<'PYTHON'
 import json
 import sys
@@ -139,5 +145,6 @@ vilbert = json.load(open(f"{folder}/val_metrics.json"))
 language_only = json.load(open(f"{folder}/language_only_val_metrics.json"))
 print(f"demo: vilbert_mrr={vilbert['mrr']:.4f} language_only_mrr={language_only['mrr']:.4f} "
       f"image_vilbert_mrr={vilbert['mrr_type_one_hop']:.4f} "
-      f"image_language_only_mrr={language_only['mrr_type_one_hop']:.4f} seconds={seconds}")
+      f"image_language_only_mrr={language_only['mrr_type_one_hop']:.4f} "
+      f"pointing_vilbert={vilbert['pointing_binding']:.4f} seconds={seconds}")
 PYTHON

@@ -126,6 +126,37 @@ def test_a_scripted_session_on_toy_data_with_a_trained_model_format(tmp_path, mo
     assert_turns_are_rankings(ranker, events, pool)
 
 
+def test_why_shows_the_regions_the_last_answer_looked_at(golden_dir, tmp_path, golden_ranker, val_dialogs,
+                                                           monkeypatch, capsys):
+    """:why after a model's and after a user's answer: the top regions of DialogRanker's explanation
+    of that answer in its round (history before it), in -json mode and as text."""
+    (tmp_path / "answers.txt").write_text("\n".join(CANDIDATES))
+    dialog = val_dialogs["dialogs"][0]
+    flags = golden_flags(golden_dir, "-dialogs", str(golden_dir / "visdial_processed" / "val_processed.json"),
+                         "-candidates", str(tmp_path / "answers.txt"), "-image_id", str(dialog["image_id"]))
+    events = chat_events(flags, "what color is it ?\n:why\nis it sunny ? = on the left\n:why\n", monkeypatch, capsys)
+    assert [event["event"] for event in events] == ["image", "turn", "why", "turn", "why"]
+    history = []
+    for turn, why in ((events[1], events[2]), (events[3], events[4])):
+        expected = golden_ranker.rank(dialog["image_id"], dialog["caption"], history, turn["question"],
+                                      [turn["answer"]], explain=True)[0]
+        assert (why["question"], why["answer"], why["round"]) == (turn["question"], turn["answer"], turn["round"])
+        regions = why["explain"]["regions"]
+        assert [(r["region"], tuple(r["box"]), r["weight"]) for r in regions] == \
+            [(r.region, r.box, pytest.approx(r.weight, abs=1e-7)) for r in expected.top_regions(5)]
+        assert [r["weight"] for r in regions] == sorted((r["weight"] for r in regions), reverse=True)
+        history.append((turn["question"], turn["answer"]))
+    assert events[3]["answered_by"] == "user"
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("what color is it ?\n:why\n"))
+    chat_cli.main(flags)
+    text = capsys.readouterr().out
+    top = events[2]["explain"]["regions"][0]
+    assert f"why {events[1]['answer']!r}" in text
+    assert f"region {top['region']:>2}  weight {top['weight']:.3f}  box ({top['box'][0]:.0f}, " in text
+    assert text.count("  weight ") == 5
+
+
 def write_bad_features(folder) -> None:
     folder.mkdir()
     np.savez(folder / "7.npz", features=np.ones((2, 16), np.float32), boxes=np.array([[0, 0, 4, 4]] * 2, np.float32),
@@ -139,6 +170,8 @@ BAD_CHATS = {  # name -> (extra flags, standard input, words of the error line)
     "unknown command": ([], ":frobnicate\n", "standard input line 1: unknown command ':frobnicate'"),
     ":image without an id": ([], ":image left\n", "standard input line 1: :image needs an image id"),
     ":image not in the store": ([], ":image 99\n", "standard input line 1: "),
+    ":why before a question": ([], ":why\n", "standard input line 1: :why explains the last answer: ask a question"),
+    ":why after :reset": ([], "is it red ?\n:reset\n:why\n", "standard input line 3: :why explains the last"),
     "question too long": ([], "is it " * 80 + "?\n", "more than max_seq_len 108"),
     "no candidate pool": (["-candidates", "", "-dialogs", ""], "", "-candidates FILE"),
     "empty candidates file": (["-candidates", "{tmp}/empty.txt"], "", "empty.txt: holds no answers"),

@@ -68,6 +68,9 @@ def test_types_without_rounds_are_left_out_and_the_random_ranking_is_seeded(tmp_
      "'b' is not one of question_types"),
     ({"question_types": {"a": "x"}, "rounds": [{"image_id": 1, "round_id": 1, "question_type": "a"}] * 2},
      "listed twice"),
+    *[({"question_types": {"a": "x"}, "rounds": [{"image_id": 1, "round_id": 1, "question_type": "a",
+                                                  "relevant_regions": regions}]}, "relevant_regions must be")
+      for regions in ([], [-1], [1.0], ["2"], 3, None)],
 ])
 def test_bad_question_type_files_are_one_line_errors(tmp_path, content, problem):
     path = tmp_path / "types.json"
@@ -75,6 +78,12 @@ def test_bad_question_type_files_are_one_line_errors(tmp_path, content, problem)
     with pytest.raises(UserError, match=problem) as error:
         load_question_types(path)
     assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_relevant_regions_are_read_where_a_round_lists_them(tmp_path):
+    types = types_file(tmp_path, [{"image_id": 5, "round_id": 1, "question_type": "a", "relevant_regions": [3, 0]},
+                                  {"image_id": 5, "round_id": 2, "question_type": "a"}], {"a": "x"})
+    assert types.regions == {(5, 1): (3, 0)} and types.of(5, 2) == "a"
 
 
 def run_metrics(mrr_look: float, mrr_read: float) -> dict:
@@ -137,18 +146,24 @@ def test_typing_by_word_never_writes_over_its_input(tmp_path):
     assert source.read_text() == '{"split": "val"}'
 
 
+def evaluate_flags(golden_dir, tmp_path, types_path) -> list[str]:
+    """evaluate.py's flags for the fixture's val split with the question-type file `types_path`."""
+    processed = golden_dir / "visdial_processed"
+    return ["-split", "val", "-model_config", str(golden_dir / "model_config.json"),
+            "-start_path", str(golden_dir / "model_raw.pt"), "-vocab", str(golden_dir / "bert-base-uncased-vocab.txt"),
+            "-visdial_image_feats", str(golden_dir / "visdial_img_feat.lmdb"),
+            "-visdial_processed_val", str(processed / "val_processed.json"),
+            "-visdial_processed_val_dense_annotations", str(processed / "val_dense_annotations_processed.json"),
+            "-max_seq_len", "108", "-num_workers", "0", "-save_path", str(tmp_path),
+            "-question_types", str(types_path)]
+
+
 def test_evaluate_reports_metrics_per_question_type(golden_dir, tmp_path, capsys):
     """By-word types of the fixture's val dialogs through evaluate.py: metrics, table, report."""
     processed = golden_dir / "visdial_processed"
     types_path = tmp_path / "val_types.json"
     question_types_by_word.main(["-visdial_json", str(processed / "val_processed.json"), "-out", str(types_path)])
-    common = ["-split", "val", "-model_config", str(golden_dir / "model_config.json"),
-              "-start_path", str(golden_dir / "model_raw.pt"), "-vocab", str(golden_dir / "bert-base-uncased-vocab.txt"),
-              "-visdial_image_feats", str(golden_dir / "visdial_img_feat.lmdb"),
-              "-visdial_processed_val", str(processed / "val_processed.json"),
-              "-visdial_processed_val_dense_annotations", str(processed / "val_dense_annotations_processed.json"),
-              "-max_seq_len", "108", "-num_workers", "0", "-save_path", str(tmp_path),
-              "-question_types", str(types_path)]
+    common = evaluate_flags(golden_dir, tmp_path, types_path)
     evaluate.main([*common, "-save_name", "first"])
     metrics = json.loads((tmp_path / "first_metrics.json").read_text())
     expected = json.loads((golden_dir / "val_metrics_end2end.json").read_text())["metrics"]
@@ -170,3 +185,50 @@ def test_evaluate_reports_metrics_per_question_type(golden_dir, tmp_path, capsys
     page = (report / "index.html").read_text()
     assert "Per question type" in page and "yes / no questions" in page and "<th colspan=\"2\">again</th>" in page
     assert not math.isnan(json.loads((tmp_path / "second_metrics.json").read_text())["random_mrr"])
+
+
+def test_evaluate_reports_the_pointing_score_and_shows_the_pictures(golden_dir, tmp_path, capsys):
+    """Rounds with relevant regions get a pointing score beside chance (one over the image's
+    regions, read from the feature store), printed and in the metrics; -images puts each sample
+    round's picture (COCO-style names) on the report; the language-only model gets neither."""
+    from PIL import Image
+
+    from dataloader.feature_store import open_feature_store
+
+    processed = golden_dir / "visdial_processed"
+    data = json.loads((processed / "val_processed.json").read_text())["data"]
+    store = open_feature_store(golden_dir / "visdial_img_feat.lmdb")
+    rounds, chance = [], {"near": [], "far": []}
+    for dialog in data["dialogs"]:
+        regions = min(store.read_raw(dialog["image_id"])["features"].shape[0] + 1, 37)
+        for number in range(1, len(dialog["dialog"]) + 1):
+            name = "near" if number <= 5 else "far"
+            rounds.append({"image_id": dialog["image_id"], "round_id": number, "question_type": name,
+                           "relevant_regions": [1, 2] if name == "near" else [3]})
+            chance[name].append((2 if name == "near" else 1) / regions)
+    types_path = tmp_path / "types.json"
+    write_question_types(types_path, {"near": "rounds 1-5", "far": "rounds 6-10"}, rounds)
+    images = tmp_path / "images"
+    images.mkdir()
+    for dialog in data["dialogs"][:2]:
+        Image.new("RGB", (64, 48), (0, 200, 0)).save(images / f"COCO_val2014_{dialog['image_id']:012d}.jpg")
+    common = evaluate_flags(golden_dir, tmp_path, types_path)
+    evaluate.main([*common, "-report", str(tmp_path / "report"), "-images", str(images)])
+    printed = capsys.readouterr().out
+    metrics = json.loads((tmp_path / "val_metrics.json").read_text())
+    for name in ("near", "far"):
+        assert metrics[f"pointing_rounds_{name}"] == len(chance[name]) == 15
+        assert metrics[f"pointing_chance_{name}"] == pytest.approx(sum(chance[name]) / 15)
+        assert 0 <= metrics[f"pointing_{name}"] <= 1
+        assert f"{name:<14}{15:>7}{metrics[f'pointing_{name}']:>14.3f}{metrics[f'pointing_chance_{name}']:>9.3f}" \
+            in printed
+    page = (tmp_path / "report" / "index.html").read_text()
+    sections = page.split("<section")[1:]
+    assert [section.count('<img class="shaded"') for section in sections] == [10, 10, 0]
+    assert sections[2].count("no picture of this image in -images") == 10
+    with pytest.raises(UserError, match="-images needs -report"):
+        evaluate.main([*common, "-images", str(images), "-save_name", "again"])
+    with pytest.raises(UserError, match="-images: the language_only model reads no image"):
+        evaluate.main([*common, "-model_type", "language_only", "-report", str(tmp_path / "again"),
+                       "-images", str(images), "-save_name", "again"])
+    assert not (tmp_path / "again_metrics.json").exists()

@@ -4,12 +4,13 @@ import shutil
 import subprocess
 
 import matplotlib.image
+import numpy as np
 import pytest
 import torch
 
 from utils.errors import UserError
 from utils.evaluation.metrics import visdial_metrics
-from utils.evaluation.report import DialogText, write_report
+from utils.evaluation.report import DialogPicture, DialogText, image_files, shaded_picture, write_report
 
 DIALOGS, ROUNDS, OPTIONS = 4, 10, 100
 
@@ -103,3 +104,82 @@ def test_page_renders_in_headless_chromium(report, tmp_path):
     for label in ("MRR", "NDCG", "R@1", "Mean rank"):
         assert f"<th>{label}</th>" in dom
     assert dom.count('class="dialog"') == 3
+
+
+GREEN = (0, 200, 0)
+
+
+def green_picture(path, size=(320, 240)) -> None:
+    from PIL import Image
+
+    Image.new("RGB", size, GREEN).save(path)
+
+
+def decoded(img_tag: str):
+    """The pixels [h, w, 3] (0..255) of an <img> tag's embedded JPEG."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    data = re.search(r'src="data:image/jpeg;base64,([^"]+)"', img_tag).group(1)
+    with Image.open(io.BytesIO(base64.b64decode(data))) as image:
+        return np.asarray(image.convert("RGB")).astype(float)
+
+
+def test_image_files_are_found_by_the_id_at_the_end_of_their_name(tmp_path):
+    for name in ("185565.png", "COCO_val2014_000000000042.jpg", "7.JPEG", "notes.txt", "cover.png", "12.gif"):
+        (tmp_path / name).write_bytes(b"")
+    assert image_files(tmp_path) == {185565: tmp_path / "185565.png", 42: tmp_path / "COCO_val2014_000000000042.jpg",
+                                     7: tmp_path / "7.JPEG"}
+    (tmp_path / "COCO_train2014_000000185565.jpg").write_bytes(b"")
+    with pytest.raises(UserError, match="names image 185565, as"):
+        image_files(tmp_path)
+    with pytest.raises(UserError, match="must be a folder"):
+        image_files(tmp_path / "185565.png")
+
+
+def test_shaded_picture_lights_the_boxes_by_weight(tmp_path):
+    green_picture(tmp_path / "1.png")
+    regions = [((0, 0, 320, 240), 0.1), ((10, 10, 90, 90), 0.6), ((200, 120, 300, 220), 0.3),
+               ((120, 10, 180, 60), 0.0)]
+    tag = shaded_picture(tmp_path / "1.png", regions)
+    pixels = decoded(tag)
+    scale = pixels.shape[1] / 320
+
+    def green_at(x1, y1, x2, y2):  # the middle of a box, away from its outline
+        rows, columns = slice(int((y1 + 12) * scale), int((y2 - 12) * scale)), \
+            slice(int((x1 + 12) * scale), int((x2 - 12) * scale))
+        return pixels[rows, columns, 1].mean()
+
+    heaviest, middle, unweighted = green_at(10, 10, 90, 90), green_at(200, 120, 300, 220), green_at(120, 10, 180, 60)
+    assert heaviest == pytest.approx(200, abs=12) and heaviest > middle + 30 > unweighted + 30
+    assert unweighted == pytest.approx(200 * 0.35, abs=12), "a box of weight 0 stays dark"
+    assert "region 0 (whole image): 0.100; region 1: 0.600" in tag and "whole image: 0.10" in tag
+    (tmp_path / "bad.png").write_text("not a picture")
+    with pytest.raises(UserError, match="bad.png: not a picture"):
+        shaded_picture(tmp_path / "bad.png", regions)
+
+
+def test_pictures_of_the_sample_dialogs_render_in_headless_chromium(tmp_path):
+    metrics, scores, gt_option_inds, dialogs, round_id, gt_relevance = make_inputs()
+    green_picture(tmp_path / "1000.png")
+    regions = [((0, 0, 320, 240), 0.2), ((20, 20, 200, 200), 0.8)]
+    pictures = [DialogPicture(tmp_path / "1000.png", [regions] * ROUNDS), DialogPicture(None, [regions] * ROUNDS)]
+    page = write_report(tmp_path / "report", metrics, scores, gt_option_inds, dialogs, round_id, gt_relevance,
+                        num_sample_dialogs=3, pictures=pictures)
+    text = page.read_text()
+    sections = text.split("<section")[1:]
+    assert sections[0].count('<img class="shaded"') == ROUNDS and "where the top answer looked" in sections[0]
+    assert sections[1].count("no picture of this image in -images") == ROUNDS
+    assert "where the top answer looked" not in sections[2]
+    assert not re.search(r'(src|href)="(?!data:)', text), "only embedded resources"
+    screenshot = tmp_path / "screenshot.png"
+    result = chromium(f"--screenshot={screenshot}", "--window-size=1200,1400", page.as_uri(),
+                      user_data_dir=tmp_path / "profile-1")
+    assert screenshot.is_file(), result.stderr[-2000:]
+    pixels = matplotlib.image.imread(screenshot)[..., :3] * 255
+    lit = (pixels[..., 1] > 150) & (pixels[..., 0] < 60) & (pixels[..., 2] < 60)
+    assert lit.sum() > 5000, "the lit box of the green picture is on the screen"
+    dom = chromium("--dump-dom", page.as_uri(), user_data_dir=tmp_path / "profile-2").stdout
+    assert dom.count('class="shaded"') == ROUNDS

@@ -300,3 +300,101 @@ def test_bad_arguments_are_user_errors_before_anything_is_written(tmp_path, argu
     with pytest.raises(UserError, match=re.escape(message)):
         make_toy_data(tmp_path / "toy", **arguments)
     assert list(tmp_path.iterdir()) == []
+
+
+# Canonical colours (CSS named colours), independent of the generator's palette: a drawn pixel is
+# the colour of the nearest of them.
+CANONICAL_RGB = {
+    "red": (255, 0, 0), "blue": (0, 0, 255), "green": (0, 128, 0), "yellow": (255, 255, 0),
+    "purple": (128, 0, 128), "orange": (255, 165, 0), "white": (255, 255, 255), "black": (0, 0, 0),
+    "gray": (128, 128, 128), "pink": (255, 192, 203), "brown": (165, 42, 42), "beige": (245, 245, 220),
+}
+# The share of its box a shape fills: square 1, ellipse pi/4, triangle and diamond 1/2, a
+# five-pointed star with inner corners at 0.4 of the outer radius 10 * (1/2) * R * r * sin(36 deg)
+# of the box (R = 1/2, r = 1/5 of its sides).
+FILL = {"square": 1.0, "circle": np.pi / 4, "triangle": 0.5, "diamond": 0.5, "star": 0.5 * np.sin(np.pi / 5)}
+
+
+def colour_name(pixel) -> str:
+    return min(CANONICAL_RGB, key=lambda name: sum((int(a) - b) ** 2 for a, b in zip(pixel, CANONICAL_RGB[name])))
+
+
+def overlaps(box, other) -> bool:
+    return not (box[2] < other[0] or other[2] < box[0] or box[3] < other[1] or other[3] < box[1])
+
+
+def test_pictures_show_the_background_and_each_object_s_shape_and_colour_in_its_box(toy):
+    """Every val and test picture against what its feature record says (the detector classes, read
+    back independently of the generator): the background's colour and pattern outside the boxes,
+    each object's colour in its box and, for objects clear of other boxes, its shape."""
+    from PIL import Image
+
+    store = open_feature_store(toy["features"])
+    shapes_checked = set()
+    for split in ("val", "test"):
+        for dialog in load(toy[split])["data"]["dialogs"]:
+            raw = store.read_raw(dialog["image_id"])
+            scene = scene_of(store, dialog["image_id"])
+            with Image.open(toy["images"] / f"{dialog['image_id']}.png") as opened:
+                pixels = np.asarray(opened.convert("RGB"))
+            assert pixels.shape == (raw["image_h"], raw["image_w"], 3)
+            classes = raw["cls_prob"].argmax(1)
+            objects = [(box, scene["objects"][k]) for k, box in
+                       enumerate(box for box, c in zip(raw["boxes"], classes) if 1 <= c <= NUM_OBJECT_CLASSES)]
+            outside = np.ones(pixels.shape[:2], dtype=bool)
+            for box, _ in objects:
+                outside[int(box[1]):int(box[3]) + 2, int(box[0]):int(box[2]) + 2] = False
+            colours, counts = np.unique(pixels[outside], axis=0, return_counts=True)
+            background, pattern = scene["properties"]["what color is the background ?"], \
+                scene["properties"]["what pattern is the background ?"]
+            most_common = [colour_name(colours[k]) for k in np.argsort(-counts)]
+            assert background == most_common[0] or pattern == "checkered" and background == most_common[1]
+            assert (len(colours) == 1) == (pattern == "plain"), pattern
+            if pattern == "striped":
+                rows = [set(map(tuple, pixels[y][outside[y]])) for y in range(pixels.shape[0]) if outside[y].any()]
+                assert all(len(row) == 1 for row in rows), "stripes are horizontal bands"
+            for box, (shape, colour) in objects:
+                left, top, right, bottom = (int(np.ceil(box[0])) + 1, int(np.ceil(box[1])) + 1,
+                                            int(box[2]) - 1, int(box[3]) - 1)
+                inside = pixels[top:bottom + 1, left:right + 1]
+                centre = pixels[(top + bottom) // 2, (left + right) // 2]
+                if any(overlaps(box, other) for other, obj in objects if obj != (shape, colour)):
+                    continue
+                assert colour_name(centre) == colour, (shape, colour)
+                filled = (inside == centre).all(axis=2)
+                if shape in FILL:
+                    assert filled.mean() == pytest.approx(FILL[shape], abs=0.06), shape
+                if shape == "triangle":
+                    assert filled[-1].mean() > 0.8 and filled[0].mean() < 0.2, "apex up, base down"
+                if shape == "diamond":
+                    assert filled[-1].mean() < 0.2 and filled[len(filled) // 2].mean() > 0.9
+                if shape == "heart":
+                    height, width = filled.shape
+                    assert not filled[1, width // 2] and filled[int(0.3 * height), width // 4], "two lobes on top"
+                    assert filled[-1].mean() < 0.2 and 0.5 < filled.mean() < 0.8
+                shapes_checked.add(shape)
+    assert shapes_checked == set(SHAPES), f"every shape checked at least once: {shapes_checked}"
+
+
+def test_relevant_regions_are_the_objects_a_question_names_or_counts(toy):
+    store = open_feature_store(toy["features"])
+    types = load_question_types(toy["val_question_types"])
+    for dialog, number, question, answer, _ in rounds_of(toy, "val"):
+        classes = store[dialog["image_id"]]["cls_prob"].argmax(1)
+        named = {region: (SHAPES[(c - 1) // len(COLOURS)], COLOURS[(c - 1) % len(COLOURS)])
+                 for region, c in enumerate(classes) if 1 <= c <= NUM_OBJECT_CLASSES}
+        words = set(question.replace("?", "").split())
+        relevant = {region for region, (shape, colour) in named.items()
+                    if ({shape, colour} & words) and not question.startswith("how many")}
+        if question.startswith("how many"):
+            relevant = set(named)
+        if question.startswith("is there") and answer == "no" or types.of(dialog["image_id"], number) in (
+                "one_hop", "caption", "history"):
+            relevant = set()
+        assert set(types.regions.get((dialog["image_id"], number), ())) == relevant, question
+
+
+def test_no_images_draws_nothing(tmp_path):
+    paths = make_toy_data(tmp_path, seed=1, train_dialogs=2, val_dialogs=1, test_dialogs=1, draw_images=False)
+    assert "images" not in paths and not (tmp_path / "images").exists()
+    assert load_question_types(paths["val_question_types"]).regions, "relevant regions do not need the pictures"

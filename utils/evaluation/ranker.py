@@ -15,6 +15,15 @@ length-sorted batches of at most `tokens_per_batch` tokens, only the NSP head), 
 val split gets the probabilities evaluate.py computes for it. The probability of an answer is the
 softmax of its NSP logits, class 0 ("the answer belongs"), as in evaluation: each candidate is
 scored on its own, so the probabilities of a round do not sum to 1.
+
+With `explain=True` every ranked answer also carries the weight of each image region, with its
+box: what the answer's sequence attended to in the text-to-image co-attention
+(utils/evaluation/explain.py says which layers, heads and tokens, and why). The ranking is the
+same; without `explain` the co-attention probabilities are never computed.
+
+    ranker.rank(185565, caption, history, "what color is the horse ?", candidates, explain=True)[0]
+    # -> ExplainedAnswer(answer="brown", probability=0.93,
+    #                    regions=(RegionWeight(region=0, box=(0, 0, 640, 480), weight=0.05), ...))
 """
 from __future__ import annotations
 
@@ -31,6 +40,7 @@ from models import MODEL_TYPES, build_model
 from models.weights import load_model_weights
 from options import SharedOptions
 from utils.errors import UserError, note_on_stderr
+from utils.evaluation.explain import ExplainedAnswer, RegionWeight
 from utils.evaluation.model_config import checked_model_config
 from utils.evaluation.scoring import default_tokens_per_batch, score_sequences
 from utils.precision import PRECISIONS, resolve_precision
@@ -40,6 +50,7 @@ ROUNDS_PER_CHUNK = 16
 
 Image = Union[int, Mapping]
 Ranking = list[tuple[str, float]]
+"""(answer, probability) pairs, best first; with explain=True ExplainedAnswer triples."""
 
 
 class RankingQuery(NamedTuple):
@@ -124,22 +135,24 @@ class DialogRanker:
                    precision=precision, tokens_per_batch=tokens_per_batch)
 
     def rank(self, image: Image, caption: str, history: Sequence[tuple[str, str]], question: str,
-             candidates: Sequence[str]) -> Ranking:
+             candidates: Sequence[str], explain: bool = False) -> Ranking:
         """The candidates with their probabilities, best first (equal ones in the given order).
 
         image: an image id of the feature store, or the arrays of one image (a mapping such as
         `numpy.load("<id>.npz")`: features [n, F], boxes [n, 4] in pixels, image_w, image_h);
         history: the earlier rounds as (question, answer) pairs, oldest first.
+        explain: each answer as an ExplainedAnswer (answer, probability, regions): the weight of
+        every real region (region 0 the whole image, then the image's boxes; weights sum to 1).
         """
-        return self._rank_chunk([RankingQuery(image, caption, history, question, candidates)], {})[0]
+        return self._rank_chunk([RankingQuery(image, caption, history, question, candidates)], {}, explain)[0]
 
-    def rank_many(self, queries: Iterable[RankingQuery | Sequence | Mapping]) -> list[Ranking]:
+    def rank_many(self, queries: Iterable[RankingQuery | Sequence | Mapping], explain: bool = False) -> list[Ranking]:
         """`rank` for many rounds (each a RankingQuery, a tuple of rank's five arguments or a dict
         of them), scored together in length-sorted batches; a problem names the query's position."""
         queries = [_as_query(query, number) for number, query in enumerate(queries)]
         rankings, images = [], {}
         for start in range(0, len(queries), ROUNDS_PER_CHUNK):
-            rankings += self._rank_chunk(queries[start:start + ROUNDS_PER_CHUNK], images, first_number=start)
+            rankings += self._rank_chunk(queries[start:start + ROUNDS_PER_CHUNK], images, explain, first_number=start)
         return rankings
 
     def image_record(self, image: Image):
@@ -152,32 +165,52 @@ class DialogRanker:
             return self.features[int(image)]  # UserError when the store lacks it
         return image_record_from_arrays(image, self.feature_size)
 
-    def _rank_chunk(self, queries: list[RankingQuery], images: dict, first_number: int | None = None) -> list[Ranking]:
-        items = []
+    def _rank_chunk(self, queries: list[RankingQuery], images: dict, explain: bool = False,
+                    first_number: int | None = None) -> list[Ranking]:
+        items, boxes = [], []
         for number, query in enumerate(queries):
             try:
+                inputs, image_boxes = self._image_inputs(query.image, images)
                 items.append({**self.encoder.encode(query.caption, query.history, query.question, query.candidates),
-                              **self._image_inputs(query.image, images)})
+                              **inputs})
+                boxes.append(image_boxes)
             except UserError as error:
                 if first_number is None:
                     raise
                 raise UserError(f"query {first_number + number}: {error}") from None
         batch = collate_dialog_batch([{name: torch.from_numpy(value) for name, value in item.items()}
                                       for item in items])
-        scores = score_sequences(self.model, batch, self.tokens_per_batch, self.precision)
+        sizes = [len(query.candidates) for query in queries]
+        weights = torch.zeros(sum(sizes), batch["image_mask"].shape[1]) if explain else None
+        scores = score_sequences(self.model, batch, self.tokens_per_batch, self.precision, weights)
         rankings = []
-        for query, round_scores in zip(queries, scores.split([len(query.candidates) for query in queries])):
+        round_weights = weights.split(sizes) if explain else [None] * len(queries)
+        for query, round_scores, image_boxes, weight in zip(queries, scores.split(sizes), boxes, round_weights):
             order = torch.argsort(round_scores, descending=True, stable=True).tolist()
-            rankings.append([(query.candidates[index], float(round_scores[index])) for index in order])
+            if not explain:
+                rankings.append([(query.candidates[index], float(round_scores[index])) for index in order])
+                continue
+            rankings.append([ExplainedAnswer(query.candidates[index], float(round_scores[index]),
+                                             tuple(RegionWeight(region, box, float(weight[index, region]))
+                                                   for region, box in enumerate(image_boxes)))
+                             for index in order])
         return rankings
 
-    def _image_inputs(self, image: Image, images: dict) -> dict:
-        """The image inputs of `image`, those of an image id read once per `images` cache."""
+    def _image_inputs(self, image: Image, images: dict) -> tuple[dict, list]:
+        """The image inputs of `image` and the pixel boxes of its real regions (x1, y1, x2, y2;
+        the whole image first), those of an image id read once per `images` cache."""
         if not _is_image_id(image):
-            return image_inputs(self.image_record(image))
+            return _inputs_and_boxes(self.image_record(image))
         if int(image) not in images:
-            images[int(image)] = image_inputs(self.image_record(image))
+            images[int(image)] = _inputs_and_boxes(self.image_record(image))
         return images[int(image)]
+
+
+def _inputs_and_boxes(record) -> tuple[dict, list]:
+    """The image inputs of a record and the pixel boxes of its regions that the inputs keep."""
+    inputs = image_inputs(record)
+    kept = int(inputs["image_mask"].sum())
+    return inputs, [tuple(float(value) for value in box[:4]) for box in record["image_location_ori"][:kept]]
 
 
 def _is_image_id(image) -> bool:

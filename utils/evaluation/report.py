@@ -16,20 +16,33 @@ model and the data loaders:
     dialogs          one DialogText per dialog: caption, questions and option texts in the
                      order of `scores`
     round_id, gt_relevance  optional [dialogs] (1-based annotated round) and [dialogs, options]
+    pictures         optional, one DialogPicture per sample dialog: its picture file and, per round,
+                     the (box, weight) of each region for the top answer; each round then shows
+                     the picture with its boxes shaded by weight (embedded as JPEG)
 """
 import base64
 import html
+import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from utils.errors import UserError
 from utils.evaluation.metrics import NDCG, scores_to_ranks
 from utils.files import atomic_write, write_text
 
 TOP_K = 5
+SAMPLE_DIALOGS = 5
+"""Sample dialogs shown round by round (write_report's default)."""
+PICTURE_WIDTH = 240
+"""Width in pixels of a round's shaded picture on the page."""
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_ID = re.compile(r"(?:^|_)(\d+)$")
+"""The image id at the end of a picture's file name: 185565.png, COCO_val2014_000000185565.jpg."""
 METRIC_NAMES = (  # key in the metrics dict, label on the page, format
     ("r@1", "R@1", "{:.4f}"), ("r@5", "R@5", "{:.4f}"), ("r@10", "R@10", "{:.4f}"),
     ("mean", "Mean rank", "{:.2f}"), ("mrr", "MRR", "{:.4f}"), ("ndcg", "NDCG", "{:.4f}"),
@@ -43,6 +56,68 @@ class DialogText:
     caption: str
     questions: List[str]
     options: List[List[str]]
+
+
+@dataclass
+class DialogPicture:
+    """The picture of a sample dialog (None when there is none) and, per round, the (box (x1, y1,
+    x2, y2) in pixels, weight) of every region for the top answer; region 0 is the whole image."""
+    path: Optional[Path]
+    regions: List[List[Tuple[Tuple[float, float, float, float], float]]]
+
+
+def image_files(folder) -> Dict[int, Path]:
+    """The pictures of a folder by image id (file names IMAGE_ID, suffixes IMAGE_SUFFIXES); UserError
+    when it is not a folder or two files name the same id."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: -images must be a folder of pictures named by image id")
+    files: Dict[int, Path] = {}
+    for path in sorted(folder.iterdir()):
+        match = IMAGE_ID.search(path.stem)
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not match:
+            continue
+        image_id = int(match.group(1))
+        if image_id in files:
+            raise UserError(f"{path}: names image {image_id}, as {files[image_id].name} does")
+        files[image_id] = path
+    return files
+
+
+def shaded_picture(path: Path, regions: Sequence[Tuple[Sequence[float], float]]) -> str:
+    """An <img> of the picture at `path`, PICTURE_WIDTH wide: darkened, then each box (but the
+    whole image, region 0) lit again in proportion to its weight over the largest weight (heavier
+    boxes on top), outlined, the three heaviest numbered; its title lists every weight."""
+    try:
+        with Image.open(path) as opened:
+            picture = opened.convert("RGB")
+    except (OSError, UnidentifiedImageError) as error:
+        raise UserError(f"{path}: not a picture that can be read ({error})") from None
+    shaded = Image.blend(picture, Image.new("RGB", picture.size), 0.65)
+    draw = ImageDraw.Draw(shaded)
+    boxes = range(1, len(regions))
+    largest = max((regions[region][1] for region in boxes), default=0.0)
+    heaviest = sorted(boxes, key=lambda region: -regions[region][1])[:3]
+    for region in sorted(boxes, key=lambda region: regions[region][1]):
+        box, weight = regions[region]
+        corners = tuple(int(round(value)) for value in box)
+        share = weight / largest if largest > 0 else 0.0
+        shaded.paste(Image.blend(shaded.crop(corners), picture.crop(corners), share), corners[:2])
+        draw.rectangle(corners, outline=(0, 220, 255), width=1 + round(3 * share))
+    for rank, region in enumerate(heaviest, start=1):
+        x, y = regions[region][0][:2]
+        draw.rectangle((x + 3, y + 3, x + 17, y + 19), fill=(0, 220, 255))
+        draw.text((x + 6, y + 5), str(rank), fill=(0, 0, 0))
+    shaded = shaded.resize((PICTURE_WIDTH, max(1, round(picture.height * PICTURE_WIDTH / picture.width))))
+    buffer = io.BytesIO()
+    shaded.save(buffer, format="JPEG", quality=80)
+    title = "; ".join(f"region {region}{' (whole image)' if region == 0 else ''}: {weight:.3f}"
+                      for region, (_, weight) in enumerate(regions))
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    legend = ", ".join(f"{rank}: {regions[region][1]:.2f}" for rank, region in enumerate(heaviest, start=1))
+    return (f'<img class="shaded" alt="regions behind the top answer" title="{html.escape(title)}" '
+            f'src="data:image/jpeg;base64,{data}">'
+            f'<span class=weights>{legend}; whole image: {regions[0][1]:.2f}</span>')
 
 
 def per_round_ndcg(scores: torch.Tensor, round_id: torch.Tensor, gt_relevance: torch.Tensor) -> Dict[int, float]:
@@ -116,8 +191,9 @@ def metrics_table(metrics: dict) -> str:
 
 def dialog_section(index: int, dialog: DialogText, scores: torch.Tensor, ranks: torch.Tensor,
                    gt_option_inds: torch.Tensor, annotated_round: Optional[int],
-                   relevance: Optional[torch.Tensor]) -> str:
-    """One sample dialog: per round the question, the GT answer and its rank, the model's top 5."""
+                   relevance: Optional[torch.Tensor], picture: Optional[DialogPicture] = None) -> str:
+    """One sample dialog: per round the question, the GT answer and its rank, the model's top 5,
+    and with `picture` where the top answer looked."""
     rows = []
     for round_index, question in enumerate(dialog.questions):
         gt = int(gt_option_inds[round_index])
@@ -135,12 +211,17 @@ def dialog_section(index: int, dialog: DialogText, scores: torch.Tensor, ranks: 
         gt_cell = f"{gt_text} <span class=rank>rank {int(ranks[round_index, gt])}</span>"
         if round_relevance is not None:
             gt_cell += f' <span class="dense">dense-annotated round, GT relevance {float(round_relevance[gt]):g}</span>'
+        looked = ""
+        if picture is not None:
+            looked = (f"<td>{shaded_picture(picture.path, picture.regions[round_index])}</td>" if picture.path
+                      else "<td class=nopicture>no picture of this image in -images</td>")
         rows.append(f"<tr><td>{round_index + 1}</td><td>{html.escape(question)}</td><td>{gt_cell}</td>"
-                    f"<td><ol>{''.join(items)}</ol></td></tr>")
+                    f"<td><ol>{''.join(items)}</ol></td>{looked}</tr>")
+    looked_header = "<th>where the top answer looked (shade: weight)</th>" if picture is not None else ""
     return (f'<section class="dialog"><h3>Dialog {index + 1}: image {dialog.image_id}</h3>'
             f"<p class=caption>Caption: {html.escape(dialog.caption)}</p>"
             "<table class=rounds><tr><th>round</th><th>question</th><th>ground-truth answer</th>"
-            f"<th>model's top {TOP_K} (score)</th></tr>{''.join(rows)}</table></section>")
+            f"<th>model's top {TOP_K} (score)</th>{looked_header}</tr>{''.join(rows)}</table></section>")
 
 
 STYLE = """
@@ -155,18 +236,20 @@ li.gt { font-weight: bold; color: #1a7f37; }
 .score, .caption { color: #666; } .rank { background: #fff3c4; padding: 0 .3em; }
 .dense { display: block; color: #8250df; font-size: .9em; }
 .plots img { max-width: 49%; }
+img.shaded { display: block; border: 1px solid #ccc; } .nopicture, .weights { color: #777; font-size: .85em; }
 """
 
 
 def write_report(out_dir, metrics: dict, scores, gt_option_inds, dialogs: Sequence[DialogText],
                  round_id=None, gt_relevance=None, title: str = "VisDial evaluation",
-                 num_sample_dialogs: int = 5, type_table_html: str = "") -> Path:
+                 num_sample_dialogs: int = SAMPLE_DIALOGS, type_table_html: str = "",
+                 pictures: Optional[Sequence[DialogPicture]] = None) -> Path:
     """Write index.html and the PNG plots into out_dir (created if needed); returns the page path.
 
     scores [dialogs, rounds, options] and gt_option_inds [dialogs, rounds] are tensors or arrays;
     round_id [dialogs] and gt_relevance [dialogs, options] are optional (dense annotations);
     type_table_html, when given, is shown as the per-question-type table
-    (utils/evaluation/question_types.py).
+    (utils/evaluation/question_types.py); pictures, when given, one DialogPicture per sample dialog.
     """
     scores = torch.as_tensor(scores, dtype=torch.float32)
     gt_option_inds = torch.as_tensor(gt_option_inds, dtype=torch.long)
@@ -196,7 +279,8 @@ def write_report(out_dir, metrics: dict, scores, gt_option_inds, dialogs: Sequen
     samples = [
         dialog_section(d, dialogs[d], scores[d], ranks[d], gt_option_inds[d],
                        int(round_id[d]) if annotated else None,
-                       gt_relevance[d] if annotated else None)
+                       gt_relevance[d] if annotated else None,
+                       pictures[d] if pictures is not None and d < len(pictures) else None)
         for d in range(min(num_sample_dialogs, num_dialogs))
     ]
     page = f"""<!DOCTYPE html>

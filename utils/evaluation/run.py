@@ -35,8 +35,10 @@ from utils.distributed import DistributedContext, check_on_main
 from utils.errors import UserError
 from utils.evaluation.evalai import check_submission, evalai_test_entries, evalai_val_entries, expected_entries
 from utils.evaluation.model_config import model_config_for
+from utils.evaluation.pointing import format_pointing_text, pointing_metrics
 from utils.evaluation.question_types import (comparison_table, format_table_html, format_table_text,
                                              load_compared_metrics, question_type_metrics)
+from utils.evaluation.ranker import DialogRanker
 from utils.evaluation.score_files import (check_matches_dialogs, check_same_keys, combine_scores, read_score_file,
                                           score_file_content, score_file_writer, val_ground_truth)
 from utils.evaluation.scoring import ScoredDialogs, score_dataset
@@ -111,8 +113,12 @@ def evaluate(options: EvalOptions, context: DistributedContext) -> None:
                            precision=resolve_precision(options.precision, context.device),
                            num_workers=options.num_workers, progress=context.is_main)
     if context.is_main:
+        explains = options.model_type == "vilbert" and (options.images or (question_types and question_types.regions))
+        ranker = DialogRanker(model, load_tokenizer(options.vocab), dataset.features, max_seq_len=options.max_seq_len,
+                              max_rounds=options.visdial_tot_rounds, precision=options.precision,
+                              tokens_per_batch=options.eval_tokens_per_batch) if explains else None
         write_results(options, scored, {kind: output.path for kind, output in written.items()},
-                      question_types=question_types, compared=compared)
+                      question_types=question_types, compared=compared, ranker=ranker, images=options.images)
 
 
 def _split_path(options) -> str:
@@ -120,15 +126,19 @@ def _split_path(options) -> str:
 
 
 def write_results(options, scored: ScoredDialogs, paths: dict, data: Optional[dict] = None,
-                  question_types: Optional[QuestionTypes] = None, compared: Optional[dict] = None) -> None:
+                  question_types: Optional[QuestionTypes] = None, compared: Optional[dict] = None,
+                  ranker: Optional[DialogRanker] = None, images: str = "") -> None:
     """Print and write what `outputs(options)` declares (at `paths`, by kind) for `scored`: the
     test submission, or the val metrics with the optional val-phase file and report; the score
     file with -save_scores. Every file is checked before any is written; the files of the split are
     written as one set, the report after them. data: the processed split's `data` (read from it
     when needed and not given). options: evaluate.py's or scripts/ensemble.py's. question_types:
     val only, adds the metrics per question type and their table beside the `compared` runs' (label
-    -> metrics dict)."""
-    needs_data = options.save_scores or (options.split == "val" and (options.val_evalai or options.report))
+    -> metrics dict). ranker: the evaluated ViLBERT as a DialogRanker, for the pointing score of
+    the rounds with relevant regions (utils/evaluation/pointing.py) and, with `images` (a folder
+    of pictures by image id), the report's pictures of the regions behind its top answers."""
+    needs_data = options.save_scores or ranker is not None or \
+        (options.split == "val" and (options.val_evalai or options.report))
     if data is None and needs_data:
         data = load_visdial_json(_split_path(options), options.split, processed=True)["data"]
     files = {}
@@ -151,6 +161,10 @@ def write_results(options, scored: ScoredDialogs, paths: dict, data: Optional[di
             table = comparison_table({options.model_type: metrics, **(compared or {})})
             print(format_table_text(table))
             type_table_html = format_table_html(table, question_types.descriptions)
+            if ranker is not None and question_types.regions:
+                metrics.update(pointing_metrics(ranker, data, scored.scores.shape[0], question_types,
+                                                options.question_types))
+                print(format_pointing_text(metrics, options.model_type))
         files[paths["metrics"]] = json_writer(metrics)
         if options.val_evalai:
             entries = evalai_val_entries(scored, data["dialogs"])
@@ -162,7 +176,9 @@ def write_results(options, scored: ScoredDialogs, paths: dict, data: Optional[di
         if options.val_evalai:
             print(f"wrote the EvalAI val-phase file ({len(entries)} rounds) to {paths['val_predictions']}")
         if options.report:
-            print(f"wrote the report to {write_val_report(options.report, metrics, scored, data, type_table_html)}")
+            page = write_val_report(options.report, metrics, scored, data, type_table_html,
+                                    ranker if images else None, images)
+            print(f"wrote the report to {page}")
     if options.save_scores:
         print(f"wrote the option scores to {paths['scores']}")
 

@@ -24,6 +24,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from utils.errors import UserError
+from utils.evaluation.explain import region_weights as weigh_regions
 from utils.precision import autocast
 
 DIALOG_FIELDS = ("image_id", "round_id", "gt_option_inds", "gt_relevance")
@@ -88,12 +90,15 @@ def ranking_scores(nsp_scores: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def score_sequences(model: torch.nn.Module, batch: dict, tokens_per_batch: int, precision: str) -> torch.Tensor:
+def score_sequences(model: torch.nn.Module, batch: dict, tokens_per_batch: int, precision: str,
+                    region_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Score the N sequences of one collated batch, length-bucketed.
 
     ``batch`` holds ``tokens``, ``segments``, ``attention_mask`` [N, L], ``image_index`` [N] and
     ``image_feat`` [K, R, 2048], ``image_loc`` [K, R, 5], ``image_mask`` [K, R] (the collate
     contract). Returns float32 scores [N] on the CPU. The model is used as it is (call it in eval mode).
+    ``region_weights``, a float32 CPU tensor [N, R] when given, is filled with each sequence's
+    weights of the regions (utils/evaluation/explain.py; the model returns its co-attention only then).
 
     The batch goes to the model's device in one copy (asynchronous from pinned memory); the
     batches of similar length are planned on the CPU and the scores collected on the device, so
@@ -120,8 +125,15 @@ def score_sequences(model: torch.nn.Module, batch: dict, tokens_per_batch: int, 
                 image_index=image_index.to(device, non_blocking=True),
                 output_lm_scores=False,
                 output_img_scores=False,
+                output_coattention=region_weights is not None,
             )
         scores[rows] = ranking_scores(output.nsp_scores)
+        if region_weights is not None:
+            if output.coattention_t2v is None:
+                raise UserError("this model has no text-to-image co-attention to explain its answers with "
+                                "(the language-only model reads no image)")
+            region_weights[indices] = weigh_regions(output.coattention_t2v, inputs["segments"][rows, :longest],
+                                                    inputs["attention_mask"][rows, :longest]).cpu()
     return scores.cpu()
 
 

@@ -10,8 +10,10 @@ from torch.utils.data import Dataset
 
 from dataloader.collate import collate_dialog_batch
 from dataloader.datasets import val_option_order
-from utils.evaluation.metrics import visdial_metrics
-from utils.evaluation.report import DialogText, write_report
+from utils.evaluation.metrics import scores_to_ranks, visdial_metrics
+from utils.evaluation.pointing import round_query
+from utils.evaluation.ranker import DialogRanker
+from utils.evaluation.report import SAMPLE_DIALOGS, DialogPicture, DialogText, image_files, write_report
 from utils.evaluation.scoring import ScoredDialogs, score_dataset
 
 OVERALL_METRICS = (("R@1", "r@1"), ("R@5", "r@5"), ("R@10", "r@10"), ("Mean rank", "mean"), ("MRR", "mrr"),
@@ -47,10 +49,11 @@ def format_metrics_table(metrics: dict[str, float]) -> str:
 
 
 def write_val_report(directory: str, metrics: dict, scored: ScoredDialogs, data: dict,
-                     type_table_html: str = ""):
+                     type_table_html: str = "", ranker: Optional[DialogRanker] = None, images: str = ""):
     """The HTML report (utils/evaluation/report.py) of scored val dialogs with their texts from the
-    processed val json's `data` (and the per-question-type table, when given); returns the page's
-    path."""
+    processed val json's `data` (and the per-question-type table, when given); with `ranker` (the
+    scored ViLBERT) and `images` (a folder of pictures by image id) each sample round's picture
+    with its regions shaded by the top answer's weights. Returns the page's path."""
     num_options = scored.scores.shape[2]
     texts = []
     for dialog in data["dialogs"][:scored.scores.shape[0]]:
@@ -60,6 +63,21 @@ def write_val_report(directory: str, metrics: dict, scored: ScoredDialogs, data:
             questions=[data["questions"][turn["question"]] for turn in rounds],
             options=[[data["answers"][turn["answer_options"][position]]
                       for position in val_option_order(turn["gt_index"], num_options)] for turn in rounds]))
+    pictures = sample_pictures(ranker, data, scored, texts, images) if ranker is not None else None
     return write_report(directory, metrics, scored.scores, scored.fields["gt_option_inds"], texts,
                         scored.fields.get("round_id"), scored.fields.get("gt_relevance"),
-                        type_table_html=type_table_html)
+                        type_table_html=type_table_html, pictures=pictures)
+
+
+def sample_pictures(ranker: DialogRanker, data: dict, scored: ScoredDialogs, texts: list[DialogText],
+                    images: str) -> list[DialogPicture]:
+    """The picture file of each sample dialog of the report (None when `images` lacks it) and, per
+    round, the (box, weight) of every region for the model's top answer."""
+    files = image_files(images)
+    samples = texts[:SAMPLE_DIALOGS]
+    top = torch.argmin(scores_to_ranks(scored.scores[:len(samples)].float()), dim=2)       # [dialogs, rounds]
+    queries = [round_query(data, data["dialogs"][d], r, text.options[r][int(top[d, r])])
+               for d, text in enumerate(samples) for r in range(len(text.questions))]
+    answers = iter(ranking[0] for ranking in ranker.rank_many(queries, explain=True))
+    return [DialogPicture(files.get(text.image_id), [[(region.box, region.weight) for region in next(answers).regions]
+                                                     for _ in text.questions]) for text in samples]

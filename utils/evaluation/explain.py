@@ -1,0 +1,87 @@
+"""Which image regions an answer's sequence looked at, and whether it points at the right ones.
+
+The weights come from ViLBERT's text-to-image co-attention (`VisualDialogEncoder(...,
+output_coattention=True)`: probabilities [N, C, heads, L, R], each text token's distribution over
+the regions in each of the C co-attention layers). A sequence's weight of region r is the mean of
+those probabilities over
+
+    the tokens   of the current round: the last question and the candidate answer (their [SEP]s,
+                 the caption and the history left out): what is asked and what is claimed;
+    the heads    all of them, equally: nothing in training tells one head to find objects, and a
+                 trained model spreads that job over heads in its own way;
+    the layers   all co-attention layers, equally: each feeds the text stream that the pooled
+                 [CLS], and so the answer's score, reads.
+
+A mean of distributions is a distribution: the weights are non-negative, sum to 1 over the real
+regions (renormalised against rounding) and are 0 on padded regions (masked with -10000 before
+the softmax). Region 0 is the whole image (the mean of the boxes' features), regions 1.. the
+feature record's boxes in its order.
+
+The pointing score of a model on rounds whose relevant regions are known (the toy's binding,
+existence and counting questions: the object named, the objects counted; the question-type file's
+`relevant_regions`) is the share of those rounds where the region with the highest weight for the
+ground-truth answer is a relevant one; a uniformly random region hits with probability
+(relevant regions) / (real regions), the chance level reported beside it.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class RegionWeight(NamedTuple):
+    """One image region: its index (0: the whole image), box (x1, y1, x2, y2 in pixels) and weight."""
+
+    region: int
+    box: tuple[float, float, float, float]
+    weight: float
+
+
+class ExplainedAnswer(NamedTuple):
+    """A ranked answer with its probability and the weight of every real region of its image."""
+
+    answer: str
+    probability: float
+    regions: tuple[RegionWeight, ...]
+
+    def top_regions(self, count: int) -> list[RegionWeight]:
+        """The `count` regions of highest weight, highest first (equal ones in region order)."""
+        return sorted(self.regions, key=lambda region: -region.weight)[:count]
+
+
+def current_round_tokens(segments: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """bool [N, L]: the tokens of the last question and the answer, without their [SEP]s.
+
+    segments [N, L] alternate per utterance and each utterance's [SEP] carries its segment
+    (dataloader/encoding.py), so these are the last two runs of equal segment ids of the real
+    tokens (attention_mask [N, L], 1 or True for a real token), each without its last token.
+    """
+    real = attention_mask.bool()
+    changes = torch.zeros_like(real)
+    changes[:, 1:] = (segments[:, 1:] != segments[:, :-1]) & real[:, 1:]
+    run = changes.long().cumsum(dim=1)                                  # [N, L] run number from the start
+    last_run = (run * real).max(dim=1, keepdim=True).values
+    ends_run = torch.ones_like(real)
+    ends_run[:, :-1] = changes[:, 1:] | ~real[:, 1:]
+    return real & (run >= last_run - 1) & ~ends_run
+
+
+def region_weights(coattention: torch.Tensor, segments: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """coattention [N, C, heads, L, R] text-to-image probabilities, segments and attention_mask
+    [N, L] -> float32 weights [N, R] (module docstring: the current round's tokens, all heads
+    and layers, equally), each row summing to 1."""
+    tokens = current_round_tokens(segments, attention_mask).float()    # [N, L]
+    per_token = coattention.float().mean(dim=(1, 2))                    # [N, L, R]
+    weights = (tokens[:, :, None] * per_token).sum(dim=1) / tokens.sum(dim=1, keepdim=True).clamp(min=1)
+    return weights / weights.sum(dim=1, keepdim=True)
+
+
+def points_at(weights: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+    """Whether the region of highest weight is relevant: weights [M, R], relevant bool [M, R] -> bool [M]."""
+    return relevant.gather(1, weights.argmax(dim=1, keepdim=True)).squeeze(1)
+
+
+def pointing_chance(relevant: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """The hit rate of a uniformly random real region: relevant, real bool [M, R] -> float64 [M]."""
+    return relevant.sum(dim=1).double() / real.sum(dim=1).double()
