@@ -23,7 +23,7 @@ import yaml
 from dataloader.visdial_json import NUM_ANSWER_OPTIONS
 from models import MODEL_TYPES
 from models.losses import DENSE_LOSSES
-from utils.errors import UserError
+from utils.errors import ArgumentParser, UserError
 from utils.input_files import SMALL_FILE_BYTES, read_text
 from utils.precision import PRECISIONS
 
@@ -378,7 +378,7 @@ OptionsT = TypeVar("OptionsT", bound=FlagOptions)
 def build_parser(options_type: type[FlagOptions]) -> argparse.ArgumentParser:
     """The argparse parser of an options dataclass: one `-name` / `--name` flag per field, in
     argument groups by the fields' `group`."""
-    parser = argparse.ArgumentParser(description=options_type.DESCRIPTION)
+    parser = ArgumentParser(description=options_type.DESCRIPTION)
     groups = {}
     for field in dataclasses.fields(options_type):
         group = field.metadata["group"]
@@ -450,7 +450,7 @@ def _apply_preset(parser: argparse.ArgumentParser, options_type: type[FlagOption
 def parse_options(argv: Optional[Sequence[str]], options_type: type[OptionsT]) -> OptionsT:
     """Parse argv (after the `-config` preset, if any) into `options_type`."""
     parser = build_parser(options_type)
-    preliminary = argparse.ArgumentParser(add_help=False)
+    preliminary = ArgumentParser(add_help=False)
     preliminary.add_argument("-config", "--config", default="")
     known, _ = preliminary.parse_known_args(argv)
     if known.config and "config" in {field.name for field in dataclasses.fields(options_type)}:

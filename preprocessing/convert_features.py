@@ -18,12 +18,12 @@ import argparse
 from pathlib import Path
 
 from dataloader.feature_formats import convert_features
-from utils.errors import note_on_stderr, run_cli
+from utils.errors import ArgumentParser, note_on_stderr, run_cli
 from utils.outputs import Output, check_outputs
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Convert image features (LMDB, HDF5, bottom-up-attention TSV, "
+    parser = ArgumentParser(description="Convert image features (LMDB, HDF5, bottom-up-attention TSV, "
                                                  "challenge-starter HDF5, a folder of .npz) into a feature store")
     parser.add_argument("-input", "--input", required=True, nargs="+",
                         help="feature file(s) or folder(s), the format recognised from each")

@@ -59,7 +59,7 @@ import numpy as np
 
 from dataloader.feature_store import convert_lmdb_to_hdf5, write_lmdb_feature_store
 from dataloader.question_types import write_question_types
-from utils.errors import UserError, run_cli
+from utils.errors import ArgumentParser, UserError, run_cli
 from utils.files import write_json, write_text
 from utils.outputs import Output, check_outputs
 
@@ -554,7 +554,7 @@ def all_texts(answer_pool: Sequence[str]) -> List[str]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-out", "--out", default="data/toy", help="output folder")
     parser.add_argument("-seed", "--seed", type=int, default=0)
     parser.add_argument("-train_dialogs", "--train_dialogs", type=int, default=1000)

@@ -76,7 +76,7 @@ from utils.benchmarking.measure import (count_flops, describe_device, memory_byt
 from utils.benchmarking.reference import score_padded_reference_style, spread_weights
 from utils.benchmarking.synthetic import write_synthetic_visdial
 from utils.distributed import DistributedContext
-from utils.errors import UserError, run_cli
+from utils.errors import ArgumentParser, UserError, run_cli
 from utils.evaluation.metrics import scores_to_ranks
 from utils.evaluation.scoring import default_tokens_per_batch, score_dataset, score_sequences
 from utils.files import write_json
@@ -598,7 +598,7 @@ def run_rows(bench: Benchmark) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("-out", "--out", default="", help="JSON file of the rows, written after each row")
     parser.add_argument("-resume", "--resume", action="store_true",
