@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from dataloader.feature_record import FEATURE_SIZE, NUM_CLASSES, RECORD_FIELDS, check_integer, check_record
 from utils.errors import UserError
-from utils.files import TEMPORARY_MARK, atomic_output
+from utils.files import TEMPORARY_MARK, atomic_output, make_parents, remove_folders
 from utils.input_files import input_file
 
 HDF5_FORMAT_NAME = "visdial-bert image features"
@@ -400,12 +400,18 @@ def _checked_records(records: Iterable[dict], destination: Path, feature_size: i
 
 @contextlib.contextmanager
 def _atomic_folder(path: Path) -> Iterator[Path]:
-    """Yield a temporary folder next to `path`; when the block succeeds it takes the place of
-    `path` (an earlier LMDB store there is replaced, anything else is refused before writing)."""
+    """Yield a temporary folder next to `path` (its missing parent folders are created); when the
+    block succeeds it takes the place of `path` (an earlier LMDB store there is replaced, anything
+    else is refused before writing). A failure to write (an OSError, an lmdb.Error: a full disk)
+    removes the temporary folder and is a UserError naming `path`."""
+    import lmdb
+
     if path.is_file() or (path.is_dir() and set(os.listdir(path)) - {"data.mdb", "lock.mdb"}):
         raise UserError(f"{path}: exists and is not an LMDB feature store; not replaced (choose another output)")
     temporary = path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
+    created = []
     try:
+        created = make_parents(path)
         temporary.mkdir()
         yield temporary
         if path.is_dir() and os.listdir(path):
@@ -417,8 +423,11 @@ def _atomic_folder(path: Path) -> Iterator[Path]:
             os.rename(temporary, path)
     except BaseException as error:
         shutil.rmtree(temporary, ignore_errors=True)
-        if isinstance(error, OSError):
-            raise UserError(f"{path}: cannot write the LMDB feature store ({error.strerror or error})") from None
+        remove_folders(created)
+        if isinstance(error, (OSError, lmdb.Error)):
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+            raise UserError(f"{path}: cannot write the LMDB feature store ({reason}); the previous store, if any, "
+                            "is kept") from None
         raise
 
 
@@ -469,34 +478,65 @@ def write_hdf5_feature_store(path: str | os.PathLike, records: Iterable[dict], f
     import h5py
 
     path = Path(path)
+    with atomic_output(path, "the HDF5 feature store") as temporary, _Hdf5Sink(temporary, "w+") as sink:
+        with h5py.File(sink, "w") as handle:
+            count = _write_hdf5_records(handle, _checked_records(records, path, feature_size), sink)
+        if sink.error is not None:
+            raise sink.error
+    return count
+
+
+class _Hdf5Sink(io.FileIO):
+    """The file an HDF5 store is written through. The first failed write (a full disk) is kept in
+    `error` and that write and every later one are dropped, so HDF5 sees none fail: HDF5 crashes
+    the process (a segmentation fault) when it closes, or exits with, a file whose write failed.
+    The writer stops at once and raises `error` after HDF5 has closed the file."""
+
+    error: OSError | None = None
+
+    def write(self, data) -> int:
+        if self.error is None:
+            remaining = memoryview(data).cast("B")
+            try:
+                while remaining:
+                    remaining = remaining[super().write(remaining):]
+            except OSError as error:
+                self.error = error
+        return memoryview(data).nbytes
+
+
+def _write_hdf5_records(handle, records: Iterable[dict], sink: _Hdf5Sink) -> int:
+    """Write checked `records` into the open HDF5 file `handle` (layout: write_hdf5_feature_store)
+    until they end or a write to `sink` fails; returns how many were written."""
     count = 0
-    with atomic_output(path, "the HDF5 feature store") as temporary, h5py.File(temporary, "w") as handle:
-        handle.attrs["format"] = HDF5_FORMAT_NAME
-        handle.attrs["version"] = HDF5_FORMAT_VERSION
-        scalars = {name: handle.create_dataset(name, (0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
-                   for name, dtype in (("image_id", np.int64), ("num_boxes", np.int32), ("image_h", np.int32),
-                                       ("image_w", np.int32))}
-        arrays = {}
-        for record in _checked_records(records, path, feature_size):
-            num_boxes = record["num_boxes"]
-            if not arrays:
-                widths = {"features": record["features"].shape[1], "boxes": 4, "cls_prob": NUM_CLASSES}
-                arrays = {name: handle.create_dataset(name, (0, num_boxes, width), maxshape=(None, None, width),
-                                                      dtype=np.float32, chunks=(1, HDF5_CHUNK_BOXES, width))
-                          for name, width in widths.items()}
-            if count == len(scalars["image_id"]):
-                for dataset in (*scalars.values(), *arrays.values()):
-                    dataset.resize(2 * count + 16, axis=0)
-            if num_boxes > arrays["features"].shape[1]:
-                for dataset in arrays.values():
-                    dataset.resize(num_boxes, axis=1)
-            for name, dataset in scalars.items():
-                dataset[count] = record[name]
-            for name, dataset in arrays.items():
-                dataset[count, :num_boxes] = record[name]
-            count += 1
-        for dataset in (*scalars.values(), *arrays.values()):
-            dataset.resize(count, axis=0)
+    handle.attrs["format"] = HDF5_FORMAT_NAME
+    handle.attrs["version"] = HDF5_FORMAT_VERSION
+    scalars = {name: handle.create_dataset(name, (0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
+               for name, dtype in (("image_id", np.int64), ("num_boxes", np.int32), ("image_h", np.int32),
+                                   ("image_w", np.int32))}
+    arrays = {}
+    for record in records:
+        if sink.error is not None:
+            break
+        num_boxes = record["num_boxes"]
+        if not arrays:
+            widths = {"features": record["features"].shape[1], "boxes": 4, "cls_prob": NUM_CLASSES}
+            arrays = {name: handle.create_dataset(name, (0, num_boxes, width), maxshape=(None, None, width),
+                                                  dtype=np.float32, chunks=(1, HDF5_CHUNK_BOXES, width))
+                      for name, width in widths.items()}
+        if count == len(scalars["image_id"]):
+            for dataset in (*scalars.values(), *arrays.values()):
+                dataset.resize(2 * count + 16, axis=0)
+        if num_boxes > arrays["features"].shape[1]:
+            for dataset in arrays.values():
+                dataset.resize(num_boxes, axis=1)
+        for name, dataset in scalars.items():
+            dataset[count] = record[name]
+        for name, dataset in arrays.items():
+            dataset[count, :num_boxes] = record[name]
+        count += 1
+    for dataset in (*scalars.values(), *arrays.values()):
+        dataset.resize(count, axis=0)
     return count
 
 

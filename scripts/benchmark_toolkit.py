@@ -25,6 +25,7 @@ from pathlib import Path
 from models.losses import DENSE_LOSSES
 from options import COMBINATIONS
 from utils.errors import ArgumentParser, UserError, run_cli
+from utils.files import resolved
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METRICS = (("NDCG", "ndcg"), ("MRR", "mrr"), ("R@1", "r@1"), ("R@5", "r@5"), ("R@10", "r@10"), ("Mean", "mean"))
@@ -80,7 +81,7 @@ def main() -> None:
     parser.add_argument("--base_iterations", type=int, help="base training iterations per seed (default: the preset's)")
     parser.add_argument("--dense_iterations", type=int, default=120)
     args = parser.parse_args()
-    out = Path(args.out).resolve()
+    out = resolved(args.out, "--out")
     data, runs, seconds = out / "data", out / "runs", {}
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: exists and is not empty; give --out a new folder")

@@ -7,7 +7,8 @@ several files as one set the same way: every file is complete on disk before the
 a failure while writing (a full disk, a signal) replaces none of them. `atomic_write`,
 `write_json`, `write_json_files` and `write_text` build on it; writers that need a path (HDF5)
 use `atomic_output`. On a failure (disk full, no permission) the temporary files are removed and a
-UserError names the path. Folders an output needs are created when it is written.
+UserError names the path. Folders an output needs are created when it is written (and removed
+again when the write fails).
 
 `check_writable` fails early, before any heavy work and without creating anything, when an output
 cannot be written (utils/outputs.py checks a command's outputs as a whole).
@@ -44,14 +45,48 @@ def _fsync(path: Path) -> None:
         os.close(descriptor)
 
 
+def resolved(path: PathLike, subject: str = "") -> Path:
+    """The absolute `path` with every symbolic link of its existing part resolved; a loop of
+    symbolic links (Python raises RuntimeError or OSError) is a UserError naming `path` and
+    `subject` (the flag that gave it)."""
+    try:
+        return Path(os.path.abspath(path)).resolve()
+    except (RuntimeError, OSError) as error:
+        reason = _reason(error) if isinstance(error, OSError) else "symbolic links form a loop"
+        raise UserError(f"{path}: {subject + ': ' if subject else ''}cannot resolve it ({reason})") from None
+
+
+def make_parents(path: Path) -> list[Path]:
+    """Create the missing folders above `path`; returns those it created, the outermost first."""
+    missing = [folder for folder in reversed(path.parents) if not folder.exists()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def remove_folders(folders: list[Path]) -> None:
+    """Remove the folders `make_parents` created (innermost first) where they are still empty."""
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
 
 
+def _disk_error(error: BaseException):
+    """The OSError behind `error`: itself, or the one a library turned into an error of its own
+    (torch.save raises a RuntimeError when a write of its file fails); None when there is none."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
 def _failed(error: BaseException, path: Path, what: str, kept: str) -> BaseException:
-    """The error to raise for a failed write of `path`: a UserError for an OSError, else `error`."""
-    if isinstance(error, OSError):
-        return UserError(f"{path}: cannot write{' ' + what if what else ''} ({_reason(error)}); {kept}")
+    """The error to raise for a failed write of `path`: a UserError when an OSError (a full disk)
+    is behind it, else `error` itself (a bug keeps its traceback)."""
+    if (disk_error := _disk_error(error)) is not None:
+        return UserError(f"{path}: cannot write{' ' + what if what else ''} ({_reason(disk_error)}); {kept}")
     return error
 
 
@@ -63,8 +98,9 @@ def atomic_output(path: PathLike, what: str = "") -> Iterator[Path]:
     """
     path = Path(path)
     temporary = _temporary(path)
+    created = []
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        created = make_parents(path)
         yield temporary
         _fsync(temporary)
         os.replace(temporary, path)
@@ -72,6 +108,7 @@ def atomic_output(path: PathLike, what: str = "") -> Iterator[Path]:
     except BaseException as error:
         with contextlib.suppress(OSError):  # absent, or its folder is not one
             temporary.unlink()
+        remove_folders(created)
         raise _failed(error, path, what, "the previous file, if any, is kept") from None
 
 
@@ -83,11 +120,11 @@ def write_files(writers: Mapping[PathLike, Writer], what: str = "") -> None:
     previous file as it was; a UserError names the file that failed."""
     targets = [Path(path) for path in writers]
     temporaries = [_temporary(path) for path in targets]
-    current, renamed = targets[0], 0
+    current, renamed, created = targets[0], 0, []
     try:
         for target, temporary, write in zip(targets, temporaries, writers.values()):
             current = target
-            target.parent.mkdir(parents=True, exist_ok=True)
+            created += make_parents(target)
             with open(temporary, "wb") as file:
                 write(file)
             _fsync(temporary)
@@ -101,6 +138,8 @@ def write_files(writers: Mapping[PathLike, Writer], what: str = "") -> None:
         for temporary in temporaries[renamed:]:
             with contextlib.suppress(OSError):
                 temporary.unlink()
+        if not renamed:
+            remove_folders(created)
         kept = ("the previous file, if any, is kept" if len(targets) == 1 else
                 f"{renamed} of the {len(targets)} files were replaced, the others keep their previous content"
                 if renamed else f"none of the {len(targets)} files was replaced")
