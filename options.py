@@ -301,17 +301,20 @@ class EvalOptions(SharedOptions):
                             "evaluation")
 
     @property
-    def compared_metrics(self) -> dict[str, str]:
-        """-compare_metrics as label -> metrics file (an entry without both is kept under its text,
-        for `problems` to name)."""
-        compared = {}
+    def compared_entries(self) -> list[tuple[str, str]]:
+        """-compare_metrics as (label, metrics file) pairs in the order given (an entry without
+        both is kept as (its text, ''), for `problems` to name)."""
+        entries = []
         for entry in filter(None, self.compare_metrics.split(",")):
             label, _, path = entry.partition("=")
-            if label and path:
-                compared[label] = path
-            else:
-                compared[entry] = ""
-        return compared
+            entries.append((label, path) if label and path else (entry, ""))
+        return entries
+
+    @property
+    def compared_metrics(self) -> dict[str, str]:
+        """-compare_metrics as label -> metrics file (`compared_entries`; `problems` refuses a label
+        given twice)."""
+        return dict(self.compared_entries)
 
     def input_paths(self) -> dict[str, str]:
         paths = super().input_paths()
@@ -326,6 +329,9 @@ class EvalOptions(SharedOptions):
             problems.append("-compare_metrics needs -question_types")
         problems += [f"-compare_metrics: {label!r} is not LABEL=FILE"
                      for label, path in self.compared_metrics.items() if not path]
+        labels = [label for label, _ in self.compared_entries]
+        problems += [f"-compare_metrics: the label {label!r} is given {labels.count(label)} times; give each file "
+                     "its own" for label in dict.fromkeys(labels) if labels.count(label) > 1]
         if self.val_evalai and self.num_options != NUM_ANSWER_OPTIONS:
             problems.append(f"-val_evalai needs all {NUM_ANSWER_OPTIONS} options (-num_options {NUM_ANSWER_OPTIONS})")
         return problems

@@ -166,7 +166,31 @@ def read_rows(path: str) -> list[Row]:
     if not isinstance(rows, list) or not all(isinstance(row, dict) and set(row) == fields for row in rows):
         raise UserError(f"{path}: not a result file of benchmark_gpu.py (a rows list of {sorted(fields)}); "
                         "cannot -resume from it")
+    for number, row in enumerate(rows):
+        for name, value in row.items():
+            if not ROW_VALUES[name][0](value):
+                raise UserError(f"{path}: row {number} ({row['name']!r}): {name} must be {ROW_VALUES[name][1]}, "
+                                f"got {value!r}; cannot -resume from it")
     return [Row(**row) for row in rows]
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+ROW_STATUSES = ("ok", "failed", "skipped", "not run")
+ROW_VALUES = {  # Row field -> (is this value of its type, what it must be)
+    "name": (lambda value: isinstance(value, str), "a string"),
+    "status": (lambda value: value in ROW_STATUSES, f"one of {', '.join(ROW_STATUSES)}"),
+    "figure": (lambda value: value is None or _number(value), "a finite number or null"),
+    "unit": (lambda value: isinstance(value, str), "a string"),
+    "peak_memory_gib": (lambda value: value is None or _number(value) and value >= 0, "a number >= 0 or null"),
+    "projection": (lambda value: isinstance(value, str), "a string"),
+    "note": (lambda value: isinstance(value, str), "a string"),
+    "seconds": (lambda value: _number(value) and value >= 0, "a number >= 0"),
+    "cpu_seconds": (lambda value: _number(value) and value >= 0, "a number >= 0"),
+    "details": (lambda value: isinstance(value, dict), "an object"),
+}
 
 
 class RowTimeout(Exception):

@@ -4,7 +4,7 @@
         [-dialogs data/visdial/visdial_1.0_test_processed.json]      # or the raw visdial_1.0_test.json
     python scripts/validate_submission.py mine_val_predictions.json -split val -dialogs val.json
 
-A list of objects with integer image_id, round_id in 1..10 and ranks a permutation of 1..100;
+A list of objects with image_id an integer >= 0, round_id in 1..10 and ranks a permutation of 1..100;
 test: one entry per dialog (its last round), val: one per dialog and round; no duplicates; with
 -dialogs, exactly the dialogs and rounds of that file (processed or raw). Each problem is one
 `error:` line naming the entry (exit code 2); a valid file gets a one-line summary (exit code 0).
@@ -43,7 +43,8 @@ def main(argv=None) -> None:
             shown.append(f"{args.file}: ... and {len(problems) - MAX_LINES} more problems")
         raise UserError("\n".join(shown))
     dialogs = len({entry["image_id"] for entry in entries})
-    against = f", every dialog of {args.dialogs}" if args.dialogs else ""
+    against = f", every dialog of {args.dialogs}" if args.dialogs else \
+        " (its image ids and rounds not checked against the split's dialogs: give -dialogs)"
     print(f"{args.file}: a valid EvalAI {args.split} submission: {len(entries)} entries, {dialogs} dialogs{against}")
 
 
