@@ -79,9 +79,9 @@ def _entry_problem(entry) -> str:
 def submission_problems(entries, split: str, expected: Optional[dict[int, list[int]]] = None) -> list[str]:
     """Every problem of an EvalAI submission of `split`, one line each naming the entry (empty when
     it is valid): a list of objects with image_id an integer in 0..MAX_IMAGE_ID, round_id in 1..10
-    and ranks a permutation of 1..100; test: one entry per dialog, val: one per dialog and round (rounds 1..10 of each image,
-    without `expected`), no duplicates; with `expected` (`expected_entries`), exactly the image ids
-    and rounds it lists."""
+    and ranks a permutation of 1..100; test: one entry per dialog, val: one per dialog and round
+    (rounds 1..10 of each image, without `expected`), no duplicates; with `expected`
+    (`expected_entries`), exactly the image ids and rounds it lists."""
     if not isinstance(entries, list) or not entries:
         return ["must be a non-empty json list of {image_id, round_id, ranks} objects"]
     problems, seen = [], {}
