@@ -32,11 +32,9 @@ from __future__ import annotations
 import abc
 import base64
 import binascii
-import contextlib
 import io
 import os
 import pickle
-import shutil
 from pathlib import Path
 from typing import Iterable, Iterator, TypedDict
 
@@ -45,7 +43,7 @@ from tqdm import tqdm
 
 from dataloader.feature_record import FEATURE_SIZE, NUM_CLASSES, RECORD_FIELDS, check_integer, check_record
 from utils.errors import UserError
-from utils.files import TEMPORARY_MARK, atomic_output, make_parents, remove_folders
+from utils.files import atomic_folder, atomic_output
 from utils.input_files import input_file
 
 HDF5_FORMAT_NAME = "visdial-bert image features"
@@ -54,6 +52,8 @@ HDF5_CHUNK_BOXES = 12
 """Boxes per HDF5 chunk: 36 boxes (the released features) fill 3 chunks, 10-100 boxes waste < 12 rows."""
 _LMDB_KEYS_RECORD = b"keys"
 _LMDB_FEATURE_SIZE_RECORD = b"feature_size"
+LMDB_FILES = frozenset({"data.mdb", "lock.mdb"})
+"""What an LMDB store's folder holds."""
 
 
 class ImageRecord(TypedDict):
@@ -398,39 +398,6 @@ def _checked_records(records: Iterable[dict], destination: Path, feature_size: i
         raise UserError(f"{destination}: no images to write")
 
 
-@contextlib.contextmanager
-def _atomic_folder(path: Path) -> Iterator[Path]:
-    """Yield a temporary folder next to `path` (its missing parent folders are created); when the
-    block succeeds it takes the place of `path` (an earlier LMDB store there is replaced, anything
-    else is refused before writing). A failure to write (an OSError, an lmdb.Error: a full disk)
-    removes the temporary folder and is a UserError naming `path`."""
-    import lmdb
-
-    if path.is_file() or (path.is_dir() and set(os.listdir(path)) - {"data.mdb", "lock.mdb"}):
-        raise UserError(f"{path}: exists and is not an LMDB feature store; not replaced (choose another output)")
-    temporary = path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
-    created = []
-    try:
-        created = make_parents(path)
-        temporary.mkdir()
-        yield temporary
-        if path.is_dir() and os.listdir(path):
-            previous = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.rename(path, previous)
-            os.rename(temporary, path)
-            shutil.rmtree(previous)
-        else:
-            os.rename(temporary, path)
-    except BaseException as error:
-        shutil.rmtree(temporary, ignore_errors=True)
-        remove_folders(created)
-        if isinstance(error, (OSError, lmdb.Error)):
-            reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-            raise UserError(f"{path}: cannot write the LMDB feature store ({reason}); the previous store, if any, "
-                            "is kept") from None
-        raise
-
-
 def write_lmdb_feature_store(path: str | os.PathLike, records: Iterable[dict], feature_size: int | None = None) -> int:
     """Write `records` as an LMDB store in the released layout (module docstring); returns the count.
 
@@ -443,8 +410,10 @@ def write_lmdb_feature_store(path: str | os.PathLike, records: Iterable[dict], f
     import lmdb
 
     path = Path(path)
+    if path.is_file() or (path.is_dir() and set(os.listdir(path)) - LMDB_FILES):
+        raise UserError(f"{path}: exists and is not an LMDB feature store; not replaced (choose another output)")
     keys = []
-    with _atomic_folder(path) as temporary:
+    with atomic_folder(path, "the LMDB feature store", LMDB_FILES) as temporary:
         environment = lmdb.open(str(temporary), map_size=1 << 40, subdir=True)
         try:
             with environment.begin(write=True) as transaction:
@@ -457,6 +426,9 @@ def write_lmdb_feature_store(path: str | os.PathLike, records: Iterable[dict], f
                     feature_size = record["features"].shape[1]
                 transaction.put(_LMDB_KEYS_RECORD, pickle.dumps(keys, protocol=3))
                 transaction.put(_LMDB_FEATURE_SIZE_RECORD, pickle.dumps(feature_size, protocol=3))
+        except lmdb.Error as error:
+            raise UserError(f"{path}: cannot write the LMDB feature store ({error}); the previous store, if any, "
+                            "is kept") from None
         finally:
             environment.close()
     return len(keys)

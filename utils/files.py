@@ -6,7 +6,8 @@ SIGKILL sees the previous file or the complete new one, never a part of it. `wri
 several files as one set the same way: every file is complete on disk before the first rename, so
 a failure while writing (a full disk, a signal) replaces none of them. `atomic_write`,
 `write_json`, `write_json_files` and `write_text` build on it; writers that need a path (HDF5)
-use `atomic_output`. On a failure (disk full, no permission) the temporary files are removed and a
+use `atomic_output`; a set of files that a command writes as one folder (an LMDB store, the toy
+data) is written through `atomic_folder`. On a failure (disk full, no permission) the temporary files are removed and a
 UserError names the path. Folders an output needs are created when it is written (and removed
 again when the write fails).
 
@@ -17,6 +18,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, Mapping, Union
@@ -110,6 +112,42 @@ def atomic_output(path: PathLike, what: str = "") -> Iterator[Path]:
             temporary.unlink()
         remove_folders(created)
         raise _failed(error, path, what, "the previous file, if any, is kept") from None
+
+
+@contextlib.contextmanager
+def atomic_folder(path: PathLike, what: str, extra: frozenset = frozenset()) -> Iterator[Path]:
+    """Yield a temporary folder next to `path` to write a set of files into; when the block
+    succeeds it takes the place of `path` (renames: the previous set, or the new one, never a mix).
+
+    An existing `path` is replaced only when everything in it is a name of the new set or of
+    `extra` (what an earlier run may have written besides); else a UserError, and the previous
+    folder stays as it was. A failure (a full disk, a signal, an error of the writer) removes the
+    temporary folder and the parent folders it created; an OSError (or an error of a library with
+    an OSError behind it) is a UserError naming `path` and `what`.
+    """
+    path = Path(path)
+    temporary = _temporary(path)
+    created = []
+    try:
+        created = make_parents(path)
+        temporary.mkdir()
+        yield temporary
+        previous_names = set(os.listdir(path)) if path.is_dir() else set()
+        if unknown := previous_names - set(os.listdir(temporary)) - extra:
+            raise UserError(f"{path}: holds {', '.join(sorted(unknown))}, not {what}; not replaced (choose a new "
+                            "or empty folder)")
+        if previous_names:
+            previous = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.rename(path, previous)
+            os.rename(temporary, path)
+            shutil.rmtree(previous)
+        else:
+            os.replace(temporary, path)
+        _fsync(path.parent)
+    except BaseException as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        remove_folders(created)
+        raise _failed(error, path, what, "the previous one, if any, is kept") from None
 
 
 def write_files(writers: Mapping[PathLike, Writer], what: str = "") -> None:
