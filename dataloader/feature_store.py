@@ -161,8 +161,10 @@ def _parse_lmdb_record(record, source: str, feature_size: int) -> dict:
 
 # One py-lmdb environment per store path and process: py-lmdb refuses a second open of the same
 # environment in one process, and an environment must not be used across fork(), so a forked
-# child (a DataLoader worker) closes the ones it inherited and reopens on first use.
-_open_lmdb_environments: dict[str, object] = {}
+# child (a DataLoader worker) closes the ones it inherited and reopens on first use. They are
+# keyed by the data file's device and inode, as py-lmdb knows them: a store renamed after it was
+# opened (written into a temporary folder, then moved into place) is the same environment.
+_open_lmdb_environments: dict[tuple[int, int], object] = {}
 
 
 def _close_inherited_lmdb_environments() -> None:
@@ -177,7 +179,9 @@ os.register_at_fork(after_in_child=_close_inherited_lmdb_environments)
 def _lmdb_environment(path: Path):
     import lmdb
 
-    key = str(path.resolve())
+    data_file = path / "data.mdb" if path.is_dir() else path
+    status = data_file.stat()
+    key = (status.st_dev, status.st_ino)
     if key not in _open_lmdb_environments:
         try:
             _open_lmdb_environments[key] = lmdb.open(
@@ -187,7 +191,6 @@ def _lmdb_environment(path: Path):
             raise UserError(f"{path}: not a readable LMDB feature store ({error})") from None
         environment = _open_lmdb_environments[key]
         # A truncated data.mdb would crash the process (SIGBUS) on the first read past its end.
-        data_file = path / "data.mdb" if path.is_dir() else path
         needed_bytes = (environment.info()["last_pgno"] + 1) * environment.stat()["psize"]
         if data_file.stat().st_size < needed_bytes:
             del _open_lmdb_environments[key]
@@ -250,10 +253,15 @@ class LmdbFeatureStore(FeatureStoreReader):
     """Reader of the released LMDB layout (module docstring). `path`: the folder or the .mdb file."""
 
     def __init__(self, path: str | os.PathLike):
+        import lmdb
+
         self.path = Path(path)
-        with _lmdb_environment(self.path).begin(write=False) as transaction:
-            keys_blob = transaction.get(_LMDB_KEYS_RECORD)
-            feature_size_blob = transaction.get(_LMDB_FEATURE_SIZE_RECORD)
+        try:
+            with _lmdb_environment(self.path).begin(write=False) as transaction:
+                keys_blob = transaction.get(_LMDB_KEYS_RECORD)
+                feature_size_blob = transaction.get(_LMDB_FEATURE_SIZE_RECORD)
+        except lmdb.Error as error:
+            raise UserError(f"{self.path}: LMDB read failed ({error})") from None
         if keys_blob is None:
             raise UserError(f"{self.path}: LMDB feature store has no b'keys' record")
         keys = restricted_loads(keys_blob, f"{self.path} (b'keys')")
