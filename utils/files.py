@@ -147,6 +147,8 @@ def atomic_folder(path: PathLike, what: str, extra: frozenset = frozenset()) -> 
     except BaseException as error:
         shutil.rmtree(temporary, ignore_errors=True)
         remove_folders(created)
+        if isinstance(error, UserError):  # a writer names its file in the temporary folder: name it in place
+            raise UserError(str(error).replace(str(temporary), str(path))) from None
         raise _failed(error, path, what, "the previous one, if any, is kept") from None
 
 
