@@ -17,7 +17,7 @@ leave no partial file).
 import argparse
 from pathlib import Path
 
-from dataloader.feature_formats import convert_features, output_kind
+from dataloader.feature_formats import LMDB_SUFFIX, convert_features
 from utils.errors import ArgumentParser, note_on_stderr, run_cli
 from utils.outputs import Output, check_outputs
 
@@ -35,7 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    is_lmdb = output_kind(args.output) == "lmdb"  # a folder
+    is_lmdb = Path(args.output).suffix.lower() == LMDB_SUFFIX  # a folder (the name is checked after the paths)
     check_outputs([Output("-output", Path(args.output), is_folder=is_lmdb, what="the feature store")],
                   {"-input" if len(args.input) == 1 else f"-input {path}": path for path in args.input})
     count, width = convert_features(args.input, args.output, note=note_on_stderr,
