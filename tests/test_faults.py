@@ -1,5 +1,6 @@
 """Faults: signals, kills during saves, unwritable or full disks (training, converters, the toy generator),
 what libraries raise (the last net of run_cli), a closed output pipe, nan, bad records."""
+import contextlib
 import errno
 import os
 import random
@@ -232,17 +233,26 @@ def listing(folder: Path) -> dict:
             for path in sorted(folder.rglob("*"))}
 
 
-@pytest.fixture
-def full_disk(tmp_path):
-    """A 1.5 MiB tmpfs at tmp_path / "disk": a write beyond that fails with ENOSPC."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(disk)],
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str):
+    """A tmpfs of `size` (mount's notation: 1536k, 12m) mounted at `folder`: a write beyond it fails
+    with ENOSPC."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs to fill ({mounted.stderr.strip()}): needs root")
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 1.5 MiB disk at tmp_path / "disk"."""
+    with small_disk(tmp_path / "disk", "1536k") as disk:
+        yield disk
 
 
 def run_command(repo_root, env, *argv: str) -> subprocess.CompletedProcess:
@@ -283,6 +293,21 @@ def test_full_disk_on_a_checkpoint_keeps_the_previous_one(full_disk):
         save_checkpoint(path, {"iter_id": 2, "weights": torch.zeros(1 << 20)})
     assert str(path) in str(error.value) and read_checkpoint(path) == {"iter_id": 1}
     assert [item.name for item in full_disk.iterdir()] == [path.name]
+
+
+def test_a_disk_that_fills_during_training_stops_it_with_one_line(golden_dir, tmp_path, capsys):
+    """12 MiB: the early space check passes (one checkpoint, 9.3 MiB, fits), the second checkpoint
+    does not; the first stays, and -continue can resume from it once there is space."""
+    with small_disk(tmp_path / "disk", "12m") as disk:
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(lambda: train.main(fixture_flags(golden_dir, disk, "run", "-max_iterations", "6",
+                                                     "-val_every", "-1")))
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exit_info.value.code == 2
+        assert error == (f"error: {disk / 'run' / 'visdial_dialog_encoder_6.ckpt'}: cannot write (No space left "
+                         "on device); the previous file, if any, is kept")
+        assert read_checkpoint(disk / "run" / "visdial_dialog_encoder_3.ckpt")["iter_id"] == 3
+        assert [path.name for path in (disk / "run").iterdir() if TEMPORARY_MARK in path.name] == []
 
 
 def test_torch_save_failing_on_a_full_disk_is_one_line(tmp_path):
