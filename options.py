@@ -24,6 +24,7 @@ from dataloader.visdial_json import NUM_ANSWER_OPTIONS
 from models import MODEL_TYPES
 from models.losses import DENSE_LOSSES
 from utils.errors import ArgumentParser, UserError
+from utils.files import resolved
 from utils.input_files import SMALL_FILE_BYTES, read_text
 from utils.precision import PRECISIONS
 
@@ -368,6 +369,11 @@ class EnsembleOptions(FlagOptions):
         problems = super().problems()
         if not self.scores:
             problems.append("-scores: give at least one score file (evaluate.py -save_scores)")
+        files = [resolved(path, "-scores") for path in self.scores]  # one file under two names is given twice
+        for file in dict.fromkeys(files):
+            if (count := files.count(file)) > 1:
+                problems.append(f"-scores: {self.scores[files.index(file)]} is given {count} times (weigh a model "
+                                "with -weights)")
         if self.weights and len(self.weights) != len(self.scores):
             problems.append(f"-weights: {len(self.weights)} weights for {len(self.scores)} score files")
         if any(not (math.isfinite(weight) and weight >= 0) for weight in self.weights) or (
