@@ -35,6 +35,10 @@ Outputs, in the layout the real data uses (all written under ``-out``):
     vocab.txt                                        WordPiece vocabulary covering every word
     model_config.json                                a tiny model in the reference config schema
 
+They are written as one set: into a temporary folder renamed to ``-out`` at the end, replacing the
+previous set there (a failure halfway leaves it as it was; a folder holding other files is refused).
+Every flag is checked before anything is written.
+
 A dialog's first round asks about the caption (so it is answerable for every -visdial_tot_rounds);
 the other nine hold two one-hop, two binding, one counting, two existence and two history
 questions in random order, a history round never following another. `-question_types` keeps only

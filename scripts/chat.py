@@ -130,8 +130,15 @@ class Chat:
         self.lines_read = 0
 
     def read(self, prompt: str) -> Optional[str]:
-        """The next input line (None at the end of the input), counted for error messages."""
-        line = self.read_line(prompt)
+        """The next input line (None at the end of the input), counted for error messages; a line
+        that is not UTF-8 text (undecodable bytes, or the lone surrogates that a lenient decoding
+        makes of them) is a UserError naming it."""
+        try:
+            line = self.read_line(prompt)
+            if line is not None:
+                line.encode("utf-8")
+        except (UnicodeDecodeError, UnicodeEncodeError):
+            raise UserError(f"standard input line {self.lines_read + 1}: not UTF-8 text") from None
         self.lines_read += line is not None
         return line
 
@@ -193,8 +200,8 @@ class Chat:
 
 def line_reader(interactive: bool, stdin: TextIO) -> Callable[[str], Optional[str]]:
     """A function prompt -> the next input line (None at the end): input() with its prompt on a
-    terminal, plain lines of `stdin` otherwise. A line that is not UTF-8 text is a UserError
-    naming it (undecodable bytes, or the lone surrogates that a lenient decoding makes of them)."""
+    terminal, plain lines of `stdin` otherwise (read as bytes when it has them, each line decoded
+    as UTF-8: a UnicodeDecodeError names its line, see `Chat.read`)."""
     def from_terminal(prompt: str) -> Optional[str]:
         try:
             return input(prompt)
@@ -208,20 +215,7 @@ def line_reader(interactive: bool, stdin: TextIO) -> Callable[[str], Optional[st
         line = line.decode("utf-8") if isinstance(line, bytes) else line
         return line.rstrip("\n") if line else None
 
-    read, lines_read = (from_terminal if interactive else from_stream), 0
-
-    def checked(prompt: str) -> Optional[str]:
-        nonlocal lines_read
-        lines_read += 1
-        try:
-            line = read(prompt)
-            if line is not None:
-                line.encode("utf-8")
-        except (UnicodeDecodeError, UnicodeEncodeError):
-            raise UserError(f"standard input line {lines_read}: not UTF-8 text") from None
-        return line
-
-    return checked
+    return from_terminal if interactive else from_stream
 
 
 def pick_image(options: ChatOptions, ranker: DialogRanker, captions: dict[int, str]) -> int:

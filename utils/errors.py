@@ -58,9 +58,11 @@ def library_problem(error: BaseException) -> str:
 
 
 def _quiet_stdout() -> None:
-    """Point standard output at /dev/null, so that flushing it at exit raises nothing."""
+    """Point standard output at /dev/null, so that flushing it at exit raises nothing (nothing to do
+    when it is no file, as under a test's capture)."""
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
 
 
