@@ -6,12 +6,16 @@
 
 A list of objects with image_id an integer >= 0, round_id in 1..10 and ranks a permutation of 1..100;
 test: one entry per dialog (its last round), val: one per dialog and round; no duplicates; with
--dialogs, exactly the dialogs and rounds of that file (processed or raw). Each problem is one
-`error:` line naming the entry (exit code 2); a valid file gets a one-line summary (exit code 0).
+-dialogs (by default the split's processed file of the data layout, data/visdial/, when it is
+there), exactly the dialogs and rounds of that file (processed or raw): an unknown image id is
+flagged then, and the summary says when it could not be. Each problem is one `error:` line naming
+the entry (exit code 2); a valid file gets a one-line summary (exit code 0).
 """
 import argparse
+from pathlib import Path
 
 from dataloader.visdial_json import load_visdial_json
+from options import SharedOptions
 from utils.errors import ArgumentParser, UserError, run_cli
 from utils.evaluation.evalai import expected_entries, submission_problems
 from utils.input_files import read_json
@@ -26,8 +30,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="test: EvalAI's test-std phase; val: its val phase")
     parser.add_argument("-dialogs", "--dialogs", default="",
                         help="the split's dialogs (processed or raw VisDial json): check the entries' image ids "
-                             "and rounds against them")
-    return parser.parse_args(argv)
+                             "and rounds against them (default: the split's processed file of the data layout, "
+                             "data/visdial/visdial_1.0_<split>_processed.json, when it is there)")
+    args = parser.parse_args(argv)
+    default = SharedOptions.visdial_processed_test if args.split == "test" else SharedOptions.visdial_processed_val
+    if not args.dialogs and Path(default).is_file():
+        args.dialogs = default
+    return args
 
 
 def main(argv=None) -> None:

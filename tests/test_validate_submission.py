@@ -8,6 +8,12 @@ from scripts import validate_submission
 from utils.errors import run_cli
 
 
+@pytest.fixture(autouse=True)
+def outside_the_data_layout(tmp_path, monkeypatch):
+    """Run in an empty folder: no data/visdial/ there to be the default -dialogs."""
+    monkeypatch.chdir(tmp_path)
+
+
 def run(argv, capsys):
     """(exit code, stdout lines, stderr lines) of the validator as its command line runs it."""
     code = 0
@@ -110,3 +116,20 @@ def test_unreadable_files_are_one_line(golden_dir, tmp_path, capsys):
     code, _, err = run([golden_dir / "test_predictions.json", "-split", "test", "-dialogs", tmp_path / "absent.json"],
                        capsys)
     assert code == 2 and len(err) == 1 and str(tmp_path / "absent.json") in err[0]
+
+
+def test_the_data_layouts_dialogs_are_the_default(golden_dir, tmp_path, capsys):
+    """Without -dialogs, data/visdial/visdial_1.0_<split>_processed.json (when it is there) is what
+    an unknown image id is found against; without that file the summary says nothing was."""
+    entries = json.loads((golden_dir / "test_predictions.json").read_text())
+    unknown = write(tmp_path, bad(entries, 1, image_id=999), "unknown.json")
+    code, out, err = run([unknown, "-split", "test"], capsys)
+    assert code == 0 and "not checked against the split's dialogs" in out[0]
+    layout = tmp_path / "data" / "visdial" / "visdial_1.0_test_processed.json"
+    layout.parent.mkdir(parents=True)
+    layout.write_bytes((golden_dir / "visdial_processed" / "test_processed.json").read_bytes())
+    code, out, err = run([unknown, "-split", "test"], capsys)
+    assert code == 2 and err[0] == (f"error: {unknown}: entry 1 (image 999, round 10): no dialog of image 999 in "
+                                    "the test dialogs")
+    code, out, err = run([golden_dir / "test_predictions.json", "-split", "test"], capsys)
+    assert code == 0 and out[0].endswith("every dialog of data/visdial/visdial_1.0_test_processed.json")
