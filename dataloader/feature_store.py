@@ -35,6 +35,7 @@ import binascii
 import io
 import os
 import pickle
+import shutil
 from pathlib import Path
 from typing import Iterable, Iterator, TypedDict
 
@@ -435,9 +436,10 @@ def write_lmdb_feature_store(path: str | os.PathLike, records: Iterable[dict], f
                     feature_size = record["features"].shape[1]
                 transaction.put(_LMDB_KEYS_RECORD, pickle.dumps(keys, protocol=3))
                 transaction.put(_LMDB_FEATURE_SIZE_RECORD, pickle.dumps(feature_size, protocol=3))
-        except lmdb.Error as error:
-            raise UserError(f"{path}: cannot write the LMDB feature store ({error}); the previous store, if any, "
-                            "is kept") from None
+        except lmdb.Error as error:  # a full disk is an I/O error to LMDB: the free space tells
+            free = shutil.disk_usage(temporary).free / 2**20
+            raise UserError(f"{path}: cannot write the LMDB feature store ({error}; {free:.1f} MiB free on its "
+                            "disk); the previous store, if any, is kept") from None
         finally:
             environment.close()
     return len(keys)
