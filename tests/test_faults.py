@@ -23,6 +23,7 @@ from tests.train_helpers import assert_bit_identical, final_weights, fixture_fla
 from utils.errors import UserError, run_cli
 from utils.files import TEMPORARY_MARK, atomic_write
 from utils.training import trainer
+from utils.training.loggers import MetricsFile
 from utils.training.run_folder import RunFolder, save_checkpoint
 
 
@@ -411,3 +412,19 @@ def test_a_closed_output_pipe_ends_quietly(repo_root, single_thread_env):
                             env={**single_thread_env, "SCRIPT": CLOSED_PIPE})
     assert result.stdout == "line 0: " + "x" * 60 + "\n"
     assert result.stderr == "exit 141\n", result.stderr
+
+
+def test_a_full_disk_cuts_no_metrics_line_in_half(full_disk):
+    """The training log keeps whole lines: a line that does not fit is cut off again, one line names the file."""
+    metrics = MetricsFile(full_disk / "metrics.jsonl")
+    metrics.write({"event": "train", "iteration": 0})
+    filler = full_disk / "filler"
+    with open(filler, "wb", buffering=0) as file, contextlib.suppress(OSError):
+        while True:
+            file.write(b"x" * 4096)
+    os.truncate(filler, filler.stat().st_size - 16384)   # 16 KiB free: part of the next line fits
+    with pytest.raises(UserError, match="cannot append to the metrics log .No space left on device.") as error:
+        metrics.write({"event": "val", "note": "x" * 100_000})
+    assert str(full_disk / "metrics.jsonl") in str(error.value)
+    metrics.close()
+    assert (full_disk / "metrics.jsonl").read_text() == '{"event": "train", "iteration": 0}\n'
