@@ -25,7 +25,7 @@ from pathlib import Path
 from models.losses import DENSE_LOSSES
 from options import COMBINATIONS
 from utils.errors import ArgumentParser, UserError, run_cli
-from utils.files import resolved
+from utils.files import resolved, write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METRICS = (("NDCG", "ndcg"), ("MRR", "mrr"), ("R@1", "r@1"), ("R@5", "r@5"), ("R@10", "r@10"), ("Mean", "mean"))
@@ -133,8 +133,8 @@ def main() -> None:
                                       for _, key in METRICS))
     print("seconds (wall, on a shared machine: noisy): "
           + ", ".join(f"{name} {value:.0f}" for name, value in seconds.items()))
-    (out / "benchmark_toolkit.json").write_text(json.dumps({"arguments": vars(args), "metrics": results,
-                                                            "seconds": seconds}, indent=1))
+    write_text(out / "benchmark_toolkit.json", json.dumps({"arguments": vars(args), "metrics": results,
+                                                           "seconds": seconds}, indent=1))
 
 
 if __name__ == "__main__":
