@@ -23,7 +23,8 @@ import yaml
 from dataloader.visdial_json import NUM_ANSWER_OPTIONS
 from models import MODEL_TYPES
 from models.losses import DENSE_LOSSES
-from utils.errors import UserError
+from utils.errors import ArgumentParser, UserError
+from utils.files import resolved
 from utils.input_files import SMALL_FILE_BYTES, read_text
 from utils.precision import PRECISIONS
 
@@ -305,17 +306,20 @@ class EvalOptions(SharedOptions):
                             "evaluation")
 
     @property
-    def compared_metrics(self) -> dict[str, str]:
-        """-compare_metrics as label -> metrics file (an entry without both is kept under its text,
-        for `problems` to name)."""
-        compared = {}
+    def compared_entries(self) -> list[tuple[str, str]]:
+        """-compare_metrics as (label, metrics file) pairs in the order given (an entry without
+        both is kept as (its text, ''), for `problems` to name)."""
+        entries = []
         for entry in filter(None, self.compare_metrics.split(",")):
             label, _, path = entry.partition("=")
-            if label and path:
-                compared[label] = path
-            else:
-                compared[entry] = ""
-        return compared
+            entries.append((label, path) if label and path else (entry, ""))
+        return entries
+
+    @property
+    def compared_metrics(self) -> dict[str, str]:
+        """-compare_metrics as label -> metrics file (`compared_entries`; `problems` refuses a label
+        given twice)."""
+        return dict(self.compared_entries)
 
     def input_paths(self) -> dict[str, str]:
         paths = super().input_paths()
@@ -334,6 +338,9 @@ class EvalOptions(SharedOptions):
             problems.append(f"-images: the {self.model_type} model reads no image, so there is nothing to shade")
         problems += [f"-compare_metrics: {label!r} is not LABEL=FILE"
                      for label, path in self.compared_metrics.items() if not path]
+        labels = [label for label, _ in self.compared_entries]
+        problems += [f"-compare_metrics: the label {label!r} is given {labels.count(label)} times; give each file "
+                     "its own" for label in dict.fromkeys(labels) if labels.count(label) > 1]
         if self.val_evalai and self.num_options != NUM_ANSWER_OPTIONS:
             problems.append(f"-val_evalai needs all {NUM_ANSWER_OPTIONS} options (-num_options {NUM_ANSWER_OPTIONS})")
         return problems
@@ -370,6 +377,11 @@ class EnsembleOptions(FlagOptions):
         problems = super().problems()
         if not self.scores:
             problems.append("-scores: give at least one score file (evaluate.py -save_scores)")
+        files = [resolved(path, "-scores") for path in self.scores]  # one file under two names is given twice
+        for file in dict.fromkeys(files):
+            if (count := files.count(file)) > 1:
+                problems.append(f"-scores: {self.scores[files.index(file)]} is given {count} times (weigh a model "
+                                "with -weights)")
         if self.weights and len(self.weights) != len(self.scores):
             problems.append(f"-weights: {len(self.weights)} weights for {len(self.scores)} score files")
         if any(not (math.isfinite(weight) and weight >= 0) for weight in self.weights) or (
@@ -386,7 +398,7 @@ OptionsT = TypeVar("OptionsT", bound=FlagOptions)
 def build_parser(options_type: type[FlagOptions]) -> argparse.ArgumentParser:
     """The argparse parser of an options dataclass: one `-name` / `--name` flag per field, in
     argument groups by the fields' `group`."""
-    parser = argparse.ArgumentParser(description=options_type.DESCRIPTION)
+    parser = ArgumentParser(description=options_type.DESCRIPTION)
     groups = {}
     for field in dataclasses.fields(options_type):
         group = field.metadata["group"]
@@ -458,7 +470,7 @@ def _apply_preset(parser: argparse.ArgumentParser, options_type: type[FlagOption
 def parse_options(argv: Optional[Sequence[str]], options_type: type[OptionsT]) -> OptionsT:
     """Parse argv (after the `-config` preset, if any) into `options_type`."""
     parser = build_parser(options_type)
-    preliminary = argparse.ArgumentParser(add_help=False)
+    preliminary = ArgumentParser(add_help=False)
     preliminary.add_argument("-config", "--config", default="")
     known, _ = preliminary.parse_known_args(argv)
     if known.config and "config" in {field.name for field in dataclasses.fields(options_type)}:

@@ -131,13 +131,25 @@ def tsv_records(path: Path, note: Note) -> Iterator[dict]:
 
 # ---------------------------------------------------------------- VisDial challenge starter HDF5
 
+def _hdf5_dataset(handle, name: str, path: Path):
+    """The dataset `name` of an open HDF5 file; UserError naming `path` when it is a group (or a
+    link to nothing) instead."""
+    import h5py
+
+    item = handle.get(name)
+    if not isinstance(item, h5py.Dataset):
+        raise UserError(f"{path}: '{name}' is {'a group' if isinstance(item, h5py.Group) else 'not readable'}, "
+                        "expected a dataset")
+    return item
+
+
 def starter_hdf5_records(path: Path, note: Note) -> Iterator[dict]:
     """The images of a challenge-starter HDF5 file (module docstring), row by row."""
     import h5py
 
     with h5py.File(path, "r") as handle:
-        ids = handle["image_id" if "image_id" in handle else "image_ids"]
-        features = handle["features"]
+        ids = _hdf5_dataset(handle, "image_id" if "image_id" in handle else "image_ids", path)
+        features = _hdf5_dataset(handle, "features", path)
         if ids.ndim != 1 or features.ndim != 3 or features.shape[0] != ids.shape[0] or 0 in features.shape[1:]:
             raise UserError(f"{path}: 'features' has shape {list(features.shape)} and '{ids.name[1:]}' "
                             f"{list(ids.shape)}, expected [N, B, F] and [N]")
@@ -146,9 +158,9 @@ def starter_hdf5_records(path: Path, note: Note) -> Iterator[dict]:
         for name, shape in (("boxes", (count, rows, 4)), ("cls_prob", (count, rows, NUM_CLASSES)),
                             ("num_boxes", (count,)), ("image_w", (count,)), ("image_h", (count,))):
             if name in handle:
-                if handle[name].shape != shape:
-                    raise UserError(f"{path}: '{name}' has shape {list(handle[name].shape)}, expected {list(shape)}")
-                optional[name] = handle[name]
+                optional[name] = _hdf5_dataset(handle, name, path)
+                if optional[name].shape != shape:
+                    raise UserError(f"{path}: '{name}' has shape {list(optional[name].shape)}, expected {list(shape)}")
         sizes = "image_w" in optional and "image_h" in optional
         if "boxes" in optional and not sizes:
             raise UserError(f"{path}: has 'boxes' but no 'image_w' and 'image_h' datasets [N] (pixels) to "

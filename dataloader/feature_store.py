@@ -33,7 +33,6 @@ import abc
 import base64
 import binascii
 import codecs
-import contextlib
 import io
 import os
 import pickle
@@ -47,7 +46,7 @@ from tqdm import tqdm
 from dataloader.feature_record import (FEATURE_SIZE, NUM_CLASSES, RECORD_FIELDS, check_image_id, check_integer,
                                        check_record)
 from utils.errors import UserError
-from utils.files import TEMPORARY_MARK, atomic_output
+from utils.files import atomic_folder, atomic_output
 from utils.input_files import input_file
 
 HDF5_FORMAT_NAME = "visdial-bert image features"
@@ -56,6 +55,8 @@ HDF5_CHUNK_BOXES = 12
 """Boxes per HDF5 chunk: 36 boxes (the released features) fill 3 chunks, 10-100 boxes waste < 12 rows."""
 _LMDB_KEYS_RECORD = b"keys"
 _LMDB_FEATURE_SIZE_RECORD = b"feature_size"
+LMDB_FILES = frozenset({"data.mdb", "lock.mdb"})
+"""What an LMDB store's folder holds."""
 
 
 class ImageRecord(TypedDict):
@@ -177,8 +178,10 @@ def _parse_lmdb_record(record, source: str, feature_size: int) -> dict:
 
 # One py-lmdb environment per store path and process: py-lmdb refuses a second open of the same
 # environment in one process, and an environment must not be used across fork(), so a forked
-# child (a DataLoader worker) closes the ones it inherited and reopens on first use.
-_open_lmdb_environments: dict[str, object] = {}
+# child (a DataLoader worker) closes the ones it inherited and reopens on first use. They are
+# keyed by the data file's device and inode, as py-lmdb knows them: a store renamed after it was
+# opened (written into a temporary folder, then moved into place) is the same environment.
+_open_lmdb_environments: dict[tuple[int, int], object] = {}
 
 
 def _close_inherited_lmdb_environments() -> None:
@@ -193,7 +196,9 @@ os.register_at_fork(after_in_child=_close_inherited_lmdb_environments)
 def _lmdb_environment(path: Path):
     import lmdb
 
-    key = str(path.resolve())
+    data_file = path / "data.mdb" if path.is_dir() else path
+    status = data_file.stat()
+    key = (status.st_dev, status.st_ino)
     if key not in _open_lmdb_environments:
         try:
             _open_lmdb_environments[key] = lmdb.open(
@@ -203,7 +208,6 @@ def _lmdb_environment(path: Path):
             raise UserError(f"{path}: not a readable LMDB feature store ({error})") from None
         environment = _open_lmdb_environments[key]
         # A truncated data.mdb would crash the process (SIGBUS) on the first read past its end.
-        data_file = path / "data.mdb" if path.is_dir() else path
         needed_bytes = (environment.info()["last_pgno"] + 1) * environment.stat()["psize"]
         if data_file.stat().st_size < needed_bytes:
             del _open_lmdb_environments[key]
@@ -265,10 +269,15 @@ class LmdbFeatureStore(FeatureStoreReader):
     """Reader of the released LMDB layout (module docstring). `path`: the folder or the .mdb file."""
 
     def __init__(self, path: str | os.PathLike):
+        import lmdb
+
         self.path = Path(path)
-        with _lmdb_environment(self.path).begin(write=False) as transaction:
-            keys_blob = transaction.get(_LMDB_KEYS_RECORD)
-            feature_size_blob = transaction.get(_LMDB_FEATURE_SIZE_RECORD)
+        try:
+            with _lmdb_environment(self.path).begin(write=False) as transaction:
+                keys_blob = transaction.get(_LMDB_KEYS_RECORD)
+                feature_size_blob = transaction.get(_LMDB_FEATURE_SIZE_RECORD)
+        except lmdb.Error as error:
+            raise UserError(f"{self.path}: LMDB read failed ({error})") from None
         if keys_blob is None:
             raise UserError(f"{self.path}: LMDB feature store has no b'keys' record")
         keys = restricted_loads(keys_blob, f"{self.path} (b'keys')")
@@ -379,8 +388,9 @@ class Hdf5FeatureStore(FeatureStoreReader):
 def open_feature_store(path: str | os.PathLike) -> LmdbFeatureStore | Hdf5FeatureStore:
     """Open an image feature store, LMDB (folder with data.mdb, or the .mdb file) or HDF5, by its content."""
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: image feature store not found")
+    if not path.exists():  # also False for a link to nothing or a loop of links
+        dangling = " (a symbolic link to nothing, or a loop of links)" if path.is_symlink() else ""
+        raise UserError(f"{path}: image feature store not found{dangling}")
     if path.is_dir():
         if not (path / "data.mdb").exists():
             raise UserError(f"{path}: folder has no data.mdb, not an LMDB feature store")
@@ -413,30 +423,6 @@ def _checked_records(records: Iterable[dict], destination: Path, feature_size: i
         raise UserError(f"{destination}: no images to write")
 
 
-@contextlib.contextmanager
-def _atomic_folder(path: Path) -> Iterator[Path]:
-    """Yield a temporary folder next to `path`; when the block succeeds it takes the place of
-    `path` (an earlier LMDB store there is replaced, anything else is refused before writing)."""
-    if path.is_file() or (path.is_dir() and set(os.listdir(path)) - {"data.mdb", "lock.mdb"}):
-        raise UserError(f"{path}: exists and is not an LMDB feature store; not replaced (choose another output)")
-    temporary = path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
-    try:
-        temporary.mkdir()
-        yield temporary
-        if path.is_dir() and os.listdir(path):
-            previous = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.rename(path, previous)
-            os.rename(temporary, path)
-            shutil.rmtree(previous)
-        else:
-            os.rename(temporary, path)
-    except BaseException as error:
-        shutil.rmtree(temporary, ignore_errors=True)
-        if isinstance(error, OSError):
-            raise UserError(f"{path}: cannot write the LMDB feature store ({error.strerror or error})") from None
-        raise
-
-
 def write_lmdb_feature_store(path: str | os.PathLike, records: Iterable[dict], feature_size: int | None = None) -> int:
     """Write `records` as an LMDB store in the released layout (module docstring); returns the count.
 
@@ -449,8 +435,10 @@ def write_lmdb_feature_store(path: str | os.PathLike, records: Iterable[dict], f
     import lmdb
 
     path = Path(path)
+    if path.is_file() or (path.is_dir() and set(os.listdir(path)) - LMDB_FILES):
+        raise UserError(f"{path}: exists and is not an LMDB feature store; not replaced (choose another output)")
     keys = []
-    with _atomic_folder(path) as temporary:
+    with atomic_folder(path, "the LMDB feature store", LMDB_FILES) as temporary:
         environment = lmdb.open(str(temporary), map_size=1 << 40, subdir=True)
         try:
             with environment.begin(write=True) as transaction:
@@ -463,6 +451,10 @@ def write_lmdb_feature_store(path: str | os.PathLike, records: Iterable[dict], f
                     feature_size = record["features"].shape[1]
                 transaction.put(_LMDB_KEYS_RECORD, pickle.dumps(keys, protocol=3))
                 transaction.put(_LMDB_FEATURE_SIZE_RECORD, pickle.dumps(feature_size, protocol=3))
+        except lmdb.Error as error:  # a full disk is an I/O error to LMDB: the free space tells
+            free = shutil.disk_usage(temporary).free / 2**20
+            raise UserError(f"{path}: cannot write the LMDB feature store ({error}; {free:.1f} MiB free on its "
+                            "disk); the previous store, if any, is kept") from None
         finally:
             environment.close()
     return len(keys)
@@ -484,34 +476,65 @@ def write_hdf5_feature_store(path: str | os.PathLike, records: Iterable[dict], f
     import h5py
 
     path = Path(path)
+    with atomic_output(path, "the HDF5 feature store") as temporary, _Hdf5Sink(temporary, "w+") as sink:
+        with h5py.File(sink, "w") as handle:
+            count = _write_hdf5_records(handle, _checked_records(records, path, feature_size), sink)
+        if sink.error is not None:
+            raise sink.error
+    return count
+
+
+class _Hdf5Sink(io.FileIO):
+    """The file an HDF5 store is written through. The first failed write (a full disk) is kept in
+    `error` and that write and every later one are dropped, so HDF5 sees none fail: HDF5 crashes
+    the process (a segmentation fault) when it closes, or exits with, a file whose write failed.
+    The writer stops at once and raises `error` after HDF5 has closed the file."""
+
+    error: OSError | None = None
+
+    def write(self, data) -> int:
+        if self.error is None:
+            remaining = memoryview(data).cast("B")
+            try:
+                while remaining:
+                    remaining = remaining[super().write(remaining):]
+            except OSError as error:
+                self.error = error
+        return memoryview(data).nbytes
+
+
+def _write_hdf5_records(handle, records: Iterable[dict], sink: _Hdf5Sink) -> int:
+    """Write checked `records` into the open HDF5 file `handle` (layout: write_hdf5_feature_store)
+    until they end or a write to `sink` fails; returns how many were written."""
     count = 0
-    with atomic_output(path, "the HDF5 feature store") as temporary, h5py.File(temporary, "w") as handle:
-        handle.attrs["format"] = HDF5_FORMAT_NAME
-        handle.attrs["version"] = HDF5_FORMAT_VERSION
-        scalars = {name: handle.create_dataset(name, (0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
-                   for name, dtype in (("image_id", np.int64), ("num_boxes", np.int32), ("image_h", np.int32),
-                                       ("image_w", np.int32))}
-        arrays = {}
-        for record in _checked_records(records, path, feature_size):
-            num_boxes = record["num_boxes"]
-            if not arrays:
-                widths = {"features": record["features"].shape[1], "boxes": 4, "cls_prob": NUM_CLASSES}
-                arrays = {name: handle.create_dataset(name, (0, num_boxes, width), maxshape=(None, None, width),
-                                                      dtype=np.float32, chunks=(1, HDF5_CHUNK_BOXES, width))
-                          for name, width in widths.items()}
-            if count == len(scalars["image_id"]):
-                for dataset in (*scalars.values(), *arrays.values()):
-                    dataset.resize(2 * count + 16, axis=0)
-            if num_boxes > arrays["features"].shape[1]:
-                for dataset in arrays.values():
-                    dataset.resize(num_boxes, axis=1)
-            for name, dataset in scalars.items():
-                dataset[count] = record[name]
-            for name, dataset in arrays.items():
-                dataset[count, :num_boxes] = record[name]
-            count += 1
-        for dataset in (*scalars.values(), *arrays.values()):
-            dataset.resize(count, axis=0)
+    handle.attrs["format"] = HDF5_FORMAT_NAME
+    handle.attrs["version"] = HDF5_FORMAT_VERSION
+    scalars = {name: handle.create_dataset(name, (0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
+               for name, dtype in (("image_id", np.int64), ("num_boxes", np.int32), ("image_h", np.int32),
+                                   ("image_w", np.int32))}
+    arrays = {}
+    for record in records:
+        if sink.error is not None:
+            break
+        num_boxes = record["num_boxes"]
+        if not arrays:
+            widths = {"features": record["features"].shape[1], "boxes": 4, "cls_prob": NUM_CLASSES}
+            arrays = {name: handle.create_dataset(name, (0, num_boxes, width), maxshape=(None, None, width),
+                                                  dtype=np.float32, chunks=(1, HDF5_CHUNK_BOXES, width))
+                      for name, width in widths.items()}
+        if count == len(scalars["image_id"]):
+            for dataset in (*scalars.values(), *arrays.values()):
+                dataset.resize(2 * count + 16, axis=0)
+        if num_boxes > arrays["features"].shape[1]:
+            for dataset in arrays.values():
+                dataset.resize(num_boxes, axis=1)
+        for name, dataset in scalars.items():
+            dataset[count] = record[name]
+        for name, dataset in arrays.items():
+            dataset[count, :num_boxes] = record[name]
+        count += 1
+    for dataset in (*scalars.values(), *arrays.values()):
+        dataset.resize(count, axis=0)
     return count
 
 

@@ -17,13 +17,13 @@ leave no partial file).
 import argparse
 from pathlib import Path
 
-from dataloader.feature_formats import convert_features
-from utils.errors import note_on_stderr, run_cli
+from dataloader.feature_formats import LMDB_SUFFIX, convert_features
+from utils.errors import ArgumentParser, note_on_stderr, run_cli
 from utils.outputs import Output, check_outputs
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Convert image features (LMDB, HDF5, bottom-up-attention TSV, "
+    parser = ArgumentParser(description="Convert image features (LMDB, HDF5, bottom-up-attention TSV, "
                                                  "challenge-starter HDF5, a folder of .npz) into a feature store")
     parser.add_argument("-input", "--input", required=True, nargs="+",
                         help="feature file(s) or folder(s), the format recognised from each")
@@ -35,7 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    check_outputs([Output("-output", Path(args.output), what="the feature store")],
+    is_lmdb = Path(args.output).suffix.lower() == LMDB_SUFFIX  # a folder (the name is checked after the paths)
+    check_outputs([Output("-output", Path(args.output), is_folder=is_lmdb, what="the feature store")],
                   {"-input" if len(args.input) == 1 else f"-input {path}": path for path in args.input})
     count, width = convert_features(args.input, args.output, note=note_on_stderr,
                                     show_progress=not args.quiet)

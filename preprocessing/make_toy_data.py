@@ -40,6 +40,10 @@ Outputs, in the layout the real data uses (all written under ``-out``):
     vocab.txt                                        WordPiece vocabulary covering every word
     model_config.json                                a tiny model in the reference config schema
 
+They are written as one set: into a temporary folder renamed to ``-out`` at the end, replacing the
+previous set there (a failure halfway leaves it as it was; a folder holding other files is refused).
+Every flag is checked before anything is written.
+
 A dialog's first round asks about the caption (so it is answerable for every -visdial_tot_rounds);
 the other nine hold two one-hop, two binding, one counting, two existence and two history
 questions in random order, a history round never following another. `-question_types` keeps only
@@ -65,8 +69,8 @@ from PIL import Image, ImageDraw
 
 from dataloader.feature_store import convert_lmdb_to_hdf5, write_lmdb_feature_store
 from dataloader.question_types import write_question_types
-from utils.errors import UserError, run_cli
-from utils.files import write_json, write_text
+from utils.errors import ArgumentParser, UserError, run_cli
+from utils.files import atomic_folder, write_json, write_text
 from utils.outputs import Output, check_outputs
 
 SHAPES = ("circle", "square", "triangle", "star", "heart", "diamond")
@@ -555,15 +559,28 @@ def model_config(vocab_size: int, hidden_size: int) -> dict:
     }
 
 
+IMAGE_IDS = range(100000, 1000000)
+"""The image ids the generator draws from, one per dialog."""
+MAX_SEED = 2**32 - 1
+"""Seeds are 0..MAX_SEED (NumPy's generators take no negative seed)."""
+EXTRA_OUTPUTS = frozenset({"visdial_img_feat.h5"})
+"""What an earlier run may have written that this one need not (-h5): replaced with the set."""
+
+
 def unique_image_ids(count: int, rng: random.Random) -> List[int]:
-    return rng.sample(range(100000, 1000000), count)
+    return rng.sample(IMAGE_IDS, count)
 
 
-def check_arguments(train_dialogs: int, whole_image_dialogs: int, val_dialogs: int,
+def check_arguments(seed: int, train_dialogs: int, whole_image_dialogs: int, val_dialogs: int,
                     test_dialogs: int, dense_train_fraction: float, boxes_per_image: int, min_objects: int,
-                    max_objects: int, image_signal: float, noise: float, question_types: Sequence[str],
-                    rounds: int) -> None:
+                    max_objects: int, image_signal: float, noise: float, hidden_size: int,
+                    question_types: Sequence[str], rounds: int) -> None:
     """Raise UserError for the first bad argument, before anything is written."""
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"-seed must be in 0..{MAX_SEED}, got {seed}")
+    if hidden_size < 2 or hidden_size % 2:
+        raise UserError(f"-hidden_size must be an even number >= 2 (the toy model has 2 attention heads), "
+                        f"got {hidden_size}")
     if not 2 <= min_objects <= max_objects <= len(SHAPES) - 1:
         raise UserError(f"-min_objects/-max_objects must satisfy 2 <= min <= max <= {len(SHAPES) - 1}")
     if boxes_per_image <= max_objects:
@@ -573,6 +590,9 @@ def check_arguments(train_dialogs: int, whole_image_dialogs: int, val_dialogs: i
         raise UserError("-train_dialogs, -val_dialogs and -test_dialogs must be at least 1")
     if whole_image_dialogs < 0:
         raise UserError(f"-whole_image_dialogs must be at least 0, got {whole_image_dialogs}")
+    if (dialogs := train_dialogs + whole_image_dialogs + val_dialogs + test_dialogs) > len(IMAGE_IDS):
+        raise UserError(f"-train_dialogs, -whole_image_dialogs, -val_dialogs and -test_dialogs: {dialogs} dialogs, "
+                        f"more than the {len(IMAGE_IDS)} image ids the generator has (one image per dialog)")
     if not 0.0 <= dense_train_fraction <= 1.0:
         raise UserError(f"-dense_train_fraction {dense_train_fraction} is not between 0 and 1")
     for flag, value in (("-image_signal", image_signal), ("-noise", noise)):
@@ -588,7 +608,17 @@ def check_arguments(train_dialogs: int, whole_image_dialogs: int, val_dialogs: i
         raise UserError(f"-rounds must be in 1..{NUM_ROUNDS}, got {rounds}")
 
 
-def make_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 1000, val_dialogs: int = 40,
+def make_toy_data(out_dir: Path, **settings) -> Dict[str, Path]:
+    """Write the toy dataset (`write_toy_data`, which takes `settings`) as one set: into a
+    temporary folder renamed to `out_dir` at the end, so a failure halfway leaves the previous set
+    there as it was; returns the written paths by name."""
+    out_dir = Path(out_dir)
+    with atomic_folder(out_dir, "a toy data set", EXTRA_OUTPUTS) as folder:
+        paths = write_toy_data(folder, **settings)
+    return {name: out_dir / path.relative_to(folder) for name, path in paths.items()}
+
+
+def write_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 1000, val_dialogs: int = 40,
                   test_dialogs: int = 20, dense_train_fraction: float = 0.5, boxes_per_image: int = 6,
                   min_objects: int = 2, max_objects: int = 4, image_signal: float = 1.0, noise: float = 0.1,
                   hidden_size: int = 32,
@@ -603,8 +633,9 @@ def make_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 1000, val_d
     """
     out_dir = Path(out_dir)
     question_types = list(dict.fromkeys(question_types))
-    check_arguments(train_dialogs, whole_image_dialogs, val_dialogs, test_dialogs, dense_train_fraction,
-                    boxes_per_image, min_objects, max_objects, image_signal, noise, question_types, rounds)
+    check_arguments(seed, train_dialogs, whole_image_dialogs, val_dialogs, test_dialogs, dense_train_fraction,
+                    boxes_per_image, min_objects, max_objects, image_signal, noise, hidden_size, question_types,
+                    rounds)
     rng = random.Random(seed)
     answer_pool = all_answer_strings()
     sizes = {"train": train_dialogs, "val": val_dialogs, "test": test_dialogs}
@@ -616,7 +647,6 @@ def make_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 1000, val_d
     rng.shuffle(dialogs["train"])
     test_rounds = {dialog.image_id: rng.randint(1, len(dialog.questions)) for dialog in dialogs["test"]}
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths: Dict[str, Path] = {}
     for split in ("train", "val", "test"):
         paths[split] = out_dir / f"visdial_1.0_{split}.json"
@@ -677,7 +707,7 @@ def all_texts(answer_pool: Sequence[str]) -> List[str]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-out", "--out", default="data/toy", help="output folder")
     parser.add_argument("-seed", "--seed", type=int, default=0)
     parser.add_argument("-train_dialogs", "--train_dialogs", type=int, default=1000)

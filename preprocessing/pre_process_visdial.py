@@ -10,7 +10,7 @@ import argparse
 
 from dataloader.preprocess import INPUT_FILES, OUTPUT_FILES, Summary
 from dataloader.preprocess import preprocess as preprocess_files
-from utils.errors import UserError, run_cli
+from utils.errors import ArgumentParser, UserError, run_cli
 
 DATA_DIR = "data/visdial"
 FILES = {
@@ -31,7 +31,7 @@ FILES = {
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Preprocess VisDial v1.0 json for visdial-bert")
+    parser = ArgumentParser(description="Preprocess VisDial v1.0 json for visdial-bert")
     for name in INPUT_FILES + OUTPUT_FILES:
         file_name, help_text = FILES[name]
         parser.add_argument(f"-{name}", f"--{name}", default=f"{DATA_DIR}/{file_name}",

@@ -9,12 +9,11 @@ car ?" -> color, "is he smiling ?" -> yes_no), else "other". The output is the f
 dataloader/question_types.py (the one the toy generator writes), so per-type metrics work alike on
 real and toy data; edit `RULES` or write the file yourself for other groupings.
 """
-import argparse
 from pathlib import Path
 
 from dataloader.question_types import write_question_types
 from dataloader.visdial_json import SPLITS, load_visdial_json
-from utils.errors import run_cli
+from utils.errors import ArgumentParser, run_cli
 from utils.outputs import Output, check_outputs
 
 YES_NO_WORDS = ("is", "are", "was", "were", "do", "does", "did", "can", "could", "has", "have", "any",
@@ -50,7 +49,7 @@ def round_types(content: dict) -> list[dict]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-visdial_json", "--visdial_json", required=True,
                         help="a VisDial v1.0 split file (raw or preprocessed)")
     parser.add_argument("-split", "--split", choices=SPLITS, default="val", help="the split of -visdial_json")

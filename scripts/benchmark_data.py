@@ -13,7 +13,6 @@ tokenising every string once) is timed separately in the `build s` column.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import tempfile
@@ -28,7 +27,7 @@ from dataloader.datasets import VisdialDataset
 from dataloader.feature_store import convert_lmdb_to_hdf5
 from dataloader.tokenizer import load_tokenizer
 from utils.benchmarking.synthetic import write_synthetic_visdial
-from utils.errors import UserError, run_cli
+from utils.errors import ArgumentParser, UserError, run_cli
 
 def cpu_seconds() -> float:
     """CPU seconds of this process and of its finished children (the DataLoader workers)."""
@@ -53,7 +52,7 @@ def measure(dataset, workers: int, max_items: int, batch_size: int) -> tuple[int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fixtures", "-fixtures", type=Path,
                         default=Path(__file__).resolve().parents[2] / "shared" / "golden")
     parser.add_argument("--vocab", "-vocab", default=None, help="vocab.txt (default: the fixture's)")

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from utils.errors import ArgumentParser, run_cli
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SMALL_CONFIG_CHANGES = {
@@ -116,7 +118,7 @@ def run_in_subprocess(config_name: str, num_options: int, chunk: int, steps: int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--paper", action="store_true", help="also measure the paper config")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per configuration")
     parser.add_argument("--one", nargs=4, metavar=("CONFIG", "OPTIONS", "CHUNK", "STEPS"), help=argparse.SUPPRESS)
@@ -140,4 +142,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

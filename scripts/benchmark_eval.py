@@ -22,7 +22,6 @@ reference path's. Weights are random but drawn at O(1) scales (Linear N(0, 1/fan
 embeddings N(0, 1)) so that scores are spread out as in a trained model. The last line is
 machine-readable.
 """
-import argparse
 import os
 
 import torch
@@ -31,6 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from models import build_model
 from utils.benchmarking.measure import timed
 from utils.benchmarking.reference import score_padded_reference_style, spread_weights
+from utils.errors import ArgumentParser, run_cli
 from utils.evaluation.metrics import scores_to_ranks
 from utils.evaluation.scoring import length_batches, score_sequences
 
@@ -87,7 +87,7 @@ def compare_budgets(model: torch.nn.Module, batch: dict, budgets: list[int]) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="config/bert_base_6layer_6conect.json")
     parser.add_argument("--dialogs", type=int, default=1)
     parser.add_argument("--options", type=int, default=12, help="answer options per round")
@@ -150,4 +150,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -76,7 +76,7 @@ from utils.benchmarking.measure import (count_flops, describe_device, memory_byt
 from utils.benchmarking.reference import score_padded_reference_style, spread_weights
 from utils.benchmarking.synthetic import write_synthetic_visdial
 from utils.distributed import DistributedContext
-from utils.errors import UserError, run_cli
+from utils.errors import ArgumentParser, UserError, run_cli
 from utils.evaluation.metrics import scores_to_ranks
 from utils.evaluation.scoring import default_tokens_per_batch, score_dataset, score_sequences
 from utils.files import write_json
@@ -166,7 +166,31 @@ def read_rows(path: str) -> list[Row]:
     if not isinstance(rows, list) or not all(isinstance(row, dict) and set(row) == fields for row in rows):
         raise UserError(f"{path}: not a result file of benchmark_gpu.py (a rows list of {sorted(fields)}); "
                         "cannot -resume from it")
+    for number, row in enumerate(rows):
+        for name, value in row.items():
+            if not ROW_VALUES[name][0](value):
+                raise UserError(f"{path}: row {number} ({row['name']!r}): {name} must be {ROW_VALUES[name][1]}, "
+                                f"got {value!r}; cannot -resume from it")
     return [Row(**row) for row in rows]
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+ROW_STATUSES = ("ok", "failed", "skipped", "not run")
+ROW_VALUES = {  # Row field -> (is this value of its type, what it must be)
+    "name": (lambda value: isinstance(value, str), "a string"),
+    "status": (lambda value: value in ROW_STATUSES, f"one of {', '.join(ROW_STATUSES)}"),
+    "figure": (lambda value: value is None or _number(value), "a finite number or null"),
+    "unit": (lambda value: isinstance(value, str), "a string"),
+    "peak_memory_gib": (lambda value: value is None or _number(value) and value >= 0, "a number >= 0 or null"),
+    "projection": (lambda value: isinstance(value, str), "a string"),
+    "note": (lambda value: isinstance(value, str), "a string"),
+    "seconds": (lambda value: _number(value) and value >= 0, "a number >= 0"),
+    "cpu_seconds": (lambda value: _number(value) and value >= 0, "a number >= 0"),
+    "details": (lambda value: isinstance(value, dict), "an object"),
+}
 
 
 class RowTimeout(Exception):
@@ -598,7 +622,7 @@ def run_rows(bench: Benchmark) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("-out", "--out", default="", help="JSON file of the rows, written after each row")
     parser.add_argument("-resume", "--resume", action="store_true",

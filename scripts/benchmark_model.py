@@ -8,7 +8,6 @@ and scoring only; (b) realistic VisDial lengths: round r of a dialog is about 15
 tokens, one batch per round padded to its own length, scoring only. Median of `--runs` timed
 runs after one warm-up; random weights (speed does not depend on them).
 """
-import argparse
 import statistics
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 
 from models import build_model
+from utils.errors import ArgumentParser, run_cli
 
 REGIONS = 37
 
@@ -63,7 +63,7 @@ def time_forward(model, batches, all_heads: bool, runs: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="config/bert_base_6layer_6conect.json")
     parser.add_argument("--batch_size", type=int, default=20)
     parser.add_argument("--runs", type=int, default=3)
@@ -91,4 +91,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

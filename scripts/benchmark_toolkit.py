@@ -16,7 +16,6 @@ tuned: the numbers are what this budget gives (an ensemble need not beat its mem
     python scripts/benchmark_toolkit.py [--out benchmark_toolkit_output] [--val_dialogs 50]
         [--base_iterations N (default: the preset's)] [--dense_iterations 120]
 """
-import argparse
 import json
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from pathlib import Path
 
 from models.losses import DENSE_LOSSES
 from options import COMBINATIONS
+from utils.errors import ArgumentParser, UserError, run_cli
+from utils.files import resolved, write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METRICS = (("NDCG", "ndcg"), ("MRR", "mrr"), ("R@1", "r@1"), ("R@5", "r@5"), ("R@10", "r@10"), ("Mean", "mean"))
@@ -74,16 +75,16 @@ def newest_checkpoint(folder: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmark_toolkit_output", help="folder for the data, runs and results")
     parser.add_argument("--val_dialogs", type=int, default=50)
     parser.add_argument("--base_iterations", type=int, help="base training iterations per seed (default: the preset's)")
     parser.add_argument("--dense_iterations", type=int, default=120)
     args = parser.parse_args()
-    out = Path(args.out).resolve()
+    out = resolved(args.out, "--out")
     data, runs, seconds = out / "data", out / "runs", {}
     if out.exists() and any(out.iterdir()):
-        sys.exit(f"error: {out}: exists and is not empty; give --out a new folder")
+        raise UserError(f"{out}: exists and is not empty; give --out a new folder")
     flags = data_flags(data)
     seconds["data"] = make_data(data, args.val_dialogs)
 
@@ -132,9 +133,9 @@ def main() -> None:
                                       for _, key in METRICS))
     print("seconds (wall, on a shared machine: noisy): "
           + ", ".join(f"{name} {value:.0f}" for name, value in seconds.items()))
-    (out / "benchmark_toolkit.json").write_text(json.dumps({"arguments": vars(args), "metrics": results,
-                                                            "seconds": seconds}, indent=1))
+    write_text(out / "benchmark_toolkit.json", json.dumps({"arguments": vars(args), "metrics": results,
+                                                           "seconds": seconds}, indent=1))
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

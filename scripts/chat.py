@@ -33,6 +33,7 @@ import sys
 from collections import Counter
 from typing import Callable, Optional, TextIO
 
+from dataloader.tokenizer import encode_texts
 from dataloader.visdial_json import load_visdial_json
 from options import EvalOptions, FlagOptions, SharedOptions, flag, parse_options, same_flag
 from utils.errors import UserError, report_problems, run_cli
@@ -103,6 +104,14 @@ def read_candidates(path: str) -> list[str]:
     return list(first_line)
 
 
+def check_pool(tokenizer, pool: list[str], source: str) -> None:
+    """Refuse, naming `source` (the candidates or dialogs file), an answer of the pool that has no
+    tokens (only characters the vocabulary drops), before the chat starts."""
+    for answer, tokens in zip(pool, encode_texts(tokenizer, pool)):
+        if not len(tokens):
+            raise UserError(f"{source}: the candidate answer {answer!r} is empty (it has no tokens); remove it")
+
+
 def frequent_answers(data: dict, pool_size: int, path: str) -> list[str]:
     """The `pool_size` most frequent answers of a split's rounds (distinct texts; equal counts in
     order of first use)."""
@@ -126,8 +135,15 @@ class Chat:
         self.lines_read = 0
 
     def read(self, prompt: str) -> Optional[str]:
-        """The next input line (None at the end of the input), counted for error messages."""
-        line = self.read_line(prompt)
+        """The next input line (None at the end of the input), counted for error messages; a line
+        that is not UTF-8 text (undecodable bytes, or the lone surrogates that a lenient decoding
+        makes of them) is a UserError naming it."""
+        try:
+            line = self.read_line(prompt)
+            if line is not None:
+                line.encode("utf-8")
+        except (UnicodeDecodeError, UnicodeEncodeError):
+            raise UserError(f"standard input line {self.lines_read + 1}: not UTF-8 text") from None
         self.lines_read += line is not None
         return line
 
@@ -208,15 +224,19 @@ class Chat:
 
 def line_reader(interactive: bool, stdin: TextIO) -> Callable[[str], Optional[str]]:
     """A function prompt -> the next input line (None at the end): input() with its prompt on a
-    terminal, plain lines of `stdin` otherwise."""
+    terminal, plain lines of `stdin` otherwise (read as bytes when it has them, each line decoded
+    as UTF-8: a UnicodeDecodeError names its line, see `Chat.read`)."""
     def from_terminal(prompt: str) -> Optional[str]:
         try:
             return input(prompt)
         except EOFError:
             return None
 
+    source = getattr(stdin, "buffer", stdin)  # bytes when it has them: each line decoded on its own
+
     def from_stream(prompt: str) -> Optional[str]:
-        line = stdin.readline()
+        line = source.readline()
+        line = line.decode("utf-8") if isinstance(line, bytes) else line
         return line.rstrip("\n") if line else None
 
     return from_terminal if interactive else from_stream
@@ -246,6 +266,7 @@ def chat(options: ChatOptions, stdin: TextIO, stdout: TextIO, interactive: bool)
         features=options.visdial_image_feats, device=options.device, precision=options.precision,
         model_type=options.model_type, max_seq_len=options.max_seq_len, max_rounds=options.visdial_tot_rounds,
         tokens_per_batch=options.eval_tokens_per_batch)
+    check_pool(ranker.encoder.tokenizer, pool, options.candidates or options.dialogs)
     session = Chat(ranker, pool, captions, line_reader(interactive, stdin), stdout, options.json, echo=not interactive)
     if not session.open_image(pick_image(options, ranker, captions)):
         return

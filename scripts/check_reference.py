@@ -8,7 +8,6 @@ fails. A fixture file that is absent is reported as absent, never as passed. The
 model (utils/conformance/model.py), data (utils/conformance/data.py) and eval
 (utils/conformance/evaluation.py; `evaluation` is accepted as its old name).
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from utils.conformance.common import CheckResult
 from utils.conformance.data import data_checks
 from utils.conformance.evaluation import eval_checks
 from utils.conformance.model import model_checks
-from utils.errors import UserError, run_cli
+from utils.errors import ArgumentParser, UserError, run_cli
 
 CHECK_GROUPS = {"model": model_checks, "data": data_checks, "eval": eval_checks}
 GROUP_ALIASES = {"evaluation": "eval"}
@@ -41,7 +40,7 @@ def print_table(results: list) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fixtures", "-fixtures", required=True, type=Path,
                         help="fixture folder laid out like ../shared/golden")
     parser.add_argument("--only", "-only", choices=sorted(CHECK_GROUPS), action="append",

@@ -4,15 +4,19 @@
         [-dialogs data/visdial/visdial_1.0_test_processed.json]      # or the raw visdial_1.0_test.json
     python scripts/validate_submission.py mine_val_predictions.json -split val -dialogs val.json
 
-A list of objects with integer image_id, round_id in 1..10 and ranks a permutation of 1..100;
+A list of objects with image_id an integer >= 0, round_id in 1..10 and ranks a permutation of 1..100;
 test: one entry per dialog (its last round), val: one per dialog and round; no duplicates; with
--dialogs, exactly the dialogs and rounds of that file (processed or raw). Each problem is one
-`error:` line naming the entry (exit code 2); a valid file gets a one-line summary (exit code 0).
+-dialogs (by default the split's processed file of the data layout, data/visdial/, when it is
+there), exactly the dialogs and rounds of that file (processed or raw): an unknown image id is
+flagged then, and the summary says when it could not be. Each problem is one `error:` line naming
+the entry (exit code 2); a valid file gets a one-line summary (exit code 0).
 """
 import argparse
+from pathlib import Path
 
 from dataloader.visdial_json import load_visdial_json
-from utils.errors import UserError, run_cli
+from options import SharedOptions
+from utils.errors import ArgumentParser, UserError, run_cli
 from utils.evaluation.evalai import expected_entries, submission_problems
 from utils.input_files import read_json
 
@@ -20,14 +24,19 @@ MAX_LINES = 50  # problems printed before the rest are counted
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Check an EvalAI VisDial submission file")
+    parser = ArgumentParser(description="Check an EvalAI VisDial submission file")
     parser.add_argument("file", help="the submission (a <save_name>_predictions.json or _val_predictions.json)")
     parser.add_argument("-split", "--split", choices=("val", "test"), required=True,
                         help="test: EvalAI's test-std phase; val: its val phase")
     parser.add_argument("-dialogs", "--dialogs", default="",
                         help="the split's dialogs (processed or raw VisDial json): check the entries' image ids "
-                             "and rounds against them")
-    return parser.parse_args(argv)
+                             "and rounds against them (default: the split's processed file of the data layout, "
+                             "data/visdial/visdial_1.0_<split>_processed.json, when it is there)")
+    args = parser.parse_args(argv)
+    default = SharedOptions.visdial_processed_test if args.split == "test" else SharedOptions.visdial_processed_val
+    if not args.dialogs and Path(default).is_file():
+        args.dialogs = default
+    return args
 
 
 def main(argv=None) -> None:
@@ -43,7 +52,8 @@ def main(argv=None) -> None:
             shown.append(f"{args.file}: ... and {len(problems) - MAX_LINES} more problems")
         raise UserError("\n".join(shown))
     dialogs = len({entry["image_id"] for entry in entries})
-    against = f", every dialog of {args.dialogs}" if args.dialogs else ""
+    against = f", every dialog of {args.dialogs}" if args.dialogs else \
+        " (its image ids and rounds not checked against the split's dialogs: give -dialogs)"
     print(f"{args.file}: a valid EvalAI {args.split} submission: {len(entries)} entries, {dialogs} dialogs{against}")
 
 

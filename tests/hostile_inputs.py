@@ -191,3 +191,44 @@ def corrupted_record(golden: Path, change: Callable[[dict], None]) -> list:
     records = [decoded(record) for record in golden_records(golden)]
     change(records[0])
     return records
+
+
+def corrupted_pages(store: Path, pages: list[int], seed: int = 0) -> Path:
+    """The LMDB store folder `store` (a writable copy) with the 4 KiB pages `pages` of its data.mdb
+    overwritten with random bytes: what a failing disk or a bad copy leaves."""
+    data = store / "data.mdb"
+    content = bytearray(data.read_bytes())
+    generator = np.random.default_rng(seed)
+    for page in pages:
+        content[page * 4096:(page + 1) * 4096] = generator.bytes(4096)
+    data.write_bytes(bytes(content))
+    return store
+
+
+def starter_hdf5(path: Path, records: list, groups: tuple = ()) -> Path:
+    """A challenge-starter HDF5 file (image_id, features [N, B, F], boxes, image_w, image_h) holding
+    `records` (decoded), each name of `groups` written as an HDF5 group instead of its dataset."""
+    rows = max(record["num_boxes"] for record in records)
+    arrays = {"image_id": np.array([record["image_id"] for record in records], dtype=np.int64),
+              "image_w": np.array([record["image_w"] for record in records], dtype=np.int32),
+              "image_h": np.array([record["image_h"] for record in records], dtype=np.int32)}
+    for name in ("features", "boxes"):
+        array = np.zeros((len(records), rows, records[0][name].shape[1]), dtype=np.float32)
+        for row, record in enumerate(records):
+            array[row, :record["num_boxes"]] = record[name]
+        arrays[name] = array
+    with h5py.File(path, "w") as handle:
+        for name, array in arrays.items():
+            if name in groups:
+                handle.create_group(name).create_dataset("inside", data=array)
+            else:
+                handle[name] = array
+    return path
+
+
+def symlink_loop(folder: Path, name: str) -> Path:
+    """Two symbolic links that point at each other; `folder / name` is one of them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.other").symlink_to(folder / name)
+    (folder / name).symlink_to(folder / f"{name}.other")
+    return folder / name

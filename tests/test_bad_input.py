@@ -8,6 +8,7 @@ handful of cases, one per command line, run as real subprocesses to hold the com
 contract itself (exit code, stderr, no "Traceback"); they are launched together from a thread
 pool. docs/reliability.md ("Error catalogue") lists these inputs and their messages.
 """
+import importlib
 import json
 import os
 import pickle
@@ -29,7 +30,7 @@ from options import TrainOptions, parse_options
 from preprocessing import convert_features, make_toy_data, pre_process_visdial
 from scripts import check_reference
 from tests.train_helpers import fixture_flags
-from utils.errors import run_cli
+from utils.errors import argument_problem, run_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CASE_TIMEOUT_S = 600  # a safety net against a hang, far above a case's few seconds
@@ -375,6 +376,14 @@ CASES = [
          "must be more than -max_objects"),
     Case("toy_noise_not_finite", "preprocessing/make_toy_data.py", toy_data("-noise", "nan"),
          "must be a finite number"),
+    Case("toy_negative_seed", "preprocessing/make_toy_data.py", toy_data("-seed", "-1"), "must be in 0..4294967295"),
+    Case("toy_seed_too_large", "preprocessing/make_toy_data.py", toy_data("-seed", str(2**32)),
+         "must be in 0..4294967295"),
+    Case("toy_odd_hidden_size", "preprocessing/make_toy_data.py", toy_data("-hidden_size", "3"),
+         "must be an even number >= 2"),
+    Case("toy_more_dialogs_than_image_ids", "preprocessing/make_toy_data.py",
+         toy_data("-train_dialogs", "899990", "-val_dialogs", "10", "-test_dialogs", "1"),
+         "900001 dialogs, more than the 900000 image ids"),
     # scripts/check_reference.py
     Case("check_reference_missing_folder", "scripts/check_reference.py",
          lambda folder, golden: (["--fixtures", str(folder / "in" / "no_fixtures")], str(folder / "in" / "no_fixtures")),
@@ -466,3 +475,62 @@ def test_val_without_dense_annotations_warns_and_reports_metrics_without_ndcg(go
     assert "ndcg" not in metrics
     assert {"r@1", "r@5", "r@10", "mean", "mrr"} <= metrics.keys()
     assert 0 < metrics["mrr"] <= 1 and 1 <= metrics["mean"] <= 4
+
+
+# ---- argument errors: the same contract in every command line -----------------------------------------
+
+ARGUMENT_CASES = [  # (script, argv, the flag the line starts with, the problem)
+    ("train.py", ["-batch_size", "two"], "-batch_size", "invalid int value: 'two'"),
+    ("evaluate.py", ["-split", "dev"], "-split", "invalid choice: 'dev'"),
+    ("scripts/chat.py", ["-pool_size"], "-pool_size", "expected one argument"),
+    ("scripts/ensemble.py", ["-weights", "heavy"], "-weights", "invalid float value: 'heavy'"),
+    ("scripts/check_reference.py", [], "--fixtures", "required"),
+    ("scripts/validate_submission.py", ["predictions.json"], "-split", "required"),
+    ("scripts/benchmark_model.py", ["--no_such_flag"], "--no_such_flag", "unrecognized argument"),
+    ("scripts/benchmark_toolkit.py", ["--val_dialogs", "many"], "--val_dialogs", "invalid int value"),
+    ("scripts/benchmark_eval.py", ["--no_such_flag", "1"], "--no_such_flag", "unrecognized arguments"),
+    ("scripts/benchmark_dense.py", ["--steps", "1.5"], "--steps", "invalid int value"),
+    ("scripts/benchmark_data.py", ["--no_such_flag"], "--no_such_flag", "unrecognized argument"),
+    ("scripts/benchmark_gpu.py", ["--time_limit", "soon"], "--time_limit", "invalid float value: 'soon'"),
+    ("preprocessing/convert_features.py", ["-output", "x.h5"], "-input", "required"),
+    ("preprocessing/question_types_by_word.py", ["-visdial_json", "v.json", "-out", "t.json", "-split", "dev"],
+     "-split", "invalid choice"),
+    ("preprocessing/pre_process_visdial.py", ["-max_seq_len", "x"], "-max_seq_len", "invalid int value"),
+    ("preprocessing/make_toy_data.py", ["-seed", "0.5"], "-seed", "invalid int value: '0.5'"),
+]
+
+
+@pytest.mark.parametrize("script, argv, flag, problem", ARGUMENT_CASES, ids=[case[0] for case in ARGUMENT_CASES])
+def test_an_argument_error_is_one_line_naming_the_flag(script, argv, flag, problem, tmp_path, monkeypatch, capsys):
+    """As the command line runs it (`main()` reads sys.argv): exit code 2, one `error: -flag:` line, no
+    usage block, nothing written (the case runs in an empty folder)."""
+    module = importlib.import_module(script[:-len(".py")].replace("/", "."))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [script, *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(module.main)
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1, captured.err
+    assert lines[0].startswith(f"error: {flag}") and problem in lines[0], lines[0]
+    assert "usage:" not in captured.err + captured.out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_command_line_is_in_the_argument_cases():
+    scripts = {path.relative_to(REPO_ROOT).as_posix() for folder in ("scripts", "preprocessing")
+               for path in (REPO_ROOT / folder).glob("*.py") if 'if __name__ == "__main__"' in path.read_text()}
+    assert scripts - {"scripts/check_download.py"} | {"train.py", "evaluate.py"} == {case[0] for case in ARGUMENT_CASES}
+
+
+@pytest.mark.parametrize("message, line", [
+    ("argument -batch_size/--batch_size: invalid int value: 'x'", "-batch_size: invalid int value: 'x'"),
+    ("argument file: invalid choice: 'z'", "file: invalid choice: 'z'"),
+    ("unrecognized arguments: -bogus", "-bogus: unrecognized argument (-h lists the flags)"),
+    ("unrecognized arguments: -x 1", "-x: unrecognized arguments '-x 1' (-h lists the flags)"),
+    ("the following arguments are required: file, -split/--split", "file, -split: required (-h lists the flags)"),
+    ("ambiguous option: -s could match -split, -seed", "-s: ambiguous, could be -split, -seed"),
+    ("something argparse may say one day", "something argparse may say one day"),
+])
+def test_argparse_messages_become_flag_first_lines(message, line):
+    assert argument_problem(message) == line

@@ -44,3 +44,33 @@ def test_without_a_gpu_it_stops_with_one_line(capsys, monkeypatch):
     error = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and len(error) == 1
     assert error[0].startswith("error: no CUDA GPU here") and "--smoke" in error[0]
+
+
+ROW = {"name": "eval bf16", "status": "ok", "figure": 12.5, "unit": "seq/s", "peak_memory_gib": 1.0,
+       "projection": "", "note": "", "seconds": 3.0, "cpu_seconds": 2.0, "details": {}}
+
+
+@pytest.mark.parametrize("field, value, wanted", [
+    ("figure", "12.5", "a finite number or null"),
+    ("seconds", None, "a number >= 0"),
+    ("status", "done", "one of ok, failed, skipped, not run"),
+    ("details", [], "an object"),
+    ("peak_memory_gib", True, "a number >= 0 or null"),
+])
+def test_resume_checks_the_value_types_of_its_file_before_any_row(tmp_path, capsys, field, value, wanted):
+    out = tmp_path / "earlier.json"
+    out.write_text(json.dumps({"rows": [ROW, {**ROW, "name": "eval fp32", field: value}]}))
+    before = out.read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: benchmark_gpu.main(["--smoke", "-out", str(out), "-resume"]))
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2 and captured.out == ""   # no row ran, not even the header was printed
+    assert captured.err.splitlines() == [f"error: {out}: row 1 ('eval fp32'): {field} must be {wanted}, got "
+                                         f"{value!r}; cannot -resume from it"]
+    assert out.read_bytes() == before
+
+
+def test_resume_reads_rows_of_the_right_types(tmp_path):
+    out = tmp_path / "earlier.json"
+    out.write_text(json.dumps({"rows": [ROW, {**ROW, "name": "eval fp32", "figure": None, "status": "failed"}]}))
+    assert [row.name for row in benchmark_gpu.read_rows(str(out))] == ["eval bf16", "eval fp32"]

@@ -179,6 +179,11 @@ BAD_CHATS = {  # name -> (extra flags, standard input, words of the error line)
     "dialogs not a VisDial file": (["-dialogs", "{tmp}/twice.txt"], "", "twice.txt"),
     "features of the wrong width": (["-visdial_image_feats", "{tmp}/npz"], "", "model_config.json"),
     "checkpoint missing": (["-start_path", "{tmp}/none.ckpt"], "", "none.ckpt"),
+    "candidate without tokens": (["-candidates", "{tmp}/invisible.txt"], "is it red ?\n",
+                                 "invisible.txt: the candidate answer '\\u200b' is empty (it has no tokens)"),
+    "a line that is not UTF-8": ([], b"is it red ?\n\xff\xfe\n", "standard input line 2: not UTF-8 text"),
+    "a lone surrogate (lenient decoding)": ([], "is it red ?\nis it \udcff ?\n",
+                                            "standard input line 2: not UTF-8 text"),
 }
 
 
@@ -188,11 +193,14 @@ def test_bad_input_is_one_error_line_and_exit_code_2(case, golden_dir, tmp_path,
     (tmp_path / "empty.txt").write_text("\n\n")
     (tmp_path / "twice.txt").write_text("yes\nno\nno\n")
     (tmp_path / "answers.txt").write_text("\n".join(CANDIDATES))
+    (tmp_path / "invisible.txt").write_text("yes\n\u200b\nno\n")   # a zero-width space: no token
     write_bad_features(tmp_path / "npz")
     argv = golden_flags(golden_dir, "-image_id", "456606", "-candidates", str(tmp_path / "answers.txt"),
                         "-dialogs", str(golden_dir / "visdial_processed" / "val_processed.json"),
                         *(flag.format(tmp=tmp_path) for flag in flags))
-    monkeypatch.setattr(sys, "stdin", io.StringIO(script))
+    # bytes come as standard input does (sys.stdin.buffer); text as a decoded stream without one
+    stdin = io.TextIOWrapper(io.BytesIO(script)) if isinstance(script, bytes) else io.StringIO(script)
+    monkeypatch.setattr(sys, "stdin", stdin)
     with pytest.raises(SystemExit) as exit_info:
         run_cli(lambda: chat_cli.main(argv))
     assert exit_info.value.code == 2
@@ -214,3 +222,17 @@ def test_the_command_line_contract(flags, script, words, golden_dir, tmp_path, r
         (len(result.stderr.strip().splitlines()) == 1 and words in result.stderr), result.stderr
     assert "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == [tmp_path / "answers.txt"]
+
+
+def test_a_reader_that_goes_away_ends_the_chat_quietly(golden_dir, tmp_path, repo_root, single_thread_env):
+    """`chat.py ... | head -1`: the turns after the first line meet a closed pipe; exit code 141 (as a
+    Unix tool killed by SIGPIPE), nothing on stderr: no traceback, no "Exception ignored" at exit."""
+    (tmp_path / "answers.txt").write_text("\n".join(CANDIDATES))
+    argv = golden_flags(golden_dir, "-candidates", str(tmp_path / "answers.txt"), "-image_id", "492072", "-json")
+    questions = "a caption\n" + "is it red ?\n" * 300   # more output than a pipe buffers
+    command = " ".join(f"'{arg}'" for arg in [sys.executable, str(repo_root / "scripts" / "chat.py"), *argv])
+    result = subprocess.run(["bash", "-c", f'{command} | head -1; echo "exit ${{PIPESTATUS[0]}}" >&2'],
+                            input=questions, capture_output=True, text=True, env=single_thread_env, cwd=tmp_path,
+                            timeout=300)
+    assert json.loads(result.stdout)["event"] == "image"
+    assert result.stderr == "exit 141\n", result.stderr

@@ -6,14 +6,22 @@ import shutil
 import lmdb
 import numpy as np
 import pytest
+import torch
 
 from dataloader.datasets import VisdialDataset
+from dataloader.feature_formats import open_image_features
 from dataloader.feature_store import convert_lmdb_to_hdf5, open_feature_store, write_lmdb_feature_store
 from dataloader.tokenizer import load_tokenizer
 from dataloader.visdial_json import load_visdial_json
+from preprocessing import convert_features
 from preprocessing.pre_process_visdial import parse_args, preprocess
-from utils.errors import UserError
+from tests import hostile_inputs as hostile
+from utils.errors import UserError, run_cli
+from utils.evaluation.score_files import FORMAT as SCORE_FORMAT
+from utils.evaluation.score_files import VERSION as SCORE_VERSION
+from utils.evaluation.score_files import read_score_file
 from utils.files import TEMPORARY_MARK
+from utils.outputs import Output, check_outputs
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +179,62 @@ def test_writer_refuses_wrong_shapes(tmp_path):
                   boxes=np.zeros((2, 4), np.float32), cls_prob=np.zeros((2, 1601), np.float32))
     raises_one_line(lambda: write_lmdb_feature_store(tmp_path / "out.lmdb", [record]), "image 1",
                     "'features' has shape [3, 2048], expected [2, 2048]")
+
+
+# ---- what libraries raise at the readers: one line naming the file ------------------------------------------
+
+@pytest.mark.parametrize("page, fragments", [
+    (2, ["LMDB read failed", "MDB_CORRUPTED"]),               # the page of the b'keys' record
+    (3, ["(image 492072): LMDB read failed", "MDB_CORRUPTED"]),  # a page of an image's record
+], ids=["keys page", "record page"])
+def test_corrupted_lmdb_pages(store_copy, page, fragments):
+    store = hostile.corrupted_pages(store_copy, [page])
+
+    def read_every_image():
+        features = open_feature_store(store)
+        for image_id in features.image_ids():
+            features[image_id]
+    raises_one_line(read_every_image, store, *fragments)
+
+
+@pytest.mark.parametrize("group", ["features", "image_id", "boxes", "image_w"])
+def test_an_hdf5_dataset_that_is_a_group(golden_dir, tmp_path, group, capsys):
+    records = [hostile.decoded(record) for record in hostile.golden_records(golden_dir)]
+    path = hostile.starter_hdf5(tmp_path / "starter.h5", records, groups=(group,))
+    raises_one_line(lambda: open_image_features(path, note=lambda line: None), path,
+                    f"'{group}' is a group, expected a dataset")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: convert_features.main(["-input", str(path), "-output", str(tmp_path / "out.h5"), "-quiet"]))
+    error = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("note: ")]
+    assert exit_info.value.code == 2 and len(error) == 1 and str(path) in error[0] and "is a group" in error[0]
+    assert sorted(item.name for item in tmp_path.iterdir()) == ["starter.h5"]
+
+
+def test_the_starter_hdf5_with_datasets_is_read(golden_dir, tmp_path):
+    records = [hostile.decoded(record) for record in hostile.golden_records(golden_dir)]
+    features = open_image_features(hostile.starter_hdf5(tmp_path / "starter.h5", records), note=lambda line: None)
+    assert features.image_ids() == [record["image_id"] for record in records]
+    first = features[records[0]["image_id"]]
+    assert np.array_equal(first["features"][1:], records[0]["features"])
+
+
+@pytest.mark.parametrize("key", ["scores", "image_id", "round_id", "option_index"])
+def test_a_sparse_tensor_in_a_score_file(tmp_path, key):
+    content = {"format": SCORE_FORMAT, "version": SCORE_VERSION, "split": "val",
+               "scores": torch.rand(2, 3, 4), "image_id": torch.arange(2),
+               "round_id": torch.arange(1, 4).expand(2, 3).contiguous(),
+               "option_index": torch.arange(4).expand(2, 3, 4).contiguous()}
+    path = tmp_path / "scores.pt"
+    torch.save(content, path)
+    assert read_score_file(path)["split"] == "val"  # the dense file is read
+    torch.save({**content, key: content[key].to_sparse()}, path)
+    raises_one_line(lambda: read_score_file(path), path, f"{key} is a tensor of layout torch.sparse_coo, "
+                                                         "expected a dense one")
+
+
+def test_a_symbolic_link_loop_as_an_input(tmp_path):
+    loop = hostile.symlink_loop(tmp_path, "val.json")
+    raises_one_line(lambda: load_visdial_json(loop, "val"), loop, "Too many levels of symbolic links")
+    raises_one_line(lambda: open_feature_store(loop), loop, "not found (a symbolic link to nothing, or a loop of links)")
+    raises_one_line(lambda: check_outputs([Output("-out", tmp_path / "out.json")], {"-visdial_val": loop}),
+                    loop, "-visdial_val: cannot resolve it (symbolic links form a loop)")

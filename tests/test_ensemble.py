@@ -158,4 +158,8 @@ def test_bad_score_files_and_flags(golden_dir, evaluated, tmp_path, capsys):
     error = run_failing(["-split", "val", "-scores", str(evaluated / "val_scores.pt"), "-save_scores",
                          str(evaluated / "val_scores.pt"), *data_flags(golden_dir, tmp_path)], capsys)
     assert "the output -save_scores is the input -scores" in error
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["range.pt", "unsafe.pt", "weights.pt"]
+    (tmp_path / "link.pt").symlink_to(evaluated / "val_scores.pt")   # one file under two names: a collision
+    error = run_failing(["-split", "val", "-scores", str(evaluated / "val_scores.pt"), str(tmp_path / "link.pt"),
+                         *data_flags(golden_dir, tmp_path)], capsys)
+    assert error == f"error: -scores: {evaluated / 'val_scores.pt'} is given 2 times (weigh a model with -weights)"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["link.pt", "range.pt", "unsafe.pt", "weights.pt"]

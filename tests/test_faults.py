@@ -1,4 +1,6 @@
-"""Faults during training: signals, kills during saves, unwritable or full disks, nan, bad records."""
+"""Faults: signals, kills during saves, unwritable or full disks (training, converters, the toy generator),
+what libraries raise (the last net of run_cli), a closed output pipe, nan, bad records."""
+import contextlib
 import errno
 import os
 import random
@@ -9,16 +11,19 @@ import sys
 import time
 from pathlib import Path
 
+import lmdb
 import pytest
 import torch
 
 import train
 from dataloader.datasets import VisdialDataset
 from models.weights import read_checkpoint
+from preprocessing import make_toy_data
 from tests.train_helpers import assert_bit_identical, final_weights, fixture_flags, read_metrics
-from utils.errors import UserError
+from utils.errors import UserError, run_cli
 from utils.files import TEMPORARY_MARK, atomic_write
 from utils.training import trainer
+from utils.training.loggers import MetricsFile
 from utils.training.run_folder import RunFolder, save_checkpoint
 
 
@@ -217,3 +222,209 @@ def test_dead_dataloader_worker_is_one_clear_error(golden_dir, tmp_path, monkeyp
         train.main(fixture_flags(golden_dir, tmp_path, "dead", "-max_iterations", "3", "-val_every", "-1",
                                  "-num_workers", "1"))
     assert "image " in str(error.value) and "-num_workers 0" in str(error.value)
+
+
+# ---- a failing disk and what libraries raise: one line, exit code 2, nothing partial -----------------------
+# A real full disk is a small tmpfs mounted inside the test folder (mounting needs root: without it those
+# tests are skipped and say why); the in-process variants replace a file's write with one that fails.
+
+def listing(folder: Path) -> dict:
+    """Every path under `folder` with its size and modification time (a change to any shows)."""
+    return {str(path.relative_to(folder)): (path.is_dir(), path.stat().st_size, path.stat().st_mtime_ns)
+            for path in sorted(folder.rglob("*"))}
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str):
+    """A tmpfs of `size` (mount's notation: 1536k, 12m) mounted at `folder`: a write beyond it fails
+    with ENOSPC."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill ({mounted.stderr.strip()}): needs root")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 1.5 MiB disk at tmp_path / "disk"."""
+    with small_disk(tmp_path / "disk", "1536k") as disk:
+        yield disk
+
+
+def run_command(repo_root, env, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *argv], cwd=repo_root, capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess, *named: str) -> None:
+    """Exit code 2 (a crash at exit would be -11), one `error:` line naming each of `named`."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert all(name in lines[0] for name in named), lines[0]
+
+
+@pytest.mark.parametrize("name", ["features.h5", "features.lmdb"])
+def test_full_disk_while_converting_keeps_the_previous_store(name, full_disk, golden_dir, repo_root,
+                                                             single_thread_env):
+    """HDF5 crashed the process at exit after a failed write (exit -11); LMDB raised lmdb.Error."""
+    previous = full_disk / name
+    if name.endswith(".h5"):
+        previous.write_bytes(b"the previous store")
+    else:
+        previous.mkdir()
+        (previous / "data.mdb").write_bytes(b"the previous store")
+    before, inputs = listing(full_disk), listing(golden_dir / "visdial_img_feat.lmdb")
+    result = run_command(repo_root, single_thread_env, "preprocessing/convert_features.py", "-quiet",
+                         "-input", str(golden_dir / "visdial_img_feat.lmdb"), "-output", str(previous))
+    assert_one_error_line(result, str(previous), "cannot write the ")
+    assert "No space left on device" in result.stderr or "Input/output error" in result.stderr  # LMDB says EIO
+    assert listing(full_disk) == before and listing(golden_dir / "visdial_img_feat.lmdb") == inputs
+
+
+def test_full_disk_on_a_checkpoint_keeps_the_previous_one(full_disk):
+    path = full_disk / "visdial_dialog_encoder_1.ckpt"
+    save_checkpoint(path, {"iter_id": 1})
+    with pytest.raises(UserError, match="No space left on device") as error:   # torch.save: a RuntimeError
+        save_checkpoint(path, {"iter_id": 2, "weights": torch.zeros(1 << 20)})
+    assert str(path) in str(error.value) and read_checkpoint(path) == {"iter_id": 1}
+    assert [item.name for item in full_disk.iterdir()] == [path.name]
+
+
+def test_a_disk_that_fills_during_training_stops_it_with_one_line(golden_dir, tmp_path, capsys):
+    """12 MiB: the early space check passes (one checkpoint, 9.3 MiB, fits), the second checkpoint
+    does not; the first stays, and -continue can resume from it once there is space."""
+    with small_disk(tmp_path / "disk", "12m") as disk:
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(lambda: train.main(fixture_flags(golden_dir, disk, "run", "-max_iterations", "6",
+                                                     "-val_every", "-1")))
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exit_info.value.code == 2
+        assert error == (f"error: {disk / 'run' / 'visdial_dialog_encoder_6.ckpt'}: cannot write (No space left "
+                         "on device); the previous file, if any, is kept")
+        assert read_checkpoint(disk / "run" / "visdial_dialog_encoder_3.ckpt")["iter_id"] == 3
+        assert [path.name for path in (disk / "run").iterdir() if TEMPORARY_MARK in path.name] == []
+
+
+def test_torch_save_failing_on_a_full_disk_is_one_line(tmp_path):
+    """Without a small disk: torch.save turns the OSError of its file's write into a RuntimeError."""
+    class FillsUp:
+        def __init__(self, file):
+            self.file, self.written = file, 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 1000:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.file.write(data)
+
+        def flush(self):
+            self.file.flush()
+
+    path = tmp_path / "visdial_dialog_encoder_2.ckpt"
+    save_checkpoint(path, {"iter_id": 1})
+    with pytest.raises(UserError, match="No space left on device"):
+        atomic_write(path, lambda file: torch.save({"weights": torch.zeros(10_000)}, FillsUp(file)))
+    assert read_checkpoint(path) == {"iter_id": 1} and [item.name for item in tmp_path.iterdir()] == [path.name]
+
+
+def test_a_bug_in_a_writer_keeps_its_traceback(tmp_path):
+    with pytest.raises(KeyError, match="a bug"):
+        atomic_write(tmp_path / "file", lambda file: {}["a bug"])
+    assert list(tmp_path.iterdir()) == []
+
+
+TOY_FLAGS = ("-train_dialogs", "4", "-val_dialogs", "2", "-test_dialogs", "2")
+
+
+def test_full_disk_while_making_toy_data_keeps_the_previous_set(full_disk, repo_root, single_thread_env):
+    out = full_disk / "toy"
+    assert run_command(repo_root, single_thread_env, "preprocessing/make_toy_data.py", "-out", str(out),
+                       *TOY_FLAGS).returncode == 0
+    before = listing(full_disk)
+    result = run_command(repo_root, single_thread_env, "preprocessing/make_toy_data.py", "-out", str(out),
+                         "-seed", "1", *TOY_FLAGS)
+    assert_one_error_line(result, str(out))
+    assert TEMPORARY_MARK not in result.stderr
+    assert listing(full_disk) == before
+
+
+def test_a_failure_halfway_through_the_toy_data_keeps_the_previous_set(tmp_path, monkeypatch, capsys):
+    """The features fail after the dialogs are written (as a bad -seed did): the previous set stays whole."""
+    out = tmp_path / "toy"
+    make_toy_data.main(["-out", str(out), *TOY_FLAGS])
+    before = listing(tmp_path)
+    real_records = make_toy_data.image_records
+
+    def records_then_a_full_disk(*args, **kwargs):
+        records = real_records(*args, **kwargs)
+        yield next(records)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(make_toy_data, "image_records", records_then_a_full_disk)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: make_toy_data.main(["-out", str(out), "-seed", "1", *TOY_FLAGS]))
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: {out / 'visdial_img_feat.lmdb'}: ") and "No space left" in lines[0]
+    assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("error, line", [
+    (lmdb.CorruptedError("mdb_get: MDB_CORRUPTED: Located page was wrong type"),
+     "error: LMDB store: CorruptedError: mdb_get: MDB_CORRUPTED: Located page was wrong type"),
+    (OSError(errno.ELOOP, os.strerror(errno.ELOOP), "/data/a"), "error: /data/a: Too many levels of symbolic links"),
+    (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), "error: No space left on device"),
+])
+def test_run_cli_is_the_last_net_for_library_errors(error, line, capsys):
+    def main():
+        raise error
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main)
+    assert exit_info.value.code == 2 and capsys.readouterr().err.splitlines() == [line]
+
+
+def test_run_cli_lets_a_bug_through_with_its_traceback():
+    with pytest.raises(ZeroDivisionError):
+        run_cli(lambda: 1 / 0)
+
+
+CLOSED_PIPE = """
+import sys
+from utils.errors import run_cli
+def main():
+    for number in range(100_000):
+        print(f"line {number}: " + "x" * 60)
+run_cli(main)
+"""
+
+
+def test_a_closed_output_pipe_ends_quietly(repo_root, single_thread_env):
+    """`... | head -1`: no traceback, no "Exception ignored" at exit; exit code 141 as a Unix tool."""
+    result = subprocess.run(["bash", "-c", f'"{sys.executable}" -c "$SCRIPT" | head -1; '
+                                           'echo "exit ${PIPESTATUS[0]}" >&2'],
+                            cwd=repo_root, capture_output=True, text=True, timeout=120,
+                            env={**single_thread_env, "SCRIPT": CLOSED_PIPE})
+    assert result.stdout == "line 0: " + "x" * 60 + "\n"
+    assert result.stderr == "exit 141\n", result.stderr
+
+
+def test_a_full_disk_cuts_no_metrics_line_in_half(full_disk):
+    """The training log keeps whole lines: a line that does not fit is cut off again, one line names the file."""
+    metrics = MetricsFile(full_disk / "metrics.jsonl")
+    metrics.write({"event": "train", "iteration": 0})
+    filler = full_disk / "filler"
+    with open(filler, "wb", buffering=0) as file, contextlib.suppress(OSError):
+        while True:
+            file.write(b"x" * 4096)
+    os.truncate(filler, filler.stat().st_size - 16384)   # 16 KiB free: part of the next line fits
+    with pytest.raises(UserError, match="cannot append to the metrics log .No space left on device.") as error:
+        metrics.write({"event": "val", "note": "x" * 100_000})
+    assert str(full_disk / "metrics.jsonl") in str(error.value)
+    metrics.close()
+    assert (full_disk / "metrics.jsonl").read_text() == '{"event": "train", "iteration": 0}\n'

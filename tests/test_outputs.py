@@ -5,15 +5,19 @@ writes only into its own temporary folders).
 
 By mechanism: an output that is an input (the same path, through a symbolic or a hard link, an
 output folder that holds an input, an output inside an input folder); two outputs that are the same
-path; an output of the wrong kind (a folder where a file is written, a file where a folder is); the
-outputs of one command written as a set (a full disk during the EvalAI pair); SIGTERM during
-preprocessing; demo.sh's own-folder mark. Every command-line case asserts: exit code 2, exactly one
+path; an output of the wrong kind (a folder where a file is written, a file where a folder is); an
+output behind a symbolic-link loop; an output folder that holds files the command does not write;
+-compare_metrics labels that collide with a column, and its files' value types; the outputs of one
+command written as a set (a full disk during the EvalAI pair, an LMDB store in folders that do not
+exist yet, the toy data replaced as a whole); SIGTERM during preprocessing; demo.sh's own-folder
+mark. Every command-line case asserts: exit code 2, exactly one
 `error:` line naming both flags (or the flag and the file) and the problem, no traceback, and every
 file and folder of the case (its inputs and outputs) exactly as before. The cases run in this
 process under `run_cli`, as their command lines run them; the command-line contract itself, the
 signal and demo.sh run as subprocesses.
 """
 import errno
+import json
 import os
 import shutil
 import signal
@@ -27,7 +31,9 @@ from typing import Callable
 import pytest
 
 import utils.files
-from tests.test_bad_input import MAINS, copied_store, eval_argv, preprocess_argv, processed, train_argv
+from preprocessing import question_types_by_word
+from tests import hostile_inputs as hostile
+from tests.test_bad_input import MAINS, copied_store, eval_argv, preprocess_argv, processed, train_argv, written
 from dataloader.feature_store import open_feature_store, write_hdf5_feature_store
 from utils.errors import Terminated, UserError, run_cli
 from utils.files import TEMPORARY_MARK, write_files
@@ -182,7 +188,80 @@ def eval_report_is_a_file(folder, golden):
     return eval_argv(folder, golden, "-report", str(path)), (str(path), "-report", "is a file, expected a folder")
 
 
+# ---- a symbolic-link loop where an output goes ----------------------------------------------
+
+def loop_output(script: str, flag: str):
+    """A case of `script` whose output `flag` is a symbolic link that loops (through another one)."""
+    def build(folder, golden):
+        loop = hostile.symlink_loop(folder / "out", "loop")
+        argv = {PREPROCESS: lambda: preprocess_argv(folder, golden, save_path_val=str(loop)),
+                CONVERT: lambda: ["-input", str(golden / "visdial_img_feat.lmdb"), "-output", str(loop / "x.h5")],
+                TOY: lambda: ["-out", str(loop)],
+                "evaluate.py": lambda: eval_argv(folder, golden, "-save_path", str(loop)),
+                "train.py": lambda: train_argv(folder, golden, "-save_path", str(loop))}[script]()
+        return argv, (str(loop), flag, "cannot resolve it (symbolic links form a loop)")
+    return build
+
+
+# ---- an output folder that holds something else: not replaced ------------------------------
+
+def convert_over_a_folder_of_other_files(folder, golden):
+    store = folder / "out" / "features.lmdb"
+    written(store / "notes.txt", b"mine")
+    return (["-input", str(golden / "visdial_img_feat.lmdb"), "-output", str(store)],
+            (str(store), "exists and is not an LMDB feature store; not replaced"))
+
+
+def toy_over_a_folder_of_other_files(folder, golden):
+    out = folder / "out" / "toy"
+    written(out / "notes.txt", b"mine")
+    return (["-out", str(out), *TOY_FLAGS], (str(out), "holds notes.txt, not a toy data set; not replaced"))
+
+
+# ---- -compare_metrics: a label that collides, values of the wrong type ---------------------
+
+def compared_run(folder: Path, golden: Path, compare: str, metrics: dict) -> list[str]:
+    """evaluate.py -split val with a question-type file of the val dialogs and `compare`, whose FILE
+    is written with `metrics` (FILE stands for its path)."""
+    types = folder / "in" / "types.json"
+    types.parent.mkdir(parents=True, exist_ok=True)
+    question_types_by_word.main(["-visdial_json", str(processed(golden, "val_processed.json")), "-out", str(types)])
+    metrics_path = written(folder / "in" / "other_metrics.json", json.dumps(metrics).encode())
+    return eval_argv(folder, golden, "-question_types", str(types), "-compare_metrics",
+                     compare.replace("FILE", str(metrics_path)))
+
+
+OTHER_RUN = {"mrr": 0.5, "r@1": 0.3, "rounds_type_color": 3, "mrr_type_color": 0.4, "r_1_type_color": 0.2}
+
+
+def compare_label_is_the_model(folder, golden):
+    return (compared_run(folder, golden, "vilbert=FILE", OTHER_RUN),
+            ("-compare_metrics", "'vilbert'", "the evaluated model's own column"))
+
+
+def compare_label_is_random(folder, golden):
+    return (compared_run(folder, golden, "random=FILE", OTHER_RUN),
+            ("-compare_metrics", "'random'", "the random ranking's own column"))
+
+
+def compare_label_twice(folder, golden):
+    return (compared_run(folder, golden, "base=FILE,base=FILE", OTHER_RUN),
+            ("-compare_metrics", "the label 'base' is given 2 times"))
+
+
+def compare_value_of_the_wrong_type(folder, golden):
+    return (compared_run(folder, golden, "base=FILE", {**OTHER_RUN, "mrr_type_color": "0.4"}),
+            (str(folder / "in" / "other_metrics.json"), "mrr_type_color must be a finite number, got '0.4'"))
+
+
+def compare_round_count_not_an_integer(folder, golden):
+    return (compared_run(folder, golden, "base=FILE", {**OTHER_RUN, "rounds_type_color": 2.5}),
+            (str(folder / "in" / "other_metrics.json"), "rounds_type_color must be an integer >= 0, got 2.5"))
+
+
 PREPROCESS, CONVERT = "preprocessing/pre_process_visdial.py", "preprocessing/convert_features.py"
+TOY = "preprocessing/make_toy_data.py"
+TOY_FLAGS = ("-train_dialogs", "3", "-val_dialogs", "2", "-test_dialogs", "1")
 CASES = [
     Case("preprocess_output_is_input", PREPROCESS, preprocess_output_is_input),
     Case("preprocess_output_links_to_input", PREPROCESS, preprocess_output_links_to_input),
@@ -198,6 +277,18 @@ CASES = [
     Case("toy_out_is_a_file", "preprocessing/make_toy_data.py", toy_out_is_a_file),
     Case("train_run_folder_is_a_file", "train.py", train_run_folder_is_a_file),
     Case("eval_report_is_a_file", "evaluate.py", eval_report_is_a_file),
+    Case("preprocess_output_loops", PREPROCESS, loop_output(PREPROCESS, "-save_path_val")),
+    Case("convert_output_loops", CONVERT, loop_output(CONVERT, "-output")),
+    Case("toy_out_loops", TOY, loop_output(TOY, "-out")),
+    Case("eval_save_path_loops", "evaluate.py", loop_output("evaluate.py", "-save_path/-save_name")),
+    Case("train_save_path_loops", "train.py", loop_output("train.py", "-save_path/-save_name")),
+    Case("convert_over_a_folder_of_other_files", CONVERT, convert_over_a_folder_of_other_files),
+    Case("toy_over_a_folder_of_other_files", TOY, toy_over_a_folder_of_other_files),
+    Case("eval_compare_label_is_the_model", "evaluate.py", compare_label_is_the_model),
+    Case("eval_compare_label_is_random", "evaluate.py", compare_label_is_random),
+    Case("eval_compare_label_twice", "evaluate.py", compare_label_twice),
+    Case("eval_compare_value_of_the_wrong_type", "evaluate.py", compare_value_of_the_wrong_type),
+    Case("eval_compare_round_count_not_an_integer", "evaluate.py", compare_round_count_not_an_integer),
 ]
 
 
@@ -344,3 +435,29 @@ def test_demo_refuses_a_folder_it_did_not_make_before_any_setup(kind, tmp_path):
     assert_one_error_line(result.returncode, result.stderr, str(demo_dir), "DEMO_DIR", "not made by scripts/demo.sh")
     assert result.stdout == ""
     assert listing(tmp_path) == before
+
+
+# ---- outputs written as one set, in folders that may not exist yet ---------------------------
+
+def test_an_lmdb_output_gets_its_missing_folders_and_replaces_an_earlier_store(golden_dir, tmp_path):
+    golden = open_feature_store(golden_dir / "visdial_img_feat.lmdb")
+    store = tmp_path / "new" / "deeper" / "features.lmdb"
+    for _ in range(2):  # the second run replaces the first store
+        MAINS[CONVERT](["-input", str(golden_dir / "visdial_img_feat.lmdb"), "-output", str(store), "-quiet"])
+        assert sorted(path.name for path in store.iterdir()) == ["data.mdb", "lock.mdb"]
+        assert open_feature_store(store).image_ids() == golden.image_ids()
+    assert [path.name for path in store.parent.iterdir()] == ["features.lmdb"]  # no temporary left
+
+
+def test_the_toy_data_set_is_replaced_as_a_whole(tmp_path):
+    out = tmp_path / "a" / "toy"
+    MAINS[TOY](["-out", str(out), "-h5", *TOY_FLAGS])
+    first = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    assert "visdial_img_feat.h5" in first
+    MAINS[TOY](["-out", str(out), "-seed", "1", *TOY_FLAGS])
+    second = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    # the earlier run's HDF5 copy went with its set; the dialogs are the new seed's
+    assert set(second) == set(first) - {"visdial_img_feat.h5"}
+    assert second["visdial_1.0_train.json"] != first["visdial_1.0_train.json"]
+    assert second["vocab.txt"] == first["vocab.txt"]
+    assert [path.name for path in tmp_path.rglob("*") if TEMPORARY_MARK in path.name or ".old-" in path.name] == []

@@ -112,10 +112,10 @@ def test_compared_metrics_files_are_checked(tmp_path):
     good, plain = tmp_path / "good.json", tmp_path / "plain.json"
     good.write_text(json.dumps(run_metrics(0.4, 0.3)))
     plain.write_text(json.dumps({"mrr": 0.5}))
-    assert load_compared_metrics({"baseline": str(good)})["baseline"]["mrr_type_look"] == 0.4
+    assert load_compared_metrics({"baseline": str(good)}, "vilbert")["baseline"]["mrr_type_look"] == 0.4
     for path, problem in ((plain, "no per-question-type metrics"), (tmp_path / "absent.json", "file not found")):
         with pytest.raises(UserError, match=problem):
-            load_compared_metrics({"b": str(path)})
+            load_compared_metrics({"b": str(path)}, "vilbert")
 
 
 def test_compare_metrics_is_a_list_of_labelled_files():

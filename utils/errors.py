@@ -1,6 +1,8 @@
 """User-facing errors: one clear line per problem, no traceback."""
+import argparse
 import contextlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -21,6 +23,47 @@ def note_on_stderr(line: str) -> None:
     """Tell the user something that is not an error (`note: <line>` on stderr), such as what an
     imported feature format lacks."""
     print(f"note: {line}", file=sys.stderr)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose argument errors are a UserError `-flag: problem` (one `error:` line
+    and exit code 2 under `run_cli`) instead of its usage block. Every command line uses it."""
+
+    def error(self, message: str):
+        raise UserError(argument_problem(message))
+
+
+def argument_problem(message: str) -> str:
+    """argparse's error `message` as `-flag: problem`: the flag first, by its first spelling."""
+    if match := re.fullmatch(r"argument ([^:/ ]+)(?:/\S+)?: (.*)", message, re.S):
+        return f"{match[1]}: {match[2]}"
+    if match := re.fullmatch(r"unrecognized arguments: (.*)", message, re.S):
+        first, *rest = match[1].split() or [""]
+        return f"{first}: unrecognized argument{f's {match[1]!r}' if rest else ''} (-h lists the flags)"
+    if match := re.fullmatch(r"the following arguments are required: (.*)", message, re.S):
+        names = ", ".join(name.split("/")[0] for name in match[1].split(", "))
+        return f"{names}: required (-h lists the flags)"
+    if match := re.fullmatch(r"ambiguous option: (\S+) could match (.*)", message, re.S):
+        return f"{match[1]}: ambiguous, could be {match[2]}"
+    return message
+
+
+def library_problem(error: BaseException) -> str:
+    """The one line of an error a library raised for a file or the disk (an OSError, an lmdb.Error)
+    that no caller converted: the file when the error names one, and the reason."""
+    if isinstance(error, OSError):
+        subject = f"{error.filename}: " if error.filename else ""
+        return subject + (error.strerror or str(error) or type(error).__name__)
+    return f"LMDB store: {type(error).__name__}: {error}"
+
+
+def _quiet_stdout() -> None:
+    """Point standard output at /dev/null, so that flushing it at exit raises nothing (nothing to do
+    when it is no file, as under a test's capture)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def report_problems(problems: Sequence[str]) -> None:
@@ -55,15 +98,30 @@ def sigterm_raises() -> Iterator[None]:
 def run_cli(main: Callable[[], object]) -> None:
     """Run a command-line `main`, turning a UserError into `error: ...` lines on stderr and exit code 2.
 
+    The last net for what a library raises for a file or the disk and no caller converted with its
+    file's name (an OSError such as a full disk or a symbolic-link loop, an lmdb.Error): one
+    `error:` line and exit code 2 as well. Any other exception is a bug and keeps its traceback.
+    A reader of standard output that went away (`... | head -1`) ends the command quietly with
+    exit code 141 (128 + SIGPIPE), as Unix tools end.
+
     SIGINT (Ctrl-C) and SIGTERM stop it with one line and exit code 130 or 143, after the writers
     have removed their temporary files (training handles both itself: it saves, then stops).
     """
+    import lmdb
+
     try:
         with sigterm_raises():
             main()
+            sys.stdout.flush()
     except UserError as error:
         for line in str(error).splitlines() or [""]:
             print(f"error: {line}", file=sys.stderr)
+        sys.exit(2)
+    except BrokenPipeError:
+        _quiet_stdout()
+        sys.exit(128 + signal.SIGPIPE)
+    except (OSError, lmdb.Error) as error:
+        print(f"error: {library_problem(error)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

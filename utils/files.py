@@ -6,8 +6,10 @@ SIGKILL sees the previous file or the complete new one, never a part of it. `wri
 several files as one set the same way: every file is complete on disk before the first rename, so
 a failure while writing (a full disk, a signal) replaces none of them. `atomic_write`,
 `write_json`, `write_json_files` and `write_text` build on it; writers that need a path (HDF5)
-use `atomic_output`. On a failure (disk full, no permission) the temporary files are removed and a
-UserError names the path. Folders an output needs are created when it is written.
+use `atomic_output`; a set of files that a command writes as one folder (an LMDB store, the toy
+data) is written through `atomic_folder`. On a failure (disk full, no permission) the temporary files are removed and a
+UserError names the path. Folders an output needs are created when it is written (and removed
+again when the write fails).
 
 `check_writable` fails early, before any heavy work and without creating anything, when an output
 cannot be written (utils/outputs.py checks a command's outputs as a whole).
@@ -16,6 +18,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, Mapping, Union
@@ -44,14 +47,48 @@ def _fsync(path: Path) -> None:
         os.close(descriptor)
 
 
+def resolved(path: PathLike, subject: str = "") -> Path:
+    """The absolute `path` with every symbolic link of its existing part resolved; a loop of
+    symbolic links (Python raises RuntimeError or OSError) is a UserError naming `path` and
+    `subject` (the flag that gave it)."""
+    try:
+        return Path(os.path.abspath(path)).resolve()
+    except (RuntimeError, OSError) as error:
+        reason = _reason(error) if isinstance(error, OSError) else "symbolic links form a loop"
+        raise UserError(f"{path}: {subject + ': ' if subject else ''}cannot resolve it ({reason})") from None
+
+
+def make_parents(path: Path) -> list[Path]:
+    """Create the missing folders above `path`; returns those it created, the outermost first."""
+    missing = [folder for folder in reversed(path.parents) if not folder.exists()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def remove_folders(folders: list[Path]) -> None:
+    """Remove the folders `make_parents` created (innermost first) where they are still empty."""
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
 
 
+def _disk_error(error: BaseException):
+    """The OSError behind `error`: itself, or the one a library turned into an error of its own
+    (torch.save raises a RuntimeError when a write of its file fails); None when there is none."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
 def _failed(error: BaseException, path: Path, what: str, kept: str) -> BaseException:
-    """The error to raise for a failed write of `path`: a UserError for an OSError, else `error`."""
-    if isinstance(error, OSError):
-        return UserError(f"{path}: cannot write{' ' + what if what else ''} ({_reason(error)}); {kept}")
+    """The error to raise for a failed write of `path`: a UserError when an OSError (a full disk)
+    is behind it, else `error` itself (a bug keeps its traceback)."""
+    if (disk_error := _disk_error(error)) is not None:
+        return UserError(f"{path}: cannot write{' ' + what if what else ''} ({_reason(disk_error)}); {kept}")
     return error
 
 
@@ -63,8 +100,9 @@ def atomic_output(path: PathLike, what: str = "") -> Iterator[Path]:
     """
     path = Path(path)
     temporary = _temporary(path)
+    created = []
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        created = make_parents(path)
         yield temporary
         _fsync(temporary)
         os.replace(temporary, path)
@@ -72,7 +110,46 @@ def atomic_output(path: PathLike, what: str = "") -> Iterator[Path]:
     except BaseException as error:
         with contextlib.suppress(OSError):  # absent, or its folder is not one
             temporary.unlink()
+        remove_folders(created)
         raise _failed(error, path, what, "the previous file, if any, is kept") from None
+
+
+@contextlib.contextmanager
+def atomic_folder(path: PathLike, what: str, extra: frozenset = frozenset()) -> Iterator[Path]:
+    """Yield a temporary folder next to `path` to write a set of files into; when the block
+    succeeds it takes the place of `path` (renames: the previous set, or the new one, never a mix).
+
+    An existing `path` is replaced only when everything in it is a name of the new set or of
+    `extra` (what an earlier run may have written besides); else a UserError, and the previous
+    folder stays as it was. A failure (a full disk, a signal, an error of the writer) removes the
+    temporary folder and the parent folders it created; an OSError (or an error of a library with
+    an OSError behind it) is a UserError naming `path` and `what`.
+    """
+    path = Path(path)
+    temporary = _temporary(path)
+    created = []
+    try:
+        created = make_parents(path)
+        temporary.mkdir()
+        yield temporary
+        previous_names = set(os.listdir(path)) if path.is_dir() else set()
+        if unknown := previous_names - set(os.listdir(temporary)) - extra:
+            raise UserError(f"{path}: holds {', '.join(sorted(unknown))}, not {what}; not replaced (choose a new "
+                            "or empty folder)")
+        if previous_names:
+            previous = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.rename(path, previous)
+            os.rename(temporary, path)
+            shutil.rmtree(previous)
+        else:
+            os.replace(temporary, path)
+        _fsync(path.parent)
+    except BaseException as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        remove_folders(created)
+        if isinstance(error, UserError):  # a writer names its file in the temporary folder: name it in place
+            raise UserError(str(error).replace(str(temporary), str(path))) from None
+        raise _failed(error, path, what, "the previous one, if any, is kept") from None
 
 
 def write_files(writers: Mapping[PathLike, Writer], what: str = "") -> None:
@@ -83,11 +160,11 @@ def write_files(writers: Mapping[PathLike, Writer], what: str = "") -> None:
     previous file as it was; a UserError names the file that failed."""
     targets = [Path(path) for path in writers]
     temporaries = [_temporary(path) for path in targets]
-    current, renamed = targets[0], 0
+    current, renamed, created = targets[0], 0, []
     try:
         for target, temporary, write in zip(targets, temporaries, writers.values()):
             current = target
-            target.parent.mkdir(parents=True, exist_ok=True)
+            created += make_parents(target)
             with open(temporary, "wb") as file:
                 write(file)
             _fsync(temporary)
@@ -101,6 +178,8 @@ def write_files(writers: Mapping[PathLike, Writer], what: str = "") -> None:
         for temporary in temporaries[renamed:]:
             with contextlib.suppress(OSError):
                 temporary.unlink()
+        if not renamed:
+            remove_folders(created)
         kept = ("the previous file, if any, is kept" if len(targets) == 1 else
                 f"{renamed} of the {len(targets)} files were replaced, the others keep their previous content"
                 if renamed else f"none of the {len(targets)} files was replaced")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Mapping, Sequence, Union
 
 from utils.errors import report_problems
-from utils.files import check_writable
+from utils.files import check_writable, resolved
 
 PathLike = Union[str, os.PathLike]
 
@@ -32,11 +32,6 @@ class Output:
     path: Path
     is_folder: bool = False
     what: str = "the output"
-
-
-def _resolved(path: PathLike) -> Path:
-    """The absolute path with every symbolic link of its existing part resolved."""
-    return Path(os.path.abspath(path)).resolve()
 
 
 def _same(first: Path, second: Path) -> bool:
@@ -59,7 +54,7 @@ def _kind_problem(output: Output) -> str:
 
 def _input_problem(output: Output, resolved_output: Path, flag: str, path: PathLike) -> str:
     """How `output` would destroy the input `flag` (at `path`), or ''."""
-    resolved_input = _resolved(path)
+    resolved_input = resolved(path, flag)
     if _same(resolved_output, resolved_input):
         return (f"{output.path}: the output {output.flag} is the input {flag}; writing it would destroy "
                 "the input (give the output another path)")
@@ -80,16 +75,17 @@ def check_outputs(outputs: Sequence[Output], inputs: Mapping[str, PathLike]) -> 
     skipped. Raises UserError: one line per problem.
     """
     inputs = {flag: path for flag, path in inputs.items() if str(path)}
-    resolved = [_resolved(output.path) for output in outputs]
+    resolved_outputs = [resolved(output.path, output.flag) for output in outputs]
     problems = []
     for index, output in enumerate(outputs):
-        earlier = next((other for other, path in zip(outputs[:index], resolved) if _same(path, resolved[index])), None)
+        earlier = next((other for other, path in zip(outputs[:index], resolved_outputs)
+                        if _same(path, resolved_outputs[index])), None)
         if earlier is not None:
             problems.append(f"{output.path}: the outputs {earlier.flag} and {output.flag} are the same path; "
                             "give each output its own")
             continue
         overlaps = [problem for flag, path in inputs.items()
-                    if (problem := _input_problem(output, resolved[index], flag, path))]
+                    if (problem := _input_problem(output, resolved_outputs[index], flag, path))]
         problems += overlaps[:1] or [problem for problem in [_kind_problem(output)] if problem]
     report_problems(problems)
     for output in outputs:

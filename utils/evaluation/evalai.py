@@ -51,6 +51,10 @@ def expected_entries(split: str, dialogs: list[dict]) -> dict[int, list[int]]:
     return {dialog["image_id"]: list(range(1, len(dialog["dialog"]) + 1)) for dialog in dialogs}
 
 
+MAX_IMAGE_ID = 2**63 - 1
+"""Image ids are COCO's and Flickr's, stored as int64 (the feature stores refuse others too)."""
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -61,6 +65,8 @@ def _entry_problem(entry) -> str:
         return "must be an object with exactly image_id, round_id and ranks"
     if not _is_int(entry["image_id"]):
         return f"image_id {entry['image_id']!r} is not an integer"
+    if not 0 <= entry["image_id"] <= MAX_IMAGE_ID:
+        return f"image_id {entry['image_id']} is not an image id (an integer in 0..{MAX_IMAGE_ID})"
     if not _is_int(entry["round_id"]) or not 1 <= entry["round_id"] <= NUM_ROUNDS:
         return f"round_id {entry['round_id']!r} is not an integer in 1..{NUM_ROUNDS}"
     ranks = entry["ranks"]
@@ -72,10 +78,10 @@ def _entry_problem(entry) -> str:
 
 def submission_problems(entries, split: str, expected: Optional[dict[int, list[int]]] = None) -> list[str]:
     """Every problem of an EvalAI submission of `split`, one line each naming the entry (empty when
-    it is valid): a list of objects with integer image_id, round_id in 1..10 and ranks a permutation
-    of 1..100; test: one entry per dialog, val: one per dialog and round (rounds 1..10 of each image,
-    without `expected`), no duplicates; with `expected` (`expected_entries`), exactly the image ids
-    and rounds it lists."""
+    it is valid): a list of objects with image_id an integer in 0..MAX_IMAGE_ID, round_id in 1..10
+    and ranks a permutation of 1..100; test: one entry per dialog, val: one per dialog and round
+    (rounds 1..10 of each image, without `expected`), no duplicates; with `expected`
+    (`expected_entries`), exactly the image ids and rounds it lists."""
     if not isinstance(entries, list) or not entries:
         return ["must be a non-empty json list of {image_id, round_id, ranks} objects"]
     problems, seen = [], {}

@@ -15,6 +15,7 @@ ranking side by side; `format_table_text` and `format_table_html` render it.
 from __future__ import annotations
 
 import html
+import math
 from dataclasses import dataclass
 
 import torch
@@ -118,14 +119,31 @@ def comparison_table(runs: dict[str, dict]) -> TypeTable:
     return TypeTable(rows + [ALL_ROUNDS], rounds, list(runs) + [RANDOM_LABEL], cells)
 
 
-def load_compared_metrics(compared: dict[str, str]) -> dict[str, dict]:
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def load_compared_metrics(compared: dict[str, str], own_label: str) -> dict[str, dict]:
     """Metrics files of other runs (label -> path, options.EvalOptions.compared_metrics): label ->
-    metrics dict; each must hold per-type metrics (an evaluation with -question_types)."""
+    metrics dict; each must hold per-type metrics (an evaluation with -question_types), every value
+    the table shows a finite number (round counts integers >= 0), checked when read. A label equal
+    to `own_label` (the evaluated model's column) or to the random ranking's is refused."""
     runs = {}
     for label, path in compared.items():
+        if label in (own_label, RANDOM_LABEL):
+            raise UserError(f"-compare_metrics: the label {label!r} ({path}) is the "
+                            f"{'evaluated model' if label == own_label else 'random ranking'}'s own column; "
+                            "give it another label")
         metrics = read_json(path, "metrics file")
         if not isinstance(metrics, dict) or not type_names(metrics) or "mrr" not in metrics:
             raise UserError(f"{path}: has no per-question-type metrics (evaluate it with -question_types)")
+        for name in type_names(metrics):
+            rounds = metrics[f"rounds_type_{name}"]
+            if not (isinstance(rounds, int) and not isinstance(rounds, bool) and rounds >= 0):
+                raise UserError(f"{path}: rounds_type_{name} must be an integer >= 0, got {rounds!r}")
+        for key in ("mrr", "r@1", *(f"{kind}_type_{name}" for name in type_names(metrics) for kind in ("mrr", "r_1"))):
+            if not _is_number(metrics.get(key)):
+                raise UserError(f"{path}: {key} must be a finite number, got {metrics.get(key)!r}")
         runs[label] = metrics
     return runs
 

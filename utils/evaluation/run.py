@@ -106,7 +106,7 @@ def evaluate(options: EvalOptions, context: DistributedContext) -> None:
     written = outputs(options)
     check_on_main(lambda: check_outputs(list(written.values()), options.input_paths()), context.is_main)
     question_types = load_question_types(options.question_types) if options.question_types else None
-    compared = load_compared_metrics(options.compared_metrics)
+    compared = load_compared_metrics(options.compared_metrics, options.model_type)
     dataset = load_split(options)
     model = load_model(options, dataset, context.device, verbose=context.is_main)
     scored = score_dataset(model, dataset, collate_dialog_batch, tokens_per_batch=options.eval_tokens_per_batch,

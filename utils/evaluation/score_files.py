@@ -67,6 +67,10 @@ def read_score_file(path) -> dict:
                         f"version {VERSION})")
     if content.get("split") not in ("val", "test"):
         raise UserError(f"{path}: split must be val or test, got {content.get('split')!r}")
+    for key in ("scores", *KEYS):
+        value = content.get(key)
+        if isinstance(value, torch.Tensor) and value.layout != torch.strided:
+            raise UserError(f"{path}: {key} is a tensor of layout {value.layout}, expected a dense one")
     scores = content.get("scores")
     if not (isinstance(scores, torch.Tensor) and scores.dim() == 3 and scores.is_floating_point()
             and scores.numel() > 0):

@@ -21,21 +21,33 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from utils.errors import UserError
+
 
 class MetricsFile:
-    """Appends one JSON object per line to a file (created with its folder)."""
+    """Appends one JSON object per line to a file (created with its folder). A line that cannot
+    be written whole (a full disk) is cut off again and is a UserError naming the file: the file
+    keeps only whole lines."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a", encoding="utf-8")
+        self._file = self.path.open("ab", buffering=0)
 
     def write(self, record: dict) -> None:
         # json has no nan/inf: write them as strings so every line stays valid JSON
         clean = {key: (str(value) if isinstance(value, float) and not math.isfinite(value) else value)
                  for key, value in record.items()}
-        self._file.write(json.dumps(clean) + "\n")
-        self._file.flush()
+        line = memoryview((json.dumps(clean) + "\n").encode("utf-8"))
+        end = self._file.seek(0, io.SEEK_END)
+        try:
+            while line:
+                line = line[self._file.write(line):]
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                self._file.truncate(end)
+            raise UserError(f"{self.path}: cannot append to the metrics log ({error.strerror or error}); "
+                            "its earlier lines are kept") from None
 
     def close(self) -> None:
         self._file.close()
