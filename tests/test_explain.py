@@ -3,7 +3,6 @@ pointing score (utils/evaluation/pointing.py), on the reference fixtures' model 
 co-attention probabilities are the ones the model weighs the regions with and change no output, the
 weights are a distribution over the real regions (0 on padding) of the current round's tokens, the
 ranking is the same with and without explain, and the pointing score counts hits as defined."""
-import json
 
 import pytest
 import torch

@@ -8,7 +8,6 @@ layout, while the golden fixture happens to store ints and bytes. Each form belo
 golden store's records (the same numbers, stored another way); the reader must give bit-identical
 records, and the reference checks (dataset items, scores, metrics) must give the same rows.
 """
-import base64
 import contextlib
 import pickle
 import shutil
