@@ -83,7 +83,8 @@ from utils.files import write_json
 from utils.input_files import read_json
 from utils.training.data import TrainingData, build_training_data
 from utils.training.loggers import TrainingLogger
-from utils.training.run_folder import RunFolder, git_commit
+from utils.checkpoints import git_commit
+from utils.training.run_folder import RunFolder
 from utils.training.run_state import RunState
 from utils.training.steps import StepSettings, base_step, dense_step
 from utils.training.trainer import Trainer

@@ -6,10 +6,11 @@ From the bottom up (a module may import its own unit and any lower layer, nothin
                               precision.py, random_state.py
     1  data, model            dataloader/ | models/            (two units: neither imports the other)
     2  options                options.py                       (the typed flags; the model types)
-    3  evaluation             utils/evaluation/
-    4  training, conformance, utils/training/ | utils/conformance/ | utils/benchmarking/
+    3  checkpoints            utils/checkpoints/               (reading, writing, checking, resuming)
+    4  evaluation             utils/evaluation/
+    5  training, conformance, utils/training/ | utils/conformance/ | utils/benchmarking/
        benchmarking
-    5  entry points           train.py | evaluate.py | each file of scripts/ and preprocessing/
+    6  entry points           train.py | evaluate.py | each file of scripts/ and preprocessing/
 
 Tests sit above everything and are not checked. Function-level imports count like any other.
 """
@@ -25,18 +26,19 @@ LAYERS = [  # (rank, unit, the paths in it: a file, or a folder ending in '/')
     (0, "the shared base", BASE),
     (1, "dataloader/", ("dataloader/",)), (1, "models/", ("models/",)),
     (2, "options.py", ("options.py",)),
-    (3, "utils/evaluation/", ("utils/evaluation/",)),
-    (4, "utils/training/", ("utils/training/",)), (4, "utils/conformance/", ("utils/conformance/",)),
-    (4, "utils/benchmarking/", ("utils/benchmarking/",)),
-    (5, "train.py", ("train.py",)), (5, "evaluate.py", ("evaluate.py",)),
+    (3, "utils/checkpoints/", ("utils/checkpoints/",)),
+    (4, "utils/evaluation/", ("utils/evaluation/",)),
+    (5, "utils/training/", ("utils/training/",)), (5, "utils/conformance/", ("utils/conformance/",)),
+    (5, "utils/benchmarking/", ("utils/benchmarking/",)),
+    (6, "train.py", ("train.py",)), (6, "evaluate.py", ("evaluate.py",)),
 ]
-ENTRY_POINT_FOLDERS = ("scripts/", "preprocessing/")  # layer 5, each file a unit of its own
+ENTRY_POINT_FOLDERS = ("scripts/", "preprocessing/")  # layer 6, each file a unit of its own
 
 
 def unit_of(path: str) -> tuple[int, str]:
     """(rank, unit) of a repository path such as 'utils/training/steps.py'."""
     if path.startswith(ENTRY_POINT_FOLDERS):
-        return 5, path
+        return 6, path
     for rank, unit, paths in LAYERS:
         if any(path == member or (member.endswith("/") and path.startswith(member)) for member in paths):
             return rank, unit

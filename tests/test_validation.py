@@ -31,7 +31,7 @@ from dataloader.tokenizer import load_tokenizer
 from dataloader.visdial_json import load_dense_annotations, load_visdial_json
 from models import build_model
 from models.config import BertConfig
-from models.weights import load_model_weights, read_checkpoint
+from utils.checkpoints import load_model_weights, read_checkpoint
 from options import CPU_COUNT, EvalOptions, TrainOptions, parse_options
 from tests import hostile_inputs as hostile
 from tests.train_helpers import fixture_flags
@@ -39,7 +39,9 @@ from utils.distributed import DistributedContext
 from utils.errors import UserError
 from utils.evaluation.model_config import model_config_for
 from utils.training.run_folder import RunFolder
-from utils.training.run_state import Checkpoint, RunState, check_resume_content, read_resume_checkpoint
+from utils.checkpoints import Checkpoint, read_run_state, restore_run_state, save_run_state
+from utils.checkpoints.run_checkpoint import check_resume_content
+from utils.training.run_state import RunState
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GIB = 1 << 30
@@ -341,7 +343,7 @@ def resume_run(golden_dir, tmp_path_factory):
     state.optimizer.step()
     folder = RunFolder(folder / "run")
     folder.path.mkdir()
-    state.save(folder.checkpoint(1), options, context)
+    save_run_state(folder.checkpoint(1), state, options, context)
     fresh = RunState.start(build_model(golden_dir / "model_config.json"), options, "fp32")
     return SimpleNamespace(folder=folder, path=folder.checkpoint(1), options=options, context=context, state=fresh,
                            content=torch.load(folder.checkpoint(1), weights_only=True))
@@ -379,14 +381,14 @@ def test_every_field_of_a_resume_state_is_checked(name, change, fragments, resum
 
     def resume():
         check_resume_content(content, resume_run.path)
-        resume_run.state.resume(Checkpoint(resume_run.path, content), resume_run.context, print)
+        restore_run_state(Checkpoint(resume_run.path, content), resume_run.state, resume_run.context, print)
 
     one_line_error(resume, resume_run.path, *fragments)
 
 
 def test_an_untouched_resume_state_resumes(resume_run):
-    checkpoint = read_resume_checkpoint(resume_run.folder, resume_run.options, print)
-    resume_run.state.resume(checkpoint, resume_run.context, print)
+    checkpoint = read_run_state(resume_run.folder.resume_from(""), resume_run.options, print)
+    restore_run_state(checkpoint, resume_run.state, resume_run.context, print)
     assert resume_run.state.progress.iteration == checkpoint.content["progress"]["iteration"]
 
 

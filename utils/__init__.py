@@ -1,5 +1,6 @@
 """Everything above the model and the data, one layer per package, and below it what every layer uses.
 
+    checkpoints/   reading, writing, checking and resuming checkpoints (one small surface)
     training/      the training loop and what it needs (steps, run state, run folder, schedule,
                    loggers, training data); train.py builds a run from these
     evaluation/    scoring, metrics, the report, val evaluation, the EvalAI files; evaluate.py
@@ -10,5 +11,6 @@
     precision.py, random_state.py: the shared base
 
 Imports run downward only: entry points, then training and conformance, then evaluation, then
-options.py, then models/ and dataloader/, then the shared base (tests/test_layering.py).
+checkpoints, then options.py, then models/ and dataloader/, then the shared base
+(tests/test_layering.py).
 """

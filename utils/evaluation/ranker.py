@@ -28,7 +28,7 @@ from dataloader.feature_formats import open_image_features
 from dataloader.rounds import RoundEncoder, image_inputs, image_record_from_arrays
 from dataloader.tokenizer import load_tokenizer
 from models import MODEL_TYPES, build_model
-from models.weights import load_model_weights
+from utils.checkpoints import load_model_weights
 from options import SharedOptions
 from utils.errors import UserError, note_on_stderr
 from utils.evaluation.model_config import checked_model_config

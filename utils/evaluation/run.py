@@ -29,7 +29,7 @@ from dataloader.tokenizer import load_tokenizer
 from dataloader.visdial_json import (NUM_ANSWER_OPTIONS, check_annotations_follow_dialogs, load_dense_annotations,
                                      load_visdial_json)
 from models import build_model
-from models.weights import load_model_weights
+from utils.checkpoints import load_model_weights
 from options import EnsembleOptions, EvalOptions
 from utils.distributed import DistributedContext, check_on_main
 from utils.errors import UserError
