@@ -27,11 +27,11 @@ import yaml
 
 from models import build_model
 from options import TrainOptions, parse_options
-from utils.distributed import DistributedContext, barrier, setup_distributed, teardown_distributed, wrap_model
 from utils.checkpoints import (estimated_checkpoint_bytes, git_commit, load_bert_weights, load_model_weights,
                                read_run_state, restore_run_state)
+from utils.distributed import DistributedContext, barrier, setup_distributed, teardown_distributed, wrap_model
 from utils.errors import UserError, report_problems, run_cli
-from utils.evaluation.model_config import model_config_for
+from utils.evaluation.run import model_config_for
 from utils.precision import resolve_precision
 from utils.random_state import seed_everything
 from utils.training.data import build_training_data

@@ -15,6 +15,9 @@ From the bottom up (a module may import its own unit and any lower layer, nothin
 Tests sit above everything and are not checked. Function-level imports count like any other.
 """
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,3 +132,13 @@ def test_an_upward_import_is_reported_with_its_file_and_line(tmp_path, importer,
     assert expected in violations[0]
     (tmp_path / importer).write_text("import os\n")
     assert layering_violations(tmp_path) == []
+
+
+def test_importing_the_metrics_does_not_load_the_models(repo_root):
+    """utils/evaluation/__init__.py imports the ranker (and the models) only when it is asked for."""
+    probe = ("import sys, utils.evaluation.metrics; loaded = sorted({m.split('.')[0] for m in sys.modules} & "
+             "{'models', 'dataloader', 'options'}); from utils.evaluation import DialogRanker; "
+             "print(loaded, 'models' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=repo_root, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(repo_root)}, check=True)
+    assert result.stdout.split() == ["[]", "True"]

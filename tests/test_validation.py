@@ -37,7 +37,7 @@ from tests import hostile_inputs as hostile
 from tests.train_helpers import fixture_flags
 from utils.distributed import DistributedContext
 from utils.errors import UserError
-from utils.evaluation.model_config import model_config_for
+from utils.evaluation.run import model_config_for
 from utils.training.run_folder import RunFolder
 from utils.checkpoints import Checkpoint, read_run_state, restore_run_state, save_run_state
 from utils.checkpoints.run_checkpoint import check_resume_content

@@ -25,13 +25,13 @@ import torch
 
 from dataloader.collate import collate_dialog_batch
 from dataloader.feature_formats import open_image_features
+from dataloader.feature_record import NUM_CLASSES
 from dataloader.rounds import RoundEncoder, image_inputs, image_record_from_arrays
 from dataloader.tokenizer import load_tokenizer
-from models import MODEL_TYPES, build_model
-from utils.checkpoints import load_model_weights
+from models import build_model, checked_model_config, model_class
 from options import SharedOptions
+from utils.checkpoints import load_model_weights
 from utils.errors import UserError, note_on_stderr
-from utils.evaluation.model_config import checked_model_config
 from utils.evaluation.scoring import default_tokens_per_batch, score_sequences
 from utils.precision import PRECISIONS, resolve_precision
 
@@ -111,13 +111,13 @@ class DialogRanker:
         config is checked against the vocabulary, max_seq_len and the features' width before the
         model is built; the weights load strictly. device: "cpu", "cuda", "cuda:N", or None / "auto"
         for a GPU when there is one. Every problem is one UserError line naming the file."""
-        if model_type not in MODEL_TYPES:
-            raise UserError(f"model_type must be one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
+        model_class(model_type)  # an unknown type is refused before anything is read
         device = resolve_device(device)
         tokenizer = load_tokenizer(str(vocab))
         if features is not None and not hasattr(features, "image_ids"):
             features = open_image_features(features, note or note_on_stderr)
-        config = checked_model_config(model_config, model_type, len(tokenizer), vocab, max_seq_len, features)
+        config = checked_model_config(model_config, model_type, len(tokenizer), vocab, max_seq_len, features,
+                                      NUM_CLASSES)
         model = build_model(config, model_type)
         load_model_weights(model, path)
         return cls(model.to(device), tokenizer, features, max_seq_len=max_seq_len, max_rounds=max_rounds,

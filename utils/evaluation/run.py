@@ -23,18 +23,18 @@ from torch.utils.data import Dataset
 
 from dataloader.collate import collate_dialog_batch
 from dataloader.datasets import VisdialDataset
+from dataloader.feature_record import NUM_CLASSES
 from dataloader.feature_store import open_feature_store
 from dataloader.question_types import QuestionTypes, load_question_types
 from dataloader.tokenizer import load_tokenizer
 from dataloader.visdial_json import (NUM_ANSWER_OPTIONS, check_annotations_follow_dialogs, load_dense_annotations,
                                      load_visdial_json)
-from models import build_model
+from models import BertConfig, build_model, checked_model_config
+from options import EnsembleOptions, EvalOptions, SharedOptions
 from utils.checkpoints import load_model_weights
-from options import EnsembleOptions, EvalOptions
 from utils.distributed import DistributedContext, check_on_main
 from utils.errors import UserError
 from utils.evaluation.evalai import check_submission, evalai_test_entries, evalai_val_entries, expected_entries
-from utils.evaluation.model_config import model_config_for
 from utils.evaluation.question_types import (comparison_table, format_table_html, format_table_text,
                                              load_compared_metrics, question_type_metrics)
 from utils.evaluation.score_files import (check_matches_dialogs, check_same_keys, combine_scores, read_score_file,
@@ -83,6 +83,14 @@ def _val_annotations_path(options) -> Optional[str]:
         warnings.warn(f"{annotations}: no val dense annotations; NDCG will not be computed", stacklevel=3)
         return None
     return annotations
+
+
+def model_config_for(options: SharedOptions, dataset) -> BertConfig:
+    """-model_config, checked against the data the model will see (a dataset of
+    dataloader/datasets.py): its vocabulary, -max_seq_len and, for a model that reads them, the
+    feature store's width and classes; UserError naming the config and the data file otherwise."""
+    return checked_model_config(options.model_config, options.model_type, dataset.vocabulary_size, options.vocab,
+                                options.max_seq_len, dataset.features, NUM_CLASSES)
 
 
 def load_model(options: EvalOptions, dataset, device: torch.device, verbose: bool = True) -> torch.nn.Module:

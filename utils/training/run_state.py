@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.weights import configure_optimizer
+from models.optimizer import configure_optimizer
 from options import TrainOptions
 from utils.checkpoints import Progress
 from utils.training.schedule import WarmupLinearSchedule
