@@ -18,6 +18,7 @@ import math
 import os
 from typing import Optional, Sequence, TypeVar
 
+import torch
 import yaml
 
 from dataloader.visdial_json import NUM_ANSWER_OPTIONS
@@ -25,9 +26,10 @@ from models import MODEL_TYPES
 from models.losses import DENSE_LOSSES
 from utils.errors import UserError
 from utils.input_files import SMALL_FILE_BYTES, read_text
-from utils.precision import PRECISIONS
 
 MODES = ("base", "dense")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""-precision name -> autocast dtype (None: no autocast); the flag also takes `auto` (`resolve_precision`)."""
 NAN_POLICIES = ("stop", "skip")
 SPLITS = ("val", "test")
 
@@ -38,6 +40,20 @@ FREE = "free"          # nothing to say: how long to run, where to save, where t
 
 CPU_COUNT = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 """The CPUs this process may use: the most DataLoader workers that make sense (-num_workers)."""
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """The one meaning of a -precision value on `device`, for every entry point (train.py,
+    evaluate.py, DialogRanker and chat): `auto` is bf16 on a GPU that supports it, else fp32 (CPU
+    bf16 is slower than fp32 on many CPUs); UserError for fp16 off a CUDA device (its grad scaler
+    and kernels need one) and for a name that is neither auto nor one of PRECISIONS."""
+    if name == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if name not in PRECISIONS:
+        raise UserError(f"-precision must be auto or one of {', '.join(PRECISIONS)}, got {name!r}")
+    if name == "fp16" and device.type != "cuda":
+        raise UserError("-precision fp16 needs a CUDA device (use fp32 or bf16 on the CPU)")
+    return name
 
 
 def flag(default, help: str, group: Optional[str], *, choices: Sequence = (), at_least=None,
@@ -163,6 +179,14 @@ class SharedOptions(FlagOptions):
                           "runtime", choices=("auto", *PRECISIONS))
     compile: bool = flag(False, "compile the model with torch.compile", "runtime", on_resume=NOTED)
 
+    def unused_flags(self, world_size: int) -> list[str]:
+        """A `note:` line for each flag whose value means nothing in a run of `world_size` processes
+        (accepted, as the reference's scripts and the presets give them, and stated, not refused)."""
+        if self.n_gpus == world_size:
+            return []
+        return [f"note: -n_gpus {self.n_gpus} is not used: this run has {world_size} process(es), as torchrun "
+                "started it (--nproc_per_node)"]
+
     def to_dict(self) -> dict:
         """Flag name -> value (e.g. `continue`, not the field name `resume`), as in config.yml."""
         return {flag_name(field): getattr(self, field.name) for field in dataclasses.fields(self)}
@@ -194,7 +218,8 @@ class TrainOptions(SharedOptions):
     # training
     mode: str = flag("base", "base: MLM + NSP + masked regions; dense: dense-annotation finetuning",
                      "training", choices=MODES)
-    batch_size: int = flag(80, "sequences per iteration", "training", at_least=1)
+    batch_size: int = flag(80, "sequences per iteration (base mode; dense mode takes one annotated round per "
+                               "process and iteration)", "training", at_least=1)
     batch_multiply: int = flag(1, "iterations whose gradients are accumulated into one optimizer step",
                                "training", at_least=1)
     num_epochs: int = flag(20, "total number of epochs", "training", at_least=1, on_resume=FREE)
@@ -263,6 +288,13 @@ class TrainOptions(SharedOptions):
         if self.resume and not (self.start_path or self.save_name):
             problems.append("-continue needs -save_name (the run folder to resume) or -start_path (a checkpoint)")
         return problems
+
+    def unused_flags(self, world_size: int) -> list[str]:
+        notes = super().unused_flags(world_size)
+        if self.mode == "dense":
+            notes.append(f"note: -batch_size {self.batch_size} is not used in dense mode: an iteration takes one "
+                         "annotated round per process (all its options, -dense_chunk sequences per forward pass)")
+        return notes
 
     def input_paths(self) -> dict[str, str]:
         paths = super().input_paths()

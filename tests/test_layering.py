@@ -3,7 +3,7 @@
 From the bottom up (a module may import its own unit and any lower layer, nothing else):
 
     0  the shared base        utils/errors.py, files.py, input_files.py, outputs.py, distributed.py,
-                              precision.py, random_state.py
+                              random_state.py (at most six modules at the top of utils/)
     1  data, model            dataloader/ | models/            (two units: neither imports the other)
     2  options                options.py                       (the typed flags; the model types)
     3  checkpoints            utils/checkpoints/               (reading, writing, checking, resuming)
@@ -24,7 +24,7 @@ import pytest
 
 PROJECT_PACKAGES = ("dataloader", "models", "preprocessing", "scripts", "utils", "options", "train", "evaluate")
 BASE = ("utils/__init__.py", "utils/errors.py", "utils/files.py", "utils/input_files.py", "utils/outputs.py",
-        "utils/distributed.py", "utils/precision.py", "utils/random_state.py")
+        "utils/distributed.py", "utils/random_state.py")
 LAYERS = [  # (rank, unit, the paths in it: a file, or a folder ending in '/')
     (0, "the shared base", BASE),
     (1, "dataloader/", ("dataloader/",)), (1, "models/", ("models/",)),
@@ -103,6 +103,11 @@ def layering_violations(root: Path) -> list[str]:
 
 def test_imports_run_downward_only(repo_root):
     assert layering_violations(repo_root) == []
+
+
+def test_the_top_of_utils_holds_at_most_six_shared_base_modules(repo_root):
+    top = sorted(f"utils/{path.name}" for path in (repo_root / "utils").glob("*.py"))
+    assert top == sorted(BASE) and len(top) - 1 <= 6
 
 
 def test_every_module_has_a_layer(repo_root):

@@ -20,7 +20,8 @@ def test_language_rule_matches_reference_list_for_paper_config(repo_root, golden
     model = build_on_meta(repo_root / "config" / "bert_base_6layer_6conect.json")
     names = [name for name, _ in model.named_parameters()]
     assert len(names) > 500
-    mismatched = [name for name in names if is_language_parameter(VisualDialogEncoder, name) != (name in language_names)]
+    mismatched = [name for name in names
+                  if is_language_parameter(VisualDialogEncoder, name) != (name in language_names)]
     assert mismatched == []
     assert not is_language_parameter(VisualDialogEncoder, "bert_pretrained.bert.t_pooler.dense.weight")
     assert is_language_parameter(VisualDialogEncoder, "module.bert_pretrained.bert.encoder.layer.3.output.dense.bias")

@@ -30,7 +30,7 @@ from dataloader.tokenizer import load_tokenizer
 from dataloader.visdial_json import (NUM_ANSWER_OPTIONS, check_annotations_follow_dialogs, load_dense_annotations,
                                      load_visdial_json)
 from models import BertConfig, build_model, checked_model_config
-from options import EnsembleOptions, EvalOptions, SharedOptions
+from options import EnsembleOptions, EvalOptions, SharedOptions, resolve_precision
 from utils.checkpoints import load_model_weights
 from utils.distributed import DistributedContext, check_on_main
 from utils.errors import UserError
@@ -43,7 +43,6 @@ from utils.evaluation.scoring import ScoredDialogs, score_dataset
 from utils.evaluation.validation import format_metrics_table, val_metrics, write_val_report
 from utils.files import json_writer, write_files
 from utils.outputs import Output, check_outputs
-from utils.precision import resolve_precision
 
 
 def outputs(options: Union[EvalOptions, EnsembleOptions]) -> dict[str, Output]:
@@ -109,6 +108,9 @@ def load_model(options: EvalOptions, dataset, device: torch.device, verbose: boo
 
 def evaluate(options: EvalOptions, context: DistributedContext) -> None:
     """Evaluate as the options say (module docstring); rank 0 prints and writes."""
+    precision = resolve_precision(options.precision, context.device)
+    for note in options.unused_flags(context.world_size) if context.is_main else ():
+        print(note)
     written = outputs(options)
     check_on_main(lambda: check_outputs(list(written.values()), options.input_paths()), context.is_main)
     question_types = load_question_types(options.question_types) if options.question_types else None
@@ -116,7 +118,7 @@ def evaluate(options: EvalOptions, context: DistributedContext) -> None:
     dataset = load_split(options)
     model = load_model(options, dataset, context.device, verbose=context.is_main)
     scored = score_dataset(model, dataset, collate_dialog_batch, tokens_per_batch=options.eval_tokens_per_batch,
-                           precision=resolve_precision(options.precision, context.device),
+                           precision=precision,
                            num_workers=options.num_workers, progress=context.is_main)
     if context.is_main:
         write_results(options, scored, {kind: output.path for kind, output in written.items()},
