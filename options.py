@@ -21,7 +21,7 @@ from typing import Optional, Sequence, TypeVar
 import torch
 import yaml
 
-from dataloader.visdial_json import NUM_ANSWER_OPTIONS
+from dataloader.visdial_json import EVALUATED_SPLITS, NUM_ANSWER_OPTIONS, SPLITS
 from models import MODEL_TYPES
 from models.losses import DENSE_LOSSES
 from utils.errors import UserError
@@ -31,7 +31,6 @@ MODES = ("base", "dense")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 """-precision name -> autocast dtype (None: no autocast); the flag also takes `auto` (`resolve_precision`)."""
 NAN_POLICIES = ("stop", "skip")
-SPLITS = ("val", "test")
 
 # What `-continue` does when a flag differs from the value saved in the checkpoint:
 EXACT = "exact"        # refused: the run would not continue as it would have without the stop
@@ -310,7 +309,7 @@ class EvalOptions(SharedOptions):
     DESCRIPTION = "Evaluate visdial-bert on VisDial val or test"
 
     split: str = flag("test", "test: write the EvalAI submission; val: compute the metrics", "evaluation",
-                      choices=SPLITS)
+                      choices=EVALUATED_SPLITS)
     eval_tokens_per_batch: int = flag(0, "tokens of one forward pass (sequences x their longest length); 0: "
                                          "4096 on the CPU, 65536 on a GPU; lower it on small GPUs", "evaluation",
                                       at_least=0)
@@ -352,7 +351,7 @@ class EvalOptions(SharedOptions):
 
     def problems(self) -> list[str]:
         problems = super().problems()
-        if self.split == "test" and (self.val_evalai or self.report or self.question_types):
+        if SPLITS[self.split].last_round_only and (self.val_evalai or self.report or self.question_types):
             problems.append("-val_evalai, -report and -question_types need -split val")
         if self.compare_metrics and not self.question_types:
             problems.append("-compare_metrics needs -question_types")
@@ -399,7 +398,7 @@ class EnsembleOptions(FlagOptions):
         if any(not (math.isfinite(weight) and weight >= 0) for weight in self.weights) or (
                 self.weights and not any(self.weights)):
             problems.append("-weights must be finite, >= 0 and not all 0")
-        if self.split == "test" and (self.val_evalai or self.report):
+        if SPLITS[self.split].last_round_only and (self.val_evalai or self.report):
             problems.append("-val_evalai and -report need -split val")
         return problems
 

@@ -12,6 +12,7 @@ test: one entry per dialog (its last round), val: one per dialog and round; no d
 import argparse
 
 from dataloader.visdial_json import load_visdial_json
+from dataloader.visdial_json import EVALUATED_SPLITS
 from utils.errors import UserError, run_cli
 from utils.evaluation.evalai import expected_entries, submission_problems
 from utils.input_files import read_json
@@ -22,7 +23,7 @@ MAX_LINES = 50  # problems printed before the rest are counted
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Check an EvalAI VisDial submission file")
     parser.add_argument("file", help="the submission (a <save_name>_predictions.json or _val_predictions.json)")
-    parser.add_argument("-split", "--split", choices=("val", "test"), required=True,
+    parser.add_argument("-split", "--split", choices=EVALUATED_SPLITS, required=True,
                         help="test: EvalAI's test-std phase; val: its val phase")
     parser.add_argument("-dialogs", "--dialogs", default="",
                         help="the split's dialogs (processed or raw VisDial json): check the entries' image ids "

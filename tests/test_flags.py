@@ -1,5 +1,7 @@
 """One meaning per flag, resolved in one place: -precision (auto; fp16 needs CUDA at every entry
-point), -eval_tokens_per_batch 0, and the flags that mean nothing in a run (stated, not refused)."""
+point), -eval_tokens_per_batch 0, the flags that mean nothing in a run (stated, not refused), and
+each split's description (dataloader/visdial_json.SPLITS)."""
+import dataclasses
 import io
 import re
 
@@ -9,8 +11,9 @@ import torch
 import evaluate
 import train
 from dataloader.tokenizer import load_tokenizer
+from dataloader.visdial_json import EVALUATED_SPLITS, SPLITS
 from models import build_model
-from options import TrainOptions, parse_options, resolve_precision
+from options import EvalOptions, TrainOptions, parse_options, resolve_precision
 from scripts import chat as chat_cli
 from tests.train_helpers import fixture_flags
 from utils.errors import UserError
@@ -85,3 +88,19 @@ def test_a_dense_run_states_its_unused_batch_size(golden_dir, tmp_path, capsys):
                              "-1", "-num_options", "10", "-dense_chunk", "10", "-n_gpus", "1"))
     out = capsys.readouterr().out
     assert "note: -batch_size 2 is not used in dense mode" in out and "-n_gpus" not in out
+
+
+def test_each_split_is_described_once_and_its_flags_exist():
+    assert list(SPLITS) == ["train", "val", "test"] and EVALUATED_SPLITS == ("val", "test")
+    fields = {field.name for options in (TrainOptions, EvalOptions) for field in dataclasses.fields(options)}
+    for split in SPLITS.values():
+        named = [split.json_flag, split.dense_annotations_flag, split.samples_flag]
+        assert all(flag in fields for flag in named if flag), split
+    assert [split.name for split in SPLITS.values() if split.last_round_only] == ["test"]
+    assert {split.name: split.evalai_phase for split in SPLITS.values()} == {"train": "", "val": "val",
+                                                                               "test": "test-std"}
+    assert parse_options(["-split", "val"], EvalOptions).split == "val"
+    with pytest.raises(SystemExit):
+        parse_options(["-split", "train"], EvalOptions)
+    assert parse_options(["-split", "test", "-report", "r"], EvalOptions).problems() == [
+        "-val_evalai, -report and -question_types need -split val"]
