@@ -163,7 +163,8 @@ class SharedOptions(FlagOptions):
     overfit: bool = flag(False, "use a handful of dialogs (debugging)", "data")
     # model
     model_config: str = flag("config/bert_base_6layer_6conect.json",
-                             "model definition (the reference's JSON config schema)", "model", is_input=True)
+                             "model definition (the reference's JSON config schema; -continue compares its "
+                             "content, not its path)", "model", is_input=True)
     model_type: str = flag("vilbert", "vilbert (the paper's model) or language_only (the text-only baseline)",
                            "model", choices=MODEL_TYPES)
     start_path: str = flag("", "checkpoint to start from (weights only, unless -continue)", "model",
