@@ -18,19 +18,20 @@ import math
 import os
 from typing import Optional, Sequence, TypeVar
 
+import torch
 import yaml
 
-from dataloader.visdial_json import NUM_ANSWER_OPTIONS
+from dataloader.visdial_json import EVALUATED_SPLITS, NUM_ANSWER_OPTIONS, SPLITS
 from models import MODEL_TYPES
 from models.losses import DENSE_LOSSES
 from utils.errors import ArgumentParser, UserError
 from utils.files import resolved
 from utils.input_files import SMALL_FILE_BYTES, read_text
-from utils.precision import PRECISIONS
 
 MODES = ("base", "dense")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""-precision name -> autocast dtype (None: no autocast); the flag also takes `auto` (`resolve_precision`)."""
 NAN_POLICIES = ("stop", "skip")
-SPLITS = ("val", "test")
 
 # What `-continue` does when a flag differs from the value saved in the checkpoint:
 EXACT = "exact"        # refused: the run would not continue as it would have without the stop
@@ -39,6 +40,20 @@ FREE = "free"          # nothing to say: how long to run, where to save, where t
 
 CPU_COUNT = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 """The CPUs this process may use: the most DataLoader workers that make sense (-num_workers)."""
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """The one meaning of a -precision value on `device`, for every entry point (train.py,
+    evaluate.py, DialogRanker and chat): `auto` is bf16 on a GPU that supports it, else fp32 (CPU
+    bf16 is slower than fp32 on many CPUs); UserError for fp16 off a CUDA device (its grad scaler
+    and kernels need one) and for a name that is neither auto nor one of PRECISIONS."""
+    if name == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if name not in PRECISIONS:
+        raise UserError(f"-precision must be auto or one of {', '.join(PRECISIONS)}, got {name!r}")
+    if name == "fp16" and device.type != "cuda":
+        raise UserError("-precision fp16 needs a CUDA device (use fp32 or bf16 on the CPU)")
+    return name
 
 
 def flag(default, help: str, group: Optional[str], *, choices: Sequence = (), at_least=None,
@@ -84,6 +99,10 @@ def _range_problem(field: dataclasses.Field, value) -> Optional[str]:
     if inside:
         return None
     return f"-{flag_name(field)} must be {field.metadata['wanted'] or wanted}{field.metadata['note']}, got {value}"
+
+
+N_GPUS_DEFAULT = 8
+"""The reference's -n_gpus default."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,13 +168,14 @@ class SharedOptions(FlagOptions):
     overfit: bool = flag(False, "use a handful of dialogs (debugging)", "data")
     # model
     model_config: str = flag("config/bert_base_6layer_6conect.json",
-                             "model definition (the reference's JSON config schema)", "model", is_input=True)
+                             "model definition (the reference's JSON config schema; -continue compares its "
+                             "content, not its path)", "model", is_input=True)
     model_type: str = flag("vilbert", "vilbert (the paper's model) or language_only (the text-only baseline)",
                            "model", choices=MODEL_TYPES)
     start_path: str = flag("", "checkpoint to start from (weights only, unless -continue)", "model",
                            on_resume=FREE, is_input=True)
     # runtime
-    n_gpus: int = flag(8, "accepted for the reference's scripts and otherwise ignored: the processes "
+    n_gpus: int = flag(N_GPUS_DEFAULT, "accepted for the reference's scripts and otherwise ignored: the processes "
                           "come from torchrun", "runtime", at_least=1, on_resume=FREE)
     num_workers: int = flag(min(8, CPU_COUNT), "DataLoader worker processes (default: 8, or the CPUs of this "
                             "machine when it has fewer)", "runtime", at_least=0, at_most=CPU_COUNT,
@@ -163,6 +183,15 @@ class SharedOptions(FlagOptions):
     precision: str = flag("auto", "autocast precision; auto = bf16 on GPUs that support it, else fp32",
                           "runtime", choices=("auto", *PRECISIONS))
     compile: bool = flag(False, "compile the model with torch.compile", "runtime", on_resume=NOTED)
+
+    def unused_flags(self, world_size: int) -> list[str]:
+        """A `note:` line for each flag whose value means nothing in a run of `world_size` processes
+        (accepted, as the reference's scripts and the presets give them, and stated, not refused).
+        -n_gpus at its default (the reference's 8) is not stated: every run would print it."""
+        if self.n_gpus in (world_size, N_GPUS_DEFAULT):
+            return []
+        return [f"note: -n_gpus {self.n_gpus} is not used: this run has {world_size} process(es), as torchrun "
+                "started it (--nproc_per_node)"]
 
     def to_dict(self) -> dict:
         """Flag name -> value (e.g. `continue`, not the field name `resume`), as in config.yml."""
@@ -195,7 +224,8 @@ class TrainOptions(SharedOptions):
     # training
     mode: str = flag("base", "base: MLM + NSP + masked regions; dense: dense-annotation finetuning",
                      "training", choices=MODES)
-    batch_size: int = flag(80, "sequences per iteration", "training", at_least=1)
+    batch_size: int = flag(80, "sequences per iteration (base mode; dense mode takes one annotated round per "
+                               "process and iteration)", "training", at_least=1)
     batch_multiply: int = flag(1, "iterations whose gradients are accumulated into one optimizer step",
                                "training", at_least=1)
     num_epochs: int = flag(20, "total number of epochs", "training", at_least=1, on_resume=FREE)
@@ -265,6 +295,13 @@ class TrainOptions(SharedOptions):
             problems.append("-continue needs -save_name (the run folder to resume) or -start_path (a checkpoint)")
         return problems
 
+    def unused_flags(self, world_size: int) -> list[str]:
+        notes = super().unused_flags(world_size)
+        if self.mode == "dense":
+            notes.append(f"note: -batch_size {self.batch_size} is not used in dense mode: an iteration takes one "
+                         "annotated round per process (all its options, -dense_chunk sequences per forward pass)")
+        return notes
+
     def input_paths(self) -> dict[str, str]:
         paths = super().input_paths()
         if self.resume:  # -continue reads the run folder's own checkpoints: -start_path may be one of them
@@ -279,7 +316,7 @@ class EvalOptions(SharedOptions):
     DESCRIPTION = "Evaluate visdial-bert on VisDial val or test"
 
     split: str = flag("test", "test: write the EvalAI submission; val: compute the metrics", "evaluation",
-                      choices=SPLITS)
+                      choices=EVALUATED_SPLITS)
     eval_tokens_per_batch: int = flag(0, "tokens of one forward pass (sequences x their longest length); 0: "
                                          "4096 on the CPU, 65536 on a GPU; lower it on small GPUs", "evaluation",
                                       at_least=0)
@@ -328,7 +365,7 @@ class EvalOptions(SharedOptions):
 
     def problems(self) -> list[str]:
         problems = super().problems()
-        if self.split == "test" and (self.val_evalai or self.report or self.question_types):
+        if SPLITS[self.split].last_round_only and (self.val_evalai or self.report or self.question_types):
             problems.append("-val_evalai, -report and -question_types need -split val")
         if self.compare_metrics and not self.question_types:
             problems.append("-compare_metrics needs -question_types")
@@ -387,7 +424,7 @@ class EnsembleOptions(FlagOptions):
         if any(not (math.isfinite(weight) and weight >= 0) for weight in self.weights) or (
                 self.weights and not any(self.weights)):
             problems.append("-weights must be finite, >= 0 and not all 0")
-        if self.split == "test" and (self.val_evalai or self.report):
+        if SPLITS[self.split].last_round_only and (self.val_evalai or self.report):
             problems.append("-val_evalai and -report need -split val")
         return problems
 

@@ -26,17 +26,17 @@ import torch
 import yaml
 
 from models import build_model
-from models.weights import load_bert_weights, load_model_weights
-from options import TrainOptions, parse_options
+from options import TrainOptions, parse_options, resolve_precision
+from utils.checkpoints import (estimated_checkpoint_bytes, git_commit, load_bert_weights, load_model_weights,
+                               read_run_state, restore_run_state)
 from utils.distributed import DistributedContext, barrier, setup_distributed, teardown_distributed, wrap_model
-from utils.errors import UserError, report_problems, run_cli
-from utils.evaluation.model_config import model_config_for
-from utils.precision import resolve_precision
+from utils.errors import report_problems, run_cli
+from utils.evaluation.run import model_config_for
 from utils.random_state import seed_everything
 from utils.training.data import build_training_data
 from utils.training.loggers import TrainingLogger
-from utils.training.run_folder import RunFolder, git_commit
-from utils.training.run_state import RunState, estimated_checkpoint_bytes, read_resume_checkpoint
+from utils.training.run_folder import RunFolder
+from utils.training.run_state import RunState
 from utils.training.trainer import Trainer
 
 
@@ -45,8 +45,6 @@ def train(options: TrainOptions, context: DistributedContext) -> int:
     validated before the heavy work, and nothing is written into the run folder before every check
     has passed (utils/training/run_folder.py)."""
     precision = resolve_precision(options.precision, context.device)
-    if precision == "fp16" and context.device.type != "cuda":
-        raise UserError("-precision fp16 needs a CUDA device (use fp32 or bf16 on the CPU)")
     folder = RunFolder.named(options.save_path, options.save_name, options.visdom_env)
     with folder.claim(options.input_paths(), options.resume, context.is_main):
         return build_and_train(options, context, folder, precision)
@@ -55,7 +53,9 @@ def train(options: TrainOptions, context: DistributedContext) -> int:
 def build_and_train(options: TrainOptions, context: DistributedContext, folder: RunFolder, precision: str) -> int:
     """The checks and the building of the run, then its first writes into `folder`, then training."""
     say = print if context.is_main else (lambda message: None)
-    checkpoint = read_resume_checkpoint(folder, options, say) if options.resume else None
+    for note in options.unused_flags(context.world_size):
+        say(note)
+    checkpoint = read_run_state(folder.resume_from(options.start_path), options, say) if options.resume else None
     data = build_training_data(options, context)
 
     seed_everything(options.seed)
@@ -69,7 +69,7 @@ def build_and_train(options: TrainOptions, context: DistributedContext, folder: 
         folder.check_space(estimated_checkpoint_bytes(model))
     state = RunState.start(model, options, precision)
     if checkpoint:
-        state.resume(checkpoint, context, say)
+        restore_run_state(checkpoint, state, context, say)
 
     # every check has passed: from here on the run writes into its folder
     if context.is_main and (removed := folder.remove_stale_temporaries()):

@@ -39,8 +39,8 @@ from torch.utils.data import Dataset
 
 from dataloader.encoding import (MAX_REGIONS, REGION_MASK_PROB, EncodedPrefix, TokenTable, encode_image,
                                  encode_prefix, mask_tokens, pack_sequences)
-from dataloader.visdial_json import (NUM_ANSWER_OPTIONS, check_annotations_follow_dialogs, load_dense_annotations,
-                                     load_visdial_json, relevance_of)
+from dataloader.visdial_json import (NUM_ANSWER_OPTIONS, SPLITS, check_annotations_follow_dialogs,
+                                     load_dense_annotations, load_visdial_json, relevance_of)
 from utils.errors import UserError
 from dataloader.feature_store import open_feature_store
 from dataloader.tokenizer import encode_texts, load_tokenizer, special_token_ids
@@ -157,15 +157,15 @@ class VisdialDataset(_DialogDataset):
                  max_seq_len: int = 256, num_options: int = 100, visdial_tot_rounds: int = 11,
                  mask_prob: float = 0.15, sequences_per_image: int = 8, num_negative_samples: int = 1,
                  overfit: bool = False, num_samples: int = 0):
-        if split not in ("train", "val", "test"):
-            raise ValueError(f"split must be train, val or test, got {split!r}")
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         if not 2 <= num_options <= NUM_ANSWER_OPTIONS:
             raise UserError(f"-num_options must be in 2..{NUM_ANSWER_OPTIONS}, got {num_options}")
         if split == "train" and (sequences_per_image < 1 or num_negative_samples < 0 or not 0 <= mask_prob <= 1):
             raise UserError("need -sequences_per_image >= 1, -num_negative_samples >= 0 and 0 <= -mask_prob <= 1")
-        if split == "test":  # as the reference: the test split is always served whole
+        samples_flag = SPLITS[split].samples_flag
+        if not samples_flag:  # as the reference: the test split is always served whole
             overfit, num_samples = False, 0
-        samples_flag = "num_train_samples" if split == "train" else "num_val_samples"
         super().__init__(split, dialogs_json, features, tokenizer, max_seq_len, visdial_tot_rounds, overfit,
                          num_samples, samples_flag)
         self.split = split
@@ -174,7 +174,7 @@ class VisdialDataset(_DialogDataset):
         self.sequences_per_image = sequences_per_image
         self.num_negative_samples = num_negative_samples
         self.dense_annotations = None
-        if split == "val" and dense_annotations_json is not None:
+        if SPLITS[split].dense_annotations_flag and dense_annotations_json is not None:
             self.dense_annotations = load_dense_annotations(dense_annotations_json)
             check_annotations_follow_dialogs(self.dense_annotations, self.dialogs, dense_annotations_json)
 

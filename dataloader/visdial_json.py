@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,41 @@ from utils.input_files import read_json
 
 NUM_ANSWER_OPTIONS = 100
 MAX_ROUNDS = 10
-SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One VisDial split, described once: the code asks these fields, never the split's name.
+
+    json_flag: the flag of its processed json (options.py); dense_annotations_flag: the flag of the
+    dense annotations evaluation reads with it ("": none); last_round_only: the rounds rule of
+    test: a dialog stops at the round asked, which alone has answer options and no answer, gt_index
+    or metrics (the split is served whole and EvalAI takes one entry per dialog); elsewhere every
+    round has its answer, gt_index and options. same_round_count: every dialog has as many rounds
+    (val: EvalAI's val phase takes each round of each dialog). samples_flag: the flag that takes
+    its first dialogs only ("": served whole). evalai_phase: the EvalAI phase its predictions go to
+    ("": never submitted, so evaluate.py does not take it).
+    """
+    name: str
+    json_flag: str
+    dense_annotations_flag: str
+    last_round_only: bool
+    same_round_count: bool
+    samples_flag: str
+    evalai_phase: str
+
+
+SPLITS = {split.name: split for split in (
+    Split("train", "visdial_processed_train", "", last_round_only=False, same_round_count=False,
+          samples_flag="num_train_samples", evalai_phase=""),
+    Split("val", "visdial_processed_val", "visdial_processed_val_dense_annotations", last_round_only=False,
+          same_round_count=True, samples_flag="num_val_samples", evalai_phase="val"),
+    Split("test", "visdial_processed_test", "", last_round_only=True, same_round_count=False, samples_flag="",
+          evalai_phase="test-std"),
+)}
+"""Every split by name (train, val, test)."""
+EVALUATED_SPLITS = tuple(name for name, split in SPLITS.items() if split.evalai_phase)
+"""The splits evaluate.py scores (val, test)."""
 
 
 def read_visdial_json(path: str | os.PathLike):
@@ -101,18 +136,18 @@ def _validate_dialog(dialog, position: int, split: str, num_questions: int, num_
         if not isinstance(turn, dict) or "question" not in turn:
             raise UserError(f"{_round_where(path, dialog, number)}: has no question")
         _check_index(turn["question"], num_questions, path, dialog, number, "question index")
-        is_last_test_round = split == "test" and number == len(rounds)
+        is_last_test_round = SPLITS[split].last_round_only and number == len(rounds)
         if not is_last_test_round:
             if "answer" not in turn:
                 raise UserError(f"{_round_where(path, dialog, number)}: has no answer")
             _check_index(turn["answer"], num_answers, path, dialog, number, "answer index")
-        if split != "test":
+        if not SPLITS[split].last_round_only:
             _check_index(turn.get("gt_index"), NUM_ANSWER_OPTIONS, path, dialog, number, "gt_index")
         if "history_start" in turn:
             _check_index(turn["history_start"], number, path, dialog, number, "history_start")
-        if split != "test" or is_last_test_round:
+        if not SPLITS[split].last_round_only or is_last_test_round:
             with_options.append((dialog, number, turn))
-    if split == "test" and processed:
+    if SPLITS[split].last_round_only and processed:
         if "round_id" not in dialog:
             raise UserError(f"{path}: dialog of image {dialog['image_id']}: has no round_id "
                             "(run preprocessing/pre_process_visdial.py first)")
@@ -163,7 +198,7 @@ def load_visdial_json(path: str | os.PathLike, split: str | None, processed: boo
     file is an output of preprocessing (test dialogs must then carry `round_id`).
     """
     if split not in (*SPLITS, None):
-        raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
+        raise ValueError(f"split must be one of {', '.join(SPLITS)} or None, got {split!r}")
     path = Path(path)
     content = read_visdial_json(path)
     if split is None:
@@ -184,9 +219,9 @@ def load_visdial_json(path: str | os.PathLike, split: str | None, processed: boo
                          with_options)
     _check_texts([dialog["caption"] for dialog in data["dialogs"]], path, "caption of dialog")
     _check_unique_images(data["dialogs"], path)
-    if split == "val":
+    if SPLITS[split].same_round_count:
         _check_same_round_count(data["dialogs"], path)
-    _check_answer_options(with_options, len(data["answers"]), split != "test", path)
+    _check_answer_options(with_options, len(data["answers"]), not SPLITS[split].last_round_only, path)
     return content
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from models import losses
 from models.config import BertConfig
-from models.layers import (DialogTextEmbeddings, FirstTokenPooler, LMPredictionHead,
+from models.layers import (TEXT_STREAM_PARAMETERS, DialogTextEmbeddings, FirstTokenPooler, LMPredictionHead,
                            TransformerLayer, additive_mask, init_bert_weights)
 from models.vilbert import EncoderOutput
 
@@ -83,6 +83,17 @@ class LanguageOnlyDialogEncoder(nn.Module):
     tokens, segments [N, L]; attention_mask [N, L]; lm_labels [N, L] (-1 ignored);
     nsp_labels [N]. Returns an EncoderOutput without image fields.
     """
+
+    # parameter-name prefixes by learning rate (models/optimizer.py), as ViLBERT's text stream
+    LANGUAGE_PARAMETERS = TEXT_STREAM_PARAMETERS
+    IMAGE_LR_PARAMETERS = ("bert_pretrained.bert.pooler.", "bert_pretrained.cls.seq_relationship.")
+
+    @staticmethod
+    def check_fits_data(config: BertConfig, vocabulary_size: int, vocab: str, max_seq_len: int, features=None,
+                        num_classes: Optional[int] = None) -> None:
+        """UserError when `config` does not fit the vocabulary `vocab` (of `vocabulary_size` ids)
+        or -max_seq_len; the image features are not read, so `features` is not checked."""
+        config.check_fits_data(vocabulary_size, vocab, max_seq_len)
 
     def __init__(self, config: BertConfig):
         super().__init__()

@@ -13,6 +13,13 @@ from models.config import BertConfig
 MASK_VALUE = -10000.0
 # LayerNorm in the TensorFlow style of the original BERT: epsilon inside the square root.
 LAYER_NORM_EPS = 1e-12
+TEXT_STREAM_PARAMETERS = (
+    "bert_pretrained.bert.embeddings.",       # word, position, token-type, separator embeddings
+    "bert_pretrained.bert.encoder.layer.",    # text transformer layers (image: v_layer, c_layer)
+    "bert_pretrained.cls.predictions.",       # masked-LM head (its decoder is the word embedding)
+)
+"""The parameters the reference trains with -lr (config/language_weights.json): a model's
+LANGUAGE_PARAMETERS; all others, its IMAGE_LR_PARAMETERS, get -image_lr (models/optimizer.py)."""
 
 
 def activation(name: str):

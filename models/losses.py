@@ -13,7 +13,7 @@ returns nan for a batch without anything to predict, these return 0 (a conscious
   (Xia et al. 2008) or `approx_ndcg_loss` (Qin, Liu, Li 2010).
 """
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -72,25 +72,26 @@ def pretraining_loss(lm_loss: torch.Tensor, nsp_loss: torch.Tensor, img_loss, co
     return loss, parts
 
 
-DENSE_LOSSES = ("ce", "listmle", "approxndcg")
-"""The ranking losses of dense fine-tuning (-dense_loss)."""
-
-
 @dataclass(frozen=True)
 class RankingLoss:
     """The ranking loss over the options of an annotated round that dense fine-tuning minimises.
 
-    name: `ce` (the reference's), `listmle` or `approxndcg` (DENSE_LOSSES); temperature: how
-    smoothly approxNDCG turns score differences into ranks (-approxndcg_temperature).
+    name: a key of DENSE_LOSSES (`ce`, the reference's, `listmle` or `approxndcg`; another name is
+    a ValueError here); temperature: how smoothly approxNDCG turns score differences into ranks
+    (-approxndcg_temperature).
     """
     name: str = "ce"
     temperature: float = 1.0
+
+    def __post_init__(self):
+        if self.name not in DENSE_LOSSES:
+            raise ValueError(f"unknown ranking loss {self.name!r} (DENSE_LOSSES: {', '.join(DENSE_LOSSES)})")
 
     @property
     def skips_unannotated_rounds(self) -> bool:
         """Whether rounds whose relevances are all 0 are left out (listmle, approxndcg: neither has
         an order to learn from them; ce keeps the reference's uniform target)."""
-        return self.name != "ce"
+        return DENSE_LOSSES[self.name].skips_unannotated_rounds
 
 
 def option_log_odds(nsp_scores: torch.Tensor) -> torch.Tensor:
@@ -109,7 +110,7 @@ def tie_break_keys(ranking: RankingLoss, num_rounds: int, num_options: int) -> O
     """ListMLE's order among options of equal relevance: uniform keys [K, O] (the lower key first),
     drawn from torch's CPU generator, which the run seeds with -seed and every checkpoint saves, so
     a resumed run draws the same order. None for the other losses, which draw nothing."""
-    return torch.rand(num_rounds, num_options) if ranking.name == "listmle" else None
+    return torch.rand(num_rounds, num_options) if DENSE_LOSSES[ranking.name].draws_tie_keys else None
 
 
 def dense_relevance_loss(nsp_scores: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
@@ -158,31 +159,58 @@ def approx_ndcg_loss(scores: torch.Tensor, relevance: torch.Tensor, temperature:
     return 1 - dcg / ideal_dcg
 
 
+def _on_annotated_log_odds(per_round: Callable) -> Callable:
+    """A ranking loss of `ranking_loss`'s signature from `per_round(scores [B', O], relevance [B', O],
+    ranking, tie_keys [B', O] or None) -> [B']`: options scored by their log-odds
+    (`option_log_odds`, the order evaluation ranks by), rounds whose relevances are all 0 left out
+    (`all_zero_relevance`), the mean over the rest (0 when no round is left)."""
+    def loss(nsp_scores, relevance, ranking, tie_keys):
+        scores = option_log_odds(nsp_scores)
+        kept = ~all_zero_relevance(relevance)
+        if not kept.any():
+            return scores.sum() * 0.0
+        keys = None if tie_keys is None else tie_keys[kept.to(tie_keys.device)]
+        return per_round(scores[kept], relevance[kept].to(scores.dtype), ranking, keys).mean()
+    return loss
+
+
+def _listmle_per_round(scores, relevance, ranking, tie_keys):
+    if tie_keys is None:
+        raise ValueError("listmle needs tie_keys (tie_break_keys)")
+    return listmle_loss(scores, relevance, tie_keys)
+
+
+@dataclass(frozen=True)
+class DenseLoss:
+    """An entry of DENSE_LOSSES. loss(nsp_scores [B, O, 2], relevance [B, O], ranking, tie_keys
+    [B, O] or None) -> 0-d, the mean over rounds; skips_unannotated_rounds: rounds whose relevances
+    are all 0 are left out; draws_tie_keys: the loss orders ties by `tie_break_keys`."""
+    loss: Callable
+    skips_unannotated_rounds: bool
+    draws_tie_keys: bool = False
+
+
+DENSE_LOSSES = {
+    "ce": DenseLoss(lambda nsp_scores, relevance, ranking, tie_keys: dense_relevance_loss(nsp_scores, relevance),
+                    skips_unannotated_rounds=False),
+    "listmle": DenseLoss(_on_annotated_log_odds(_listmle_per_round), skips_unannotated_rounds=True,
+                         draws_tie_keys=True),
+    "approxndcg": DenseLoss(_on_annotated_log_odds(
+        lambda scores, relevance, ranking, tie_keys: approx_ndcg_loss(scores, relevance, ranking.temperature)),
+        skips_unannotated_rounds=True),
+}
+"""The ranking losses of dense fine-tuning (-dense_loss), by name."""
+
+
 def ranking_loss(nsp_scores: torch.Tensor, relevance: torch.Tensor, ranking: RankingLoss,
                  tie_keys: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """The ranking loss `ranking` of B rounds, averaged over rounds (0-d).
+    """The ranking loss `ranking` (its DENSE_LOSSES entry) of B rounds, averaged over rounds (0-d).
 
     nsp_scores [B, O, 2] NSP logits; relevance [B, O]; tie_keys [B, O] for listmle
-    (`tie_break_keys`). ce is the reference's `dense_relevance_loss`. listmle and approxndcg score an
-    option by its log-odds (`option_log_odds`, the order evaluation ranks by) and leave out rounds
-    whose relevances are all 0 (`all_zero_relevance`; 0 when no round is left).
+    (`tie_break_keys`). ce is the reference's `dense_relevance_loss`; listmle and approxndcg go
+    through `_on_annotated_log_odds`.
     """
-    if ranking.name == "ce":
-        return dense_relevance_loss(nsp_scores, relevance)
-    if ranking.name not in DENSE_LOSSES:
-        raise ValueError(f"unknown ranking loss {ranking.name!r}")
-    scores = option_log_odds(nsp_scores)
-    kept = ~all_zero_relevance(relevance)
-    if not kept.any():
-        return scores.sum() * 0.0
-    scores, relevance = scores[kept], relevance[kept].to(scores.dtype)
-    if ranking.name == "listmle":
-        if tie_keys is None:
-            raise ValueError("listmle needs tie_keys (tie_break_keys)")
-        per_round = listmle_loss(scores, relevance, tie_keys[kept.to(tie_keys.device)])
-    else:
-        per_round = approx_ndcg_loss(scores, relevance, ranking.temperature)
-    return per_round.mean()
+    return DENSE_LOSSES[ranking.name].loss(nsp_scores, relevance, ranking, tie_keys)
 
 
 def dense_loss(nsp_scores: torch.Tensor, relevance: torch.Tensor, nsp_labels: torch.Tensor,

@@ -18,9 +18,9 @@ from torch import nn
 
 from models import losses
 from models.config import BertConfig
-from models.layers import (LAYER_NORM_EPS, DialogTextEmbeddings, FirstTokenPooler, Intermediate,
-                           LMPredictionHead, PredictionHeadTransform, ResidualOutput, TransformerLayer,
-                           additive_mask, attend, attention_probs, init_bert_weights)
+from models.layers import (LAYER_NORM_EPS, TEXT_STREAM_PARAMETERS, DialogTextEmbeddings, FirstTokenPooler,
+                           Intermediate, LMPredictionHead, PredictionHeadTransform, ResidualOutput,
+                           TransformerLayer, additive_mask, attend, attention_probs, init_bert_weights)
 
 POOLER_BIAS_INIT = 1.0
 """Initial bias of both ReLU poolers of a freshly built model (the reference: 0; see VisualDialogEncoder)."""
@@ -318,6 +318,25 @@ class VisualDialogEncoder(nn.Module):
     ...             output_lm_scores=False, output_img_scores=False)
     >>> ranking_scores = out.nsp_scores.softmax(-1)[:, 0]
     """
+
+    # parameter-name prefixes by learning rate (models/optimizer.py): the text stream at -lr; the
+    # text pooler t_pooler is not in the reference's language list, so it gets -image_lr
+    LANGUAGE_PARAMETERS = TEXT_STREAM_PARAMETERS
+    IMAGE_LR_PARAMETERS = ("bert_pretrained.bert.v_embeddings.", "bert_pretrained.bert.encoder.v_layer.",
+                           "bert_pretrained.bert.encoder.c_layer.", "bert_pretrained.bert.t_pooler.",
+                           "bert_pretrained.bert.v_pooler.", "bert_pretrained.cls.bi_seq_relationship.",
+                           "bert_pretrained.cls.imagePredictions.")
+
+    @staticmethod
+    def check_fits_data(config: BertConfig, vocabulary_size: int, vocab: str, max_seq_len: int, features=None,
+                        num_classes: Optional[int] = None) -> None:
+        """UserError when `config` does not fit the data: the vocabulary `vocab` of
+        `vocabulary_size` ids, -max_seq_len and the feature store `features` (a reader of
+        dataloader/feature_store.py with `num_classes` class probabilities per box; None: no store
+        to check against)."""
+        image = {} if features is None else dict(feature_size=features.feature_size, features=str(features.path),
+                                                 num_classes=num_classes)
+        config.check_fits_data(vocabulary_size, vocab, max_seq_len, **image)
 
     def __init__(self, config: BertConfig):
         super().__init__()

@@ -78,12 +78,13 @@ from utils.benchmarking.synthetic import write_synthetic_visdial
 from utils.distributed import DistributedContext
 from utils.errors import ArgumentParser, UserError, run_cli
 from utils.evaluation.metrics import scores_to_ranks
-from utils.evaluation.scoring import default_tokens_per_batch, score_dataset, score_sequences
+from utils.evaluation.scoring import resolve_tokens_per_batch, score_dataset, score_sequences
 from utils.files import write_json
 from utils.input_files import read_json
 from utils.training.data import TrainingData, build_training_data
 from utils.training.loggers import TrainingLogger
-from utils.training.run_folder import RunFolder, git_commit
+from utils.checkpoints import git_commit
+from utils.training.run_folder import RunFolder
 from utils.training.run_state import RunState
 from utils.training.steps import StepSettings, base_step, dense_step
 from utils.training.trainer import Trainer
@@ -240,7 +241,7 @@ class Benchmark:
         self.header = {"smoke": args.smoke, **describe_device(device), "commit": git_commit(),
                        "model_config": str(args.model_config), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-                       "default_tokens_per_batch": default_tokens_per_batch(device)}
+                       "default_tokens_per_batch": resolve_tokens_per_batch(0, device)}
 
     def row(self, name: str, estimate_s: float, measure: Callable[[Row], None]) -> Row:
         """Run one row (`measure` fills in its Row) unless -resume has it or too little time is left."""
@@ -343,7 +344,7 @@ class Rows:
             self.figures[f"eval {precision}"] = rate
             row.figure, row.unit, row.peak_memory_gib = rate, "seq/s", self._gib()
             row.projection = f"val {_duration(VAL_SEQUENCES, rate)}, test {_duration(TEST_SEQUENCES, rate)}"
-            row.note = (f"{timing.result.scores.numel()} sequences, {default_tokens_per_batch(self.device)} tokens "
+            row.note = (f"{timing.result.scores.numel()} sequences, {resolve_tokens_per_batch(0, self.device)} tokens "
                         f"a batch, {self.sizes.workers} workers" + (", TF32 off" if precision == "fp32" else ""))
         return measure
 
@@ -356,7 +357,7 @@ class Rows:
         timing = timed(lambda: score_padded_reference_style(self.eval_model, batch, MAX_SEQ_LEN,
                                                             self.sizes.reference_chunk), self.device)
         rate = count / timing.seconds
-        ours = score_sequences(self.eval_model, batch, default_tokens_per_batch(self.device), "fp32")
+        ours = score_sequences(self.eval_model, batch, resolve_tokens_per_batch(0, self.device), "fp32")
         moved = int((scores_to_ranks(ours.view(1, 1, -1)) != scores_to_ranks(timing.result.view(1, 1, -1))).sum())
         ratios = [f"ours {name.split()[1]} {self.figures[name] / rate:.1f}x" for name in ("eval bf16", "eval fp32")
                   if name in self.figures]
@@ -584,7 +585,7 @@ class Rows:
     def compiled_eval(self, row: Row) -> None:
         model = self._eval_model(self._compile_config()) if self.sizes.compile_one_layer_each else self.eval_model
         batch = self._collated(self.sizes.compile_dialogs)
-        budget = default_tokens_per_batch(self.device)
+        budget = resolve_tokens_per_batch(0, self.device)
         torch._dynamo.reset()
         compiled = torch.compile(model, dynamic=True, backend=self.sizes.compile_backend)  # as evaluate.py
         eager = [timed(lambda: score_sequences(model, batch, budget, "fp32"), self.device) for _ in range(2)][-1]

@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 
 from dataloader.visdial_json import load_visdial_json
+from dataloader.visdial_json import EVALUATED_SPLITS
 from options import SharedOptions
 from utils.errors import ArgumentParser, UserError, run_cli
 from utils.evaluation.evalai import expected_entries, submission_problems
@@ -26,7 +27,7 @@ MAX_LINES = 50  # problems printed before the rest are counted
 def parse_args(argv=None) -> argparse.Namespace:
     parser = ArgumentParser(description="Check an EvalAI VisDial submission file")
     parser.add_argument("file", help="the submission (a <save_name>_predictions.json or _val_predictions.json)")
-    parser.add_argument("-split", "--split", choices=("val", "test"), required=True,
+    parser.add_argument("-split", "--split", choices=EVALUATED_SPLITS, required=True,
                         help="test: EvalAI's test-std phase; val: its val phase")
     parser.add_argument("-dialogs", "--dialogs", default="",
                         help="the split's dialogs (processed or raw VisDial json): check the entries' image ids "

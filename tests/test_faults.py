@@ -17,14 +17,15 @@ import torch
 
 import train
 from dataloader.datasets import VisdialDataset
-from models.weights import read_checkpoint
 from preprocessing import make_toy_data
+from utils.checkpoints import read_checkpoint
 from tests.train_helpers import assert_bit_identical, final_weights, fixture_flags, read_metrics
 from utils.errors import UserError, run_cli
 from utils.files import TEMPORARY_MARK, atomic_write
 from utils.training import trainer
+from utils.checkpoints import save_checkpoint
 from utils.training.loggers import MetricsFile
-from utils.training.run_folder import RunFolder, save_checkpoint
+from utils.training.run_folder import RunFolder
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -59,7 +60,8 @@ def test_sigterm_saves_and_resume_matches_uninterrupted_run(golden_dir, repo_roo
 
 SAVE_LOOP = """
 import sys, torch
-from utils.training.run_folder import RunFolder, save_checkpoint
+from utils.checkpoints import save_checkpoint
+from utils.training.run_folder import RunFolder
 folder, start = RunFolder(sys.argv[1]), int(sys.argv[2])
 content = {"weights": torch.randn(300_000), "iter_id": 0}
 for iteration in range(start, start + 10_000):

@@ -3,40 +3,45 @@
 From the bottom up (a module may import its own unit and any lower layer, nothing else):
 
     0  the shared base        utils/errors.py, files.py, input_files.py, outputs.py, distributed.py,
-                              precision.py, random_state.py
+                              random_state.py (at most six modules at the top of utils/)
     1  data, model            dataloader/ | models/            (two units: neither imports the other)
     2  options                options.py                       (the typed flags; the model types)
-    3  evaluation             utils/evaluation/
-    4  training, conformance, utils/training/ | utils/conformance/ | utils/benchmarking/
+    3  checkpoints            utils/checkpoints/               (reading, writing, checking, resuming)
+    4  evaluation             utils/evaluation/
+    5  training, conformance, utils/training/ | utils/conformance/ | utils/benchmarking/
        benchmarking
-    5  entry points           train.py | evaluate.py | each file of scripts/ and preprocessing/
+    6  entry points           train.py | evaluate.py | each file of scripts/ and preprocessing/
 
 Tests sit above everything and are not checked. Function-level imports count like any other.
 """
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 PROJECT_PACKAGES = ("dataloader", "models", "preprocessing", "scripts", "utils", "options", "train", "evaluate")
 BASE = ("utils/__init__.py", "utils/errors.py", "utils/files.py", "utils/input_files.py", "utils/outputs.py",
-        "utils/distributed.py", "utils/precision.py", "utils/random_state.py")
+        "utils/distributed.py", "utils/random_state.py")
 LAYERS = [  # (rank, unit, the paths in it: a file, or a folder ending in '/')
     (0, "the shared base", BASE),
     (1, "dataloader/", ("dataloader/",)), (1, "models/", ("models/",)),
     (2, "options.py", ("options.py",)),
-    (3, "utils/evaluation/", ("utils/evaluation/",)),
-    (4, "utils/training/", ("utils/training/",)), (4, "utils/conformance/", ("utils/conformance/",)),
-    (4, "utils/benchmarking/", ("utils/benchmarking/",)),
-    (5, "train.py", ("train.py",)), (5, "evaluate.py", ("evaluate.py",)),
+    (3, "utils/checkpoints/", ("utils/checkpoints/",)),
+    (4, "utils/evaluation/", ("utils/evaluation/",)),
+    (5, "utils/training/", ("utils/training/",)), (5, "utils/conformance/", ("utils/conformance/",)),
+    (5, "utils/benchmarking/", ("utils/benchmarking/",)),
+    (6, "train.py", ("train.py",)), (6, "evaluate.py", ("evaluate.py",)),
 ]
-ENTRY_POINT_FOLDERS = ("scripts/", "preprocessing/")  # layer 5, each file a unit of its own
+ENTRY_POINT_FOLDERS = ("scripts/", "preprocessing/")  # layer 6, each file a unit of its own
 
 
 def unit_of(path: str) -> tuple[int, str]:
     """(rank, unit) of a repository path such as 'utils/training/steps.py'."""
     if path.startswith(ENTRY_POINT_FOLDERS):
-        return 5, path
+        return 6, path
     for rank, unit, paths in LAYERS:
         if any(path == member or (member.endswith("/") and path.startswith(member)) for member in paths):
             return rank, unit
@@ -100,6 +105,11 @@ def test_imports_run_downward_only(repo_root):
     assert layering_violations(repo_root) == []
 
 
+def test_the_top_of_utils_holds_at_most_six_shared_base_modules(repo_root):
+    top = sorted(f"utils/{path.name}" for path in (repo_root / "utils").glob("*.py"))
+    assert top == sorted(BASE) and len(top) - 1 <= 6
+
+
 def test_every_module_has_a_layer(repo_root):
     modules = project_modules(repo_root)
     assert len(modules) > 40
@@ -127,3 +137,13 @@ def test_an_upward_import_is_reported_with_its_file_and_line(tmp_path, importer,
     assert expected in violations[0]
     (tmp_path / importer).write_text("import os\n")
     assert layering_violations(tmp_path) == []
+
+
+def test_importing_the_metrics_does_not_load_the_models(repo_root):
+    """utils/evaluation/__init__.py imports the ranker (and the models) only when it is asked for."""
+    probe = ("import sys, utils.evaluation.metrics; loaded = sorted({m.split('.')[0] for m in sys.modules} & "
+             "{'models', 'dataloader', 'options'}); from utils.evaluation import DialogRanker; "
+             "print(loaded, 'models' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=repo_root, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(repo_root)}, check=True)
+    assert result.stdout.split() == ["[]", "True"]

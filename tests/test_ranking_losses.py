@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
-from models.losses import (RankingLoss, all_zero_relevance, approx_ndcg_loss, dense_relevance_loss,
+from models.losses import (DENSE_LOSSES, RankingLoss, all_zero_relevance, approx_ndcg_loss, dense_relevance_loss,
                            listmle_loss, option_log_odds, ranking_loss, tie_break_keys)
+from options import TrainOptions, parse_options
 
 LEVELS = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
 
@@ -161,3 +162,13 @@ def test_tie_keys_come_from_the_seeded_cpu_generator():
     assert torch.equal(tie_break_keys(RankingLoss("listmle"), 2, 5), first) and first.shape == (2, 5)
     state = torch.get_rng_state()
     assert tie_break_keys(RankingLoss("approxndcg"), 2, 5) is None and torch.equal(torch.get_rng_state(), state)
+
+
+def test_every_dense_loss_name_has_its_own_entry_and_an_unknown_name_is_refused_at_the_door():
+    assert list(DENSE_LOSSES) == ["ce", "listmle", "approxndcg"]
+    assert [RankingLoss(name).skips_unannotated_rounds for name in DENSE_LOSSES] == [False, True, True]
+    with pytest.raises(ValueError, match="unknown ranking loss 'listnet'"):
+        RankingLoss("listnet")
+    with pytest.raises(SystemExit):
+        parse_options(["-mode", "dense", "-dense_loss", "listnet"], TrainOptions)
+    assert parse_options(["-mode", "dense", "-dense_loss", "approxndcg"], TrainOptions).dense_loss == "approxndcg"

@@ -7,7 +7,7 @@ import torch
 import evaluate
 import train
 from models import build_model
-from models.weights import load_model_weights
+from utils.checkpoints import load_model_weights
 from tests.train_helpers import assert_bit_identical, final_weights, fixture_flags, read_metrics
 from utils.errors import UserError
 
@@ -158,3 +158,43 @@ def test_listmle_dense_run_resumes_bit_identically_and_counts_unannotated_rounds
     steps = [r for r in records if r["event"] == "train"]
     assert len(steps) == 3 and all("listmle_loss" in r and "ce_loss" not in r for r in steps)
     assert sum(r["rounds"] for r in records if r["event"] == "skipped_rounds") == 1
+
+
+def test_continue_compares_the_model_config_by_content_not_by_path(golden_dir, tmp_path):
+    """A config moved (same values, other path and layout) resumes; one edited in place is refused,
+    naming the keys that changed; a checkpoint without the stored config (written before it was
+    stored) still resumes, its -model_config path compared as before."""
+    values = json.loads((golden_dir / "model_config.json").read_text())
+    config = tmp_path / "model.json"
+    config.write_text(json.dumps(values))
+
+    def flags(name, config_path, iterations):
+        return fixture_flags(golden_dir, tmp_path, name, "-val_every", "-1", "-model_config", str(config_path),
+                             "-max_iterations", str(iterations))
+    train.main(flags("run", config, 1))
+    checkpoint = tmp_path / "run" / "visdial_dialog_encoder_1.ckpt"
+    saved = torch.load(checkpoint, weights_only=True)["model_config"]
+    assert saved["values"]["hidden_size"] == values["hidden_size"] and len(saved["sha256"]) == 64
+
+    moved = tmp_path / "elsewhere" / "same.json"
+    moved.parent.mkdir()
+    moved.write_text(json.dumps(dict(reversed(list(values.items()))), indent=4))
+    train.main(flags("run", moved, 2) + ["-continue"])
+    assert (tmp_path / "run" / "visdial_dialog_encoder_2.ckpt").is_file()
+
+    config.write_text(json.dumps({**values, "hidden_dropout_prob": 0.2, "pooling_method": "sum"}))
+    with pytest.raises(UserError) as error:
+        train.main(flags("run", config, 3) + ["-continue"])
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(str(tmp_path / "run" / "visdial_dialog_encoder_2.ckpt"))
+    assert f"the model config {config} changed" in message
+    assert "hidden_dropout_prob 0.1 -> 0.2, pooling_method 'mul' -> 'sum'" in message
+    assert not (tmp_path / "run" / "visdial_dialog_encoder_3.ckpt").exists()
+
+    old = torch.load(tmp_path / "run" / "visdial_dialog_encoder_2.ckpt", weights_only=True)
+    del old["model_config"]
+    torch.save(old, tmp_path / "run" / "visdial_dialog_encoder_2.ckpt")
+    with pytest.raises(UserError, match="changed since this checkpoint: -model_config "):
+        train.main(flags("run", config, 3) + ["-continue"])
+    train.main(flags("run", moved, 3) + ["-continue"])
+    assert (tmp_path / "run" / "visdial_dialog_encoder_3.ckpt").is_file()

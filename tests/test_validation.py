@@ -31,15 +31,17 @@ from dataloader.tokenizer import load_tokenizer
 from dataloader.visdial_json import load_dense_annotations, load_visdial_json
 from models import build_model
 from models.config import BertConfig
-from models.weights import load_model_weights, read_checkpoint
+from utils.checkpoints import load_model_weights, read_checkpoint
 from options import CPU_COUNT, EvalOptions, TrainOptions, parse_options
 from tests import hostile_inputs as hostile
 from tests.train_helpers import fixture_flags
 from utils.distributed import DistributedContext
 from utils.errors import UserError
-from utils.evaluation.model_config import model_config_for
+from utils.evaluation.run import model_config_for
 from utils.training.run_folder import RunFolder
-from utils.training.run_state import Checkpoint, RunState, check_resume_content, read_resume_checkpoint
+from utils.checkpoints import Checkpoint, read_run_state, restore_run_state, save_run_state
+from utils.checkpoints.run_checkpoint import check_resume_content
+from utils.training.run_state import RunState
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GIB = 1 << 30
@@ -341,7 +343,7 @@ def resume_run(golden_dir, tmp_path_factory):
     state.optimizer.step()
     folder = RunFolder(folder / "run")
     folder.path.mkdir()
-    state.save(folder.checkpoint(1), options, context)
+    save_run_state(folder.checkpoint(1), state, options, context)
     fresh = RunState.start(build_model(golden_dir / "model_config.json"), options, "fp32")
     return SimpleNamespace(folder=folder, path=folder.checkpoint(1), options=options, context=context, state=fresh,
                            content=torch.load(folder.checkpoint(1), weights_only=True))
@@ -357,6 +359,12 @@ RESUME_CASES = [  # (name, change(content), fragments)
     ("progress_wrong_type", lambda content: content["progress"].update(iteration="1"), ["progress.iteration"]),
     ("foreign_top_field", lambda content: content.update(hyper=1), ["the checkpoint has unknown field(s) hyper"]),
     ("world_size", lambda content: content.update(world_size=2), ["per_rank holds 1 entries for world_size 2"]),
+    ("model_config_values", lambda content: content["model_config"].update(values=3),
+     ["model_config.values must be a mapping"]),
+    ("model_config_hash", lambda content: content["model_config"].update(sha256=None),
+     ["model_config.sha256 must be a string"]),
+    ("model_config_foreign_field", lambda content: content["model_config"].update(path="x"),
+     ["model_config has unknown field(s) path"]),
     ("rng_garbage", lambda content: content["per_rank"][0].update(rng={"python": 5}), ["per_rank[0].rng"]),
     ("moment_shape", lambda content: first_moment(content).update(exp_avg=torch.zeros(3)),
      ["exp_avg has shape (3,)"]),
@@ -379,14 +387,14 @@ def test_every_field_of_a_resume_state_is_checked(name, change, fragments, resum
 
     def resume():
         check_resume_content(content, resume_run.path)
-        resume_run.state.resume(Checkpoint(resume_run.path, content), resume_run.context, print)
+        restore_run_state(Checkpoint(resume_run.path, content), resume_run.state, resume_run.context, print)
 
     one_line_error(resume, resume_run.path, *fragments)
 
 
 def test_an_untouched_resume_state_resumes(resume_run):
-    checkpoint = read_resume_checkpoint(resume_run.folder, resume_run.options, print)
-    resume_run.state.resume(checkpoint, resume_run.context, print)
+    checkpoint = read_run_state(resume_run.folder.resume_from(""), resume_run.options, print)
+    restore_run_state(checkpoint, resume_run.state, resume_run.context, print)
     assert resume_run.state.progress.iteration == checkpoint.content["progress"]["iteration"]
 
 

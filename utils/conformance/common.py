@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 
 from models import build_model
-from models.weights import load_model_weights
+from utils.checkpoints import load_model_weights
 
 # Tolerances suggested by the fixture README (float32 reference, other thread counts / batches).
 ATOL_LM = 1e-4

@@ -12,7 +12,7 @@ import torch
 
 from models import build_model
 from models.losses import dense_loss, pretraining_loss
-from models.weights import extract_state_dict, read_checkpoint
+from utils.checkpoints import extract_state_dict, read_checkpoint
 from utils.conformance.common import ATOL, ATOL_LM, CheckResult, absent, compare, fixture_model, load_fixture
 from utils.errors import UserError
 

@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 
 from dataloader.datasets import val_option_order
-from dataloader.visdial_json import NUM_ANSWER_OPTIONS
+from dataloader.visdial_json import NUM_ANSWER_OPTIONS, SPLITS
 from utils.errors import UserError
 from utils.evaluation.metrics import scores_to_ranks
 from utils.evaluation.scoring import ScoredDialogs
@@ -46,7 +46,7 @@ def evalai_val_entries(scored: ScoredDialogs, dialogs: list[dict]) -> list[dict]
 def expected_entries(split: str, dialogs: list[dict]) -> dict[int, list[int]]:
     """image_id -> the round ids a submission holds for it: test, the dialog's last round
     (`round_id` of a processed file, else its number of rounds); val, every round."""
-    if split == "test":
+    if SPLITS[split].last_round_only:
         return {dialog["image_id"]: [dialog.get("round_id", len(dialog["dialog"]))] for dialog in dialogs}
     return {dialog["image_id"]: list(range(1, len(dialog["dialog"]) + 1)) for dialog in dialogs}
 
@@ -84,7 +84,7 @@ def submission_problems(entries, split: str, expected: Optional[dict[int, list[i
     (`expected_entries`), exactly the image ids and rounds it lists."""
     if not isinstance(entries, list) or not entries:
         return ["must be a non-empty json list of {image_id, round_id, ranks} objects"]
-    problems, seen = [], {}
+    problems, seen, per_dialog = [], {}, SPLITS[split].last_round_only
     for position, entry in enumerate(entries):
         where = f"entry {position}"
         if problem := _entry_problem(entry):
@@ -92,23 +92,23 @@ def submission_problems(entries, split: str, expected: Optional[dict[int, list[i
             continue
         image_id, round_id = entry["image_id"], entry["round_id"]
         where = f"entry {position} (image {image_id}, round {round_id})"
-        key = image_id if split == "test" else (image_id, round_id)
+        key = image_id if per_dialog else (image_id, round_id)
         if key in seen:
-            rule = "one entry per dialog" if split == "test" else "one entry per dialog and round"
+            rule = "one entry per dialog" if per_dialog else "one entry per dialog and round"
             problems.append(f"{where}: a duplicate of entry {seen[key]} ({split}: {rule})")
             continue
         seen[key] = position
         if expected is not None and image_id not in expected:
             problems.append(f"{where}: no dialog of image {image_id} in the {split} dialogs")
         elif expected is not None and round_id not in expected[image_id]:
-            wanted = "its last round" if split == "test" else "a round of the dialog"
+            wanted = "its last round" if per_dialog else "a round of the dialog"
             problems.append(f"{where}: round {round_id} is not {wanted} ({', '.join(map(str, expected[image_id]))})")
-    if expected is None and split == "val":  # VisDial val dialogs have 10 rounds, each needs an entry
+    if expected is None and SPLITS[split].same_round_count:  # VisDial val dialogs have 10 rounds, each needs an entry
         expected = {image_id: list(range(1, NUM_ROUNDS + 1)) for image_id, _ in seen}
     if expected is not None:
         for image_id, rounds in expected.items():
             missing = [round_id for round_id in rounds
-                       if (image_id if split == "test" else (image_id, round_id)) not in seen]
+                       if (image_id if per_dialog else (image_id, round_id)) not in seen]
             if missing:
                 problems.append(f"dialog of image {image_id}: no entry for round {', '.join(map(str, missing))}")
     return problems

@@ -34,16 +34,15 @@ import torch
 
 from dataloader.collate import collate_dialog_batch
 from dataloader.feature_formats import open_image_features
+from dataloader.feature_record import NUM_CLASSES
 from dataloader.rounds import RoundEncoder, image_inputs, image_record_from_arrays
 from dataloader.tokenizer import load_tokenizer
-from models import MODEL_TYPES, build_model
-from models.weights import load_model_weights
-from options import SharedOptions
+from models import build_model, checked_model_config, model_class
+from options import SharedOptions, resolve_precision
+from utils.checkpoints import load_model_weights
 from utils.errors import UserError, note_on_stderr
 from utils.evaluation.explain import ExplainedAnswer, RegionWeight
-from utils.evaluation.model_config import checked_model_config
-from utils.evaluation.scoring import default_tokens_per_batch, score_sequences
-from utils.precision import PRECISIONS, resolve_precision
+from utils.evaluation.scoring import resolve_tokens_per_batch, score_sequences
 
 ROUNDS_PER_CHUNK = 16
 """Rounds encoded and collated together; their sequences are length-sorted as one pool."""
@@ -86,27 +85,26 @@ class DialogRanker:
     features : image features opened by dataloader/feature_formats.open_image_features (a store or
         a foreign file served like one) for images given by id, or None (images then come as arrays)
     max_seq_len, max_rounds : the datasets' -max_seq_len and -visdial_tot_rounds
-    precision : fp32, bf16 or fp16 (autocast), or auto (bf16 on GPUs that have it, else fp32)
+    precision : fp32, bf16 or fp16 (autocast; fp16 on a CUDA device only), or auto (bf16 on GPUs
+        that have it, else fp32): options.resolve_precision
     tokens_per_batch : token budget of one forward pass (evaluate.py's -eval_tokens_per_batch; 0:
-        the default of the model's device, utils/evaluation/scoring.default_tokens_per_batch)
+        the default of the model's device, utils/evaluation/scoring.resolve_tokens_per_batch)
 
     `DialogRanker.from_checkpoint` builds all of it from files, checked against one another.
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer, features=None, *, max_seq_len: int = 256,
                  max_rounds: int = 11, precision: str = "auto", tokens_per_batch: int = 0):
-        if precision != "auto" and precision not in PRECISIONS:
-            raise UserError(f"precision must be auto or one of {', '.join(PRECISIONS)}, got {precision!r}")
         if not (isinstance(tokens_per_batch, Integral) and tokens_per_batch >= 0):
             raise UserError(f"tokens_per_batch must be an integer >= 0 (0: the device's default), "
                             f"got {tokens_per_batch!r}")
+        device = next(model.parameters()).device
+        self.precision = resolve_precision(precision, device)
+        self.tokens_per_batch = resolve_tokens_per_batch(tokens_per_batch, device)
         self.model = model.eval()
         self.encoder = RoundEncoder(tokenizer, max_seq_len, max_rounds)
         self.features = features
         self.feature_size = features.feature_size if features is not None else model.config.v_feature_size
-        device = next(model.parameters()).device
-        self.precision = resolve_precision(precision, device)
-        self.tokens_per_batch = tokens_per_batch or default_tokens_per_batch(device)
 
     @classmethod
     def from_checkpoint(cls, path, *, model_config=SharedOptions.model_config, vocab=SharedOptions.vocab,
@@ -122,13 +120,14 @@ class DialogRanker:
         config is checked against the vocabulary, max_seq_len and the features' width before the
         model is built; the weights load strictly. device: "cpu", "cuda", "cuda:N", or None / "auto"
         for a GPU when there is one. Every problem is one UserError line naming the file."""
-        if model_type not in MODEL_TYPES:
-            raise UserError(f"model_type must be one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
+        model_class(model_type)  # an unknown type is refused before anything is read
         device = resolve_device(device)
+        resolve_precision(precision, device)  # a precision the device cannot run is refused before any reading
         tokenizer = load_tokenizer(str(vocab))
         if features is not None and not hasattr(features, "image_ids"):
             features = open_image_features(features, note or note_on_stderr)
-        config = checked_model_config(model_config, model_type, len(tokenizer), vocab, max_seq_len, features)
+        config = checked_model_config(model_config, model_type, len(tokenizer), vocab, max_seq_len, features,
+                                      NUM_CLASSES)
         model = build_model(config, model_type)
         load_model_weights(model, path)
         return cls(model.to(device), tokenizer, features, max_seq_len=max_seq_len, max_rounds=max_rounds,

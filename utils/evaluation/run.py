@@ -23,18 +23,18 @@ from torch.utils.data import Dataset
 
 from dataloader.collate import collate_dialog_batch
 from dataloader.datasets import VisdialDataset
+from dataloader.feature_record import NUM_CLASSES
 from dataloader.feature_store import open_feature_store
 from dataloader.question_types import QuestionTypes, load_question_types
 from dataloader.tokenizer import load_tokenizer
-from dataloader.visdial_json import (NUM_ANSWER_OPTIONS, check_annotations_follow_dialogs, load_dense_annotations,
-                                     load_visdial_json)
-from models import build_model
-from models.weights import load_model_weights
-from options import EnsembleOptions, EvalOptions
+from dataloader.visdial_json import (NUM_ANSWER_OPTIONS, SPLITS, check_annotations_follow_dialogs,
+                                     load_dense_annotations, load_visdial_json)
+from models import BertConfig, build_model, checked_model_config
+from options import EnsembleOptions, EvalOptions, SharedOptions, resolve_precision
+from utils.checkpoints import load_model_weights
 from utils.distributed import DistributedContext, check_on_main
 from utils.errors import UserError
 from utils.evaluation.evalai import check_submission, evalai_test_entries, evalai_val_entries, expected_entries
-from utils.evaluation.model_config import model_config_for
 from utils.evaluation.pointing import format_pointing_text, pointing_metrics
 from utils.evaluation.question_types import (comparison_table, format_table_html, format_table_text,
                                              load_compared_metrics, question_type_metrics)
@@ -45,20 +45,19 @@ from utils.evaluation.scoring import ScoredDialogs, score_dataset
 from utils.evaluation.validation import format_metrics_table, val_metrics, write_val_report
 from utils.files import json_writer, write_files
 from utils.outputs import Output, check_outputs
-from utils.precision import resolve_precision
 
 
 def outputs(options: Union[EvalOptions, EnsembleOptions]) -> dict[str, Output]:
     """What this evaluation (or ensemble) writes, by kind."""
     folder, name, flags = Path(options.save_path), options.save_name or options.split, "-save_path/-save_name"
-    if options.split == "test":
+    if SPLITS[options.split].last_round_only:
         written = {"predictions": Output(flags, folder / f"{name}_predictions.json"),
                    "predictions_txt": Output(flags, folder / f"{name}_predictions.txt")}
     else:
         written = {"metrics": Output(flags, folder / f"{name}_metrics.json")}
-    if options.split == "val" and options.val_evalai:
+    if options.val_evalai:
         written["val_predictions"] = Output(flags, folder / f"{name}_val_predictions.json")
-    if options.split == "val" and options.report:
+    if options.report:
         written["report"] = Output("-report", Path(options.report), is_folder=True, what="the report")
     if options.save_scores:
         written["scores"] = Output("-save_scores", Path(options.save_scores), what="the score file")
@@ -71,20 +70,30 @@ def load_split(options: EvalOptions) -> Dataset:
     features = open_feature_store(options.visdial_image_feats)
     common = dict(max_seq_len=options.max_seq_len, visdial_tot_rounds=options.visdial_tot_rounds,
                   overfit=options.overfit)
-    if options.split == "test":
-        return VisdialDataset("test", options.visdial_processed_test, features, tokenizer, **common)
-    return VisdialDataset("val", options.visdial_processed_val, features, tokenizer, _val_annotations_path(options),
-                          num_options=options.num_options, num_samples=options.num_val_samples, **common)
+    split = SPLITS[options.split]
+    if split.last_round_only:  # served whole, all its options
+        return VisdialDataset(split.name, _split_path(options), features, tokenizer, **common)
+    return VisdialDataset(split.name, _split_path(options), features, tokenizer, _dense_annotations_path(options),
+                          num_options=options.num_options, num_samples=getattr(options, split.samples_flag), **common)
 
 
-def _val_annotations_path(options) -> Optional[str]:
-    """-visdial_processed_val_dense_annotations, or None with a warning when it does not exist (a
-    folder or a device given for it is an error when it is read, not "absent")."""
-    annotations = options.visdial_processed_val_dense_annotations
+def _dense_annotations_path(options) -> Optional[str]:
+    """The dense annotations of the evaluated split (-visdial_processed_val_dense_annotations), or
+    None with a warning when it does not exist (a folder or a device given for it is an error when
+    it is read, not "absent")."""
+    annotations = getattr(options, SPLITS[options.split].dense_annotations_flag)
     if not Path(annotations).exists():
-        warnings.warn(f"{annotations}: no val dense annotations; NDCG will not be computed", stacklevel=3)
+        warnings.warn(f"{annotations}: no {options.split} dense annotations; NDCG will not be computed", stacklevel=3)
         return None
     return annotations
+
+
+def model_config_for(options: SharedOptions, dataset) -> BertConfig:
+    """-model_config, checked against the data the model will see (a dataset of
+    dataloader/datasets.py): its vocabulary, -max_seq_len and, for a model that reads them, the
+    feature store's width and classes; UserError naming the config and the data file otherwise."""
+    return checked_model_config(options.model_config, options.model_type, dataset.vocabulary_size, options.vocab,
+                                options.max_seq_len, dataset.features, NUM_CLASSES)
 
 
 def load_model(options: EvalOptions, dataset, device: torch.device, verbose: bool = True) -> torch.nn.Module:
@@ -103,6 +112,9 @@ def load_model(options: EvalOptions, dataset, device: torch.device, verbose: boo
 
 def evaluate(options: EvalOptions, context: DistributedContext) -> None:
     """Evaluate as the options say (module docstring); rank 0 prints and writes."""
+    precision = resolve_precision(options.precision, context.device)
+    for note in options.unused_flags(context.world_size) if context.is_main else ():
+        print(note)
     written = outputs(options)
     check_on_main(lambda: check_outputs(list(written.values()), options.input_paths()), context.is_main)
     question_types = load_question_types(options.question_types) if options.question_types else None
@@ -110,7 +122,7 @@ def evaluate(options: EvalOptions, context: DistributedContext) -> None:
     dataset = load_split(options)
     model = load_model(options, dataset, context.device, verbose=context.is_main)
     scored = score_dataset(model, dataset, collate_dialog_batch, tokens_per_batch=options.eval_tokens_per_batch,
-                           precision=resolve_precision(options.precision, context.device),
+                           precision=precision,
                            num_workers=options.num_workers, progress=context.is_main)
     if context.is_main:
         explains = options.model_type == "vilbert" and (options.images or (question_types and question_types.regions))
@@ -122,7 +134,8 @@ def evaluate(options: EvalOptions, context: DistributedContext) -> None:
 
 
 def _split_path(options) -> str:
-    return options.visdial_processed_val if options.split == "val" else options.visdial_processed_test
+    """The processed json of the evaluated split (its -visdial_processed_<split>)."""
+    return getattr(options, SPLITS[options.split].json_flag)
 
 
 def write_results(options, scored: ScoredDialogs, paths: dict, data: Optional[dict] = None,
@@ -137,16 +150,15 @@ def write_results(options, scored: ScoredDialogs, paths: dict, data: Optional[di
     -> metrics dict). ranker: the evaluated ViLBERT as a DialogRanker, for the pointing score of
     the rounds with relevant regions (utils/evaluation/pointing.py) and, with `images` (a folder
     of pictures by image id), the report's pictures of the regions behind its top answers."""
-    needs_data = options.save_scores or ranker is not None or \
-        (options.split == "val" and (options.val_evalai or options.report))
+    needs_data = options.save_scores or ranker is not None or options.val_evalai or options.report
     if data is None and needs_data:
         data = load_visdial_json(_split_path(options), options.split, processed=True)["data"]
     files = {}
     if options.save_scores:
         files[paths["scores"]] = score_file_writer(score_file_content(scored, options.split, data["dialogs"]))
-    if options.split == "test":
+    if SPLITS[options.split].last_round_only:
         entries = evalai_test_entries(scored)
-        check_submission(entries, "test", None, paths["predictions"])
+        check_submission(entries, options.split, None, paths["predictions"])
         write_files({paths["predictions"]: json_writer(entries), paths["predictions_txt"]: json_writer(entries),
                      **files})
         print(f"wrote the EvalAI test submission ({len(entries)} dialogs) to {paths['predictions']} "
@@ -168,7 +180,8 @@ def write_results(options, scored: ScoredDialogs, paths: dict, data: Optional[di
         files[paths["metrics"]] = json_writer(metrics)
         if options.val_evalai:
             entries = evalai_val_entries(scored, data["dialogs"])
-            check_submission(entries, "val", expected_entries("val", data["dialogs"][:scored.scores.shape[0]]),
+            check_submission(entries, options.split,
+                             expected_entries(options.split, data["dialogs"][:scored.scores.shape[0]]),
                              paths["val_predictions"])
             files[paths["val_predictions"]] = json_writer(entries)
         write_files(files)
@@ -198,10 +211,10 @@ def ensemble(options: EnsembleOptions) -> None:
     if options.val_evalai and num_options != NUM_ANSWER_OPTIONS:
         raise UserError(f"{options.scores[0]}: scores {num_options} options per round; -val_evalai needs all "
                         f"{NUM_ANSWER_OPTIONS} (evaluate.py -num_options {NUM_ANSWER_OPTIONS})")
-    if options.split == "test":
+    if SPLITS[options.split].last_round_only:
         fields = {"image_id": contents[0]["image_id"], "round_id": contents[0]["round_id"][:, -1]}
     else:
-        annotations_path, annotations = _val_annotations_path(options), None
+        annotations_path, annotations = _dense_annotations_path(options), None
         if annotations_path is not None:
             annotations = load_dense_annotations(annotations_path)
             check_annotations_follow_dialogs(annotations, data["dialogs"], annotations_path)

@@ -21,8 +21,8 @@ import math
 import torch
 
 from dataloader.datasets import val_option_order
-from dataloader.visdial_json import NUM_ANSWER_OPTIONS, relevance_of
-from models.weights import read_checkpoint
+from dataloader.visdial_json import EVALUATED_SPLITS, NUM_ANSWER_OPTIONS, SPLITS, relevance_of
+from utils.checkpoints import read_checkpoint
 from utils.errors import UserError
 from utils.evaluation.metrics import scores_to_ranks
 from utils.evaluation.scoring import ScoredDialogs
@@ -37,7 +37,7 @@ def score_keys(split: str, dialogs: list[dict], num_rounds: int, num_options: in
     """The keys (KEYS) of scores [len(dialogs), num_rounds, num_options] of the processed `dialogs`
     of `split`: val scores every round with the ground truth first; test the last round in json order."""
     image_id = torch.tensor([dialog["image_id"] for dialog in dialogs], dtype=torch.long)
-    if split == "test":
+    if SPLITS[split].last_round_only:
         round_id = torch.tensor([[dialog["round_id"]] for dialog in dialogs], dtype=torch.long)
         option_index = torch.arange(num_options).expand(len(dialogs), num_rounds, num_options)
     else:
@@ -65,8 +65,8 @@ def read_score_file(path) -> dict:
     if content.get("format") != FORMAT or content.get("version") != VERSION:
         raise UserError(f"{path}: not a score file of evaluate.py -save_scores (format {FORMAT!r}, "
                         f"version {VERSION})")
-    if content.get("split") not in ("val", "test"):
-        raise UserError(f"{path}: split must be val or test, got {content.get('split')!r}")
+    if content.get("split") not in EVALUATED_SPLITS:
+        raise UserError(f"{path}: split must be {' or '.join(EVALUATED_SPLITS)}, got {content.get('split')!r}")
     for key in ("scores", *KEYS):
         value = content.get(key)
         if isinstance(value, torch.Tensor) and value.layout != torch.strided:
@@ -129,7 +129,8 @@ def check_matches_dialogs(path, content: dict, dialogs: list[dict], dialogs_path
     num_dialogs, num_rounds, num_options = content["scores"].shape
     if num_dialogs > len(dialogs):
         raise UserError(f"{path}: scores {num_dialogs} dialogs, {dialogs_path} holds {len(dialogs)}")
-    if any(len(dialog["dialog"]) != num_rounds for dialog in dialogs[:num_dialogs]) and content["split"] == "val":
+    if SPLITS[content["split"]].same_round_count and any(len(dialog["dialog"]) != num_rounds
+                                                         for dialog in dialogs[:num_dialogs]):
         raise UserError(f"{path}: scores {num_rounds} rounds per dialog, the dialogs of {dialogs_path} have others")
     expected = score_keys(content["split"], dialogs[:num_dialogs], num_rounds, num_options)
     check_same_keys([dialogs_path, path], [{**content, **expected}, content])

@@ -15,6 +15,7 @@ the device between forward passes.
 Under ``torchrun`` (``torch.distributed`` initialised) every rank scores a contiguous share of the
 dialogs and the results are gathered, in dataset order, on every rank.
 """
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -24,9 +25,9 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from options import PRECISIONS
 from utils.errors import UserError
 from utils.evaluation.explain import region_weights as weigh_regions
-from utils.precision import autocast
 
 DIALOG_FIELDS = ("image_id", "round_id", "gt_option_inds", "gt_relevance")
 """Per-dialog fields of a collated batch that are carried next to the scores (when present)."""
@@ -43,9 +44,20 @@ that launches it many times over (docs/performance.md); scripts/benchmark_gpu.py
 budgets around it."""
 
 
-def default_tokens_per_batch(device: torch.device) -> int:
-    """The token budget for `device` when none is given (DEFAULT_TOKENS_PER_BATCH)."""
-    return DEFAULT_TOKENS_PER_BATCH["cuda" if device.type == "cuda" else "cpu"]
+def resolve_tokens_per_batch(tokens_per_batch: Optional[int], device: torch.device) -> int:
+    """The one meaning of -eval_tokens_per_batch (evaluate.py, training's validation, DialogRanker,
+    chat): the budget given, or for 0 or None the default of `device` (DEFAULT_TOKENS_PER_BATCH)."""
+    return tokens_per_batch or DEFAULT_TOKENS_PER_BATCH["cuda" if device.type == "cuda" else "cpu"]
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The autocast context of `precision` (a key of options.PRECISIONS; fp32: no autocast)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @dataclass
@@ -179,7 +191,7 @@ def score_dataset(
     dataset: items of one dialog each (val or test split); ``collate_fn`` turns a list of items into
         the flat batch of the collate contract, with ``num_rounds`` and ``num_options``.
     tokens_per_batch: token budget of one forward pass (batch size * longest sequence); None: the
-        default of the model's device (``default_tokens_per_batch``).
+        default of the model's device (``resolve_tokens_per_batch``).
     dialogs_per_chunk: dialogs collated together; their sequences are length-sorted as one pool.
     precision: ``fp32``, ``bf16`` or ``fp16`` (autocast).
     num_workers: DataLoader workers that build and collate the chunks (pinned on a GPU).
@@ -190,7 +202,7 @@ def score_dataset(
     """
     shard = _shard(len(dataset))
     device = next(model.parameters()).device
-    tokens_per_batch = tokens_per_batch or default_tokens_per_batch(device)
+    tokens_per_batch = resolve_tokens_per_batch(tokens_per_batch, device)
     loader = DataLoader(Subset(dataset, shard), batch_size=dialogs_per_chunk, shuffle=False,
                         num_workers=num_workers, collate_fn=collate_fn, pin_memory=device.type == "cuda")
     was_training = model.training

@@ -16,50 +16,21 @@ stays empty is removed again. Every file is written atomically (utils/files.py);
 `remove_stale_temporaries` removes what a killed save left.
 """
 import contextlib
-import functools
 import shutil
-import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Mapping, Union
 
-import torch
 import yaml
 
 from utils.distributed import broadcast_from_main, check_on_main
 from utils.errors import UserError
-from utils.files import TEMPORARY_MARK, atomic_write, write_text
+from utils.files import TEMPORARY_MARK, write_text
 from utils.outputs import Output, check_outputs
 from utils.training.run_lock import RunLock
 
 CHECKPOINT_PREFIX = "visdial_dialog_encoder_"
 BEST_CHECKPOINT = CHECKPOINT_PREFIX + "best.ckpt"
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def save_checkpoint(path: Union[str, Path], content: dict) -> None:
-    """torch.save `content` (tensors and plain containers only, so that it loads with
-    weights_only=True) atomically to `path`."""
-    atomic_write(path, lambda file: torch.save(content, file))
-
-
-def rank_file(checkpoint: Path, rank: int) -> Path:
-    """Where rank `rank` keeps its own part of `checkpoint` (its pending gradients)."""
-    return checkpoint.with_name(f"{checkpoint.name}.rank{rank}")
-
-
-@functools.cache
-def git_commit(repo_dir: Union[str, Path] = REPO_ROOT) -> str:
-    """The commit hash of the code this process runs (with '-dirty' when files had changed when it
-    was first asked), or 'unknown'."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_dir, capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                cwd=repo_dir, capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return commit + ("-dirty" if status.strip() else "")
 
 
 class RunFolder:
@@ -92,12 +63,15 @@ class RunFolder:
                 found.append((int(number), path))
         return sorted(found)
 
-    def latest(self) -> Path:
-        """The newest periodic checkpoint (for -continue); UserError if there is none."""
+    def resume_from(self, start_path: str) -> Path:
+        """The checkpoint -continue resumes from: the newest periodic checkpoint of the folder, or,
+        when it has none, `start_path` (-start_path, the reference's way); UserError without either."""
         checkpoints = self.checkpoints()
-        if not checkpoints:
-            raise UserError(f"{self.path}: no checkpoint to continue from ({CHECKPOINT_PREFIX}<iteration>.ckpt)")
-        return checkpoints[-1][1]
+        if checkpoints:
+            return checkpoints[-1][1]
+        if start_path:
+            return Path(start_path)
+        raise UserError(f"{self.path}: no checkpoint to continue from ({CHECKPOINT_PREFIX}<iteration>.ckpt)")
 
     def prune(self, keep: int) -> list[Path]:
         """Delete all but the `keep` newest periodic checkpoints (with their rank files); returns

@@ -3,7 +3,7 @@
 Linear warm-up from 0 to each parameter group's base rate over `warmup_steps`, then linear decay
 to 0 at `total_steps`, every rate floored at `min_lr` (1e-5; the reference's
 WarmupLinearScheduleNonZero). The groups and their base rates come from
-`models.weights.configure_optimizer`.
+`models.optimizer.configure_optimizer`.
 """
 import torch
 

@@ -34,7 +34,7 @@ import torch
 
 from models.losses import RankingLoss, all_zero_relevance, dense_loss, pretraining_loss, tie_break_keys
 from utils.distributed import get_world_size, gradient_sync, is_initialized, sum_over_ranks, unwrap
-from utils.precision import autocast
+from utils.evaluation.scoring import autocast
 from utils.random_state import RandomState
 
 MODEL_INPUT_FIELDS = ("tokens", "segments", "attention_mask", "image_feat", "image_loc",

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from models.losses import RankingLoss
 from options import TrainOptions
+from utils.checkpoints import save_run_state
 from utils.distributed import DistributedContext, all_ranks_agree, any_rank, barrier
 from utils.errors import UserError
 from utils.evaluation.validation import evaluate_val
@@ -137,7 +138,7 @@ class Trainer:
     def save(self, path: Optional[Path] = None) -> Path:
         """Write a checkpoint (all ranks take part, rank 0 writes); keep the last -keep_checkpoints."""
         path = path or self.folder.checkpoint(self.state.progress.iteration)
-        self.state.save(path, self.options, self.context)
+        save_run_state(path, self.state, self.options, self.context)
         if self.context.is_main:
             if path != self.folder.best:
                 self.folder.prune(self.options.keep_checkpoints)
