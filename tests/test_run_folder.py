@@ -22,6 +22,7 @@ from tests.test_bad_input import train_argv
 from tests.test_outputs import assert_one_error_line, listing
 from tests.train_helpers import fixture_flags
 from utils.errors import UserError, run_cli
+from utils.training.run_folder import RunFolder
 from utils.training.run_lock import LOCK_FILE, RunLock
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -106,3 +107,12 @@ def test_nothing_is_written_before_every_check_has_passed(run_folder, golden_dir
     returncode, stderr = run_train(train_argv(tmp_path, golden_dir, "-tensorboard", "1"), capsys)
     assert_one_error_line(returncode, stderr, str(tmp_path / "out" / "run"), "only 1 MiB free")
     assert listing(tmp_path) == before
+
+
+def test_only_the_names_this_code_writes_are_periodic_checkpoints(tmp_path):
+    for name in ("visdial_dialog_encoder_3.ckpt", "visdial_dialog_encoder_12.ckpt", "visdial_dialog_encoder_best.ckpt",
+                 "visdial_dialog_encoder_1².ckpt", "visdial_dialog_encoder_٣.ckpt", "visdial_dialog_encoder_.ckpt"):
+        (tmp_path / name).write_bytes(b"")
+    folder = RunFolder(tmp_path)
+    assert folder.checkpoints() == [(3, tmp_path / "visdial_dialog_encoder_3.ckpt"),
+                                    (12, tmp_path / "visdial_dialog_encoder_12.ckpt")]

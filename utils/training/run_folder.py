@@ -55,11 +55,12 @@ class RunFolder:
         return self.path / BEST_CHECKPOINT
 
     def checkpoints(self) -> list[tuple[int, Path]]:
-        """The (iteration, path) of every periodic checkpoint, oldest first."""
+        """The (iteration, path) of every periodic checkpoint, oldest first: the names this code writes,
+        `<CHECKPOINT_PREFIX><ASCII digits>.ckpt` (another file there, `..._1².ckpt` too, is not one)."""
         found = []
         for path in self.path.glob(f"{CHECKPOINT_PREFIX}*.ckpt"):
             number = path.stem[len(CHECKPOINT_PREFIX):]
-            if number.isdigit():
+            if number.isascii() and number.isdigit():
                 found.append((int(number), path))
         return sorted(found)
 
