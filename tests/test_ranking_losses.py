@@ -11,6 +11,7 @@ import torch
 from models.losses import (DENSE_LOSSES, RankingLoss, all_zero_relevance, approx_ndcg_loss, dense_relevance_loss,
                            listmle_loss, option_log_odds, ranking_loss, tie_break_keys)
 from options import TrainOptions, parse_options
+from utils.errors import UserError
 
 LEVELS = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
 
@@ -169,6 +170,6 @@ def test_every_dense_loss_name_has_its_own_entry_and_an_unknown_name_is_refused_
     assert [RankingLoss(name).skips_unannotated_rounds for name in DENSE_LOSSES] == [False, True, True]
     with pytest.raises(ValueError, match="unknown ranking loss 'listnet'"):
         RankingLoss("listnet")
-    with pytest.raises(SystemExit):
+    with pytest.raises(UserError, match="-dense_loss: invalid choice: 'listnet'"):
         parse_options(["-mode", "dense", "-dense_loss", "listnet"], TrainOptions)
     assert parse_options(["-mode", "dense", "-dense_loss", "approxndcg"], TrainOptions).dense_loss == "approxndcg"
