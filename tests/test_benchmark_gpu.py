@@ -1,6 +1,8 @@
 """scripts/benchmark_gpu.py --smoke: every row of the GPU benchmark runs on the CPU with the tiny
-model of config/toy_model.json (its default), passes its own checks, and is written to the JSON file; without a GPU and without
---smoke the script stops with one line."""
+model of config/toy_model.json (its default), passes its own checks, and is written to the JSON file;
+every throughput row is a steady state (its warm-up apart, the median of three windows); --rows runs
+only the named rows and refuses a name it does not have; without a GPU and without --smoke the script
+stops with one line."""
 import json
 
 import pytest
@@ -26,9 +28,18 @@ def test_smoke_run_measures_every_row(tmp_path, capsys):
                          "dense chunk 50", "dense chunk 25", "dense chunk 10", "fp16 toy run", "eval compiled",
                          "train bf16 compiled"}
     assert all(row["figure"] > 0 for row in rows.values())
-    # the engine ranks as the reference's way does; compiled ranks as eager
-    assert rows["eval reference"]["details"]["ranks_moved"] == 0
-    assert rows["eval compiled"]["details"]["ranks_moved"] == 0
+    # throughput rows: the one-time warm-up apart, the figure the median of three windows
+    throughput = [row for name, row in rows.items() if name != "fp16 toy run"]
+    assert all(row["warm_up_s"] >= 0 for row in throughput) and rows["fp16 toy run"]["warm_up_s"] is None
+    assert all(len(row["details"]["rates"]) == 3 for row in throughput if "rates" in row["details"])
+    eval_rates = rows["eval fp32"]["details"]["rates"]
+    assert rows["eval fp32"]["figure"] == pytest.approx(sorted(eval_rates)[1])
+    assert "warm-up s" in printed and "median of 3 passes" in rows["eval bf16"]["note"]
+    assert "val " in rows["eval bf16"]["projection"] and "batch shapes" in rows["eval bf16"]["note"]
+    # the engine ranks as the reference's way does; compiled as eager, up to near-ties
+    assert rows["eval reference"]["details"]["beyond_near_ties"] == 0
+    compiled = rows["eval compiled"]["details"]
+    assert compiled["beyond_near_ties"] == 0 and compiled["max_score_difference"] <= 1e-5
     # fp16: overflowing steps were skipped and reported, every loss finite, the loss fell
     toy = rows["fp16 toy run"]["details"]
     assert all(toy["checks"].values()) and toy["overflow_iterations"][0] == 1
@@ -44,3 +55,22 @@ def test_without_a_gpu_it_stops_with_one_line(capsys, monkeypatch):
     error = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and len(error) == 1
     assert error[0].startswith("error: no CUDA GPU here") and "--smoke" in error[0]
+
+
+def test_rows_runs_only_the_named_rows(tmp_path, capsys):
+    out = tmp_path / "rows.json"
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark_gpu.main(["--smoke", "--rows", "input eval", "eval budget 1024", "-out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert exit_info.value.code == 0
+    assert [row["name"] for row in rows] == ["eval budget 1024", "input eval"]  # in the benchmark's order
+    assert all(row["status"] == "ok" and row["warm_up_s"] is not None for row in rows)
+
+
+def test_an_unknown_row_name_is_refused_with_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: benchmark_gpu.main(["--smoke", "--rows", "eval fp32", "eval bf17",
+                                            "-out", str(tmp_path / "x.json")]))
+    error = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(error) == 1
+    assert error[0].startswith("error: --rows: no row named 'eval bf17'") and "eval fp32" in error[0]
