@@ -30,14 +30,15 @@ def test_steady_state_is_the_median_window_rate_and_the_first_call_is_apart(monk
 
 
 def test_rank_agreement_separates_near_tie_swaps_from_real_moves():
-    reference = torch.tensor([[0.9, 0.5, 0.5000004, 0.1]])  # options 1 and 2: a near-tie (within 1e-6)
-    near_tie_swap = torch.tensor([[0.9, 0.5000005, 0.5, 0.1]])
+    # options 1 and 2 a near-tie (2^-21 apart, within 1e-6); values exact in float32
+    reference = torch.tensor([[0.9, 0.5, 0.5 + 2 ** -21, 0.1]])
+    near_tie_swap = torch.tensor([[0.9, 0.5 + 2 ** -20, 0.5, 0.1]])
     agreement = rank_agreement(near_tie_swap, reference)
     assert (agreement.ranks_moved, agreement.beyond_near_ties, agreement.options) == (2, 0, 4)
-    assert agreement.max_score_difference == pytest.approx(5e-7, abs=1e-8)
-    real_move = torch.tensor([[0.1, 0.5, 0.5000004, 0.9]])  # the best and the worst option swap
+    assert agreement.max_score_difference == 2 ** -20
+    real_move = torch.tensor([[0.1, 0.5, 0.5 + 2 ** -21, 0.9]])  # the best and the worst option swap
     agreement = rank_agreement(real_move, reference)
     assert (agreement.ranks_moved, agreement.beyond_near_ties) == (2, 2)
     assert agreement.share_beyond_near_ties == 0.5
-    # a wider tolerance makes the same swap of options 1 and 2 (gap 4e-7) a near-tie or not
+    # below their gap, the tolerance makes the same swap a real move
     assert rank_agreement(near_tie_swap, reference, tolerance=1e-7).beyond_near_ties == 2
