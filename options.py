@@ -159,8 +159,8 @@ class SharedOptions(FlagOptions):
     num_workers: int = flag(min(8, CPU_COUNT), "DataLoader worker processes (default: 8, or the CPUs of this "
                             "machine when it has fewer)", "runtime", at_least=0, at_most=CPU_COUNT,
                             note=" (the CPUs of this machine)", on_resume=NOTED)
-    precision: str = flag("auto", "autocast precision; auto = bf16 on GPUs that support it, else fp32",
-                          "runtime", choices=("auto", *PRECISIONS))
+    precision: str = flag("auto", "autocast precision; auto = bf16 for training on GPUs that support it, fp32 "
+                                  "for evaluation and on the CPU", "runtime", choices=("auto", *PRECISIONS))
     compile: bool = flag(False, "compile the model with torch.compile", "runtime", on_resume=NOTED)
 
     def to_dict(self) -> dict:

@@ -75,7 +75,7 @@ class DialogRanker:
     features : image features opened by dataloader/feature_formats.open_image_features (a store or
         a foreign file served like one) for images given by id, or None (images then come as arrays)
     max_seq_len, max_rounds : the datasets' -max_seq_len and -visdial_tot_rounds
-    precision : fp32, bf16 or fp16 (autocast), or auto (bf16 on GPUs that have it, else fp32)
+    precision : fp32, bf16 or fp16 (autocast), or auto (fp32: evaluation stays in fp32)
     tokens_per_batch : token budget of one forward pass (evaluate.py's -eval_tokens_per_batch; 0:
         the default of the model's device, utils/evaluation/scoring.default_tokens_per_batch)
 
@@ -94,7 +94,7 @@ class DialogRanker:
         self.features = features
         self.feature_size = features.feature_size if features is not None else model.config.v_feature_size
         device = next(model.parameters()).device
-        self.precision = resolve_precision(precision, device)
+        self.precision = resolve_precision(precision, device, evaluation=True)
         self.tokens_per_batch = tokens_per_batch or default_tokens_per_batch(device)
 
     @classmethod

@@ -108,7 +108,7 @@ def evaluate(options: EvalOptions, context: DistributedContext) -> None:
     dataset = load_split(options)
     model = load_model(options, dataset, context.device, verbose=context.is_main)
     scored = score_dataset(model, dataset, collate_dialog_batch, tokens_per_batch=options.eval_tokens_per_batch,
-                           precision=resolve_precision(options.precision, context.device),
+                           precision=resolve_precision(options.precision, context.device, evaluation=True),
                            num_workers=options.num_workers, progress=context.is_main)
     if context.is_main:
         write_results(options, scored, {kind: output.path for kind, output in written.items()},
