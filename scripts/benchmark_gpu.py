@@ -27,17 +27,19 @@ lengths (utils/benchmarking/synthetic.py: round r about 15 + 12 r tokens, 37 ima
                         than fp16 gradients hold, so the first optimizer steps overflow and are skipped, counted
                         and reported while the scale backs off; the loss must stay finite and fall
   eval compiled         torch.compile of the evaluation model (evaluate.py -compile): speed-up over eager fp32
-                        on the same batch, and whether the ranks are identical
+                        on the same batch; fails when a score differs by more than 1e-5 or a rank moves
+                        beyond near-ties
   train bf16 compiled   base training through torch.compile (train.py -compile), against eager
 
 Every throughput figure is a steady state (utils/benchmarking/measure.steady_state): a first pass
-over every shape the row meets, then the median rate of --repeats synchronised windows of at least
---window seconds each (whole passes); the first pass's excess over that rate is the row's one-time
-`warm-up s` (first shapes and their attention plans, the allocator, DataLoader workers, compiling).
-The val and test projections are that warm-up plus the sequences at the steady rate, measured on a
-synthetic val that meets the batch shapes a real run meets (the note gives their number). Input
-rows time a stream of batches after the workers have started. Compiled against eager is judged up
-to near-ties: the largest score difference and the ranks that differ beyond it.
+over every shape the row meets, then the median rate of 3 synchronised windows of at least 3 s each
+(whole passes; --smoke: one pass a window); the first pass's excess over that rate is the row's
+one-time `warm-up s` (first shapes and their attention plans, the allocator, DataLoader workers,
+compiling). The val and test projections are that warm-up plus the sequences at the steady rate;
+the eval note says how many batch shapes the synthetic val met (a real run pays a warm-up for each
+shape it meets). Input rows time a stream of batches after the workers have started. Compiled
+against eager is judged up to near-ties: the largest score difference and the ranks that differ
+beyond it.
 
 Each row has a figure, the warm-up, the peak memory (the GPU allocator's; on the CPU the process's resident
 set) and a projection or note. The rows go to stdout as they finish, then as a table, and to
@@ -59,10 +61,8 @@ import gc
 import itertools
 import json
 import math
-import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -77,7 +77,6 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from dataloader.collate import collate_dialog_batch
 from dataloader.datasets import VisdialDataset, VisdialDenseDataset
 from dataloader.feature_store import open_feature_store
-from dataloader.preprocess import preprocess
 from dataloader.tokenizer import load_tokenizer
 from models import build_model
 from options import TrainOptions, parse_options
@@ -86,6 +85,7 @@ from utils.benchmarking.measure import (SteadyState, count_flops, cpu_seconds, d
                                         peak_memory_bytes, reset_peak_memory, steady_state)
 from utils.benchmarking.reference import score_padded_reference_style, spread_weights
 from utils.benchmarking.synthetic import write_synthetic_visdial
+from utils.benchmarking.toy import make_toy_visdial
 from utils.distributed import DistributedContext
 from utils.errors import UserError, run_cli
 from utils.evaluation.metrics import NEAR_TIE
@@ -315,10 +315,11 @@ class Rows:
         """Val dialogs start..stop-1 collated as one batch."""
         return collate_dialog_batch([self.val[index] for index in range(start, stop)])
 
-    def _steady(self, function: Callable[[], float], row: Row) -> SteadyState:
-        """The steady state of `function` (measure.steady_state with this run's windows); the
-        row's warm-up."""
-        steady = steady_state(function, self.device, self.sizes.window_s, self.sizes.repeats)
+    def _steady(self, function: Callable[[], float], row: Row, host_only: bool = False) -> SteadyState:
+        """The steady state of `function` (measure.steady_state with this run's windows; `host_only`:
+        work of the CPU alone, nothing to synchronise); the row's warm-up."""
+        device = torch.device("cpu") if host_only else self.device
+        steady = steady_state(function, device, self.sizes.window_s, self.sizes.repeats)
         row.warm_up_s = round(steady.warm_up_s, 2)
         row.details["rates"] = steady.rates
         return steady
@@ -395,9 +396,7 @@ class Rows:
         loader = DataLoader(Subset(self.val, range(dialogs)), batch_size=16, num_workers=self.sizes.workers,
                             collate_fn=collate_dialog_batch, pin_memory=self.device.type == "cuda",
                             persistent_workers=self.sizes.workers > 0)
-        steady = steady_state(lambda: sum(batch["tokens"].shape[0] for batch in loader), torch.device("cpu"),
-                              self.sizes.window_s, self.sizes.repeats)
-        row.warm_up_s = round(steady.warm_up_s, 2)
+        steady = self._steady(lambda: sum(batch["tokens"].shape[0] for batch in loader), row, host_only=True)
         consumed = self.figures.get(f"eval {self.precision}")
         row.figure, row.unit = steady.rate, "seq/s"
         row.note = (f"{self.sizes.workers} workers build val items, collate and pin (persistent: started once, in "
@@ -499,9 +498,8 @@ class Rows:
         data = self._train_data(self.sizes.workers, repeated)
         stream = (wrapped["batch"] for epoch in itertools.count() for wrapped in data.epoch_batches(epoch))
         per_call = max(1, data.batches_per_epoch // 10)
-        steady = steady_state(lambda: sum(len(next(stream)["image_id"]) for _ in range(per_call)), torch.device("cpu"),
-                              self.sizes.window_s, self.sizes.repeats)
-        row.warm_up_s = round(steady.warm_up_s, 2)
+        steady = self._steady(lambda: sum(len(next(stream)["image_id"]) for _ in range(per_call)), row,
+                              host_only=True)
         steps = self.figures.get(f"train {self.precision}")
         row.figure, row.unit = steady.rate, "images/s"
         row.note = (f"{self.sizes.workers} workers, {data.batch_images} images ({self.train_options.batch_size} "
@@ -544,34 +542,12 @@ class Rows:
 
     # fp16 on toy data ---------------------------------------------------------------------------
 
-    def _toy_data(self, folder: Path) -> dict:
-        """Toy VisDial from make_toy_data.py's command line, preprocessed; the processed file paths."""
-        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-        generated = subprocess.run(
-            [sys.executable, "-m", "preprocessing.make_toy_data", "-out", str(folder), "-seed", "0",
-             "-train_dialogs", str(self.sizes.toy_train_dialogs), "-val_dialogs", "4", "-test_dialogs", "2"],
-            cwd=REPO_ROOT, env=environment, capture_output=True, text=True)
-        if generated.returncode:
-            raise RuntimeError(f"make_toy_data.py failed: {(generated.stderr.strip().splitlines() or ['?'])[-1]}")
-        raw = {"visdial_train": "train", "visdial_val": "val", "visdial_test": "test",
-               "visdial_val_ndcg": "val_dense_annotations", "visdial_train_ndcg": "train_dense_annotations"}
-        files = {name: str(folder / f"visdial_1.0_{split}.json") for name, split in raw.items()}
-        for name in ("save_path_train", "save_path_val", "save_path_test", "save_path_train_dense_samples",
-                     "save_path_val_ndcg", "save_path_train_ndcg"):
-            files[name] = str(folder / f"{name}.json")
-        preprocess(files, MAX_SEQ_LEN, str(folder / "vocab.txt"))
-        return files
-
     def toy_fp16(self, row: Row) -> None:
         folder = self.bench.folder / "toy"
-        files = self._toy_data(folder)
+        data_flags = make_toy_visdial(folder, self.sizes.toy_train_dialogs, val_dialogs=4, test_dialogs=2)
         iterations = self.sizes.toy_iterations
         options = parse_options([
-            "-config", str(REPO_ROOT / "config/presets/toy.yml"), "-vocab", str(folder / "vocab.txt"),
-            "-visdial_image_feats", str(folder / "visdial_img_feat.lmdb"),
-            "-visdial_processed_train", files["save_path_train"], "-visdial_tot_rounds", "2",
-            "-model_config", str(folder / "model_config.json"), "-precision", "fp16",
+            "-config", str(REPO_ROOT / "config/presets/toy.yml"), *data_flags, "-precision", "fp16",
             "-batch_size", str(self.sizes.toy_batch_size),
             "-max_iterations", str(iterations), "-total_steps", str(iterations), "-warmup_steps", str(iterations // 6),
             "-log_every", "1", "-num_workers", str(0 if self.smoke else self.sizes.workers), "-val_every", "-1",
