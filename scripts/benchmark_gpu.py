@@ -102,7 +102,8 @@ from utils.training.trainer import Trainer
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAPER_CONFIG = REPO_ROOT / "config" / "bert_base_6layer_6conect.json"
 SMOKE_CONFIG = REPO_ROOT / "config" / "toy_model.json"
-VAL_SEQUENCES = 2064 * 10 * 100
+VAL_DIALOGS = 2064          # VisDial v1.0 val
+VAL_SEQUENCES = VAL_DIALOGS * 10 * 100
 TEST_SEQUENCES = 8000 * 100
 TRAIN_IMAGES = 123_287       # VisDial v1.0 train dialogs
 DENSE_ROUNDS = 2_000         # VisDial v1.0 train rounds with dense annotations
@@ -115,7 +116,7 @@ COMPILED_ATOL = 1e-5  # compiled fp32 scores may differ from eager by this much 
 @dataclass(frozen=True)
 class Sizes:
     """How much each row does, and its limits: the GPU run's, or the smoke run's."""
-    synthetic_dialogs: int      # synthetic VisDial dialogs (one image each)
+    synthetic_dialogs: int      # synthetic VisDial dialogs (one image each; GPU: as many as VisDial val)
     eval_options: int           # options per round of the eval rows (VisDial: 100)
     eval_dialogs: int           # dialogs of the eval bf16 row (fp32: eval_fp32_dialogs)
     eval_fp32_dialogs: int
@@ -141,7 +142,7 @@ class Sizes:
 
 
 GPU_SIZES = Sizes(
-    synthetic_dialogs=120, eval_options=100, eval_dialogs=96, eval_fp32_dialogs=8, reference_sequences=1000,
+    synthetic_dialogs=VAL_DIALOGS, eval_options=100, eval_dialogs=96, eval_fp32_dialogs=8, reference_sequences=1000,
     reference_chunk=200, budgets=(16384, 32768, 65536, 131072), workers=8, input_train_images=6000,
     train_batch_size=80, dense_chunks=(100, 50, 25, 10), window_s=3.0, repeats=3, toy_train_dialogs=600,
     toy_batch_size=64,
@@ -191,6 +192,11 @@ def _duration(work: float, rate: float, warm_up_s: float = 0.0) -> str:
     """The time of `work` units at `rate` a second after a one-time `warm_up_s`, in minutes or hours."""
     seconds = warm_up_s + work / rate
     return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def _sequence_lengths(items: list) -> torch.Tensor:
+    """The collate function of the shape count: the real length of every sequence of a chunk."""
+    return collate_dialog_batch(items)["attention_mask"].sum(dim=1)
 
 
 def format_row(row: Row) -> str:
@@ -301,6 +307,7 @@ class Rows:
         self.train_options = parse_options(["-config", str(REPO_ROOT / "config/presets/base.yml"),
                                             "-batch_size", str(self.sizes.train_batch_size)], TrainOptions)
         self.train_dataset, self.train_batches = None, []
+        self.shape_counts: dict[tuple[int, int], int] = {}
 
     def _eval_model(self, config: Path) -> torch.nn.Module:
         """A model whose scores spread out as a trained one's (so that ranks are meaningful), in eval mode."""
@@ -311,9 +318,9 @@ class Rows:
     def _gib(self) -> float:
         return round(peak_memory_bytes(self.device) / GIB, 2)
 
-    def _collated(self, stop: int, start: int = 0) -> dict:
-        """Val dialogs start..stop-1 collated as one batch."""
-        return collate_dialog_batch([self.val[index] for index in range(start, stop)])
+    def _collated(self, dialogs: int) -> dict:
+        """The first `dialogs` val dialogs collated as one batch."""
+        return collate_dialog_batch([self.val[index] for index in range(dialogs)])
 
     def _steady(self, function: Callable[[], float], row: Row, host_only: bool = False) -> SteadyState:
         """The steady state of `function` (measure.steady_state with this run's windows; `host_only`:
@@ -324,14 +331,15 @@ class Rows:
         row.details["rates"] = steady.rates
         return steady
 
-    def _batch_shapes(self, dialogs: int, tokens: int, per_chunk: int = 16) -> int:
+    def _batch_shapes(self, dialogs: int, tokens: int) -> int:
         """Distinct (sequences, length) shapes of the forward passes that score_dataset makes over
-        the first `dialogs` val dialogs (chunks of `per_chunk` dialogs, as it collates them)."""
-        shapes = set()
-        for start in range(0, dialogs, per_chunk):
-            lengths = self._collated(min(dialogs, start + per_chunk), start)["attention_mask"].sum(dim=1)
-            shapes.update((len(indices), int(lengths[indices].max())) for indices in length_batches(lengths, tokens))
-        return len(shapes)
+        the first `dialogs` val dialogs (its chunks of 16 dialogs; planned with the workers, not run)."""
+        if (dialogs, tokens) not in self.shape_counts:
+            loader = DataLoader(Subset(self.val, range(dialogs)), batch_size=16, num_workers=self.sizes.workers,
+                                collate_fn=_sequence_lengths)
+            self.shape_counts[dialogs, tokens] = len({(len(indices), int(lengths[indices].max())) for lengths in loader
+                                                      for indices in length_batches(lengths, tokens)})
+        return self.shape_counts[dialogs, tokens]
 
     # evaluation ---------------------------------------------------------------------------------
 
@@ -347,13 +355,19 @@ class Rows:
             steady = self._steady(score, row)
             self.figures[f"eval {precision}"] = steady.rate
             tokens = default_tokens_per_batch(self.device)
+            # each new batch shape costs a first call (attention plans): the synthetic val's shapes at
+            # the warm-up a shape cost here (all of the warm-up counted per shape: an upper bound)
+            met, val_shapes = self._batch_shapes(len(dialogs), tokens), self._batch_shapes(len(self.val), tokens)
+            val_warm_up = steady.warm_up_s / met * val_shapes
             row.figure, row.unit, row.peak_memory_gib = steady.rate, "seq/s", self._gib()
-            row.projection = (f"val {_duration(VAL_SEQUENCES, steady.rate, steady.warm_up_s)}, "
-                              f"test {_duration(TEST_SEQUENCES, steady.rate, steady.warm_up_s)} (warm-up included)")
-            row.note = (f"{steady.first.result:,} sequences in {self._batch_shapes(len(dialogs), tokens)} batch "
-                        f"shapes, {tokens} tokens a batch, {self.sizes.workers} workers (each pass starts them, as "
-                        f"evaluate.py does once); {steady.describe(self.sizes.window_s)}"
-                        + (", TF32 off" if precision == "fp32" else ""))
+            row.projection = (f"val {_duration(VAL_SEQUENCES, steady.rate, val_warm_up)} with a warm-up of "
+                              f"{val_warm_up:.0f} s ({val_shapes} batch shapes in {len(self.val):,} synthetic dialogs, "
+                              f"{steady.warm_up_s / met:.2f} s a shape), test "
+                              f"{_duration(TEST_SEQUENCES, steady.rate, val_warm_up)}")
+            row.note = (f"{steady.first.result:,} sequences in {met} batch shapes, {tokens} tokens a batch, "
+                        f"{self.sizes.workers} workers (each pass starts them, as evaluate.py does once); "
+                        f"{steady.describe(self.sizes.window_s)}" + (", TF32 off" if precision == "fp32" else ""))
+            row.details.update(batch_shapes=met, val_batch_shapes=val_shapes, val_warm_up_s=round(val_warm_up, 1))
         return measure
 
     def reference(self, row: Row) -> None:

@@ -35,7 +35,12 @@ def test_smoke_run_measures_every_row(tmp_path, capsys):
     eval_rates = rows["eval fp32"]["details"]["rates"]
     assert rows["eval fp32"]["figure"] == pytest.approx(sorted(eval_rates)[1])
     assert "warm-up s" in printed and "median of 3 passes" in rows["eval bf16"]["note"]
-    assert "val " in rows["eval bf16"]["projection"] and "batch shapes" in rows["eval bf16"]["note"]
+    # the val projection: the warm-up a shape cost, for every batch shape of the whole synthetic val
+    evaluation = rows["eval bf16"]["details"]
+    assert 1 <= evaluation["batch_shapes"] <= evaluation["val_batch_shapes"]
+    assert evaluation["val_warm_up_s"] == pytest.approx(
+        rows["eval bf16"]["warm_up_s"] / evaluation["batch_shapes"] * evaluation["val_batch_shapes"], abs=0.1)
+    assert f"{evaluation['val_batch_shapes']} batch shapes in 8 synthetic dialogs" in rows["eval bf16"]["projection"]
     # the engine ranks as the reference's way does; compiled as eager, up to near-ties
     assert rows["eval reference"]["details"]["beyond_near_ties"] == 0
     compiled = rows["eval compiled"]["details"]
