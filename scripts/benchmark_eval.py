@@ -20,8 +20,7 @@ same batch: how evaluate.py's CPU default was chosen.
 
 Every rate is a steady state (utils/benchmarking/measure.steady_state): a first pass over the whole
 batch (its excess over the steady rate is the `warm-up s` column), then the median of --repeats
-timed passes (the first pass of ours fp32 also counts its FLOPs: its warm-up includes the
-counter's overhead). Peak memory is the process's resident set high-water mark while a path runs.
+timed passes; our fp32 path's FLOPs are counted on one more, untimed pass. Peak memory is the process's resident set high-water mark while a path runs.
 
 Also the achieved GFLOP/s of our fp32 path (FLOPs counted by torch's FlopCounterMode) against a
 large fp32 matrix product measured in the same run, and whether the fp32 ranks equal the
@@ -34,11 +33,11 @@ import os
 from typing import Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from models import build_model
 from utils.benchmarking.agreement import rank_agreement
-from utils.benchmarking.measure import SteadyState, peak_memory_bytes, reset_peak_memory, steady_state, timed
+from utils.benchmarking.measure import (SteadyState, count_flops, peak_memory_bytes, reset_peak_memory, steady_state,
+                                        timed)
 from utils.benchmarking.reference import score_padded_reference_style, spread_weights
 from utils.evaluation.scoring import length_batches, score_sequences
 
@@ -131,20 +130,16 @@ def main() -> None:
                  model, batch, REFERENCE_MAX_SEQ_LEN, args.reference_chunk, all_heads=True),
              "ours fp32": lambda: score_sequences(model, batch, args.tokens_per_batch, "fp32"),
              "ours bf16": lambda: score_sequences(model, batch, args.tokens_per_batch, "bf16")}
-    scores, flops = {}, {}
+    scores = {}
 
     def scorer(name: str) -> Callable[[], int]:
         def score() -> int:
-            if name == "ours fp32" and not flops:  # the first (warm-up) pass counts the FLOPs
-                with FlopCounterMode(display=False) as counter:
-                    scores[name] = paths[name]()
-                flops["ours fp32"] = counter.get_total_flops()
-            else:
-                scores[name] = paths[name]()
+            scores[name] = paths[name]()
             return num_sequences
         return score
 
     measured = {name: steady_rates(scorer(name), args.repeats) for name in paths}
+    flops = count_flops(paths["ours fp32"])  # one more pass, untimed: the counter slows what it counts
     peak = matmul_gflops()
 
     reference_name = next(iter(paths))
@@ -167,7 +162,7 @@ def main() -> None:
         print(f"{name:<44}{steady.rate:>8.2f}{steady.rate / reference_rate:>8.1f}x{steady.warm_up_s:>10.1f}"
               f"{cpu:>11.2f}{reference_cpu / cpu:>8.1f}x{peak_mib:>9.0f}  {hours:>22.1f} h  {note}")
     fp32_rate, bf16_rate = measured["ours fp32"][0].rate, measured["ours bf16"][0].rate
-    achieved = flops["ours fp32"] * fp32_rate / num_sequences / 1e9
+    achieved = flops * fp32_rate / num_sequences / 1e9
     print(f"ours fp32: {achieved:.1f} GFLOP/s achieved; a 4096^3 fp32 matmul: {peak:.1f} GFLOP/s "
           f"({achieved / peak:.0%} of it)")
     fp32_agreement = agreements["ours fp32"]
