@@ -42,13 +42,15 @@ CPU_COUNT = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") els
 """The CPUs this process may use: the most DataLoader workers that make sense (-num_workers)."""
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
+def resolve_precision(name: str, device: torch.device, evaluation: bool = False) -> str:
     """The one meaning of a -precision value on `device`, for every entry point (train.py,
-    evaluate.py, DialogRanker and chat): `auto` is bf16 on a GPU that supports it, else fp32 (CPU
-    bf16 is slower than fp32 on many CPUs); UserError for fp16 off a CUDA device (its grad scaler
-    and kernels need one) and for a name that is neither auto nor one of PRECISIONS."""
+    evaluate.py, DialogRanker and chat). `auto` is bf16 for training on a GPU that supports it, and
+    fp32 for evaluation (`evaluation`: bf16 moved a trained model's val MRR by 0.0021, more than the
+    0.001 allowed; scripts/benchmark_precision.py, docs/performance.md) and on the CPU (CPU bf16 is
+    slower than fp32 on many CPUs). UserError for fp16 off a CUDA device (its grad scaler and kernels
+    need one) and for a name that is neither auto nor one of PRECISIONS."""
     if name == "auto":
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() and not evaluation else "fp32"
     if name not in PRECISIONS:
         raise UserError(f"-precision must be auto or one of {', '.join(PRECISIONS)}, got {name!r}")
     if name == "fp16" and device.type != "cuda":
@@ -180,8 +182,8 @@ class SharedOptions(FlagOptions):
     num_workers: int = flag(min(8, CPU_COUNT), "DataLoader worker processes (default: 8, or the CPUs of this "
                             "machine when it has fewer)", "runtime", at_least=0, at_most=CPU_COUNT,
                             note=" (the CPUs of this machine)", on_resume=NOTED)
-    precision: str = flag("auto", "autocast precision; auto = bf16 on GPUs that support it, else fp32",
-                          "runtime", choices=("auto", *PRECISIONS))
+    precision: str = flag("auto", "autocast precision; auto = bf16 for training on GPUs that support it, fp32 "
+                                  "for evaluation and on the CPU", "runtime", choices=("auto", *PRECISIONS))
     compile: bool = flag(False, "compile the model with torch.compile", "runtime", on_resume=NOTED)
 
     def unused_flags(self, world_size: int) -> list[str]:

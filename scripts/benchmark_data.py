@@ -10,11 +10,14 @@ A val item is one dialog (10 rounds x 100 options = 1,000 sequences); a train it
 built in the DataLoader (workers, when there are any) from strings tokenised once when the
 dataset is built. Dataset construction (json validation and
 tokenising every string once) is timed separately in the `build s` column.
+
+The rates are a steady state (utils/benchmarking/measure.py): the workers are started once
+(persistent), a first pass over the items is timed apart (`warm-up s`: worker start-up and the
+first reads beyond the steady rate), then the median of --repeats passes.
 """
 from __future__ import annotations
 
 import os
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -26,29 +29,36 @@ from dataloader.collate import collate_dialog_batch
 from dataloader.datasets import VisdialDataset
 from dataloader.feature_store import convert_lmdb_to_hdf5
 from dataloader.tokenizer import load_tokenizer
+from utils.benchmarking.measure import SteadyState, cpu_seconds, steady_state
 from utils.benchmarking.synthetic import write_synthetic_visdial
 from utils.errors import ArgumentParser, UserError, run_cli
 
-def cpu_seconds() -> float:
-    """CPU seconds of this process and of its finished children (the DataLoader workers)."""
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time() + children.ru_utime + children.ru_stime
+CPU = torch.device("cpu")
 
 
-def measure(dataset, workers: int, max_items: int, batch_size: int) -> tuple[int, int, float, float]:
-    """(items, sequences, wall seconds, CPU seconds of this process and its workers) for iterating a
-    DataLoader over the first max_items items."""
+def measure(dataset, workers: int, max_items: int, batch_size: int,
+            repeats: int) -> tuple[int, int, SteadyState, float]:
+    """(items and sequences of a pass, the steady state in items a second, sequences per CPU second
+    of this process and its workers over every pass) for iterating a DataLoader over the first
+    max_items items."""
     subset = torch.utils.data.Subset(dataset, range(min(max_items, len(dataset))))
     loader = DataLoader(subset, batch_size=batch_size, num_workers=workers, collate_fn=collate_dialog_batch,
-                        persistent_workers=False)
-    start, start_cpu = time.perf_counter(), cpu_seconds()
-    items = sequences = 0
-    for batch in loader:
-        items += len(batch["image_id"])
-        sequences += batch["tokens"].shape[0]
-    seconds = time.perf_counter() - start
+                        persistent_workers=workers > 0)
+    counted = {}
+
+    def one_pass() -> int:
+        items = sequences = 0
+        for batch in loader:
+            items += len(batch["image_id"])
+            sequences += batch["tokens"].shape[0]
+        counted.update(items=items, sequences=sequences)
+        return items
+
+    start_cpu = cpu_seconds()
+    steady = steady_state(one_pass, CPU, 0.0, repeats)
     del loader  # its workers are joined: their CPU time counts
-    return items, sequences, seconds, cpu_seconds() - start_cpu
+    per_cpu_second = counted["sequences"] * (repeats + 1) / (cpu_seconds() - start_cpu)
+    return counted["items"], counted["sequences"], steady, per_cpu_second
 
 
 def main() -> None:
@@ -63,6 +73,7 @@ def main() -> None:
     parser.add_argument("--val_items", "-val_items", type=int, default=60)
     parser.add_argument("--sequences_per_image", "-sequences_per_image", type=int, default=2,
                         help="train sequences per image (the paper's preset: 2)")
+    parser.add_argument("--repeats", "-repeats", type=int, default=3, help="timed passes (the rate: their median)")
     args = parser.parse_args()
     if not (args.fixtures / "visdial_processed").is_dir():
         raise UserError(f"{args.fixtures}: fixture folder not found (pass --fixtures)")
@@ -92,16 +103,17 @@ def main() -> None:
                                          sequences_per_image=args.sequences_per_image)
                 build_seconds = time.perf_counter() - start
                 for workers in args.workers:
-                    items, sequences, seconds, cpu = measure(dataset, workers, max_items, batch_size)
-                    rows.append((data_name, split, workers, items, build_seconds, seconds, items / seconds,
-                                 sequences / seconds, sequences / cpu))
-    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall-clock rates fall when others "
+                    items, sequences, steady, per_cpu_second = measure(dataset, workers, max_items, batch_size,
+                                                                       args.repeats)
+                    rows.append((data_name, split, workers, items, build_seconds, steady.warm_up_s, steady.rate,
+                                 steady.rate * sequences / items, per_cpu_second))
+    print(f"median of {args.repeats} passes after a first one; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall-clock rates fall when others "
           "run; sequences per CPU second, the workers' included, much less)")
-    header = ("data", "split", "workers", "items", "build s", "iterate s", "items/s", "sequences/s", "seq/CPU s")
+    header = ("data", "split", "workers", "items", "build s", "warm-up s", "items/s", "sequences/s", "seq/CPU s")
     print(f"{header[0]:<18} {header[1]:<6} {header[2]:>7} {header[3]:>6} {header[4]:>8} {header[5]:>9} "
           f"{header[6]:>9} {header[7]:>12} {header[8]:>10}")
-    for data_name, split, workers, items, build, seconds, item_rate, sequence_rate, per_cpu_second in rows:
-        print(f"{data_name:<18} {split:<6} {workers:>7} {items:>6} {build:>8.2f} {seconds:>9.2f} "
+    for data_name, split, workers, items, build, warm_up, item_rate, sequence_rate, per_cpu_second in rows:
+        print(f"{data_name:<18} {split:<6} {workers:>7} {items:>6} {build:>8.2f} {warm_up:>9.2f} "
               f"{item_rate:>9.1f} {sequence_rate:>12.0f} {per_cpu_second:>10.0f}")
 
 

@@ -6,18 +6,17 @@ VisDial length (round 5: about 15 + 12 * 5 tokens of history, then a 2..8-token 
 on, fp32, on this machine's CPU (or the GPU when there is one).
 
 Each measurement runs in a fresh process. Peak memory is the growth of the process's resident
-set during the first step (the kernel's high-water mark is reset before it; on a GPU,
-torch.cuda.max_memory_allocated); the time is the median of the following steps.
+set during the first step (the kernel's high-water mark is reset before it; on a GPU, the
+allocator's); the time is the steady state of the following steps (utils/benchmarking/measure.py:
+the median of --steps synchronised steps after the first, whose extra time is the `warm-up s`).
 
     python scripts/benchmark_dense.py              # small config (4 + 2 layers, hidden 256)
     python scripts/benchmark_dense.py --paper      # also the paper config (slow on a CPU)
 """
 import argparse
 import json
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from utils.errors import ArgumentParser, run_cli
@@ -62,18 +61,12 @@ def dense_batch(num_options: int, generator):
     }
 
 
-def resident_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def measure(config_name: str, num_options: int, chunk: int, steps: int) -> dict:
     """One configuration in this process; chunk 0 means one graph over all options."""
     import torch
     from models import VisualDialogEncoder
     from models.losses import dense_loss
+    from utils.benchmarking.measure import memory_bytes, peak_memory_bytes, reset_peak_memory, steady_state
     from utils.training.steps import StepSettings, _score_chunk, dense_step
 
     torch.manual_seed(0)
@@ -89,26 +82,19 @@ def measure(config_name: str, num_options: int, chunk: int, steps: int) -> dict:
         loss.backward()
 
     step = one_graph_step if chunk == 0 else (lambda: dense_step(model, batch, settings))
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        Path("/proc/self/clear_refs").write_text("5")   # reset the peak resident set size
-        base = resident_kib("VmRSS") * 1024
-    step()
-    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda" else resident_kib("VmHWM") * 1024) - base
-    times = []
-    for _ in range(steps):
+
+    def fresh_step() -> int:
         model.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
         step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+        return 1
+
+    reset_peak_memory(device)
+    base = memory_bytes(device)
+    steady = steady_state(fresh_step, device, 0.0, steps)  # the first step: the peak memory of a step
+    peak = peak_memory_bytes(device) - base
     return {"config": config_name, "options": num_options, "chunk": chunk or "one graph",
-            "seconds": statistics.median(times), "peak_mib": peak / 2**20, "device": device.type}
+            "seconds": 1 / steady.rate, "warm_up_s": steady.warm_up_s, "peak_mib": peak / 2**20,
+            "device": device.type}
 
 
 def run_in_subprocess(config_name: str, num_options: int, chunk: int, steps: int) -> dict:
@@ -120,7 +106,7 @@ def run_in_subprocess(config_name: str, num_options: int, chunk: int, steps: int
 def main() -> None:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--paper", action="store_true", help="also measure the paper config")
-    parser.add_argument("--steps", type=int, default=2, help="timed steps per configuration")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per configuration (the time: their median)")
     parser.add_argument("--one", nargs=4, metavar=("CONFIG", "OPTIONS", "CHUNK", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -133,11 +119,11 @@ def main() -> None:
     grid.insert(grid.index(("small", 100, 25)), ("small", 100, 50))
     if args.paper:
         grid += [("paper", 20, 0), ("paper", 100, 20), ("paper", 100, 5)]
-    print(f"{'config':<7} {'options':>7} {'chunk':>10} {'s/step':>8} {'peak MiB':>9}")
+    print(f"{'config':<7} {'options':>7} {'chunk':>10} {'s/step':>8} {'warm-up s':>10} {'peak MiB':>9}")
     for name, options, chunk in grid:
         row = run_in_subprocess(name, options, chunk, args.steps)
         print(f"{row['config']:<7} {row['options']:>7} {str(row['chunk']):>10} {row['seconds']:>8.2f} "
-              f"{row['peak_mib']:>9.0f}", flush=True)
+              f"{row['warm_up_s']:>10.2f} {row['peak_mib']:>9.0f}", flush=True)
     print(f"device: {row['device']}; history {HISTORY_TOKENS} tokens + answer; fp32; dropout on")
 
 

@@ -2,7 +2,7 @@
 ensemble of two seeds.
 
 1. generates the toy data (preprocessing/make_toy_data.py, the demo's train split) and preprocesses
-   it, as scripts/demo.sh;
+   it, as scripts/demo.sh (utils/benchmarking/toy.py);
 2. trains the base objective twice, with -seed 0 and -seed 1 (config/presets/toy.yml: the demo's
    run), and evaluates seed 0's on val;
 3. fine-tunes seed 0's checkpoint on the dense annotations with each -dense_loss (ce, listmle,
@@ -24,6 +24,7 @@ from pathlib import Path
 
 from models.losses import DENSE_LOSSES
 from options import COMBINATIONS
+from utils.benchmarking.toy import make_toy_visdial
 from utils.errors import ArgumentParser, UserError, run_cli
 from utils.files import resolved, write_text
 
@@ -38,36 +39,6 @@ def run(*command: str) -> float:
     if result.returncode != 0:
         sys.exit(f"failed: {' '.join(command)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return time.perf_counter() - started
-
-
-def data_flags(data: Path) -> list[str]:
-    """The data flags of every train.py / evaluate.py call (scripts/demo.sh's)."""
-    flags = ["-visdial_tot_rounds", "2", "-vocab", str(data / "vocab.txt"),
-             "-model_config", str(data / "model_config.json"),
-             "-visdial_image_feats", str(data / "visdial_img_feat.lmdb")]
-    for flag, name in (("visdial_processed_train", "train_processed"), ("visdial_processed_val", "val_processed"),
-                       ("visdial_processed_test", "test_processed"),
-                       ("visdial_processed_train_dense", "train_dense_processed"),
-                       ("visdial_processed_train_dense_annotations", "train_dense_annotations_processed"),
-                       ("visdial_processed_val_dense_annotations", "val_dense_annotations_processed")):
-        flags += [f"-{flag}", str(data / f"visdial_1.0_{name}.json")]
-    return flags
-
-
-def make_data(data: Path, val_dialogs: int) -> float:
-    """Generate and preprocess the toy data into `data`; the seconds it took."""
-    generated = run("preprocessing/make_toy_data.py", "-out", str(data), "-seed", "0", "-train_dialogs", "1000",
-                    "-whole_image_dialogs", "1000", "-val_dialogs", str(val_dialogs))
-    flags = ["-vocab", str(data / "vocab.txt"), "-quiet"]
-    for name in ("train", "val", "test"):
-        flags += [f"-visdial_{name}", str(data / f"visdial_1.0_{name}.json"),
-                  f"-save_path_{name}", str(data / f"visdial_1.0_{name}_processed.json")]
-    for flag, name in (("visdial_val_ndcg", "val_dense_annotations"), ("visdial_train_ndcg", "train_dense_annotations"),
-                       ("save_path_val_ndcg", "val_dense_annotations_processed"),
-                       ("save_path_train_ndcg", "train_dense_annotations_processed"),
-                       ("save_path_train_dense_samples", "train_dense_processed")):
-        flags += [f"-{flag}", str(data / f"visdial_1.0_{name}.json")]
-    return generated + run("preprocessing/pre_process_visdial.py", *flags)
 
 
 def newest_checkpoint(folder: Path) -> Path:
@@ -85,8 +56,10 @@ def main() -> None:
     data, runs, seconds = out / "data", out / "runs", {}
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: exists and is not empty; give --out a new folder")
-    flags = data_flags(data)
-    seconds["data"] = make_data(data, args.val_dialogs)
+    started = time.perf_counter()
+    flags = make_toy_visdial(data, train_dialogs=1000, val_dialogs=args.val_dialogs, test_dialogs=20,
+                             whole_image_dialogs=1000)
+    seconds["data"] = time.perf_counter() - started
 
     results = {}
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import evaluate
-from utils.conformance.evaluation import eval_checks, near_tie_swaps
+from utils.conformance.evaluation import eval_checks
 from utils.errors import UserError, run_cli
 from utils.evaluation import run as evaluation_run
 from utils.evaluation.evalai import check_submission
-from utils.evaluation.metrics import visdial_metrics
+from utils.evaluation.metrics import near_tie_swaps, visdial_metrics
 from utils.evaluation.validation import format_metrics_table
 
 

@@ -9,8 +9,7 @@ from torch.utils.data import Subset
 
 from tests.eval_golden import GoldenDialogs, collate_golden, load_golden_model
 from utils.benchmarking.reference import score_padded_reference_style
-from utils.conformance.evaluation import near_tie_swaps
-from utils.evaluation.metrics import scores_to_ranks, visdial_metrics
+from utils.evaluation.metrics import near_tie_swaps, scores_to_ranks, visdial_metrics
 from utils.evaluation.scoring import autocast, length_batches, score_dataset, score_sequences
 
 

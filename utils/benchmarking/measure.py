@@ -1,10 +1,14 @@
 """Timing, peak memory and FLOP counts of benchmark work, on the CPU or a CUDA device.
 
 GPU work is asynchronous: `timed` synchronises the device before it starts and before it stops
-the clock. Peak memory is the CUDA allocator's high-water mark on a GPU, the process's resident
+the clock. `steady_state` is how every throughput figure is measured: a first call that meets every
+shape the work will meet (its excess over the steady rate is the one-time warm-up, reported
+apart), then the median rate of several synchronised windows of whole calls. Peak memory is the CUDA allocator's high-water mark on a GPU, the process's resident
 set high-water mark (Linux VmHWM) on the CPU; `reset_peak_memory` starts a new measurement.
 """
 import platform
+import resource
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +39,58 @@ def timed(function: Callable[[], Any], device: torch.device) -> Timing:
     result = function()
     synchronize(device)
     return Timing(result, time.perf_counter() - start, time.process_time() - start_cpu)
+
+
+@dataclass
+class SteadyState:
+    """What `steady_state` measured: `rate` (work units a second, the median of `rates`, one per
+    window), `warm_up_s` (the first call's seconds beyond what its work takes at that rate: the
+    one-time cost of first shapes, plans, allocator and workers), this process's CPU seconds per
+    work unit over the windows, and the first call's `Timing`."""
+    rate: float
+    rates: list[float]
+    warm_up_s: float
+    cpu_seconds_per_unit: float
+    first: Timing
+
+    def describe(self, window_s: float) -> str:
+        """How the figure was measured, for a row's note."""
+        spread = f"{min(self.rates):,.4g}-{max(self.rates):,.4g}"
+        windows = f"windows of at least {window_s:g} s" if window_s > 0 else "passes"
+        return f"median of {len(self.rates)} {windows} ({spread})"
+
+
+def steady_state(function: Callable[[], float], device: torch.device, window_s: float,
+                 repeats: int) -> SteadyState:
+    """Time `function` in its steady state. `function` does one pass of the work, meeting every
+    shape the measurement cares about, and returns how much it did (sequences, steps).
+
+    The first call runs cold and is timed apart; then `repeats` windows, each of whole calls until
+    at least `window_s` seconds have passed (at least one call), synchronised with the device.
+    """
+    first = timed(function, device)
+    rates, total_work, start_cpu = [], 0.0, time.process_time()
+    for _ in range(repeats):
+        work = 0.0
+        synchronize(device)
+        start = time.perf_counter()
+        while True:
+            work += function()
+            synchronize(device)
+            elapsed = time.perf_counter() - start
+            if elapsed >= window_s:
+                break
+        rates.append(work / elapsed)
+        total_work += work
+    rate = statistics.median(rates)
+    return SteadyState(rate, rates, max(0.0, first.seconds - first.result / rate),
+                       (time.process_time() - start_cpu) / total_work, first)
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (DataLoader workers, subprocesses)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def _status_kib(field: str) -> int:

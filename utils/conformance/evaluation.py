@@ -23,12 +23,12 @@ from dataloader.feature_store import open_feature_store
 from dataloader.tokenizer import load_tokenizer
 from utils.conformance.common import CheckResult, absent, fixture_model, load_fixture
 from utils.evaluation.evalai import evalai_test_entries
-from utils.evaluation.metrics import NDCG, SparseGTMetrics, scores_to_ranks, visdial_metrics
+from utils.evaluation.metrics import (NDCG, NEAR_TIE, SparseGTMetrics, near_tie_swaps, scores_to_ranks,
+                                      visdial_metrics)
 from utils.evaluation.scoring import score_dataset
 from utils.evaluation.validation import evaluate_val
 
 METRICS_ATOL = 1e-6
-NEAR_TIE = 1e-6
 METRICS_CASES = ("random", "ties", "constant_round", "perfect_ndcg")
 PROCESSED = "visdial_processed"
 VOCAB_FILE = "bert-base-uncased-vocab.txt"
@@ -56,26 +56,6 @@ def compare_ranks(name: str, actual: torch.Tensor, expected: torch.Tensor) -> Ch
     mismatches = int((actual != expected).sum())
     return CheckResult(name, mismatches == 0, 0.0 if mismatches == 0 else None,
                        "" if mismatches == 0 else f"{mismatches} ranks differ")
-
-
-def near_tie_swaps(actual: torch.Tensor, expected: torch.Tensor, reference_scores: torch.Tensor,
-                   tolerance: float = NEAR_TIE) -> tuple[int, int]:
-    """Compare rank rows [M, options] to the expected ranks up to near-ties of the reference scores.
-
-    Options whose reference scores [M, options] form a chain with gaps below `tolerance` are one
-    near-tie group; within a group any order is accepted. Returns (options whose rank differs
-    inside their group, options whose rank lies outside the ranks of their group).
-    """
-    order = reference_scores.sort(dim=1, descending=True)
-    new_group = torch.ones_like(order.values, dtype=torch.long)
-    new_group[:, 1:] = (order.values[:, :-1] - order.values[:, 1:] >= tolerance).long()
-    group_of_sorted = new_group.cumsum(dim=1)
-    group = torch.empty_like(group_of_sorted).scatter_(1, order.indices, group_of_sorted)
-    # an option is placed correctly when the group at its rank (expected order) is its own group
-    group_at_rank = torch.empty_like(group).scatter_(1, expected - 1, group)
-    placed_in_group = group_at_rank.gather(1, actual - 1) == group
-    moved = actual != expected
-    return int((moved & placed_in_group).sum()), int((~placed_in_group).sum())
 
 
 def compare_ranks_up_to_near_ties(name: str, actual: torch.Tensor, expected: torch.Tensor,

@@ -3,6 +3,8 @@
 `model_checks(fixtures)` runs them all: parameter names, shapes and dtypes (keys.json), strict
 loading of both checkpoint formats, every stored output of every forward case (LM scores to 1e-4,
 the rest to 1e-5) with the losses of the labelled cases, and the dense fine-tuning losses.
+`model_checks(fixtures, device)` runs the forward passes on `device` (a GPU: tests/test_gpu.py),
+in fp32; the outputs are compared on the CPU.
 """
 import json
 from pathlib import Path
@@ -15,6 +17,8 @@ from models.losses import dense_loss, pretraining_loss
 from utils.checkpoints import extract_state_dict, read_checkpoint
 from utils.conformance.common import ATOL, ATOL_LM, CheckResult, absent, compare, fixture_model, load_fixture
 from utils.errors import UserError
+
+CPU = torch.device("cpu")
 
 
 def padded_rows(rows: List[torch.Tensor], num_rows: int) -> torch.Tensor:
@@ -86,17 +90,20 @@ def _case_tensors(images: Dict, inputs: Dict):
     return feat, loc, mask, target
 
 
-def check_forward_cases(fixtures: Path) -> List[CheckResult]:
-    """Every stored output of every forward case, at real positions; losses of labelled cases."""
+def check_forward_cases(fixtures: Path, device: torch.device = CPU) -> List[CheckResult]:
+    """Every stored output of every forward case (run on `device`), at real positions; losses of
+    labelled cases."""
     path = fixtures / "forward_cases.pt"
     if not path.is_file():
         return [absent("forward_cases.pt", path)]
-    model = fixture_model(fixtures)
+    model = fixture_model(fixtures).to(device)
     cases = load_fixture(path)
     meta, results = cases["meta"], []
     for case_name, case in cases["cases"].items():
         inputs, expected = case["inputs"], case["outputs"]
         feat, loc, mask, target = _case_tensors(cases["images"], inputs)
+        inputs = {name: value.to(device) for name, value in inputs.items()}
+        feat, loc, mask, target = (tensor.to(device) for tensor in (feat, loc, mask, target))
         labels = {}
         if "next_sentence_labels" in inputs:
             labels = dict(lm_labels=inputs["mask"], nsp_labels=inputs["next_sentence_labels"],
@@ -105,8 +112,8 @@ def check_forward_cases(fixtures: Path) -> List[CheckResult]:
             out = model(inputs["tokens"], inputs["segments"], inputs["attention_mask"], feat, loc,
                         mask, image_index=inputs["image_index"], output_hidden_states=True,
                         **labels)
-        text = inputs["attention_mask"].bool()
-        regions = mask[inputs["image_index"]].bool()
+        text = inputs["attention_mask"].bool().cpu()
+        regions = mask[inputs["image_index"]].bool().cpu()
         results += _compare_outputs(case_name, out, expected, meta, text, regions)
         if labels:
             coeffs = expected["loss_coeffs"]
@@ -178,8 +185,9 @@ def check_dense_finetune(fixtures: Path) -> List[CheckResult]:
     return results
 
 
-def check_dense_scores(fixtures: Path) -> List[CheckResult]:
-    """The model's NSP scores of all 100 options of the dense item equal `nsp_scores_all`."""
+def check_dense_scores(fixtures: Path, device: torch.device = CPU) -> List[CheckResult]:
+    """The model's NSP scores (computed on `device`) of all 100 options of the dense item equal
+    `nsp_scores_all`."""
     cases_path, items_path = fixtures / "forward_cases.pt", fixtures / "dataset_items.pt"
     for path in (cases_path, items_path):
         if not path.is_file():
@@ -196,15 +204,16 @@ def check_dense_scores(fixtures: Path) -> List[CheckResult]:
     hist_len = item["hist_len"].long().reshape(-1)
     lengths = sep_indices.gather(1, hist_len[:, None]).squeeze(1) + 1
     attention = torch.arange(tokens.shape[1])[None] < lengths[:, None]
-    model = fixture_model(fixtures)
+    model = fixture_model(fixtures).to(device)
     with torch.no_grad():
-        out = model(tokens, segments, attention, feat, image["image_loc"][None],
-                    image["image_mask"][None], image_index=torch.zeros(len(tokens), dtype=torch.long),
+        out = model(*(tensor.to(device) for tensor in (tokens, segments, attention, feat, image["image_loc"][None],
+                                                       image["image_mask"][None])),
+                    image_index=torch.zeros(len(tokens), dtype=torch.long, device=device),
                     output_lm_scores=False, output_img_scores=False)
     return [compare("dense_finetune: nsp_scores_all", out.nsp_scores, dense["nsp_scores_all"])]
 
 
-def model_checks(fixtures: Path) -> List[CheckResult]:
-    """All model checks of a fixture folder."""
-    return (check_keys(fixtures) + check_checkpoints(fixtures) + check_forward_cases(fixtures)
-            + check_dense_finetune(fixtures) + check_dense_scores(fixtures))
+def model_checks(fixtures: Path, device: torch.device = CPU) -> List[CheckResult]:
+    """All model checks of a fixture folder, the forward passes on `device`."""
+    return (check_keys(fixtures) + check_checkpoints(fixtures) + check_forward_cases(fixtures, device)
+            + check_dense_finetune(fixtures) + check_dense_scores(fixtures, device))

@@ -14,6 +14,8 @@ import warnings
 import torch
 
 RECALL_CUTOFFS = (1, 5, 10)
+NEAR_TIE = 1e-6
+"""Scores closer than this are a near-tie: their order depends on the arithmetic's last bits."""
 
 
 def _best_first(rows: torch.Tensor) -> torch.Tensor:
@@ -38,6 +40,26 @@ def scores_to_ranks(scores: torch.Tensor) -> torch.Tensor:
     positions = torch.arange(1, num_options + 1, device=scores.device).expand_as(order)
     ranks = torch.empty_like(order).scatter_(1, order, positions)
     return ranks.view(scores.shape)
+
+
+def near_tie_swaps(actual: torch.Tensor, expected: torch.Tensor, reference_scores: torch.Tensor,
+                   tolerance: float = NEAR_TIE) -> tuple[int, int]:
+    """Compare rank rows [M, options] to the expected ranks up to near-ties of the reference scores.
+
+    Options whose reference scores [M, options] form a chain with gaps below `tolerance` are one
+    near-tie group; within a group any order is accepted. Returns (options whose rank differs
+    inside their group, options whose rank lies outside the ranks of their group).
+    """
+    order = reference_scores.sort(dim=1, descending=True)
+    new_group = torch.ones_like(order.values, dtype=torch.long)
+    new_group[:, 1:] = (order.values[:, :-1] - order.values[:, 1:] >= tolerance).long()
+    group_of_sorted = new_group.cumsum(dim=1)
+    group = torch.empty_like(group_of_sorted).scatter_(1, order.indices, group_of_sorted)
+    # an option is placed correctly when the group at its rank (expected order) is its own group
+    group_at_rank = torch.empty_like(group).scatter_(1, expected - 1, group)
+    placed_in_group = group_at_rank.gather(1, actual - 1) == group
+    moved = actual != expected
+    return int((moved & placed_in_group).sum()), int((~placed_in_group).sum())
 
 
 class SparseGTMetrics:

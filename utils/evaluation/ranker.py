@@ -85,8 +85,8 @@ class DialogRanker:
     features : image features opened by dataloader/feature_formats.open_image_features (a store or
         a foreign file served like one) for images given by id, or None (images then come as arrays)
     max_seq_len, max_rounds : the datasets' -max_seq_len and -visdial_tot_rounds
-    precision : fp32, bf16 or fp16 (autocast; fp16 on a CUDA device only), or auto (bf16 on GPUs
-        that have it, else fp32): options.resolve_precision
+    precision : fp32, bf16 or fp16 (autocast; fp16 on a CUDA device only), or auto (fp32: evaluation
+        stays in fp32, see options.resolve_precision)
     tokens_per_batch : token budget of one forward pass (evaluate.py's -eval_tokens_per_batch; 0:
         the default of the model's device, utils/evaluation/scoring.resolve_tokens_per_batch)
 
@@ -99,7 +99,7 @@ class DialogRanker:
             raise UserError(f"tokens_per_batch must be an integer >= 0 (0: the device's default), "
                             f"got {tokens_per_batch!r}")
         device = next(model.parameters()).device
-        self.precision = resolve_precision(precision, device)
+        self.precision = resolve_precision(precision, device, evaluation=True)
         self.tokens_per_batch = resolve_tokens_per_batch(tokens_per_batch, device)
         self.model = model.eval()
         self.encoder = RoundEncoder(tokenizer, max_seq_len, max_rounds)
@@ -122,7 +122,7 @@ class DialogRanker:
         for a GPU when there is one. Every problem is one UserError line naming the file."""
         model_class(model_type)  # an unknown type is refused before anything is read
         device = resolve_device(device)
-        resolve_precision(precision, device)  # a precision the device cannot run is refused before any reading
+        resolve_precision(precision, device, evaluation=True)  # a precision the device cannot run is refused before any reading
         tokenizer = load_tokenizer(str(vocab))
         if features is not None and not hasattr(features, "image_ids"):
             features = open_image_features(features, note or note_on_stderr)

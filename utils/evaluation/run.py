@@ -112,7 +112,7 @@ def load_model(options: EvalOptions, dataset, device: torch.device, verbose: boo
 
 def evaluate(options: EvalOptions, context: DistributedContext) -> None:
     """Evaluate as the options say (module docstring); rank 0 prints and writes."""
-    precision = resolve_precision(options.precision, context.device)
+    precision = resolve_precision(options.precision, context.device, evaluation=True)
     for note in options.unused_flags(context.world_size) if context.is_main else ():
         print(note)
     written = outputs(options)
@@ -127,7 +127,7 @@ def evaluate(options: EvalOptions, context: DistributedContext) -> None:
     if context.is_main:
         explains = options.model_type == "vilbert" and (options.images or (question_types and question_types.regions))
         ranker = DialogRanker(model, load_tokenizer(options.vocab), dataset.features, max_seq_len=options.max_seq_len,
-                              max_rounds=options.visdial_tot_rounds, precision=options.precision,
+                              max_rounds=options.visdial_tot_rounds, precision=precision,
                               tokens_per_batch=options.eval_tokens_per_batch) if explains else None
         write_results(options, scored, {kind: output.path for kind, output in written.items()},
                       question_types=question_types, compared=compared, ranker=ranker, images=options.images)

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The GPU checks of issue 20 in one command, for a session with one GPU (made for 15 minutes of an
+# H200: about 7 minutes, every step under its own time limit, at most 9 minutes in all):
+#   bash scripts/gpu_check.sh OUT_DIR
+# Run from anywhere; it works in the repository root and writes only to OUT_DIR (made if absent).
+#   1. conformance: tests/test_gpu.py, the model conformance checks on the GPU in fp32 with TF32 off
+#      (conformance.txt); a skip counts as a failure. It needs the reference fixtures:
+#      $VISDIAL_GOLDEN, else ../shared/golden, else shared/golden (on a device machine that gets a
+#      copy of the tree, copy them into the tree first: `mkdir -p shared && cp -r ../shared/golden shared/`).
+#   2. precision: the toy VisDial generated here, the demo's ViLBERT (config/presets/toy.yml) trained
+#      on the GPU (-precision auto: bf16; train.log), then scripts/benchmark_precision.py: fp32
+#      against bf16 and TF32 on the toy val (precision.txt, precision.json).
+#   3. benchmark: scripts/benchmark_gpu.py with what is left of 540 s, the rows of the issue's
+#      targets with their warm-up column (benchmark.txt, benchmark.json): eval bf16, eval fp32,
+#      input eval, train bf16, input train, dense chunk 100, eval compiled, eval reference.
+# Each step's exit code and seconds go to OUT_DIR/summary.txt; a failing step does not stop the
+# next; the exit code is 1 when any step failed. PYTHON (default: python) is the interpreter.
+set -uo pipefail
+if [ $# -ne 1 ]; then
+    echo "error: give the output folder: bash scripts/gpu_check.sh OUT_DIR" >&2
+    exit 2
+fi
+OUT="$(mkdir -p "$1" && cd "$1" && pwd)" || { echo "error: $1: cannot make the output folder" >&2; exit 2; }
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PYTHON="${PYTHON:-python}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+failed=0
+
+step() {  # NAME LIMIT_S LOG COMMAND...: run under a time limit, output to LOG, a summary line
+    local name=$1 limit=$2 log=$3 started=$SECONDS
+    shift 3
+    timeout "$limit" "$@" > "$log" 2>&1
+    local code=$?
+    [ "$code" -eq 0 ] || failed=1
+    echo "$name: exit $code, $((SECONDS - started)) s (limit $limit s), log $(basename "$log")" | tee -a "$OUT/summary.txt"
+}
+
+: > "$OUT/summary.txt"
+"$PYTHON" -c 'import torch; print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, " + (torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"))' \
+    | tee -a "$OUT/summary.txt"
+echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" | tee -a "$OUT/summary.txt"
+
+for candidate in "${VISDIAL_GOLDEN:-}" ../shared/golden shared/golden; do
+    if [ -n "$candidate" ] && [ -f "$candidate/README.md" ]; then
+        export VISDIAL_GOLDEN="$candidate"
+        break
+    fi
+done
+if [ -f "${VISDIAL_GOLDEN:-}/README.md" ]; then
+    step conformance 100 "$OUT/conformance.txt" "$PYTHON" -m pytest -p no:xdist -q -s -rA -m gpu tests/test_gpu.py
+    if ! grep -q "1 passed" "$OUT/conformance.txt"; then
+        echo "conformance: the GPU test did not pass (skipped: no CUDA device?)" | tee -a "$OUT/summary.txt"
+        failed=1
+    fi
+else
+    echo "conformance: not run: no reference fixtures (VISDIAL_GOLDEN, ../shared/golden, shared/golden)" | tee -a "$OUT/summary.txt"
+    failed=1
+fi
+
+TOY="$OUT/toy"
+DATA="$TOY/data"
+PREPROCESS_FLAGS=(-vocab "$DATA/vocab.txt" -quiet
+                  -visdial_val_ndcg "$DATA/visdial_1.0_val_dense_annotations.json"
+                  -visdial_train_ndcg "$DATA/visdial_1.0_train_dense_annotations.json"
+                  -save_path_train_dense_samples "$DATA/visdial_1.0_train_dense_processed.json"
+                  -save_path_val_ndcg "$DATA/visdial_1.0_val_dense_annotations_processed.json"
+                  -save_path_train_ndcg "$DATA/visdial_1.0_train_dense_annotations_processed.json")
+for name in train val test; do
+    PREPROCESS_FLAGS+=(-"visdial_$name" "$DATA/visdial_1.0_$name.json" -"save_path_$name" "$DATA/visdial_1.0_${name}_processed.json")
+done
+TOY_FLAGS=(-visdial_tot_rounds 2 -vocab "$DATA/vocab.txt" -model_config "$DATA/model_config.json"
+           -visdial_image_feats "$DATA/visdial_img_feat.lmdb"
+           -visdial_processed_train "$DATA/visdial_1.0_train_processed.json"
+           -visdial_processed_val "$DATA/visdial_1.0_val_processed.json"
+           -visdial_processed_val_dense_annotations "$DATA/visdial_1.0_val_dense_annotations_processed.json")
+step "toy data" 60 "$OUT/toy_data.log" "$PYTHON" preprocessing/make_toy_data.py -out "$DATA" -seed 0 \
+    -train_dialogs 1000 -whole_image_dialogs 1000 -val_dialogs 300 -test_dialogs 20
+step "toy preprocessing" 60 "$OUT/toy_preprocessing.log" "$PYTHON" preprocessing/pre_process_visdial.py "${PREPROCESS_FLAGS[@]}"
+step "toy training" 150 "$OUT/train.log" "$PYTHON" train.py -config config/presets/toy.yml "${TOY_FLAGS[@]}" -seed 0 \
+    -save_path "$TOY/runs" -save_name vilbert
+step precision 60 "$OUT/precision.txt" "$PYTHON" scripts/benchmark_precision.py "${TOY_FLAGS[@]}" -num_workers 0 \
+    -start_path "$TOY/runs/vilbert/visdial_dialog_encoder_2000.ckpt" --compare bf16 tf32 --out "$OUT/precision.json"
+
+# the benchmark gets what is left of 540 s (its rows stop starting when their estimates no longer fit)
+LIMIT=$(( 540 - SECONDS - 30 ))
+[ "$LIMIT" -ge 60 ] || LIMIT=60
+step benchmark $(( LIMIT + 40 )) "$OUT/benchmark.txt" "$PYTHON" scripts/benchmark_gpu.py -out "$OUT/benchmark.json" \
+    --time_limit "$LIMIT" --rows "eval bf16" "eval fp32" "input eval" "train bf16" "input train" "dense chunk 100" \
+    "eval compiled" "eval reference"
+exit $failed

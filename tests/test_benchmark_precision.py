@@ -1,0 +1,38 @@
+"""scripts/benchmark_precision.py on the golden val: fp32 gives evaluate.py's metrics (the
+reference's val_metrics_end2end.json), bf16 is compared with it (metric deltas, ranks beyond
+near-ties of every option); bad flags get one line."""
+import json
+
+import pytest
+
+from scripts import benchmark_precision
+from tests.test_evaluate import golden_args, run_failing
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_fp32_is_evaluate_py_and_bf16_is_measured_against_it(golden_dir, tmp_path, capsys):
+    out = tmp_path / "precision.json"
+    benchmark_precision.main(golden_args(golden_dir, tmp_path, "--out", str(out)))
+    results = json.loads(out.read_text())["results"]
+    expected = json.loads((golden_dir / "val_metrics_end2end.json").read_text())["metrics"]
+    assert set(results) == {"fp32", "bf16"}  # the CPU's default comparison
+    assert results["fp32"]["metrics"] == pytest.approx(expected, abs=1e-6)
+    bf16 = results["bf16"]
+    assert bf16["deltas"]["mrr"] == pytest.approx(bf16["metrics"]["mrr"] - expected["mrr"], abs=1e-6)
+    assert bf16["deltas"]["ndcg"] == pytest.approx(bf16["metrics"]["ndcg"] - expected["ndcg"], abs=1e-6)
+    assert bf16["options"] == 3 * 10 * 100  # the golden val: 3 dialogs x 10 rounds x 100 options
+    assert 0 <= bf16["beyond_near_ties"] <= bf16["ranks_moved"] <= bf16["options"]
+    assert 0 < bf16["max_score_difference"] < 0.1  # bf16 moves the scores, by little
+    printed = capsys.readouterr().out
+    assert "bf16 moves MRR by" in printed and f"bf16_mrr_delta={bf16['deltas']['mrr']:+.5f}" in printed
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["-split", "test"], "error: -split test: the comparison needs the val split"),
+    (["--compare", "tf32"], "error: --compare tf32: TF32 is a GPU's arithmetic"),
+])
+def test_bad_flags_get_one_line(golden_dir, tmp_path, capsys, monkeypatch, flags, message):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    error = run_failing(golden_args(golden_dir, tmp_path, *flags), capsys, benchmark_precision.main)
+    assert error.startswith(message)
