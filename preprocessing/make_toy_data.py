@@ -69,6 +69,7 @@ from PIL import Image, ImageDraw
 
 from dataloader.feature_store import convert_lmdb_to_hdf5, write_lmdb_feature_store
 from dataloader.question_types import write_question_types
+from dataloader.visdial_json import SPLITS
 from utils.errors import ArgumentParser, UserError, run_cli
 from utils.files import atomic_folder, write_json, write_text
 from utils.outputs import Output, check_outputs
@@ -317,14 +318,15 @@ def split_json(split: str, dialogs: Sequence[ToyDialog], test_rounds: Dict[int, 
     which has options but no answer."""
     questions, answers = TextIndex(), TextIndex()
     json_dialogs = []
+    last_round_only = SPLITS[split].last_round_only
     for dialog in dialogs:
-        num_rounds = test_rounds[dialog.image_id] if split == "test" else len(dialog.questions)
+        num_rounds = test_rounds[dialog.image_id] if last_round_only else len(dialog.questions)
         rounds = []
         for round_index in range(num_rounds):
             question = questions(dialog.questions[round_index].text)
             option_ids = [answers(text) for text in dialog.options[round_index]]
             gt_index = dialog.gt_indices[round_index]
-            if split != "test":
+            if not last_round_only:
                 rounds.append({"question": question, "answer": option_ids[gt_index],
                                "answer_options": option_ids, "gt_index": gt_index})
             elif round_index < num_rounds - 1:
@@ -648,7 +650,7 @@ def write_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 1000, val_
     test_rounds = {dialog.image_id: rng.randint(1, len(dialog.questions)) for dialog in dialogs["test"]}
 
     paths: Dict[str, Path] = {}
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         paths[split] = out_dir / f"visdial_1.0_{split}.json"
         write_json(paths[split], split_json(split, dialogs[split], test_rounds))
     dense_train = rng.sample(dialogs["train"], round(dense_train_fraction * train_dialogs))
@@ -664,11 +666,12 @@ def write_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 1000, val_
     regions: Dict[int, Dict[ToyObject, int]] = {}
     write_lmdb_feature_store(str(paths["features"]), image_records(dialogs, seed, boxes_per_image, image_signal,
                                                                    noise, regions, paths.get("images")))
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         paths[f"{split}_question_types"] = out_dir / f"visdial_1.0_{split}_question_types.json"
+        asked_rounds = test_rounds if SPLITS[split].last_round_only else None
         write_question_types(paths[f"{split}_question_types"],
                              {name: QUESTION_TYPES[name] for name in question_types},
-                             round_types(dialogs[split], regions, test_rounds if split == "test" else None))
+                             round_types(dialogs[split], regions, asked_rounds))
     if write_hdf5:
         paths["features_hdf5"] = out_dir / "visdial_img_feat.h5"
         convert_lmdb_to_hdf5(str(paths["features"]), str(paths["features_hdf5"]), show_progress=False)
@@ -687,7 +690,7 @@ def image_records(dialogs: Dict[str, List[ToyDialog]], seed: int, boxes_per_imag
     region) and draws each image into the folder `images` when it is given."""
     directions = FeatureDirections(seed)
     rng = np.random.default_rng(seed + 1)
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         for dialog in dialogs[split]:
             record = image_record(dialog, directions, boxes_per_image, signal, noise, rng)
             regions[dialog.image_id] = object_regions(dialog.scene, record)

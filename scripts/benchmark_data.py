@@ -29,6 +29,7 @@ from dataloader.collate import collate_dialog_batch
 from dataloader.datasets import VisdialDataset
 from dataloader.feature_store import convert_lmdb_to_hdf5
 from dataloader.tokenizer import load_tokenizer
+from dataloader.visdial_json import SPLITS
 from utils.benchmarking.measure import SteadyState, cpu_seconds, steady_state
 from utils.benchmarking.synthetic import write_synthetic_visdial
 from utils.errors import ArgumentParser, UserError, run_cli
@@ -98,17 +99,18 @@ def main() -> None:
             tokenizer = load_tokenizer(str(paths["vocab"]))
             for split, max_items, batch_size in (("train", args.train_items, 10), ("val", args.val_items, 2)):
                 start = time.perf_counter()
-                dataset = VisdialDataset(split, paths[split], paths["features"], tokenizer,
-                                         paths["val_dense"] if split == "val" else None, max_seq_len=max_seq_len,
-                                         sequences_per_image=args.sequences_per_image)
+                dense = paths["val_dense"] if SPLITS[split].dense_annotations_flag else None
+                dataset = VisdialDataset(split, paths[split], paths["features"], tokenizer, dense,
+                                         max_seq_len=max_seq_len, sequences_per_image=args.sequences_per_image)
                 build_seconds = time.perf_counter() - start
                 for workers in args.workers:
                     items, sequences, steady, per_cpu_second = measure(dataset, workers, max_items, batch_size,
                                                                        args.repeats)
                     rows.append((data_name, split, workers, items, build_seconds, steady.warm_up_s, steady.rate,
                                  steady.rate * sequences / items, per_cpu_second))
-    print(f"median of {args.repeats} passes after a first one; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall-clock rates fall when others "
-          "run; sequences per CPU second, the workers' included, much less)")
+    print(f"median of {args.repeats} passes after a first one; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs (wall-clock rates fall when others run; sequences per CPU second, the workers' "
+          "included, much less)")
     header = ("data", "split", "workers", "items", "build s", "warm-up s", "items/s", "sequences/s", "seq/CPU s")
     print(f"{header[0]:<18} {header[1]:<6} {header[2]:>7} {header[3]:>6} {header[4]:>8} {header[5]:>9} "
           f"{header[6]:>9} {header[7]:>12} {header[8]:>10}")

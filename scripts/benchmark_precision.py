@@ -22,6 +22,7 @@ import time
 import torch
 
 from dataloader.collate import collate_dialog_batch
+from dataloader.visdial_json import SPLITS
 from options import EvalOptions, parse_options
 from utils.benchmarking.agreement import rank_agreement
 from utils.distributed import setup_distributed, teardown_distributed
@@ -99,7 +100,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="")
     extra, evaluate_flags = parser.parse_known_args(argv)
     options = parse_options(["-split", "val", *evaluate_flags], EvalOptions)
-    if options.split != "val":
+    if SPLITS[options.split].last_round_only:
         raise UserError(f"-split {options.split}: the comparison needs the val split's metrics (-split val)")
     report_problems(options.problems())
     context = setup_distributed()

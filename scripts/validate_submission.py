@@ -14,8 +14,7 @@ the entry (exit code 2); a valid file gets a one-line summary (exit code 0).
 import argparse
 from pathlib import Path
 
-from dataloader.visdial_json import load_visdial_json
-from dataloader.visdial_json import EVALUATED_SPLITS
+from dataloader.visdial_json import EVALUATED_SPLITS, SPLITS, load_visdial_json
 from options import SharedOptions
 from utils.errors import ArgumentParser, UserError, run_cli
 from utils.evaluation.evalai import expected_entries, submission_problems
@@ -34,7 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "and rounds against them (default: the split's processed file of the data layout, "
                              "data/visdial/visdial_1.0_<split>_processed.json, when it is there)")
     args = parser.parse_args(argv)
-    default = SharedOptions.visdial_processed_test if args.split == "test" else SharedOptions.visdial_processed_val
+    default = getattr(SharedOptions, SPLITS[args.split].json_flag)
     if not args.dialogs and Path(default).is_file():
         args.dialogs = default
     return args
