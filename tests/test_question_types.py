@@ -231,4 +231,10 @@ def test_evaluate_reports_the_pointing_score_and_shows_the_pictures(golden_dir, 
     with pytest.raises(UserError, match="-images: the language_only model reads no image"):
         evaluate.main([*common, "-model_type", "language_only", "-report", str(tmp_path / "again"),
                        "-images", str(images), "-save_name", "again"])
-    assert not (tmp_path / "again_metrics.json").exists()
+    duplicate = images / f"{data['dialogs'][0]['image_id']}.png"
+    Image.new("RGB", (8, 8)).save(duplicate)
+    for folder, problem in ((tmp_path / "nowhere", "-images must be a folder of pictures named by image id"),
+                            (images, f"names image {data['dialogs'][0]['image_id']}, as {duplicate.name} does")):
+        with pytest.raises(UserError, match=problem):  # before any scoring, so nothing is written
+            evaluate.main([*common, "-report", str(tmp_path / "again"), "-images", str(folder), "-save_name", "again"])
+    assert not (tmp_path / "again_metrics.json").exists() and not (tmp_path / "again").exists()

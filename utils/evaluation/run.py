@@ -39,6 +39,7 @@ from utils.evaluation.pointing import format_pointing_text, pointing_metrics
 from utils.evaluation.question_types import (comparison_table, format_table_html, format_table_text,
                                              load_compared_metrics, question_type_metrics)
 from utils.evaluation.ranker import DialogRanker
+from utils.evaluation.report import image_files
 from utils.evaluation.score_files import (check_matches_dialogs, check_same_keys, combine_scores, read_score_file,
                                           score_file_content, score_file_writer, val_ground_truth)
 from utils.evaluation.scoring import ScoredDialogs, score_dataset
@@ -119,6 +120,9 @@ def evaluate(options: EvalOptions, context: DistributedContext) -> None:
     check_on_main(lambda: check_outputs(list(written.values()), options.input_paths()), context.is_main)
     question_types = load_question_types(options.question_types) if options.question_types else None
     compared = load_compared_metrics(options.compared_metrics, options.model_type)
+    pictures = {}  # read before the scoring: a bad -images folder costs no hours
+    if options.images:
+        check_on_main(lambda: pictures.update(image_files(options.images)), context.is_main)
     dataset = load_split(options)
     model = load_model(options, dataset, context.device, verbose=context.is_main)
     scored = score_dataset(model, dataset, collate_dialog_batch, tokens_per_batch=options.eval_tokens_per_batch,
@@ -130,7 +134,8 @@ def evaluate(options: EvalOptions, context: DistributedContext) -> None:
                               max_rounds=options.visdial_tot_rounds, precision=precision,
                               tokens_per_batch=options.eval_tokens_per_batch) if explains else None
         write_results(options, scored, {kind: output.path for kind, output in written.items()},
-                      question_types=question_types, compared=compared, ranker=ranker, images=options.images)
+                      question_types=question_types, compared=compared, ranker=ranker,
+                      pictures=pictures if options.images else None)
 
 
 def _split_path(options) -> str:
@@ -140,7 +145,7 @@ def _split_path(options) -> str:
 
 def write_results(options, scored: ScoredDialogs, paths: dict, data: Optional[dict] = None,
                   question_types: Optional[QuestionTypes] = None, compared: Optional[dict] = None,
-                  ranker: Optional[DialogRanker] = None, images: str = "") -> None:
+                  ranker: Optional[DialogRanker] = None, pictures: Optional[dict] = None) -> None:
     """Print and write what `outputs(options)` declares (at `paths`, by kind) for `scored`: the
     test submission, or the val metrics with the optional val-phase file and report; the score
     file with -save_scores. Every file is checked before any is written; the files of the split are
@@ -148,8 +153,9 @@ def write_results(options, scored: ScoredDialogs, paths: dict, data: Optional[di
     when needed and not given). options: evaluate.py's or scripts/ensemble.py's. question_types:
     val only, adds the metrics per question type and their table beside the `compared` runs' (label
     -> metrics dict). ranker: the evaluated ViLBERT as a DialogRanker, for the pointing score of
-    the rounds with relevant regions (utils/evaluation/pointing.py) and, with `images` (a folder
-    of pictures by image id), the report's pictures of the regions behind its top answers."""
+    the rounds with relevant regions (utils/evaluation/pointing.py) and, with `pictures` (-images
+    read by report.image_files: image id -> picture file), the report's pictures of the regions
+    behind its top answers."""
     needs_data = options.save_scores or ranker is not None or options.val_evalai or options.report
     if data is None and needs_data:
         data = load_visdial_json(_split_path(options), options.split, processed=True)["data"]
@@ -190,7 +196,7 @@ def write_results(options, scored: ScoredDialogs, paths: dict, data: Optional[di
             print(f"wrote the EvalAI val-phase file ({len(entries)} rounds) to {paths['val_predictions']}")
         if options.report:
             page = write_val_report(options.report, metrics, scored, data, type_table_html,
-                                    ranker if images else None, images)
+                                    ranker if pictures is not None else None, pictures)
             print(f"wrote the report to {page}")
     if options.save_scores:
         print(f"wrote the option scores to {paths['scores']}")

@@ -13,7 +13,7 @@ from dataloader.datasets import val_option_order
 from utils.evaluation.metrics import scores_to_ranks, visdial_metrics
 from utils.evaluation.pointing import round_query
 from utils.evaluation.ranker import DialogRanker
-from utils.evaluation.report import SAMPLE_DIALOGS, DialogPicture, DialogText, image_files, write_report
+from utils.evaluation.report import SAMPLE_DIALOGS, DialogPicture, DialogText, write_report
 from utils.evaluation.scoring import ScoredDialogs, score_dataset
 
 OVERALL_METRICS = (("R@1", "r@1"), ("R@5", "r@5"), ("R@10", "r@10"), ("Mean rank", "mean"), ("MRR", "mrr"),
@@ -49,11 +49,12 @@ def format_metrics_table(metrics: dict[str, float]) -> str:
 
 
 def write_val_report(directory: str, metrics: dict, scored: ScoredDialogs, data: dict,
-                     type_table_html: str = "", ranker: Optional[DialogRanker] = None, images: str = ""):
+                     type_table_html: str = "", ranker: Optional[DialogRanker] = None,
+                     pictures: Optional[dict] = None):
     """The HTML report (utils/evaluation/report.py) of scored val dialogs with their texts from the
     processed val json's `data` (and the per-question-type table, when given); with `ranker` (the
-    scored ViLBERT) and `images` (a folder of pictures by image id) each sample round's picture
-    with its regions shaded by the top answer's weights. Returns the page's path."""
+    scored ViLBERT) and `pictures` (image id -> picture file, report.image_files) each sample round's
+    picture with its regions shaded by the top answer's weights. Returns the page's path."""
     num_options = scored.scores.shape[2]
     texts = []
     for dialog in data["dialogs"][:scored.scores.shape[0]]:
@@ -63,17 +64,16 @@ def write_val_report(directory: str, metrics: dict, scored: ScoredDialogs, data:
             questions=[data["questions"][turn["question"]] for turn in rounds],
             options=[[data["answers"][turn["answer_options"][position]]
                       for position in val_option_order(turn["gt_index"], num_options)] for turn in rounds]))
-    pictures = sample_pictures(ranker, data, scored, texts, images) if ranker is not None else None
+    shaded = sample_pictures(ranker, data, scored, texts, pictures or {}) if ranker is not None else None
     return write_report(directory, metrics, scored.scores, scored.fields["gt_option_inds"], texts,
                         scored.fields.get("round_id"), scored.fields.get("gt_relevance"),
-                        type_table_html=type_table_html, pictures=pictures)
+                        type_table_html=type_table_html, pictures=shaded)
 
 
 def sample_pictures(ranker: DialogRanker, data: dict, scored: ScoredDialogs, texts: list[DialogText],
-                    images: str) -> list[DialogPicture]:
-    """The picture file of each sample dialog of the report (None when `images` lacks it) and, per
-    round, the (box, weight) of every region for the model's top answer."""
-    files = image_files(images)
+                    files: dict) -> list[DialogPicture]:
+    """The picture file of each sample dialog of the report (None when `files`, image id -> picture,
+    lacks it) and, per round, the (box, weight) of every region for the model's top answer."""
     samples = texts[:SAMPLE_DIALOGS]
     top = torch.argmin(scores_to_ranks(scored.scores[:len(samples)].float()), dim=2)       # [dialogs, rounds]
     queries = [round_query(data, data["dialogs"][d], r, text.options[r][int(top[d, r])])
