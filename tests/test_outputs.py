@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 
 import utils.files
@@ -461,3 +462,43 @@ def test_the_toy_data_set_is_replaced_as_a_whole(tmp_path):
     assert second["visdial_1.0_train.json"] != first["visdial_1.0_train.json"]
     assert second["vocab.txt"] == first["vocab.txt"]
     assert [path.name for path in tmp_path.rglob("*") if TEMPORARY_MARK in path.name or ".old-" in path.name] == []
+
+
+def raised_while_handling_an_oserror(error: BaseException, suppress: bool) -> Callable:
+    """A writer that meets an OSError and raises `error` in its handler (`from None` when
+    `suppress`, as a reader converting its own OSError does)."""
+    def write(file):
+        try:
+            raise OSError(errno.ENOENT, "No such file or directory", "input.npz")
+        except OSError:
+            if suppress:
+                raise error from None
+            raise error
+    return write
+
+
+@pytest.mark.parametrize("suppress", [True, False], ids=["from None", "in the handler"])
+def test_a_writers_own_error_and_ctrl_c_pass_the_atomic_writers_unchanged(tmp_path, suppress):
+    """Only an OSError behind a failure is the output's 'cannot write': a UserError naming an input
+    and Ctrl-C (exit 130, not 2) keep what they are, and nothing is left behind."""
+    out = tmp_path / "out.bin"
+    with pytest.raises(UserError) as caught:
+        write_files({out: raised_while_handling_an_oserror(UserError("input.npz: not found"), suppress)})
+    assert str(caught.value) == "input.npz: not found"
+    with pytest.raises(KeyboardInterrupt):
+        write_files({out: raised_while_handling_an_oserror(KeyboardInterrupt(), suppress)})
+    with pytest.raises(UserError, match=f"^{out}: cannot write \\(No such file or directory"):
+        write_files({out: raised_while_handling_an_oserror(RuntimeError("a library's wrapper"), False)})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dangling_npz_link_names_the_input_not_the_output(tmp_path):
+    from dataloader.feature_formats import convert_features
+    from tests.test_convert_features import make_image, write_npz_folder
+
+    folder = write_npz_folder(tmp_path / "detections", [make_image(np.random.default_rng(0), 1, 2)], True)
+    (folder / "2.npz").symlink_to(tmp_path / "missing.npz")
+    with pytest.raises(UserError) as caught:
+        convert_features([str(folder)], str(tmp_path / "out.h5"), note=lambda line: None, show_progress=False)
+    assert str(caught.value).startswith(f"{folder / '2.npz'}") and "out.h5" not in str(caught.value)
+    assert not (tmp_path / "out.h5").exists()

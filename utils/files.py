@@ -78,15 +78,19 @@ def _temporary(path: Path) -> Path:
 
 def _disk_error(error: BaseException):
     """The OSError behind `error`: itself, or the one a library turned into an error of its own
-    (torch.save raises a RuntimeError when a write of its file fails); None when there is none."""
+    (torch.save raises a RuntimeError when a write of its file fails); None when there is none. A
+    context the raiser suppressed (`raise ... from None`) is not behind it."""
     while error is not None and not isinstance(error, OSError):
-        error = error.__cause__ or error.__context__
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
     return error
 
 
 def _failed(error: BaseException, path: Path, what: str, kept: str) -> BaseException:
     """The error to raise for a failed write of `path`: a UserError when an OSError (a full disk)
-    is behind it, else `error` itself (a bug keeps its traceback)."""
+    is behind it, else `error` itself (a bug keeps its traceback). Our own UserError (an input the
+    writer read, named by it) and Ctrl-C or SIGTERM pass unchanged."""
+    if isinstance(error, UserError) or not isinstance(error, Exception):
+        return error
     if (disk_error := _disk_error(error)) is not None:
         return UserError(f"{path}: cannot write{' ' + what if what else ''} ({_reason(disk_error)}); {kept}")
     return error
