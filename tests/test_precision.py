@@ -39,3 +39,28 @@ def test_evaluate_py_resolves_auto_as_evaluation(golden_dir, tmp_path, monkeypat
     monkeypatch.setattr(run, "resolve_precision", recording)
     evaluate.main(golden_args(golden_dir, tmp_path, "-split", "val", "-precision", "auto"))
     assert asked == [("auto", True)]
+
+
+def test_training_validates_as_evaluation_and_trains_as_training(golden_dir, tmp_path, monkeypatch):
+    """Under -precision auto the validation that picks the best checkpoint runs as evaluate.py does
+    (fp32 on a GPU too), while the steps keep the training precision."""
+    import train
+    from tests.train_helpers import fixture_flags
+    from utils.training import trainer
+
+    asked, validated = [], []
+    resolve = options.resolve_precision
+
+    def recording(name, device, evaluation=False):
+        asked.append((name, evaluation))
+        return resolve(name, device, evaluation)
+
+    def evaluate_val(model, dataset, precision, **kwargs):
+        validated.append(precision)
+        return {"mrr": 0.5}
+
+    monkeypatch.setattr(train, "resolve_precision", recording)
+    monkeypatch.setattr(trainer, "resolve_precision", recording)
+    monkeypatch.setattr(trainer, "evaluate_val", evaluate_val)
+    train.main(fixture_flags(golden_dir, tmp_path, "auto", "-max_iterations", "2", "-val_every", "2"))
+    assert sorted(asked) == [("auto", False), ("auto", True)] and validated == ["fp32"]

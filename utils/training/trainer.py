@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from models.losses import RankingLoss
-from options import TrainOptions
+from options import TrainOptions, resolve_precision
 from utils.checkpoints import save_run_state
 from utils.distributed import DistributedContext, all_ranks_agree, any_rank, barrier
 from utils.errors import UserError
@@ -78,7 +78,10 @@ class Trainer:
     def __init__(self, options: TrainOptions, context: DistributedContext, folder: RunFolder, state: RunState,
                  data: TrainingData, train_model: torch.nn.Module, logger: TrainingLogger, precision: str):
         self.options, self.context, self.folder, self.state = options, context, folder, state
-        self.data, self.train_model, self.logger, self.precision = data, train_model, logger, precision
+        self.data, self.train_model, self.logger = data, train_model, logger
+        # validation is evaluation: under -precision auto it runs in fp32, as evaluate.py does, so the
+        # best checkpoint is chosen by the metrics evaluate.py will report
+        self.validation_precision = resolve_precision(options.precision, context.device, evaluation=True)
         self.step_function = dense_step if options.mode == "dense" else base_step
         self.settings = StepSettings(
             device=context.device, precision=precision, loss_divisor=options.batch_multiply,
@@ -251,7 +254,7 @@ class Trainer:
 
     def _validate(self) -> None:
         """Val metrics with the evaluation code; a new best MRR also saves the best checkpoint."""
-        metrics = evaluate_val(self.state.model, self.data.validation, precision=self.precision,
+        metrics = evaluate_val(self.state.model, self.data.validation, precision=self.validation_precision,
                                num_workers=self.options.num_workers)
         self.logger.log_validation(self.state.progress.iteration, metrics)
         self.say("  ".join(f"{name}: {value:.4f}" for name, value in metrics.items() if "round" not in name))
