@@ -284,6 +284,8 @@ class LmdbFeatureStore(FeatureStoreReader):
         if not isinstance(keys, (list, tuple)):
             raise UserError(f"{self.path}: b'keys' record is a {type(keys).__name__}, expected a list")
         self._row_of_image = rows_by_image(keys, f"{self.path} (b'keys')")
+        # a record is stored under its key as listed (b'185565', or b'0185565' in some conversion)
+        self._record_keys = [key if isinstance(key, bytes) else str(key).encode() for key in keys]
         self.feature_size = FEATURE_SIZE
         if feature_size_blob is not None:
             self.feature_size = check_integer(restricted_loads(feature_size_blob, f"{self.path} (b'feature_size')"),
@@ -297,7 +299,7 @@ class LmdbFeatureStore(FeatureStoreReader):
         source = f"{self.path} (image {image_id})"
         try:
             with _lmdb_environment(self.path).begin(write=False) as transaction:
-                blob = transaction.get(str(image_id).encode())
+                blob = transaction.get(self._record_keys[self._row_of_image[image_id]])
         except lmdb.Error as error:
             raise UserError(f"{source}: LMDB read failed ({error})") from None
         if blob is None:

@@ -172,19 +172,22 @@ def test_what_int_refuses_is_one_line_naming_the_store_and_image(field, value, f
     store.read_raw(store.image_ids()[1])  # the other images still read
 
 
-def test_a_key_list_of_text_ids_is_read_and_a_superscript_key_refused(golden_dir, tmp_path):
+def test_keys_in_any_form_int_reads_are_read_and_a_superscript_key_refused(golden_dir, golden_records, tmp_path):
+    """The keys list as text, or with ids int() reads (b'0562944'), each record stored under its key
+    as listed: every image reads as in the golden store."""
     keys, records = stored_records(golden_dir)
     for name, listed, problem in (("text", [key.decode() for key in keys], None),
+                                  ("zero_padded", [b"0" + key for key in keys], None),
                                   ("superscript", [b"12\xc2\xb2", *keys[1:]], "image id 0 must be an integer")):
         path = tmp_path / f"{name}.lmdb"
         environment = lmdb.open(str(path), map_size=1 << 26)
         with environment.begin(write=True) as transaction:
-            for key, record in zip(keys, records):
-                transaction.put(key, pickle.dumps(record, protocol=3))
+            for key, record in zip(listed, records):
+                transaction.put(key if isinstance(key, bytes) else key.encode(), pickle.dumps(record, protocol=3))
             transaction.put(b"keys", pickle.dumps(listed, protocol=3))
         environment.close()
         if problem is None:
-            assert open_feature_store(path).image_ids() == [int(key) for key in keys]
+            assert_same_records(records_of(open_feature_store(path)), golden_records)
         else:
             with pytest.raises(UserError, match=problem):
                 open_feature_store(path)
