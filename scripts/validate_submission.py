@@ -30,11 +30,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="test: EvalAI's test-std phase; val: its val phase")
     parser.add_argument("-dialogs", "--dialogs", default="",
                         help="the split's dialogs (processed or raw VisDial json): check the entries' image ids "
-                             "and rounds against them (default: the split's processed file of the data layout, "
-                             "data/visdial/visdial_1.0_<split>_processed.json, when it is there)")
+                             "and rounds against them (default for test: the data layout's "
+                             "data/visdial/visdial_1.0_test_processed.json, when it is there; val has none: the "
+                             "processed val of the data layout lacks the dialogs the reference's length rule drops, "
+                             "which EvalAI's val phase wants)")
     args = parser.parse_args(argv)
     default = getattr(SharedOptions, SPLITS[args.split].json_flag)
-    if not args.dialogs and Path(default).is_file():
+    if not args.dialogs and SPLITS[args.split].last_round_only and Path(default).is_file():
         args.dialogs = default
     return args
 

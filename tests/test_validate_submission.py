@@ -133,3 +133,18 @@ def test_the_data_layouts_dialogs_are_the_default(golden_dir, tmp_path, capsys):
                                     "the test dialogs")
     code, out, err = run([golden_dir / "test_predictions.json", "-split", "test"], capsys)
     assert code == 0 and out[0].endswith("every dialog of data/visdial/visdial_1.0_test_processed.json")
+
+
+def test_val_has_no_default_dialogs(golden_dir, tmp_path, capsys):
+    """The data layout's processed val lacks the dialogs the reference's length rule drops, which
+    EvalAI's val phase wants: it is no default, so a full val-phase file is not refused by it."""
+    layout = tmp_path / "data" / "visdial" / "visdial_1.0_val_processed.json"
+    layout.parent.mkdir(parents=True)
+    processed = json.loads((golden_dir / "visdial_processed" / "val_processed.json").read_text())
+    dialogs = processed["data"]["dialogs"]
+    entries = [{"image_id": dialog["image_id"], "round_id": number, "ranks": list(range(1, 101))}
+               for dialog in dialogs for number in range(1, 11)]
+    processed["data"]["dialogs"] = dialogs[1:]   # as if the length rule had dropped the first one
+    layout.write_text(json.dumps(processed))
+    code, out, err = run([write(tmp_path, entries, "val.json"), "-split", "val"], capsys)
+    assert code == 0 and err == [] and "not checked against the split's dialogs" in out[0]
