@@ -565,8 +565,12 @@ IMAGE_IDS = range(100000, 1000000)
 """The image ids the generator draws from, one per dialog."""
 MAX_SEED = 2**32 - 1
 """Seeds are 0..MAX_SEED (NumPy's generators take no negative seed)."""
-EXTRA_OUTPUTS = frozenset({"visdial_img_feat.h5"})
-"""What an earlier run may have written that this one need not (-h5): replaced with the set."""
+EXTRA_OUTPUTS = frozenset({"visdial_img_feat.h5", "images"} | {
+    f"visdial_1.0_{stem}_processed.json" for stem in ("train", "val", "test", "train_dense",
+                                                      "train_dense_annotations", "val_dense_annotations")})
+"""What an earlier run may have written that this one need not (-h5, the pictures that -no_images
+skips), and what scripts/demo.sh and utils/benchmarking/toy.py preprocess into the folder beside
+the set: replaced with the set."""
 
 
 def unique_image_ids(count: int, rng: random.Random) -> List[int]:

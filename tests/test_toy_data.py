@@ -398,3 +398,18 @@ def test_no_images_draws_nothing(tmp_path):
     paths = make_toy_data(tmp_path, seed=1, train_dialogs=2, val_dialogs=1, test_dialogs=1, draw_images=False)
     assert "images" not in paths and not (tmp_path / "images").exists()
     assert load_question_types(paths["val_question_types"]).regions, "relevant regions do not need the pictures"
+
+
+def test_a_set_is_replaced_with_its_pictures_and_the_files_preprocessed_beside_it(tmp_path):
+    """A second run into the folder of a first replaces the set: the pictures that -no_images skips
+    and the processed files scripts/demo.sh and the benchmarks write beside the set go with it;
+    anything else there is refused."""
+    small = dict(seed=1, train_dialogs=2, val_dialogs=1, test_dialogs=1)
+    make_toy_data(tmp_path, **small)
+    (tmp_path / "visdial_1.0_val_processed.json").write_text("{}")
+    paths = make_toy_data(tmp_path, draw_images=False, **small)
+    assert not (tmp_path / "images").exists() and not (tmp_path / "visdial_1.0_val_processed.json").exists()
+    assert paths["features"].exists()
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="holds notes.txt, not a toy data set; not replaced"):
+        make_toy_data(tmp_path, **small)
