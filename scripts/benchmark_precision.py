@@ -23,7 +23,7 @@ import torch
 
 from dataloader.collate import collate_dialog_batch
 from dataloader.visdial_json import SPLITS
-from options import EvalOptions, parse_options
+from options import EvalOptions, parse_options, resolve_precision
 from utils.benchmarking.agreement import rank_agreement
 from utils.distributed import setup_distributed, teardown_distributed
 from utils.errors import ArgumentParser, UserError, report_problems, run_cli
@@ -108,6 +108,11 @@ def main(argv=None) -> None:
         precisions = extra.compare or (["bf16", "tf32"] if context.device.type == "cuda" else ["bf16"])
         if "tf32" in precisions and context.device.type != "cuda":
             raise UserError("--compare tf32: TF32 is a GPU's arithmetic; this machine has no CUDA GPU")
+        for precision in set(precisions) - {"tf32"}:
+            try:
+                resolve_precision(precision, context.device, evaluation=True)  # fp16 needs a CUDA device
+            except UserError as error:
+                raise UserError(f"--compare {precision}: {error}") from None
         dataset = load_split(options)
         model = load_model(options, dataset, context.device)
         results = compare_precisions(model, dataset, options, precisions)

@@ -31,6 +31,7 @@ def test_fp32_is_evaluate_py_and_bf16_is_measured_against_it(golden_dir, tmp_pat
 @pytest.mark.parametrize("flags, message", [
     (["-split", "test"], "error: -split test: the comparison needs the val split"),
     (["--compare", "tf32"], "error: --compare tf32: TF32 is a GPU's arithmetic"),
+    (["--compare", "bf16", "fp16"], "error: --compare fp16: -precision fp16 needs a CUDA device"),
 ])
 def test_bad_flags_get_one_line(golden_dir, tmp_path, capsys, monkeypatch, flags, message):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
