@@ -83,7 +83,10 @@ def build_and_train(options: TrainOptions, context: DistributedContext, folder: 
     if context.is_main:
         folder.write_config(options.to_dict(), git_commit())
         logger.log_text(yaml.safe_dump(options.to_dict(), sort_keys=False))
-    return Trainer(options, context, folder, state, data, train_model, logger, precision).run()
+    # validation is evaluation: under -precision auto in fp32, as evaluate.py runs, so that the best
+    # checkpoint is picked by the metrics evaluate.py will report
+    validation_precision = resolve_precision(options.precision, context.device, evaluation=True)
+    return Trainer(options, context, folder, state, data, train_model, logger, precision, validation_precision).run()
 
 
 def main(argv=None) -> None:

@@ -37,9 +37,9 @@ over every shape the row meets, then the median rate of 3 synchronised windows o
 one-time `warm-up s` (first shapes and their attention plans, the allocator, DataLoader workers,
 compiling). A run pays a warm-up for each batch shape it meets: the val and test projections add,
 to the sequences at the steady rate, the warm-up a shape cost in the row times the batch shapes of
-the whole synthetic val (VisDial val's 2,064 dialogs on the GPU; counted by planning). Input rows time a stream of batches after the workers have started. Compiled
-against eager is judged up to near-ties: the largest score difference and the ranks that differ
-beyond it.
+the whole synthetic val (VisDial val's 2,064 dialogs on the GPU; counted by planning). Input rows
+time a stream of batches after the workers have started. Compiled against eager is judged up to
+near-ties: the largest score difference and the ranks that differ beyond it.
 
 Each row has a figure, the warm-up, the peak memory (the GPU allocator's; on the CPU the process's resident
 set) and a projection or note. The rows go to stdout as they finish, then as a table, and to
@@ -319,10 +319,11 @@ class Benchmark:
 class Rows:
     """The measurements; they share the synthetic data, the evaluation model and each other's figures."""
 
-    def __init__(self, bench: Benchmark):
+    def __init__(self, bench: Benchmark, precision: str):
+        """precision: the mixed precision of the device (bf16, or fp16 where bf16 is missing)."""
         self.bench, self.device, self.sizes, self.smoke = bench, bench.device, bench.sizes, bench.args.smoke
         self.model_config = bench.args.model_config
-        self.precision = "bf16" if self.device.type != "cuda" or torch.cuda.is_bf16_supported() else "fp16"
+        self.precision = precision
         self.figures: dict[str, float] = {}
         self.data = write_synthetic_visdial(bench.folder / "synthetic", self.sizes.synthetic_dialogs)
         self.features = open_feature_store(self.data.features)
@@ -600,7 +601,7 @@ class Rows:
         state = RunState.start(model, options, "fp16")
         state.grad_scaler = torch.amp.GradScaler(self.device.type, init_scale=self.sizes.fp16_initial_scale)
         trainer = Trainer(options, context, run_folder, state, build_training_data(options, context), model,
-                          TrainingLogger(run_folder.path), "fp16")
+                          TrainingLogger(run_folder.path), "fp16", "fp16")
         with open(run_folder.path / "train.log", "w") as log, contextlib.redirect_stdout(log), \
                 contextlib.redirect_stderr(log):
             exit_code = trainer.run()
@@ -662,25 +663,30 @@ class Rows:
 
 def run_rows(bench: Benchmark) -> None:
     """Every row (or those of --rows), the most important first (what is left out when time runs short
-    comes last). The estimates are guessed seconds on an H200, not measured."""
-    rows = Rows(bench)
-    plan = [(f"eval {rows.precision}", 70, rows.evaluation(rows.precision)), ("eval fp32", 30, rows.evaluation("fp32")),
-            ("eval reference", 15, rows.reference)]
-    plan += [(f"eval budget {tokens}", 20, rows.budget(tokens)) for tokens in bench.sizes.budgets]
-    plan.append(("input eval", 10, rows.input_eval))
-    plan += [(f"train {precision}", 20, rows.training(precision))
-             for precision in dict.fromkeys(("fp32", rows.precision, "fp16"))]
-    plan.append(("input train", 15, rows.input_train))
-    plan += [(f"dense chunk {chunk}", 15, rows.dense(chunk)) for chunk in bench.sizes.dense_chunks]
-    plan += [("fp16 toy run", 45, rows.toy_fp16), ("eval compiled", 90, rows.compiled_eval),
-             (f"train {rows.precision} compiled", 150, rows.training(rows.precision, compiled=True))]
+    comes last). The estimates are guessed seconds on an H200, not measured. The names of --rows are
+    checked before the set-up (the synthetic data, the model on the device)."""
+    mixed = "bf16" if bench.device.type != "cuda" or torch.cuda.is_bf16_supported() else "fp16"
+    plan = [(f"eval {mixed}", 70, lambda rows: rows.evaluation(mixed)),
+            ("eval fp32", 30, lambda rows: rows.evaluation("fp32")),
+            ("eval reference", 15, lambda rows: rows.reference)]
+    plan += [(f"eval budget {tokens}", 20, lambda rows, tokens=tokens: rows.budget(tokens))
+             for tokens in bench.sizes.budgets]
+    plan.append(("input eval", 10, lambda rows: rows.input_eval))
+    plan += [(f"train {precision}", 20, lambda rows, precision=precision: rows.training(precision))
+             for precision in dict.fromkeys(("fp32", mixed, "fp16"))]
+    plan.append(("input train", 15, lambda rows: rows.input_train))
+    plan += [(f"dense chunk {chunk}", 15, lambda rows, chunk=chunk: rows.dense(chunk))
+             for chunk in bench.sizes.dense_chunks]
+    plan += [("fp16 toy run", 45, lambda rows: rows.toy_fp16), ("eval compiled", 90, lambda rows: rows.compiled_eval),
+             (f"train {mixed} compiled", 150, lambda rows: rows.training(mixed, compiled=True))]
     names = [name for name, _, _ in plan]
     unknown = [name for name in bench.args.rows if name not in names]
     if unknown:
         raise UserError(f"--rows: no row named {', '.join(map(repr, unknown))} (the rows: {', '.join(names)})")
+    rows = Rows(bench, mixed)
     for name, estimate_s, measure in plan:
         if not bench.args.rows or name in bench.args.rows:
-            bench.row(name, estimate_s, measure)
+            bench.row(name, estimate_s, measure(rows))
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -110,3 +110,11 @@ def test_an_unknown_row_name_is_refused_with_one_line(tmp_path, capsys):
     error = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and len(error) == 1
     assert error[0].startswith("error: --rows: no row named 'eval bf17'") and "eval fp32" in error[0]
+
+
+def test_an_unknown_row_is_refused_before_the_set_up(tmp_path, capsys, monkeypatch):
+    """A misspelt --rows name costs no synthetic data and no model on the device."""
+    monkeypatch.setattr(benchmark_gpu, "Rows", lambda *args: pytest.fail("the set-up ran"))
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: benchmark_gpu.main(["--smoke", "--rows", "eval bf17", "-out", str(tmp_path / "x.json")]))
+    assert exit_info.value.code == 2 and capsys.readouterr().err.startswith("error: --rows: no row named 'eval bf17'")

@@ -60,7 +60,6 @@ def test_training_validates_as_evaluation_and_trains_as_training(golden_dir, tmp
         return {"mrr": 0.5}
 
     monkeypatch.setattr(train, "resolve_precision", recording)
-    monkeypatch.setattr(trainer, "resolve_precision", recording)
     monkeypatch.setattr(trainer, "evaluate_val", evaluate_val)
     train.main(fixture_flags(golden_dir, tmp_path, "auto", "-max_iterations", "2", "-val_every", "2"))
     assert sorted(asked) == [("auto", False), ("auto", True)] and validated == ["fp32"]

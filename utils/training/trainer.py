@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from models.losses import RankingLoss
-from options import TrainOptions, resolve_precision
+from options import TrainOptions
 from utils.checkpoints import save_run_state
 from utils.distributed import DistributedContext, all_ranks_agree, any_rank, barrier
 from utils.errors import UserError
@@ -76,12 +76,11 @@ class Trainer:
     """
 
     def __init__(self, options: TrainOptions, context: DistributedContext, folder: RunFolder, state: RunState,
-                 data: TrainingData, train_model: torch.nn.Module, logger: TrainingLogger, precision: str):
+                 data: TrainingData, train_model: torch.nn.Module, logger: TrainingLogger, precision: str,
+                 validation_precision: str):
         self.options, self.context, self.folder, self.state = options, context, folder, state
         self.data, self.train_model, self.logger = data, train_model, logger
-        # validation is evaluation: under -precision auto it runs in fp32, as evaluate.py does, so the
-        # best checkpoint is chosen by the metrics evaluate.py will report
-        self.validation_precision = resolve_precision(options.precision, context.device, evaluation=True)
+        self.validation_precision = validation_precision
         self.step_function = dense_step if options.mode == "dense" else base_step
         self.settings = StepSettings(
             device=context.device, precision=precision, loss_divisor=options.batch_multiply,
