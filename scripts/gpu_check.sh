@@ -58,24 +58,15 @@ else
 fi
 
 TOY="$OUT/toy"
-DATA="$TOY/data"
-PREPROCESS_FLAGS=(-vocab "$DATA/vocab.txt" -quiet
-                  -visdial_val_ndcg "$DATA/visdial_1.0_val_dense_annotations.json"
-                  -visdial_train_ndcg "$DATA/visdial_1.0_train_dense_annotations.json"
-                  -save_path_train_dense_samples "$DATA/visdial_1.0_train_dense_processed.json"
-                  -save_path_val_ndcg "$DATA/visdial_1.0_val_dense_annotations_processed.json"
-                  -save_path_train_ndcg "$DATA/visdial_1.0_train_dense_annotations_processed.json")
-for name in train val test; do
-    PREPROCESS_FLAGS+=(-"visdial_$name" "$DATA/visdial_1.0_$name.json" -"save_path_$name" "$DATA/visdial_1.0_${name}_processed.json")
-done
-TOY_FLAGS=(-visdial_tot_rounds 2 -vocab "$DATA/vocab.txt" -model_config "$DATA/model_config.json"
-           -visdial_image_feats "$DATA/visdial_img_feat.lmdb"
-           -visdial_processed_train "$DATA/visdial_1.0_train_processed.json"
-           -visdial_processed_val "$DATA/visdial_1.0_val_processed.json"
-           -visdial_processed_val_dense_annotations "$DATA/visdial_1.0_val_dense_annotations_processed.json")
-step "toy data" 60 "$OUT/toy_data.log" "$PYTHON" preprocessing/make_toy_data.py -out "$DATA" -seed 0 \
-    -train_dialogs 1000 -whole_image_dialogs 1000 -val_dialogs 300 -test_dialogs 20
-step "toy preprocessing" 60 "$OUT/toy_preprocessing.log" "$PYTHON" preprocessing/pre_process_visdial.py "${PREPROCESS_FLAGS[@]}"
+# the demo's toy VisDial, generated and preprocessed by utils/benchmarking/toy.py (one place knows its
+# file names); its train.py / evaluate.py data flags, one a line, in flags.txt
+step "toy data" 120 "$OUT/toy_data.log" "$PYTHON" -c '
+import sys
+from utils.benchmarking.toy import make_toy_visdial
+flags = make_toy_visdial(sys.argv[1], train_dialogs=1000, val_dialogs=300, test_dialogs=20, whole_image_dialogs=1000)
+open(sys.argv[2], "w").write("\n".join(flags) + "\n")' "$TOY/data" "$TOY/flags.txt"
+TOY_FLAGS=()
+[ -f "$TOY/flags.txt" ] && mapfile -t TOY_FLAGS < "$TOY/flags.txt"
 step "toy training" 150 "$OUT/train.log" "$PYTHON" train.py -config config/presets/toy.yml "${TOY_FLAGS[@]}" -seed 0 \
     -save_path "$TOY/runs" -save_name vilbert
 step precision 60 "$OUT/precision.txt" "$PYTHON" scripts/benchmark_precision.py "${TOY_FLAGS[@]}" -num_workers 0 \
