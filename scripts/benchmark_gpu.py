@@ -91,7 +91,7 @@ from utils.errors import ArgumentParser, UserError, run_cli
 from utils.evaluation.metrics import NEAR_TIE
 from utils.evaluation.scoring import length_batches, resolve_tokens_per_batch, score_dataset, score_sequences
 from utils.files import write_json
-from utils.input_files import read_json
+from utils.input_files import is_json_number, read_json
 from utils.training.data import TrainingData, build_training_data
 from utils.training.loggers import TrainingLogger
 from utils.checkpoints import git_commit
@@ -190,22 +190,18 @@ def read_rows(path: str) -> list[Row]:
     return [Row(**row) for row in rows]
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 ROW_STATUSES = ("ok", "failed", "skipped", "not run")
 ROW_VALUES = {  # Row field -> (is this value of its type, what it must be)
     "name": (lambda value: isinstance(value, str), "a string"),
     "status": (lambda value: value in ROW_STATUSES, f"one of {', '.join(ROW_STATUSES)}"),
-    "figure": (lambda value: value is None or _number(value), "a finite number or null"),
+    "figure": (lambda value: value is None or is_json_number(value), "a finite number or null"),
     "unit": (lambda value: isinstance(value, str), "a string"),
-    "warm_up_s": (lambda value: value is None or _number(value) and value >= 0, "a number >= 0 or null"),
-    "peak_memory_gib": (lambda value: value is None or _number(value) and value >= 0, "a number >= 0 or null"),
+    "warm_up_s": (lambda value: value is None or is_json_number(value) and value >= 0, "a number >= 0 or null"),
+    "peak_memory_gib": (lambda value: value is None or is_json_number(value) and value >= 0, "a number >= 0 or null"),
     "projection": (lambda value: isinstance(value, str), "a string"),
     "note": (lambda value: isinstance(value, str), "a string"),
-    "seconds": (lambda value: _number(value) and value >= 0, "a number >= 0"),
-    "cpu_seconds": (lambda value: _number(value) and value >= 0, "a number >= 0"),
+    "seconds": (lambda value: is_json_number(value) and value >= 0, "a number >= 0"),
+    "cpu_seconds": (lambda value: is_json_number(value) and value >= 0, "a number >= 0"),
     "details": (lambda value: isinstance(value, dict), "an object"),
 }
 

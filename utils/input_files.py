@@ -15,6 +15,7 @@ JSON's non-standard `NaN` / `Infinity` are refused, and nesting deeper than `MAX
 levels is refused before Python's parser recurses into it.
 """
 import json
+import math
 import os
 import stat
 from pathlib import Path
@@ -32,6 +33,11 @@ DATA_FILE_BYTES = 2 << 30
 """VisDial json files and dense annotations (the largest released one is about 0.2 GB)."""
 MAX_JSON_DEPTH = 64
 """The deepest nesting any json of the project has is 6 levels (a round's answer_options)."""
+
+
+def is_json_number(value) -> bool:
+    """Whether a value read from a json file is a finite number (an int or a float, not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _size(count: int) -> str:

@@ -15,7 +15,6 @@ ranking side by side; `format_table_text` and `format_table_html` render it.
 from __future__ import annotations
 
 import html
-import math
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +22,7 @@ import torch
 from dataloader.question_types import QuestionTypes
 from utils.errors import UserError
 from utils.evaluation.metrics import scores_to_ranks
-from utils.input_files import read_json
+from utils.input_files import is_json_number, read_json
 
 RANDOM_DRAWS = 200
 RANDOM_SEED = 0
@@ -119,10 +118,6 @@ def comparison_table(runs: dict[str, dict]) -> TypeTable:
     return TypeTable(rows + [ALL_ROUNDS], rounds, list(runs) + [RANDOM_LABEL], cells)
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def load_compared_metrics(compared: dict[str, str], own_label: str) -> dict[str, dict]:
     """Metrics files of other runs (label -> path, options.EvalOptions.compared_metrics): label ->
     metrics dict; each must hold per-type metrics (an evaluation with -question_types), every value
@@ -142,7 +137,7 @@ def load_compared_metrics(compared: dict[str, str], own_label: str) -> dict[str,
             if not (isinstance(rounds, int) and not isinstance(rounds, bool) and rounds >= 0):
                 raise UserError(f"{path}: rounds_type_{name} must be an integer >= 0, got {rounds!r}")
         for key in ("mrr", "r@1", *(f"{kind}_type_{name}" for name in type_names(metrics) for kind in ("mrr", "r_1"))):
-            if not _is_number(metrics.get(key)):
+            if not is_json_number(metrics.get(key)):
                 raise UserError(f"{path}: {key} must be a finite number, got {metrics.get(key)!r}")
         runs[label] = metrics
     return runs
