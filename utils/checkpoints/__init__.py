@@ -8,7 +8,7 @@ run is saved to or read from goes through this surface.
     save_run_state(path, state, ...)       a training run's checkpoint, atomically
     read_run_state(path, options, say)     read one for -continue and check it against the options
                                            and the model config's content (before any heavy work)
-    restore_run_state(checkpoint, state)   put it back into a run, exactly
+    restore_run_state(checkpoint, state, context, say)   put it back into a run, exactly
 
 weights.py: files and model weights; run_checkpoint.py: what a run's checkpoint holds and exact
 resume. Imports run downward: this package sits above options.py and below evaluation/.

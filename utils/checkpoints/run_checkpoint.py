@@ -417,8 +417,9 @@ def restore_run_state(checkpoint: Checkpoint, state, context: DistributedContext
     say(f"continuing from {path}: iteration {state.progress.iteration}, epoch {state.progress.epoch}")
 
 
-def rank_file(checkpoint: Path, rank: int) -> Path:
-    """Where rank `rank` keeps its own part of `checkpoint` (its pending gradients)."""
+def rank_file(checkpoint: Path, rank) -> Path:
+    """Where rank `rank` keeps its own part of `checkpoint` (its pending gradients); rank "*": the
+    glob pattern of every rank's."""
     return checkpoint.with_name(f"{checkpoint.name}.rank{rank}")
 
 

@@ -23,6 +23,7 @@ from typing import Iterator, Mapping, Union
 
 import yaml
 
+from utils.checkpoints.run_checkpoint import rank_file
 from utils.distributed import broadcast_from_main, check_on_main
 from utils.errors import UserError
 from utils.files import TEMPORARY_MARK, write_text
@@ -81,7 +82,7 @@ class RunFolder:
         doomed = [path for _, path in checkpoints[:max(0, len(checkpoints) - keep)]]
         for path in doomed:
             path.unlink(missing_ok=True)
-            for part in path.parent.glob(f"{path.name}.rank*"):
+            for part in path.parent.glob(rank_file(path, "*").name):
                 part.unlink(missing_ok=True)
         return doomed
 
