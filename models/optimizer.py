@@ -36,7 +36,8 @@ def has_weight_decay(name: str) -> bool:
 
 
 def configure_optimizer(model: nn.Module, lr: float, image_lr: float) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters of `model` in four groups: language/image rate x
+    """AdamW over the trainable parameters of `model` (the plain model, not a DDP or torch.compile
+    wrapper: its class declares the learning-rate groups) in four groups: language/image rate x
     with/without weight decay. Each group remembers its base rate under 'base_lr'."""
     groups = {}
     for name, parameter in model.named_parameters():
