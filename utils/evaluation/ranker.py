@@ -24,6 +24,9 @@ same; without `explain` the co-attention probabilities are never computed.
     ranker.rank(185565, caption, history, "what color is the horse ?", candidates, explain=True)[0]
     # -> ExplainedAnswer(answer="brown", probability=0.93,
     #                    regions=(RegionWeight(region=0, box=(0, 0, 640, 480), weight=0.05), ...))
+
+`scores_without` scores a round's candidates again with one region at a time masked as padding is
+(the deletion test of utils/evaluation/pointing.py).
 """
 from __future__ import annotations
 
@@ -153,6 +156,24 @@ class DialogRanker:
         for start in range(0, len(queries), ROUNDS_PER_CHUNK):
             rankings += self._rank_chunk(queries[start:start + ROUNDS_PER_CHUNK], images, explain, first_number=start)
         return rankings
+
+    def scores_without(self, query: RankingQuery, regions: Sequence[int]) -> torch.Tensor:
+        """The probabilities of the query's candidates [1 + len(regions), candidates]: row 0 with every
+        region, row 1 + k with region `regions[k]` masked as padding is (the image attention mask:
+        no token or region attends to it). UserError for a region the image does not have."""
+        inputs, _ = self._image_inputs(query.image, {})
+        real = int(inputs["image_mask"].sum())
+        absent = [region for region in regions
+                  if not (isinstance(region, Integral) and not isinstance(region, bool) and 0 <= region < real)]
+        if absent:
+            raise UserError(f"region {absent[0]!r} is not a region of this image (0..{real - 1})")
+        item = {name: torch.from_numpy(value) for name, value in
+                {**self.encoder.encode(query.caption, query.history, query.question, query.candidates),
+                 **inputs}.items()}
+        masks = item["image_mask"].repeat(1 + len(regions), 1)
+        masks[torch.arange(1, 1 + len(regions)), torch.tensor(regions, dtype=torch.long)] = 0
+        batch = collate_dialog_batch([{**item, "image_mask": mask} for mask in masks])
+        return score_sequences(self.model, batch, self.tokens_per_batch, self.precision).view(len(masks), -1)
 
     def image_record(self, image: Image):
         """The reader's record of `image` (an id of the store, or arrays); UserError when the id is
