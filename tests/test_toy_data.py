@@ -157,21 +157,30 @@ def values_asked_by(question: str) -> tuple:
 
 def test_ground_truth_is_the_bare_value_and_hard_negatives_come_first(toy):
     """One deterministic phrasing per answer. The first wrong options (those base training draws
-    its negatives from) are the other values of the same kind, then the right answer's two
-    paraphrases mixed with one bare value of every other kind."""
+    its negatives from) are the other values of the same kind, for a binding question those of the
+    image's other objects first, then the right answer's two paraphrases mixed with one bare value
+    of every other kind."""
+    store = open_feature_store(toy["features"])
     kinds = list(VALUES.values())
-    seen = Counter()
-    for _, _, question, answer, options in rounds_of(toy, "train"):
+    seen, binding = Counter(), 0
+    for dialog, _, question, answer, options in rounds_of(toy, "train"):
         values = values_asked_by(question)
         assert answer in values, (question, answer)
         wrong = [option for option in options if option != answer]
         hard, medium = wrong[:len(values) - 1], wrong[len(values) - 1:len(values) - 1 + 2 + len(kinds) - 1]
         assert set(hard) == set(values) - {answer}, question
-        paraphrases = [text for text in medium if says(text, answer)]
-        other_kinds = [next(i for i, kind in enumerate(kinds) if text in kind) for text in medium if text not in paraphrases]
-        assert len(paraphrases) == 2 and sorted(other_kinds) == [i for i, kind in enumerate(kinds) if kind != values]
+        if question.startswith(("what color is the", "what shape is the")) and question not in ONE_HOP:
+            attribute = 1 if question.startswith("what color") else 0       # what the answer tells
+            shown = {obj[attribute] for obj in scene_of(store, dialog["image_id"])["objects"]} - {answer}
+            assert set(hard[:len(shown)]) == shown, question
+            binding += 1
+        other_kinds = [next((i for i, kind in enumerate(kinds) if text in kind), None) for text in medium]
+        paraphrases = [text for text, kind in zip(medium, other_kinds) if kind is None]
+        assert len(paraphrases) == 2 and all(says(text, answer) for text in paraphrases), question
+        assert sorted(kind for kind in other_kinds if kind is not None) == \
+            [i for i, kind in enumerate(kinds) if kind != values]
         seen[values[0]] += 1
-    assert len(seen) == len(kinds)
+    assert len(seen) == len(kinds) and binding >= 10
 
 
 def test_dense_annotations_rate_paraphrases_1_and_other_objects_0_5(toy):
@@ -248,6 +257,36 @@ def test_whole_image_dialogs_are_more_train_dialogs_of_one_hop_questions(tmp_pat
     assert len(load(paths["val"])["data"]["dialogs"]) == 2
 
 
+def test_binding_dialogs_are_more_train_dialogs_that_ask_each_object_once(tmp_path):
+    paths = make_toy_data(tmp_path, seed=2, train_dialogs=6, binding_dialogs=5, val_dialogs=2, test_dialogs=1)
+    train, store = load(paths["train"])["data"], open_feature_store(paths["features"])
+    types = load_question_types(paths["train_question_types"])
+    kinds = [{types.of(dialog["image_id"], number) for number in range(1, len(dialog["dialog"]) + 1)}
+             for dialog in train["dialogs"]]
+    assert len(kinds) == 11 and kinds.count({"binding"}) == 5
+    for dialog, kind in zip(train["dialogs"], kinds):
+        if kind != {"binding"}:
+            continue
+        objects = scene_of(store, dialog["image_id"])["objects"]
+        asked = [train["questions"][turn["question"]] for turn in dialog["dialog"]]
+        named = [next(obj for obj in objects if question.split()[4] in obj) for question in asked]
+        assert sorted(named) == sorted(objects), "every object asked about once, by its shape or its colour"
+        assert dialog["caption"] == "a drawing"
+        for question, obj, turn in zip(asked, named, dialog["dialog"]):
+            attribute = 1 if question.startswith("what color") else 0
+            assert train["answers"][turn["answer"]] == obj[attribute], question
+    assert len(load(paths["val"])["data"]["dialogs"]) == 2
+
+
+def test_object_regions_are_every_object_of_the_image(toy):
+    store = open_feature_store(toy["features"])
+    types = load_question_types(toy["val_question_types"])
+    assert types.objects.keys() == types.regions.keys()
+    for (image_id, _), regions in types.objects.items():
+        classes = store[image_id]["cls_prob"].argmax(1)
+        assert list(regions) == [region for region, c in enumerate(classes) if 1 <= c <= NUM_OBJECT_CLASSES]
+
+
 def test_bert_tokenizer_covers_every_word_with_bert_special_ids(toy, golden_dir):
     vocab = toy["vocab"].read_text().splitlines()
     assert vocab[:999] == (golden_dir / "bert-base-uncased-vocab.txt").read_text().splitlines()[:999]
@@ -295,6 +334,7 @@ def test_same_seed_same_files_other_seed_other_files(toy, tmp_path):
     (dict(question_types=["one_hop", "colour"]), "-question_types: unknown type colour"),
     (dict(question_types=["history"]), "history questions need a round of another type"),
     (dict(whole_image_dialogs=-1), "-whole_image_dialogs must be at least 0, got -1"),
+    (dict(binding_dialogs=-2), "-binding_dialogs must be at least 0, got -2"),
 ])
 def test_bad_arguments_are_user_errors_before_anything_is_written(tmp_path, arguments, message):
     with pytest.raises(UserError, match=re.escape(message)):
