@@ -219,6 +219,16 @@ def toy_over_a_folder_of_other_files(folder, golden):
     return (["-out", str(out), *TOY_FLAGS], (str(out), "holds notes.txt, not a toy data set; not replaced"))
 
 
+def toy_over_pictures_it_did_not_draw(name: str):
+    """A toy set whose images/ folder holds `name` besides the pictures the generator drew."""
+    def build(folder, golden):
+        out = folder / "out" / "toy"
+        MAINS[TOY](["-out", str(out), *TOY_FLAGS])
+        written(out / "images" / name, b"mine")
+        return ["-out", str(out), "-seed", "1", *TOY_FLAGS], (str(out), f"holds images/{name}, not a toy data set")
+    return build
+
+
 # ---- -compare_metrics: a label that collides, values of the wrong type ---------------------
 
 def compared_run(folder: Path, golden: Path, compare: str, metrics: dict) -> list[str]:
@@ -285,6 +295,8 @@ CASES = [
     Case("train_save_path_loops", "train.py", loop_output("train.py", "-save_path/-save_name")),
     Case("convert_over_a_folder_of_other_files", CONVERT, convert_over_a_folder_of_other_files),
     Case("toy_over_a_folder_of_other_files", TOY, toy_over_a_folder_of_other_files),
+    Case("toy_over_a_picture_it_did_not_draw", TOY, toy_over_pictures_it_did_not_draw("cat.jpg")),
+    Case("toy_over_pictures_in_a_folder_of_images", TOY, toy_over_pictures_it_did_not_draw("old/123456.png")),
     Case("eval_compare_label_is_the_model", "evaluate.py", compare_label_is_the_model),
     Case("eval_compare_label_is_random", "evaluate.py", compare_label_is_random),
     Case("eval_compare_label_twice", "evaluate.py", compare_label_twice),
@@ -454,9 +466,12 @@ def test_the_toy_data_set_is_replaced_as_a_whole(tmp_path):
     out = tmp_path / "a" / "toy"
     MAINS[TOY](["-out", str(out), "-h5", *TOY_FLAGS])
     first = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    first_pictures = sorted(path.name for path in (out / "images").iterdir())
     assert "visdial_img_feat.h5" in first
     MAINS[TOY](["-out", str(out), "-seed", "1", *TOY_FLAGS])
     second = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    pictures = sorted(path.name for path in (out / "images").iterdir())  # the first seed's other ids are gone
+    assert len(pictures) == len(first_pictures) == 6 and pictures != first_pictures
     # the earlier run's HDF5 copy went with its set; the dialogs are the new seed's
     assert set(second) == set(first) - {"visdial_img_feat.h5"}
     assert second["visdial_1.0_train.json"] != first["visdial_1.0_train.json"]

@@ -16,11 +16,12 @@ cannot be written (utils/outputs.py checks a command's outputs as a whole).
 """
 import contextlib
 import errno
+import fnmatch
 import json
 import os
 import shutil
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable, Iterator, Mapping, Union
 
 from utils.errors import UserError
@@ -123,8 +124,9 @@ def atomic_folder(path: PathLike, what: str, extra: frozenset = frozenset()) -> 
     """Yield a temporary folder next to `path` to write a set of files into; when the block
     succeeds it takes the place of `path` (renames: the previous set, or the new one, never a mix).
 
-    An existing `path` is replaced only when everything in it is a name of the new set or of
-    `extra` (what an earlier run may have written besides); else a UserError, and the previous
+    An existing `path` is replaced only when every file in it, at any depth, is one of the new set
+    or matches a pattern of `extra` (what an earlier run may have written besides: relative paths
+    whose wildcards stay within one folder, `images/*.png`); else a UserError, and the previous
     folder stays as it was. A failure (a full disk, a signal, an error of the writer) removes the
     temporary folder and the parent folders it created; an OSError (or an error of a library with
     an OSError behind it) is a UserError naming `path` and `what`.
@@ -136,11 +138,10 @@ def atomic_folder(path: PathLike, what: str, extra: frozenset = frozenset()) -> 
         created = make_parents(path)
         temporary.mkdir()
         yield temporary
-        previous_names = set(os.listdir(path)) if path.is_dir() else set()
-        if unknown := previous_names - set(os.listdir(temporary)) - extra:
-            raise UserError(f"{path}: holds {', '.join(sorted(unknown))}, not {what}; not replaced (choose a new "
-                            "or empty folder)")
-        if previous_names:
+        if unknown := _foreign_files(path, temporary, extra):
+            raise UserError(f"{path}: holds {', '.join(unknown[:3])}{' ...' if len(unknown) > 3 else ''}, not "
+                            f"{what}; not replaced (choose a new or empty folder)")
+        if path.is_dir() and os.listdir(path):
             previous = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.rename(path, previous)
             os.rename(temporary, path)
@@ -154,6 +155,24 @@ def atomic_folder(path: PathLike, what: str, extra: frozenset = frozenset()) -> 
         if isinstance(error, UserError):  # a writer names its file in the temporary folder: name it in place
             raise UserError(str(error).replace(str(temporary), str(path))) from None
         raise _failed(error, path, what, "the previous one, if any, is kept") from None
+
+
+def _foreign_files(previous: Path, new: Path, extra: frozenset) -> list[str]:
+    """The files and symbolic links under the folder `previous` (relative paths, sorted) that are
+    neither under `new` nor match a pattern of `extra` (`atomic_folder`); [] when it is no folder."""
+    foreign = []
+    for root, folders, files in os.walk(previous):
+        for name in files + [folder for folder in folders if os.path.islink(os.path.join(root, folder))]:
+            relative = Path(root, name).relative_to(previous)
+            if not (new / relative).exists() and not any(_matches(relative, pattern) for pattern in extra):
+                foreign.append(relative.as_posix())
+    return sorted(foreign)
+
+
+def _matches(relative: Path, pattern: str) -> bool:
+    """Whether a relative path matches a pattern folder by folder (`images/*.png`: not images/a/b.png)."""
+    parts = PurePosixPath(pattern).parts
+    return len(relative.parts) == len(parts) and all(map(fnmatch.fnmatchcase, relative.parts, parts))
 
 
 def write_files(writers: Mapping[PathLike, Writer], what: str = "") -> None:
