@@ -264,8 +264,8 @@ class TrainOptions(SharedOptions):
     save_path: str = flag("checkpoints/", "folder that holds run folders", "training", on_resume=FREE)
     save_name: str = flag("", "run folder name inside -save_path (default: a time stamp)", "training",
                           on_resume=FREE)
-    resume: bool = flag(False, "resume exactly from the newest checkpoint of the run folder (or -start_path "
-                               "when it has none)", "training", on_resume=FREE, name="continue")
+    resume: bool = flag(False, "resume exactly from -start_path, or without it from the newest checkpoint of "
+                               "the run folder", "training", on_resume=FREE, name="continue")
     keep_checkpoints: int = flag(3, "keep this many newest checkpoints (plus the best by val MRR)", "training",
                                  at_least=1, on_resume=NOTED)
     nan_policy: str = flag("stop", "on a non-finite loss: stop (default) or skip the step", "training",

@@ -38,6 +38,7 @@ from tests.test_bad_input import MAINS, copied_store, eval_argv, preprocess_argv
 from dataloader.feature_store import open_feature_store, write_hdf5_feature_store
 from utils.errors import Terminated, UserError, run_cli
 from utils.files import TEMPORARY_MARK, write_files
+from utils.outputs import check_outputs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -448,6 +449,17 @@ def test_demo_refuses_a_folder_it_did_not_make_before_any_setup(kind, tmp_path):
     assert_one_error_line(result.returncode, result.stderr, str(demo_dir), "DEMO_DIR", "not made by scripts/demo.sh")
     assert result.stdout == ""
     assert listing(tmp_path) == before
+
+
+def test_output_files_given_as_flag_to_path_are_checked_as_outputs(golden_dir, tmp_path):
+    """The short form a script calls with its own flags: `check_outputs({"--out": path}, inputs)`."""
+    config = golden_dir / "model_config.json"
+    with pytest.raises(UserError, match=f"^{config}: the output --out is the input -model_config; writing it"):
+        check_outputs({"--out": config}, {"-model_config": config})
+    with pytest.raises(UserError, match=f"^{tmp_path}: the output --out is a folder, expected a file$"):
+        check_outputs({"--out": tmp_path, "--log": ""}, {"-model_config": config})
+    check_outputs({"--out": tmp_path / "new" / "results.json", "--log": ""}, {"-model_config": config})
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---- outputs written as one set, in folders that may not exist yet ---------------------------

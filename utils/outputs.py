@@ -67,13 +67,16 @@ def _input_problem(output: Output, resolved_output: Path, flag: str, path: PathL
     return ""
 
 
-def check_outputs(outputs: Sequence[Output], inputs: Mapping[str, PathLike]) -> None:
+def check_outputs(outputs: Union[Sequence[Output], Mapping[str, PathLike]], inputs: Mapping[str, PathLike]) -> None:
     """Refuse, before any work, outputs that would destroy an input or another output (module
     docstring), then outputs that cannot be written.
 
-    inputs: flag (`-visdial_train`) -> path of everything the command reads; empty paths are
-    skipped. Raises UserError: one line per problem.
+    outputs: Outputs, or flag -> path of output files (`{"--out": args.out}`); inputs: flag
+    (`-visdial_train`) -> path of everything the command reads. Empty paths are skipped. Raises
+    UserError: one line per problem.
     """
+    if isinstance(outputs, Mapping):
+        outputs = [Output(flag, Path(path)) for flag, path in outputs.items() if str(path)]
     inputs = {flag: path for flag, path in inputs.items() if str(path)}
     resolved_outputs = [resolved(output.path, output.flag) for output in outputs]
     problems = []
