@@ -24,12 +24,13 @@ import base64
 import html
 import io
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw
 
 from utils.errors import UserError
 from utils.evaluation.metrics import NDCG, scores_to_ranks
@@ -84,15 +85,31 @@ def image_files(folder) -> Dict[int, Path]:
     return files
 
 
+def read_picture(path: Path) -> Image.Image:
+    """The picture at `path` in RGB; UserError naming it when it cannot be read (no picture, cut
+    short, or more pixels than Pillow decodes safely)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                return opened.convert("RGB")
+    except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise UserError(f"{path}: not a picture that can be read ({error})") from None
+
+
+def check_pictures(files: Dict[int, Path], image_ids: Sequence[int]) -> None:
+    """Read the pictures of `image_ids` that `files` (image_files) holds, before the report needs
+    them; UserError naming the first that cannot be read."""
+    for image_id in image_ids:
+        if image_id in files:
+            read_picture(files[image_id])
+
+
 def shaded_picture(path: Path, regions: Sequence[Tuple[Sequence[float], float]]) -> str:
     """An <img> of the picture at `path`, PICTURE_WIDTH wide: darkened, then each box (but the
     whole image, region 0) lit again in proportion to its weight over the largest weight (heavier
     boxes on top), outlined, the three heaviest numbered; its title lists every weight."""
-    try:
-        with Image.open(path) as opened:
-            picture = opened.convert("RGB")
-    except (OSError, UnidentifiedImageError) as error:
-        raise UserError(f"{path}: not a picture that can be read ({error})") from None
+    picture = read_picture(path)
     shaded = Image.blend(picture, Image.new("RGB", picture.size), 0.65)
     draw = ImageDraw.Draw(shaded)
     boxes = range(1, len(regions))
