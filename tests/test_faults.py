@@ -4,6 +4,7 @@ import contextlib
 import errno
 import os
 import random
+import resource
 import shutil
 import signal
 import subprocess
@@ -287,6 +288,20 @@ def test_full_disk_while_converting_keeps_the_previous_store(name, full_disk, go
     assert_one_error_line(result, str(previous), "cannot write the ")
     assert "No space left on device" in result.stderr or "Input/output error" in result.stderr  # LMDB says EIO
     assert listing(full_disk) == before and listing(golden_dir / "visdial_img_feat.lmdb") == inputs
+
+
+@pytest.mark.parametrize("name", ["features.h5", "features.lmdb"])
+def test_a_file_size_limit_while_converting_is_one_line(name, golden_dir, repo_root, single_thread_env, tmp_path):
+    """Under `ulimit -f` a write fails with EFBIG, and HDF5's truncate and flush with it (an
+    AttributeError escaped HDF5's file driver)."""
+    output = tmp_path / name
+    result = subprocess.run(
+        [sys.executable, "preprocessing/convert_features.py", "-quiet", "-input",
+         str(golden_dir / "visdial_img_feat.lmdb"), "-output", str(output)], cwd=repo_root, capture_output=True,
+        text=True, env=single_thread_env, timeout=300,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100 << 10, 100 << 10)))
+    assert_one_error_line(result, str(output), "cannot write the ")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_full_disk_on_a_checkpoint_keeps_the_previous_one(full_disk):
