@@ -187,6 +187,8 @@ class Chat:
                 return self.open_image(image_id)
             raise UserError(f"unknown command {command!r} (the commands: {COMMANDS})")
         question, given, answer = (part.strip() for part in line.partition("="))
+        if not question:
+            raise UserError(f"the question is empty in {line!r}")
         if given and not answer:
             raise UserError(f"no answer after '=' in {line!r}")
         self.ask(question, answer or None)

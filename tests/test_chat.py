@@ -165,7 +165,7 @@ def write_bad_features(folder) -> None:
 
 BAD_CHATS = {  # name -> (extra flags, standard input, words of the error line)
     "image not in the store": (["-image_id", "99"], "", "visdial_img_feat.lmdb: image 99 is not in"),
-    "empty question": ([], "is it red ?\n = yes\n", "standard input line 2: the question '' is empty"),
+    "empty question": ([], "is it red ?\n = yes\n", "standard input line 2: the question is empty in '= yes'"),
     "no answer after =": ([], "is it red ? =\n", "standard input line 1: no answer after '='"),
     "unknown command": ([], ":frobnicate\n", "standard input line 1: unknown command ':frobnicate'"),
     ":image without an id": ([], ":image left\n", "standard input line 1: :image needs an image id"),

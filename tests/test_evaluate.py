@@ -141,3 +141,22 @@ def test_metrics_table_lists_every_round():
     table = format_metrics_table(metrics)
     assert "MRR" in table and "NDCG" not in table
     assert len(table.splitlines()) == 5 + 1 + 10
+
+
+def test_question_types_take_the_empty_answers_that_evaluation_takes(golden_dir, tmp_path, capsys):
+    """An empty answer (and question) in val is scored, so the pointing score of -question_types,
+    which ranks each round's ground truth again, takes it too."""
+    from dataloader.question_types import write_question_types
+
+    content = json.loads((golden_dir / "visdial_processed" / "val_processed.json").read_text())
+    dialog = content["data"]["dialogs"][0]
+    content["data"]["answers"][dialog["dialog"][0]["answer"]] = ""
+    content["data"]["questions"][dialog["dialog"][0]["question"]] = ""
+    (tmp_path / "val.json").write_text(json.dumps(content))
+    rounds = [{"image_id": dialog["image_id"], "round_id": number, "question_type": "all", "relevant_regions": [1]}
+              for dialog in content["data"]["dialogs"] for number in range(1, len(dialog["dialog"]) + 1)]
+    write_question_types(tmp_path / "types.json", {"all": "every round"}, rounds)
+    evaluate.main(golden_args(golden_dir, tmp_path, "-split", "val", "-visdial_processed_val", str(tmp_path / "val.json"),
+                              "-question_types", str(tmp_path / "types.json")))
+    metrics = json.loads((tmp_path / "golden_metrics.json").read_text())
+    assert metrics["pointing_rounds_all"] == len(rounds) == 30 and 0 <= metrics["pointing_all"] <= 1

@@ -40,6 +40,18 @@ def is_json_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def is_text(value) -> bool:
+    """Whether a value is a string that encodes to UTF-8 (json escapes and lenient decodings make
+    lone surrogates, which do not)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _size(count: int) -> str:
     return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB" \
         if count >= 2**20 else f"{count} bytes"
