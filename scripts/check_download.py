@@ -16,12 +16,13 @@ login page served with status 200). Then CHECK is one of
                 safe reader opens (`torch.load(weights_only=True)`, a dict);
   sha256:<hex>  a file with this sha256.
 """
+import argparse
 import hashlib
 import sys
 import warnings
 from pathlib import Path
 
-from utils.errors import UserError
+from utils.errors import ArgumentParser, UserError, run_cli
 from utils.input_files import read_json
 
 
@@ -80,7 +81,8 @@ def verdict(check: str, path: Path) -> str:
     return "ok"
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     warnings.simplefilter("ignore")  # the verdicts are the only output
     for request in iter(sys.stdin.readline, ""):
         check, _, path = request.rstrip("\n").partition("\t")
@@ -88,4 +90,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 20 in one command, for a session with one GPU (made for 15 minutes of an
+# The GPU checks in one command, for a machine with one GPU (made for 15 minutes of an
 # H200: about 7 minutes, every step under its own time limit, at most 9 minutes in all):
 #   bash scripts/gpu_check.sh OUT_DIR
 # Run from anywhere; it works in the repository root and writes only to OUT_DIR (made if absent).
@@ -16,10 +16,8 @@
 # Each step's exit code and seconds go to OUT_DIR/summary.txt; a failing step does not stop the
 # next; the exit code is 1 when any step failed. PYTHON (default: python) is the interpreter.
 set -uo pipefail
-if [ $# -ne 1 ]; then
-    echo "error: give the output folder: bash scripts/gpu_check.sh OUT_DIR" >&2
-    exit 2
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/usage.sh"
+expect_arguments 1 "$@"
 OUT="$(mkdir -p "$1" && cd "$1" && pwd)" || { echo "error: $1: cannot make the output folder" >&2; exit 2; }
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-python}"
