@@ -431,6 +431,17 @@ def test_a_closed_output_pipe_ends_quietly(repo_root, single_thread_env):
     assert result.stderr == "exit 141\n", result.stderr
 
 
+@pytest.mark.parametrize("command", [["-c", CLOSED_PIPE], ["scripts/validate_submission.py", "PREDICTIONS", "-split",
+                                                                "test"]], ids=["while printing", "at the exit's flush"])
+def test_a_full_standard_output_is_one_line_naming_it(command, golden_dir, repo_root, single_thread_env):
+    """`... > /dev/full`: the line names <stdout>, not only the reason; no "Exception ignored" at exit."""
+    command = [str(golden_dir / "test_predictions.json") if part == "PREDICTIONS" else part for part in command]
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, *command], cwd=repo_root, stdout=full, stderr=subprocess.PIPE,
+                                text=True, env=single_thread_env, timeout=120)
+    assert result.returncode == 2 and result.stderr == "error: <stdout>: No space left on device\n"
+
+
 def test_a_full_disk_cuts_no_metrics_line_in_half(full_disk):
     """The training log keeps whole lines: a line that does not fit is cut off again, one line names the file."""
     metrics = MetricsFile(full_disk / "metrics.jsonl")
