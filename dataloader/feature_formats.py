@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import itertools
 import os
 import zipfile
@@ -109,7 +110,7 @@ def tsv_records(path: Path, note: Note) -> Iterator[dict]:
     feature_size = None
     with open(input_file(path, "TSV feature file"), "rb") as handle:
         for number, line in enumerate(handle, start=1):
-            line = line.rstrip(b"\r\n")
+            line = line.removeprefix(codecs.BOM_UTF8 if number == 1 else b"").rstrip(b"\r\n")
             if not line:
                 continue
             columns = line.split(b"\t")

@@ -12,7 +12,6 @@ swap options whose reference scores (eval_scores.pt) lie within NEAR_TIE of each
 swaps are counted and reported, any other difference fails. Dataset parameters (max_seq_len,
 num_options, rounds) come from the fixture's dataset_items.pt `meta`.
 """
-import json
 from pathlib import Path
 
 import torch
@@ -27,6 +26,7 @@ from utils.evaluation.metrics import (NDCG, NEAR_TIE, SparseGTMetrics, near_tie_
                                       visdial_metrics)
 from utils.evaluation.scoring import score_dataset
 from utils.evaluation.validation import evaluate_val
+from utils.input_files import read_json
 
 METRICS_ATOL = 1e-6
 METRICS_CASES = ("random", "ties", "constant_round", "perfect_ndcg")
@@ -104,8 +104,8 @@ def reference_score_checks(fixtures: Path) -> list[CheckResult]:
     round_id = torch.stack([item["round_id"].reshape(()) for item in items])
     relevance = torch.stack([item["gt_relevance"] for item in items])
     metrics = visdial_metrics(scores["val_nsp_probs"], scores["val_gt_option_inds"], round_id, relevance)
-    expected = json.loads(needed[2].read_text())["metrics"]
-    predictions = json.loads(needed[3].read_text())
+    expected = read_json(needed[2], "fixture")["metrics"]
+    predictions = read_json(needed[3], "fixture")
     expected_ranks = torch.tensor([entry["ranks"] for entry in predictions])
     return [compare_metrics("reference scores: val metrics", metrics, expected),
             compare_ranks("reference scores: test ranks", scores_to_ranks(scores["test_nsp_probs"]), expected_ranks)]
@@ -130,7 +130,7 @@ def end_to_end_checks(fixtures: Path) -> list[CheckResult]:
     test = VisdialDataset("test", processed / "test_processed.json", features, tokenizer, **shape)
     scored = score_dataset(model, test, collate_dialog_batch, progress=False)
     entries = evalai_test_entries(scored)
-    expected_entries = json.loads((fixtures / "test_predictions.json").read_text())
+    expected_entries = read_json(fixtures / "test_predictions.json", "fixture")
     name = "end to end: test predictions == test_predictions.json"
     keys = [(entry["image_id"], entry["round_id"]) for entry in entries]
     if keys != [(entry["image_id"], entry["round_id"]) for entry in expected_entries]:
@@ -145,7 +145,7 @@ def end_to_end_checks(fixtures: Path) -> list[CheckResult]:
                          processed / "val_dense_annotations_processed.json", num_options=meta["num_options"],
                          **shape)
     metrics = evaluate_val(model, val)
-    expected = json.loads((fixtures / "val_metrics_end2end.json").read_text())["metrics"]
+    expected = read_json(fixtures / "val_metrics_end2end.json", "fixture")["metrics"]
     results.append(compare_metrics("end to end: val metrics == val_metrics_end2end.json", metrics, expected))
     return results
 
