@@ -163,6 +163,21 @@ class NDCG:
         self._num_all_zero = 0
 
 
+def exact_ties(scores: torch.Tensor, gt_option_inds: torch.Tensor) -> dict[str, float]:
+    """How exact ties with the ground truth's score move the sparse metrics: `tied_rounds`, the rounds
+    of scores [dialogs, rounds, options] whose ground truth (gt_option_inds [dialogs, rounds]) ties
+    another option, which the reference's sort orders as it happens to (val puts the ground truth
+    at option 0), and `r@1_pessimistic`, ..., `mrr_pessimistic` with every tied option ranked
+    before it."""
+    gt_scores = scores.gather(-1, gt_option_inds.long().unsqueeze(-1))
+    tied = (scores == gt_scores).sum(-1) > 1
+    pessimistic = (scores >= gt_scores).sum(-1).flatten().float()
+    metrics = {"tied_rounds": int(tied.sum())}
+    metrics.update({f"r@{k}_pessimistic": (pessimistic <= k).float().mean().item() for k in RECALL_CUTOFFS})
+    metrics["mrr_pessimistic"] = pessimistic.reciprocal().mean().item()
+    return metrics
+
+
 def visdial_metrics(
     scores: torch.Tensor,
     gt_option_inds: torch.Tensor,

@@ -3,6 +3,7 @@
 The training loop validates with `evaluate_val`; evaluate.py -split val (utils/evaluation/run.py)
 uses the same pieces on a scored val split.
 """
+import warnings
 from typing import Optional
 
 import torch
@@ -10,7 +11,7 @@ from torch.utils.data import Dataset
 
 from dataloader.collate import collate_dialog_batch
 from dataloader.datasets import val_option_order
-from utils.evaluation.metrics import scores_to_ranks, visdial_metrics
+from utils.evaluation.metrics import exact_ties, scores_to_ranks, visdial_metrics
 from utils.evaluation.pointing import round_query
 from utils.evaluation.ranker import DialogRanker
 from utils.evaluation.report import SAMPLE_DIALOGS, DialogPicture, DialogText, write_report
@@ -31,14 +32,31 @@ def evaluate_val(model: torch.nn.Module, dataset: Dataset, *, tokens_per_batch: 
 
 
 def val_metrics(scored: ScoredDialogs) -> dict[str, float]:
-    """Metrics of scored val dialogs (no NDCG when they carry no dense annotations)."""
-    return visdial_metrics(scored.scores, scored.fields["gt_option_inds"],
-                           scored.fields.get("round_id"), scored.fields.get("gt_relevance"))
+    """Metrics of scored val dialogs (no NDCG when they carry no dense annotations), the reference's,
+    and beside them the rounds whose ground truth ties another option exactly with the pessimistic
+    R@k and MRR (metrics.exact_ties; a warning when there are any)."""
+    metrics = visdial_metrics(scored.scores, scored.fields["gt_option_inds"],
+                              scored.fields.get("round_id"), scored.fields.get("gt_relevance"))
+    ties = exact_ties(scored.scores, scored.fields["gt_option_inds"])
+    if ties["tied_rounds"]:
+        warnings.warn(tie_line(ties), stacklevel=2)
+    return {**metrics, **ties}
+
+
+def tie_line(metrics: dict[str, float]) -> str:
+    """One line on the rounds whose ground truth ties another option, with the pessimistic metrics."""
+    pessimistic = ", ".join(f"{label} {metrics[key + '_pessimistic']:.4f}" for label, key in OVERALL_METRICS
+                            if key + "_pessimistic" in metrics)
+    return (f"exact ties: in {metrics['tied_rounds']} rounds the ground truth's score equals another option's, "
+            f"ranked in the reference's tie order; with every tied option ranked before it: {pessimistic}")
 
 
 def format_metrics_table(metrics: dict[str, float]) -> str:
-    """The overall metrics on one line each, then one row per round."""
+    """The overall metrics on one line each (the exact ties beside them, when there are any), then
+    one row per round."""
     lines = [f"{label:<10}{metrics[key]:>10.4f}" for label, key in OVERALL_METRICS if key in metrics]
+    if metrics.get("tied_rounds"):
+        lines.append(tie_line(metrics))
     rounds = sorted(int(key.rsplit("_", 1)[1]) for key in metrics if key.startswith("mrr_round_"))
     lines.append(f"{'round':<7}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'Mean':>8}{'MRR':>8}")
     for number in rounds:
