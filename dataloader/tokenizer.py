@@ -1,11 +1,10 @@
 """The BERT WordPiece tokenizer, configured like the reference's (bert-base-uncased, no special tokens).
 
 Two traps of transformers 5 are avoided here: `BertTokenizer(vocab_file=path)` silently ignores the
-file (every word becomes [UNK]), so the vocabulary is read here (utils/input_files.read_text: a
-byte-order mark or CRLF line ends as an editor saves them stay out of the tokens) and passed as a
-dict; and `encode` adds
-[CLS]/[SEP] by default, while the reference's pytorch-transformers 1.2.0 did not, so
-`encode_texts` asks for no special tokens.
+file (every word becomes [UNK]), so the vocabulary is read here (utils/input_files.read_text, which
+also keeps an editor's byte-order mark and CRLF line ends out of the tokens) and passed as a dict;
+and `encode` adds [CLS]/[SEP] by default, while the reference's pytorch-transformers 1.2.0 did not,
+so `encode_texts` asks for no special tokens.
 """
 from __future__ import annotations
 

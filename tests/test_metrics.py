@@ -149,6 +149,8 @@ def test_without_exact_ties_the_pessimistic_metrics_are_the_reference_ones():
         metrics = val_metrics(ScoredDialogs(scores, {"gt_option_inds": gt}))
     assert metrics["tied_rounds"] == 0 and "exact ties" not in format_metrics_table(metrics)
     assert all(metrics[f"{key}_pessimistic"] == metrics[key] for key in ("r@1", "r@5", "r@10", "mrr"))
+    one_round = val_metrics(ScoredDialogs(scores[:, :1], {"gt_option_inds": gt[:, 0]}))  # as -visdial_tot_rounds 2
+    assert one_round["tied_rounds"] == 0 and one_round["mrr_pessimistic"] == one_round["mrr"]
     scores[0, 0, scores[0, 0].argmin()] = scores[0, 0].max()            # the last option now ties it
     with pytest.warns(UserWarning, match="in 1 rounds"):
         tied = val_metrics(ScoredDialogs(scores, {"gt_option_inds": gt}))

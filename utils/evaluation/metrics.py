@@ -169,7 +169,7 @@ def exact_ties(scores: torch.Tensor, gt_option_inds: torch.Tensor) -> dict[str, 
     another option, which the reference's sort orders as it happens to (val puts the ground truth
     at option 0), and `r@1_pessimistic`, ..., `mrr_pessimistic` with every tied option ranked
     before it."""
-    gt_scores = scores.gather(-1, gt_option_inds.long().unsqueeze(-1))
+    gt_scores = scores.gather(-1, gt_option_inds.long().reshape(*scores.shape[:-1], 1))
     tied = (scores == gt_scores).sum(-1) > 1
     pessimistic = (scores >= gt_scores).sum(-1).flatten().float()
     metrics = {"tied_rounds": int(tied.sum())}
