@@ -9,8 +9,7 @@ engine on synthetic VisDial of realistic lengths; the time of VisDial val and te
 (the reference's way, ranks compared with ours); eval budget <N> (-eval_tokens_per_batch N); input
 eval, input train (the DataLoader alone); train <precision> (base training); dense chunk <C> and
 dense one graph (dense fine-tuning over 100 options: -dense_chunk C, or the reference's one graph);
-fp16 toy run (train.py's loop in fp16: overflowing steps skipped, the loss falls); eval compiled,
-train compiled (torch.compile against eager). Throughput is a steady state: the first pass apart
+eval compiled, train compiled (torch.compile against eager). Throughput is a steady state: the first pass apart
 (`warm-up s`), then the median of --repeats windows (docs/performance.md). Rows run in order; one
 that --time_limit cuts, and the rest, are `not run`. Each row is printed and written to -out as it
 finishes; exit code 1 when one failed.
@@ -18,17 +17,16 @@ finishes; exit code 1 when one failed.
 `eager` backend on a one-layer-each variant), as the test suite runs it.
 """
 import argparse
-import contextlib
 import dataclasses
 import gc
 import itertools
 import json
 import math
 import signal
-import statistics
 import tempfile
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -47,7 +45,6 @@ from utils.benchmarking.measure import (SteadyState, count_flops, describe_devic
                                         reset_peak_memory, steady_state)
 from utils.benchmarking.reference import score_padded_reference_style, spread_weights
 from utils.benchmarking.synthetic import write_synthetic_visdial
-from utils.benchmarking.toy import make_toy_visdial
 from utils.checkpoints import git_commit
 from utils.distributed import DistributedContext
 from utils.errors import ArgumentParser, UserError, run_cli
@@ -55,12 +52,9 @@ from utils.evaluation.metrics import NEAR_TIE
 from utils.evaluation.scoring import length_batches, resolve_tokens_per_batch, score_dataset, score_sequences
 from utils.files import write_json
 from utils.outputs import Output, check_outputs
-from utils.training.data import TrainingData, build_training_data
-from utils.training.loggers import TrainingLogger
-from utils.training.run_folder import RunFolder
+from utils.training.data import TrainingData
 from utils.training.run_state import RunState
 from utils.training.steps import StepSettings, _score_chunk, base_step, dense_step
-from utils.training.trainer import Trainer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAPER_CONFIG, SMOKE_CONFIG = REPO_ROOT / "config/bert_base_6layer_6conect.json", REPO_ROOT / "config/toy_model.json"
@@ -137,14 +131,14 @@ def _sequence_lengths(items: list) -> torch.Tensor:
 
 class Benchmark:
     """The rows' set-up (synthetic VisDial, the evaluation model) and their measurements: each
-    method given to `measure_row` fills in one Row."""
+    method fills in the Row it is given; `done` holds the rows measured so far, by name."""
 
     def __init__(self, device: torch.device, sizes: Sizes, model_config: Path, folder: Path, smoke: bool,
                  feature_format: str):
         self.device, self.sizes, self.model_config, self.folder, self.smoke = device, sizes, model_config, folder, smoke
         self.mixed = "bf16" if device.type == "cpu" or torch.cuda.is_bf16_supported() else "fp16"
         self.fast = self.mixed if device.type == "cuda" else "fp32"  # the budget and dense rows (fp32 on a CPU)
-        self.figures: dict[str, float] = {}
+        self.done: dict[str, Row] = {}
         self.data = write_synthetic_visdial(folder / "synthetic", sizes.synthetic_dialogs, feature_format=feature_format)
         self.features = open_feature_store(self.data.features)
         self.tokenizer = load_tokenizer(str(self.data.vocab))
@@ -166,15 +160,17 @@ class Benchmark:
         spread_weights(model, torch.Generator().manual_seed(0))
         return model.to(self.device).eval()
 
-    def _gib(self) -> float:
-        return round(peak_memory_bytes(self.device) / GIB, 2)
+    def _ok(self, name: str) -> Optional[Row]:
+        """The row `name` when it was measured without failing."""
+        row = self.done.get(name)
+        return row if row is not None and row.status == "ok" else None
 
-    def _steady(self, function: Callable[[], float], row: Row, host_only: bool = False) -> SteadyState:
+    def _steady(self, function: Callable[[], float], row: Row, unit: str, host_only: bool = False) -> SteadyState:
         """The steady state of `function` with this run's windows (`host_only`: CPU work, nothing to
-        synchronise); the row's warm-up and window rates."""
+        synchronise): the row's figure (the rate, in `unit`), warm-up and window rates."""
         steady = steady_state(function, torch.device("cpu") if host_only else self.device, self.sizes.window_s,
                               self.sizes.repeats)
-        row.warm_up_s = round(steady.warm_up_s, 2)
+        row.figure, row.unit, row.warm_up_s = steady.rate, unit, round(steady.warm_up_s, 2)
         row.details.update(rates=steady.rates, window_seconds=steady.window_seconds,
                            cpu_seconds_per_unit=steady.cpu_seconds_per_unit)
         return steady
@@ -195,52 +191,44 @@ class Benchmark:
 
     def _flops_note(self, flops: float, unit: str, rate: float, precision: str) -> str:
         """`flops` a `unit` at `rate` units a second, against the matmul row of `precision`."""
-        achieved = flops * rate / 1e12
-        ceiling = self.figures.get(f"matmul {precision}")
+        achieved, ceiling = flops * rate / 1e12, self._ok(f"matmul {precision}")
         return (f"{flops / 1e9:,.4g} GFLOP a {unit}, {achieved:.3g} TFLOP/s"
-                + (f" ({achieved / ceiling:.0%} of matmul {precision})" if ceiling else ""))
+                + (f" ({achieved / ceiling.figure:.0%} of matmul {precision})" if ceiling else ""))
 
-    def matmul(self, precision: str) -> Callable[[Row], None]:
-        def measure(row: Row) -> None:
-            size, dtype = self.sizes.matmul_size, PRECISIONS[precision] or torch.float32
-            first, second = (torch.randn(size, size, device=self.device, dtype=dtype) for _ in range(2))
+    def matmul(self, row: Row, precision: str) -> None:
+        size, dtype = self.sizes.matmul_size, PRECISIONS[precision] or torch.float32
+        first, second = (torch.randn(size, size, device=self.device, dtype=dtype) for _ in range(2))
 
-            def product() -> int:
-                torch.mm(first, second)
-                return 1
+        def product() -> int:
+            torch.mm(first, second)
+            return 1
 
-            steady = self._steady(product, row)
-            row.figure, row.unit = 2 * size ** 3 * steady.rate / 1e12, "TFLOP/s"
-            self.figures[row.name] = row.figure
-            row.note = f"{size}^3 products in {dtype}; {steady.describe(self.sizes.window_s)}"
-        return measure
+        steady = self._steady(product, row, "TFLOP/s")
+        row.figure = 2 * size ** 3 * steady.rate / 1e12
+        row.note = f"{size}^3 products in {dtype}; {steady.describe(self.sizes.window_s)}"
 
-    def evaluation(self, precision: str) -> Callable[[Row], None]:
-        def measure(row: Row) -> None:
-            dialogs = Subset(self.val, range(self.sizes.fp32_dialogs if precision == "fp32" else self.sizes.dialogs))
+    def evaluation(self, row: Row, precision: str) -> None:
+        dialogs = Subset(self.val, range(self.sizes.fp32_dialogs if precision == "fp32" else self.sizes.dialogs))
 
-            def score() -> int:
-                return score_dataset(self.eval_model, dialogs, collate_dialog_batch, precision=precision,
-                                     num_workers=self.sizes.workers, progress=False).scores.numel()
+        def score() -> int:
+            return score_dataset(self.eval_model, dialogs, collate_dialog_batch, precision=precision,
+                                 num_workers=self.sizes.workers, progress=False).scores.numel()
 
-            steady = self._steady(score, row)
-            flops = count_flops(score) / steady.first_work  # one more pass: the counter slows what it counts
-            self.figures[row.name] = steady.rate
-            self.figures[f"{row.name} CPU s"] = steady.cpu_seconds_per_unit
-            tokens = resolve_tokens_per_batch(0, self.device)
-            # each batch shape costs a first call (attention plans): the synthetic val's shapes at the
-            # warm-up a shape cost here (all of the warm-up counted per shape: an upper bound)
-            met, val_shapes = self._batch_shapes(len(dialogs), tokens), self._batch_shapes(len(self.val), tokens)
-            val_warm_up = steady.warm_up_s / met * val_shapes
-            row.figure, row.unit, row.peak_memory_gib = steady.rate, "seq/s", self._gib()
-            row.note = (f"val {_duration(VAL_SEQUENCES, steady.rate, val_warm_up)} with a warm-up of {val_warm_up:.0f} s "
-                        f"({val_shapes} batch shapes in {len(self.val):,} synthetic dialogs), test "
-                        f"{_duration(TEST_SEQUENCES, steady.rate, val_warm_up)}; {int(steady.first_work):,} sequences "
-                        f"a pass in {met} batch shapes, {tokens} tokens a batch, workers: {self.sizes.workers}; "
-                        f"{self._flops_note(flops, 'sequence', steady.rate, precision)}; {steady.describe(self.sizes.window_s)}")
-            row.details.update(batch_shapes=met, val_batch_shapes=val_shapes, val_warm_up_s=round(val_warm_up, 1),
-                               flops_per_sequence=flops)
-        return measure
+        steady = self._steady(score, row, "seq/s")
+        flops = count_flops(score) / steady.first_work  # one more pass: the counter slows what it counts
+        tokens = resolve_tokens_per_batch(0, self.device)
+        # each batch shape costs a first call (attention plans): the synthetic val's shapes at the
+        # warm-up a shape cost here (all of the warm-up counted per shape: an upper bound)
+        met, val_shapes = self._batch_shapes(len(dialogs), tokens), self._batch_shapes(len(self.val), tokens)
+        val_warm_up = steady.warm_up_s / met * val_shapes
+        row.note = (f"val {_duration(VAL_SEQUENCES, steady.rate, val_warm_up)} with a warm-up of {val_warm_up:.0f} s "
+                    f"({val_shapes} batch shapes in {len(self.val):,} synthetic dialogs), test "
+                    f"{_duration(TEST_SEQUENCES, steady.rate, val_warm_up)}; {int(steady.first_work):,} sequences a "
+                    f"pass in {met} batch shapes, {tokens} tokens a batch, workers: {self.sizes.workers}; "
+                    f"{self._flops_note(flops, 'sequence', steady.rate, precision)}; "
+                    f"{steady.describe(self.sizes.window_s)}")
+        row.details.update(batch_shapes=met, val_batch_shapes=val_shapes, val_warm_up_s=round(val_warm_up, 1),
+                           flops_per_sequence=flops)
 
     def reference(self, row: Row) -> None:
         batch, scores = self._collated(1), {}
@@ -250,38 +238,33 @@ class Benchmark:
                                                                self.sizes.reference_chunk)
             return len(scores["reference"])
 
-        steady = self._steady(score, row)
-        ours = score_sequences(self.eval_model, batch, resolve_tokens_per_batch(0, self.device), "fp32")
-        agreement = rank_agreement(ours, scores["reference"])
-        ratios = [f"ours {precision} {self.figures[f'eval {precision}'] / steady.rate:.1f}x "
-                  f"({steady.cpu_seconds_per_unit / self.figures[f'eval {precision} CPU s']:.1f}x in CPU seconds)"
-                  for precision in dict.fromkeys(("fp32", self.mixed)) if f"eval {precision}" in self.figures]
-        row.figure, row.unit, row.peak_memory_gib = steady.rate, "seq/s", self._gib()
+        steady = self._steady(score, row, "seq/s")
+        ours_fp32 = score_sequences(self.eval_model, batch, resolve_tokens_per_batch(0, self.device), "fp32")
+        agreement = rank_agreement(ours_fp32, scores["reference"])
+        ratios = [f"ours {precision} {ours.figure / steady.rate:.1f}x "
+                  f"({steady.cpu_seconds_per_unit / ours.details['cpu_seconds_per_unit']:.1f}x in CPU seconds)"
+                  for precision in dict.fromkeys(("fp32", self.mixed)) if (ours := self._ok(f"eval {precision}"))]
         row.note = "; ".join([f"val {_duration(VAL_SEQUENCES, steady.rate, steady.warm_up_s)}", *ratios,
-                              f"ours fp32 on the same {len(ours)} sequences: {agreement.describe()}",
+                              f"ours fp32 on the same {len(ours_fp32)} sequences: {agreement.describe()}",
                               steady.describe(self.sizes.window_s)])
         row.details.update(ranks_moved=agreement.ranks_moved, beyond_near_ties=agreement.beyond_near_ties)
 
-    def budget(self, tokens: int) -> Callable[[Row], None]:
-        def measure(row: Row) -> None:
-            batch = self._collated(min(16, self.sizes.dialogs))
-            steady = self._steady(lambda: len(score_sequences(self.eval_model, batch, tokens, self.fast)), row)
-            passes = len(length_batches(batch["attention_mask"].sum(dim=1), tokens))
-            row.figure, row.unit, row.peak_memory_gib = steady.rate, "seq/s", self._gib()
-            row.note = (f"{self.fast}, {len(batch['tokens'])} sequences in {passes} forward passes; "
-                        f"{steady.describe(self.sizes.window_s)}")
-        return measure
+    def budget(self, row: Row, tokens: int) -> None:
+        batch = self._collated(min(16, self.sizes.dialogs))
+        steady = self._steady(lambda: len(score_sequences(self.eval_model, batch, tokens, self.fast)), row, "seq/s")
+        passes = len(length_batches(batch["attention_mask"].sum(dim=1), tokens))
+        row.note = (f"{self.fast}, {len(batch['tokens'])} sequences in {passes} forward passes; "
+                    f"{steady.describe(self.sizes.window_s)}")
 
     def input_eval(self, row: Row) -> None:
         loader = DataLoader(Subset(self.val, range(self.sizes.dialogs)), batch_size=16, num_workers=self.sizes.workers,
                             collate_fn=collate_dialog_batch, pin_memory=self.device.type == "cuda",
                             persistent_workers=self.sizes.workers > 0)
-        steady = self._steady(lambda: sum(batch["tokens"].shape[0] for batch in loader), row, host_only=True)
-        consumed = self.figures.get(f"eval {self.mixed}")
-        row.figure, row.unit = steady.rate, "seq/s"
+        steady = self._steady(lambda: sum(batch["tokens"].shape[0] for batch in loader), row, "seq/s", host_only=True)
+        consumed = self._ok(f"eval {self.mixed}")
         row.note = (f"workers: {self.sizes.workers} (started once, in the warm-up) build val items, collate, pin; "
                     f"{steady.describe(self.sizes.window_s)}"
-                    + (f"; {steady.rate / consumed:.1f}x what eval {self.mixed} consumes" if consumed else ""))
+                    + (f"; {steady.rate / consumed.figure:.1f}x what eval {self.mixed} consumes" if consumed else ""))
 
     def _train_data(self, workers: int, dataset) -> TrainingData:
         """Base-training batches of the paper's shape over `dataset`, through the loader train.py uses."""
@@ -296,13 +279,13 @@ class Benchmark:
         data = self._train_data(self.sizes.workers, repeated)
         stream = (wrapped["batch"] for epoch in itertools.count() for wrapped in data.epoch_batches(epoch))
         per_call = max(1, data.batches_per_epoch // 10)
-        steady = self._steady(lambda: sum(len(next(stream)["image_id"]) for _ in range(per_call)), row, host_only=True)
-        steps = self.figures.get(f"train {self.mixed}")
-        row.figure, row.unit = steady.rate, "images/s"
+        steady = self._steady(lambda: sum(len(next(stream)["image_id"]) for _ in range(per_call)), row, "images/s",
+                              host_only=True)
+        consumed = self._ok(f"train {self.mixed}")  # sequences/s: images/s times sequences_per_image
         row.note = (f"workers: {self.sizes.workers}, {data.batch_images} images a batch, epochs of "
                     f"{data.batches_per_epoch} batches; {steady.describe(self.sizes.window_s)}"
-                    + (f"; {steady.rate / (steps * data.batch_images):.1f}x what train {self.mixed} consumes"
-                       if steps else ""))
+                    + (f"; {steady.rate * self.train_options.sequences_per_image / consumed.figure:.1f}x what train "
+                       f"{self.mixed} consumes" if consumed else ""))
 
     def _batches(self, count: int) -> list[dict]:
         """`count` base-training batches (read once, then reused by every training row)."""
@@ -327,126 +310,78 @@ class Benchmark:
         torch._dynamo.reset()  # compiled afresh, not from what an earlier row compiled
         return torch.compile(model, backend="eager" if self.smoke else "inductor", **settings)
 
-    def training(self, precision: str, compiled: bool = False) -> Callable[[Row], None]:
-        def measure(row: Row) -> None:
-            options = self.train_options
-            model = build_model(self._compile_config() if compiled else self.model_config).to(self.device).train()
-            state = RunState.start(model, options, precision)
-            train_model = self._compile(model) if compiled else model
-            settings = StepSettings(self.device, precision, options.batch_multiply, state.grad_scaler,
-                                    {"lm": options.lm_loss_coeff, "nsp": options.nsp_loss_coeff,
-                                     "img": options.img_loss_coeff})
-            batches, overflows, iterations = self._batches(self.sizes.train_batches), [], itertools.count()
+    def training(self, row: Row, precision: str, compiled: bool = False) -> None:
+        options = self.train_options
+        model = build_model(self._compile_config() if compiled else self.model_config).to(self.device).train()
+        train_model = self._compile(model) if compiled else model
+        state = RunState.start(model, options, precision)
+        settings = StepSettings(self.device, precision, options.batch_multiply, state.grad_scaler,
+                                {"lm": options.lm_loss_coeff, "nsp": options.nsp_loss_coeff,
+                                 "img": options.img_loss_coeff})
+        batches, overflows, iterations = self._batches(self.sizes.train_batches), [], itertools.count()
 
-            def step(batch: dict) -> None:
-                iteration = next(iterations)
-                base_step(train_model, batch, settings)
-                if not state.step_optimizer(iteration, options.grad_clip):
-                    overflows.append(iteration)
+        def step(batch: dict) -> None:
+            iteration = next(iterations)
+            base_step(train_model, batch, settings)
+            if not state.step_optimizer(iteration, options.grad_clip):
+                overflows.append(iteration)
 
-            def steps() -> int:  # one pass over the batches: every length the row meets
-                for batch in batches:
-                    step(batch)
-                return len(batches)
+        def steps() -> int:  # one pass over the batches: every length the row meets
+            for batch in batches:
+                step(batch)
+            return len(batches)
 
-            steady = self._steady(steps, row)  # the warm-up of a compiled model is its compiling
-            self.figures[row.name] = steady.rate
-            row.figure, row.unit, row.peak_memory_gib = options.batch_size * steady.rate, "seq/s", self._gib()
-            epoch = TRAIN_IMAGES * options.sequences_per_image
-            notes = [f"an epoch of VisDial train ({epoch:,} sequences) {_duration(epoch, row.figure, steady.warm_up_s)}",
-                     f"{steady.rate:.3g} steps/s of {options.batch_size} sequences, "
-                     f"{steady.describe(self.sizes.window_s)} (steps/s)"]
-            if compiled:
-                eager = self.figures.get(f"train {precision}")
-                notes.append(f"{steady.rate / eager:.2f}x eager" if eager else "")
-            else:
-                flops = count_flops(lambda: step(batches[0]))
-                notes.append(self._flops_note(flops, "step", steady.rate, precision))
-                row.details["flops_per_step"] = flops
-            if precision == "fp16":
-                notes.append(f"{len(overflows)} steps skipped by the GradScaler for overflow")
-            row.note = "; ".join(note for note in notes if note)
-        return measure
+        steady = self._steady(steps, row, "seq/s")  # the warm-up of a compiled model is its compiling
+        row.figure = options.batch_size * steady.rate
+        epoch = TRAIN_IMAGES * options.sequences_per_image
+        notes = [f"an epoch of VisDial train ({epoch:,} sequences) {_duration(epoch, row.figure, steady.warm_up_s)}",
+                 f"{steady.rate:.3g} steps/s of {options.batch_size} sequences, {steady.describe(self.sizes.window_s)} "
+                 "(steps/s)"]
+        if compiled and (eager := self._ok(f"train {precision}")):
+            notes.append(f"{row.figure / eager.figure:.2f}x eager")
+        if not compiled:
+            row.details["flops_per_step"] = count_flops(lambda: step(batches[0]))
+            notes.append(self._flops_note(row.details["flops_per_step"], "step", steady.rate, precision))
+        if precision == "fp16":
+            notes.append(f"{len(overflows)} steps skipped by the GradScaler for overflow")
+        row.note = "; ".join(notes)
 
-    def dense(self, chunk: int) -> Callable[[Row], None]:
+    def dense(self, row: Row, chunk: int) -> None:
         """chunk 0: one graph over all options (the reference's way)."""
-        def measure(row: Row) -> None:
-            dataset = VisdialDenseDataset(self.data.train, self.data.train_dense, self.features, self.tokenizer,
-                                          max_seq_len=MAX_SEQ_LEN)
-            rounds = [annotation["round_id"] for annotation in dataset.dense_annotations]
-            batch = collate_dialog_batch([dataset[rounds.index(min(rounds))]])  # the shortest annotated round
-            options = len(batch["tokens"])
-            model = build_model(self.model_config).to(self.device).train()
-            settings = StepSettings(self.device, self.fast, dense_chunk=chunk or options, coefficients={"nsp": 1.0})
+        dataset = VisdialDenseDataset(self.data.train, self.data.train_dense, self.features, self.tokenizer,
+                                      max_seq_len=MAX_SEQ_LEN)
+        rounds = [annotation["round_id"] for annotation in dataset.dense_annotations]
+        batch = collate_dialog_batch([dataset[rounds.index(min(rounds))]])  # the shortest annotated round
+        options = len(batch["tokens"])
+        model = build_model(self.model_config).to(self.device).train()
+        settings = StepSettings(self.device, self.fast, dense_chunk=chunk or options, coefficients={"nsp": 1.0})
 
-            def iteration() -> int:
-                if chunk:
-                    dense_step(model, batch, settings)
-                    return 1
-                scores = _score_chunk(model, batch, torch.arange(options), settings).view(1, options, 2)
-                dense_loss(scores, batch["gt_relevance"].to(self.device),
-                           batch["next_sentence_labels"].to(self.device), 1.0)[0].backward()
+        def iteration() -> int:
+            if chunk:
+                dense_step(model, batch, settings)
                 return 1
+            scores = _score_chunk(model, batch, torch.arange(options), settings).view(1, options, 2)
+            dense_loss(scores, batch["gt_relevance"].to(self.device),
+                       batch["next_sentence_labels"].to(self.device), 1.0)[0].backward()
+            return 1
 
-            steady = self._steady(iteration, row)
-            row.figure, row.unit, row.peak_memory_gib = 1 / steady.rate, "s/iteration", self._gib()
-            row.note = (f"{DENSE_ROUNDS:,} annotated rounds: {DENSE_ROUNDS / steady.rate / 60:.1f} min an epoch; "
-                        f"{self.fast}, {options} options of {batch['tokens'].shape[1]} tokens; "
-                        f"{steady.describe(self.sizes.window_s)} (iterations/s)")
-            if self.device.type == "cuda":  # a CPU's resident set keeps what was freed: no step memory there
-                baseline = memory_bytes(self.device)  # the weights and the gradients of the steps before
-                reset_peak_memory(self.device)
-                iteration()
-                row.details["step_memory_gib"] = round((peak_memory_bytes(self.device) - baseline) / GIB, 3)
-                row.note += f"; the step itself {row.details['step_memory_gib']:.2f} GiB above weights and gradients"
-        return measure
-
-    def toy_fp16(self, row: Row) -> None:
-        folder = self.folder / "toy"
-        iterations, initial_scale = (24, 2.0 ** 20) if self.smoke else (300, 2.0 ** 32)  # 2^32: more than fp16 holds
-        data_flags = make_toy_visdial(folder, 40 if self.smoke else 600, val_dialogs=4, test_dialogs=2)
-        options = parse_options([
-            "-config", str(REPO_ROOT / "config/presets/toy.yml"), *data_flags, "-precision", "fp16",
-            "-batch_size", "4" if self.smoke else "64", "-max_iterations", str(iterations),
-            "-total_steps", str(iterations), "-warmup_steps", str(iterations // 6), "-log_every", "1",
-            "-num_workers", "0", "-val_every", "-1", "-save_path", str(folder / "runs"), "-save_name", "fp16"],
-            TrainOptions)
-        context = DistributedContext(0, 1, 0, self.device)
-        torch.manual_seed(options.seed)
-        model = build_model(options.model_config).to(self.device)
-        run_folder = RunFolder(Path(options.save_path) / options.save_name)
-        run_folder.path.mkdir(parents=True)
-        state = RunState.start(model, options, "fp16")
-        state.grad_scaler = torch.amp.GradScaler(self.device.type, init_scale=initial_scale)
-        trainer = Trainer(options, context, run_folder, state, build_training_data(options, context), model,
-                          TrainingLogger(run_folder.path), "fp16", "fp16")
-        with open(run_folder.path / "train.log", "w") as log, contextlib.redirect_stdout(log), \
-                contextlib.redirect_stderr(log):
-            exit_code = trainer.run()
-        records = [json.loads(line) for line in (run_folder.path / "metrics.jsonl").read_text().splitlines()]
-        losses = [record["loss"] for record in records if record["event"] == "train"]
-        overflows = [record["iteration"] for record in records if record["event"] == "overflow_step"]
-        window = max(1, len(losses) // 10)
-        first, last = statistics.fmean(losses[:window]), statistics.fmean(losses[-window:])
-        finite = all(math.isfinite(loss) for loss in losses)
-        checks = {"every iteration ran": exit_code == 0 and len(losses) == iterations == state.progress.iteration,
-                  "every loss finite": finite, "the loss fell": finite and last < first,
-                  "overflowed steps were skipped and reported": bool(overflows)
-                  and state.progress.overflow_steps == len(overflows)}
-        scale = state.grad_scaler.get_scale()
-        row.status = "ok" if all(checks.values()) else "failed"
-        row.figure, row.unit = last, "final loss"
-        row.note = (f"{iterations} iterations, loss {first:.3f} -> {last:.3f} (means of the first and last {window}); "
-                    f"{len(overflows)} steps skipped for overflow, loss scale 2^{math.log2(initial_scale):.0f} -> "
-                    f"2^{math.log2(scale):.0f}; " + ("; ".join(f"FAILED: {name}" for name, passed in checks.items()
-                                                             if not passed) or "every check passed"))
-        row.details = {"losses": losses, "overflow_iterations": overflows, "final_loss_scale": scale, "checks": checks}
+        steady = self._steady(iteration, row, "s/iteration")
+        row.figure, row.peak_memory_gib = 1 / steady.rate, round(peak_memory_bytes(self.device) / GIB, 2)
+        row.note = (f"{DENSE_ROUNDS:,} annotated rounds: {DENSE_ROUNDS / steady.rate / 60:.1f} min an epoch; "
+                    f"{self.fast}, {options} options of {batch['tokens'].shape[1]} tokens; "
+                    f"{steady.describe(self.sizes.window_s)} (iterations/s)")
+        if self.device.type == "cuda":  # a CPU's resident set keeps what was freed: no step memory there
+            baseline = memory_bytes(self.device)  # the weights and the gradients of the steps before
+            reset_peak_memory(self.device)
+            iteration()
+            row.details["step_memory_gib"] = round((peak_memory_bytes(self.device) - baseline) / GIB, 3)
+            row.note += f"; the step itself {row.details['step_memory_gib']:.2f} GiB above weights and gradients"
 
     def compiled_eval(self, row: Row) -> None:
         model = self._eval_model(self._compile_config()) if self.smoke else self.eval_model
-        batch = self._collated(1)
+        compiled = self._compile(model, dynamic=True)  # as evaluate.py -compile
+        batch, scores = self._collated(1), {}
         budget = resolve_tokens_per_batch(0, self.device)
-        compiled, scores = self._compile(model, dynamic=True), {}  # as evaluate.py -compile
 
         def scorer(name: str, scored_model: torch.nn.Module) -> Callable[[], int]:
             def score() -> int:
@@ -455,41 +390,37 @@ class Benchmark:
             return score
 
         eager = steady_state(scorer("eager", model), self.device, self.sizes.window_s, self.sizes.repeats)
-        steady = self._steady(scorer("compiled", compiled), row)  # its warm-up: compiling
+        steady = self._steady(scorer("compiled", compiled), row, "x eager fp32")  # its warm-up: compiling
+        row.figure = steady.rate / eager.rate
         difference = float((scores["compiled"] - scores["eager"]).abs().max())
         # two scorings that differ by d may swap options whose eager scores lie within d: near-ties
-        agreement = rank_agreement(scores["compiled"].view(-1, self.sizes.options), scores["eager"].view(-1, self.sizes.options),
-                                   tolerance=max(NEAR_TIE, difference))
+        agreement = rank_agreement(scores["compiled"].view(-1, self.sizes.options),
+                                   scores["eager"].view(-1, self.sizes.options), tolerance=max(NEAR_TIE, difference))
         row.status = "ok" if difference <= COMPILED_ATOL and agreement.beyond_near_ties == 0 else "failed"
-        row.figure, row.unit = steady.rate / eager.rate, "x eager fp32"
-        row.note = (f"{len(batch['tokens'])} sequences, dynamic shapes" + (", one layer of each kind" if self.smoke else "")
+        row.note = (f"{len(batch['tokens'])} sequences" + (", one layer of each kind" if self.smoke else "")
                     + f"; {agreement.describe()} (fails above {COMPILED_ATOL:g} or beyond near-ties); "
                     f"{steady.describe(self.sizes.window_s)}")
         row.details.update(beyond_near_ties=agreement.beyond_near_ties, max_score_difference=difference)
 
 
-def plan_rows(mixed: str, sizes: Sizes) -> list[tuple[str, Callable[[Benchmark], Callable[[Row], None]]]]:
-    """Every row's name and how to get its measurement from the set-up."""
+def plan_rows(mixed: str, sizes: Sizes) -> list[tuple[str, Callable[[Benchmark, Row], None]]]:
+    """Every row's name and its measurement, in order."""
     precisions = list(dict.fromkeys(("fp32", mixed, "fp16")))
-    return [*((f"matmul {precision}", lambda bench, precision=precision: bench.matmul(precision))
-              for precision in precisions[:2]),
-            *((f"eval {precision}", lambda bench, precision=precision: bench.evaluation(precision))
-              for precision in (mixed, "fp32")),
-            ("eval reference", lambda bench: bench.reference),
-            *((f"eval budget {tokens}", lambda bench, tokens=tokens: bench.budget(tokens)) for tokens in sizes.budgets),
-            ("input eval", lambda bench: bench.input_eval),
-            *((f"train {precision}", lambda bench, precision=precision: bench.training(precision))
-              for precision in precisions),
-            ("input train", lambda bench: bench.input_train),
-            *((f"dense chunk {chunk}", lambda bench, chunk=chunk: bench.dense(chunk)) for chunk in sizes.dense_chunks),
-            ("dense one graph", lambda bench: bench.dense(0)),
-            ("fp16 toy run", lambda bench: bench.toy_fp16),
-            ("eval compiled", lambda bench: bench.compiled_eval),
-            (f"train {mixed} compiled", lambda bench: bench.training(mixed, compiled=True))]
+    return [*((f"matmul {name}", partial(Benchmark.matmul, precision=name)) for name in precisions[:2]),
+            *((f"eval {name}", partial(Benchmark.evaluation, precision=name)) for name in (mixed, "fp32")),
+            ("eval reference", Benchmark.reference),
+            *((f"eval budget {tokens}", partial(Benchmark.budget, tokens=tokens)) for tokens in sizes.budgets),
+            ("input eval", Benchmark.input_eval),
+            *((f"train {name}", partial(Benchmark.training, precision=name)) for name in precisions),
+            ("input train", Benchmark.input_train),
+            *((f"dense chunk {chunk}", partial(Benchmark.dense, chunk=chunk)) for chunk in sizes.dense_chunks),
+            ("dense one graph", partial(Benchmark.dense, chunk=0)),
+            ("eval compiled", Benchmark.compiled_eval),
+            (f"train {mixed} compiled", partial(Benchmark.training, precision=mixed, compiled=True))]
 
 
-class RowTimeout(Exception):
-    """The run's time limit passed while a row ran."""
+class RowTimeout(BaseException):
+    """The run's time limit passed while a row ran (not an Exception: libraries must not wrap it)."""
 
 
 def measure_row(name: str, measure: Callable[[Row], None], device: torch.device, seconds_left: float) -> Row:
@@ -584,15 +515,17 @@ def main(argv=None) -> None:
     print(f"{header['device']} | torch {header['torch']} | commit {header['commit']} | {model_config.name} | "
           f"load average {header['load_average']:.1f} | time limit {sizes.time_limit:g} s", flush=True)
     print(f"{'row':<20} {'figure':>20} {'warm-up s':>9} {'peak mem':>10} {'s':>6} {'status':>7}  note", flush=True)
-    deadline, rows = time.perf_counter() + sizes.time_limit, []
+    deadline = time.perf_counter() + sizes.time_limit
     with tempfile.TemporaryDirectory() as folder:
         bench = Benchmark(device, sizes, model_config, Path(folder), args.smoke, args.features)
         for name, measurement in plan:
             if not args.rows or name in args.rows:
-                rows.append(measure_row(name, measurement(bench), device, deadline - time.perf_counter()))
-                print(format_row(rows[-1]), flush=True)
+                row = measure_row(name, partial(measurement, bench), device, deadline - time.perf_counter())
+                bench.done[name] = row
+                print(format_row(row), flush=True)
                 if args.out:
-                    write_json(args.out, {**header, "rows": [dataclasses.asdict(row) for row in rows]})
+                    write_json(args.out, {**header, "rows": [dataclasses.asdict(row) for row in bench.done.values()]})
+    rows = list(bench.done.values())
     failed = [row.name for row in rows if row.status == "failed"]
     print(f"{len(rows) - len(failed)} of {len(rows)} rows did not fail{'; failed: ' + ', '.join(failed) if failed else ''}"
           f"; load average now {describe_device(device)['load_average']:.1f}")
