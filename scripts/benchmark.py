@@ -9,12 +9,12 @@ engine on synthetic VisDial of realistic lengths; the time of VisDial val and te
 (the reference's way, ranks compared with ours); eval budget <N> (-eval_tokens_per_batch N); input
 eval, input train (the DataLoader alone); train <precision> (base training); dense chunk <C> and
 dense one graph (dense fine-tuning over 100 options: -dense_chunk C, or the reference's one graph);
-eval compiled, train compiled (torch.compile against eager). Throughput is a steady state: the first pass apart
-(`warm-up s`), then the median of --repeats windows (docs/performance.md). Rows run in order; one
-that --time_limit cuts, and the rest, are `not run`. Each row is printed and written to -out as it
-finishes; exit code 1 when one failed.
---smoke: every row on one CPU thread with config/toy_model.json and small sizes (torch.compile's
-`eager` backend on a one-layer-each variant), as the test suite runs it.
+eval compiled, train compiled (torch.compile against eager). Throughput is a steady state: the
+first pass apart (`warm-up s`), then the median of --repeats windows (docs/performance.md). Rows
+run in order; one that --time_limit cuts, and the rest, are `not run`. Each row is printed and
+written to -out as it finishes; exit code 1 when one failed. --smoke: every row on one CPU thread
+with config/toy_model.json and small sizes (torch.compile's `eager` backend on a one-layer-each
+variant), as the test suite runs it.
 """
 import argparse
 import dataclasses
@@ -22,6 +22,7 @@ import gc
 import itertools
 import json
 import math
+import os
 import signal
 import tempfile
 import time
@@ -90,9 +91,9 @@ class Sizes:
 GPU = Sizes(dialogs=96, fp32_dialogs=8, options=100, reference_chunk=200, budgets=(16384, 32768, 65536, 131072),
             workers=min(8, CPU_COUNT), batch_size=80, dense_chunks=(100, 50, 25, 10), repeats=3, time_limit=420,
             window_s=3.0, synthetic_dialogs=VAL_DIALOGS, train_batches=4, input_images=6000, matmul_size=8192)
-CPU = dataclasses.replace(GPU, dialogs=1, fp32_dialogs=1, options=4, reference_chunk=20, budgets=(1024, 2048, 4096, 8192),
-                          batch_size=8, dense_chunks=(100, 10), time_limit=7200, window_s=0.0, synthetic_dialogs=16,
-                          train_batches=1, input_images=600, matmul_size=2048)
+CPU = dataclasses.replace(GPU, dialogs=1, fp32_dialogs=1, options=4, reference_chunk=20,
+                          budgets=(1024, 2048, 4096, 8192), batch_size=8, dense_chunks=(100, 10), time_limit=7200,
+                          window_s=0.0, synthetic_dialogs=16, train_batches=1, input_images=600, matmul_size=2048)
 SMOKE = dataclasses.replace(CPU, reference_chunk=10, budgets=(1024,), workers=1, batch_size=4, time_limit=300,
                             synthetic_dialogs=8, input_images=16, matmul_size=256)
 
@@ -139,7 +140,8 @@ class Benchmark:
         self.mixed = "bf16" if device.type == "cpu" or torch.cuda.is_bf16_supported() else "fp16"
         self.fast = self.mixed if device.type == "cuda" else "fp32"  # the budget and dense rows (fp32 on a CPU)
         self.done: dict[str, Row] = {}
-        self.data = write_synthetic_visdial(folder / "synthetic", sizes.synthetic_dialogs, feature_format=feature_format)
+        self.data = write_synthetic_visdial(folder / "synthetic", sizes.synthetic_dialogs, 
+                                            feature_format=feature_format)
         self.features = open_feature_store(self.data.features)
         self.tokenizer = load_tokenizer(str(self.data.vocab))
         self.val = VisdialDataset("val", self.data.val, self.features, self.tokenizer, self.data.val_dense,
@@ -525,10 +527,9 @@ def main(argv=None) -> None:
                 print(format_row(row), flush=True)
                 if args.out:
                     write_json(args.out, {**header, "rows": [dataclasses.asdict(row) for row in bench.done.values()]})
-    rows = list(bench.done.values())
-    failed = [row.name for row in rows if row.status == "failed"]
-    print(f"{len(rows) - len(failed)} of {len(rows)} rows did not fail{'; failed: ' + ', '.join(failed) if failed else ''}"
-          f"; load average now {describe_device(device)['load_average']:.1f}")
+    failed = [row.name for row in bench.done.values() if row.status == "failed"]
+    print(f"failed: {', '.join(failed) or 'none'} (of {len(bench.done)} rows); load average now "
+          f"{os.getloadavg()[0]:.1f}")
     raise SystemExit(1 if failed else 0)
 
 
