@@ -38,6 +38,7 @@ from dataloader.collate import collate_dialog_batch
 from dataloader.datasets import VisdialDataset, VisdialDenseDataset
 from dataloader.feature_store import open_feature_store
 from dataloader.tokenizer import load_tokenizer
+from dataloader.visdial_json import NUM_ANSWER_OPTIONS
 from models import build_model
 from models.losses import dense_loss
 from options import CPU_COUNT, PRECISIONS, TrainOptions, parse_options
@@ -134,8 +135,8 @@ class Benchmark:
     """The rows' set-up (synthetic VisDial, the evaluation model) and their measurements: each
     method fills in the Row it is given; `done` holds the rows measured so far, by name."""
 
-    def __init__(self, device: torch.device, sizes: Sizes, model_config: Path, folder: Path, smoke: bool,
-                 feature_format: str):
+    def __init__(self, device: torch.device, sizes: Sizes, model_config: Path, train_options: TrainOptions,
+                 folder: Path, smoke: bool, feature_format: str):
         self.device, self.sizes, self.model_config, self.folder, self.smoke = device, sizes, model_config, folder, smoke
         self.mixed = "bf16" if device.type == "cpu" or torch.cuda.is_bf16_supported() else "fp16"
         self.fast = self.mixed if device.type == "cuda" else "fp32"  # the budget and dense rows (fp32 on a CPU)
@@ -147,8 +148,7 @@ class Benchmark:
         self.val = VisdialDataset("val", self.data.val, self.features, self.tokenizer, self.data.val_dense,
                                   max_seq_len=MAX_SEQ_LEN, num_options=sizes.options)
         self.eval_model = self._eval_model(model_config)
-        self.train_options = parse_options(["-config", str(REPO_ROOT / "config/presets/base.yml"),
-                                            "-batch_size", str(sizes.batch_size)], TrainOptions)
+        self.train_options = train_options
         self.train_dataset = VisdialDataset(
             "train", self.data.train, self.features, self.tokenizer, max_seq_len=MAX_SEQ_LEN,
             mask_prob=self.train_options.mask_prob, sequences_per_image=self.train_options.sequences_per_image,
@@ -457,12 +457,14 @@ def measure_row(name: str, measure: Callable[[Row], None], device: torch.device,
     return row
 
 
-def bounded(kind: type, low: float, above: bool = False) -> Callable[[str], float]:
-    """An argparse type: a finite `kind` (int or float) at least `low` (`above`: more than `low`)."""
+def bounded(kind: type, low: float, high: float = math.inf, above: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite `kind` (int or float) in low..high (`above`: more than `low`)."""
+    wanted = f"in {low:g}..{high:g}" if high < math.inf else f"{'>' if above else '>='} {low:g}"
+
     def parse(text: str):
         value = kind(text)
-        if not math.isfinite(value) or value < low or (above and value == low):
-            raise argparse.ArgumentTypeError(f"must be a number {'>' if above else '>='} {low:g}, got {text}")
+        if not math.isfinite(value) or not low <= value <= high or (above and value == low):
+            raise argparse.ArgumentTypeError(f"must be a number {wanted}, got {text}")
         return value
     parse.__name__ = kind.__name__  # argparse names it in `invalid int value`
     return parse
@@ -480,7 +482,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="model config (default: the paper's; --smoke: config/toy_model.json)")
     parser.add_argument("--features", choices=("hdf5", "lmdb"), default="hdf5", help="the synthetic feature store")
     for name, kind, what in (("dialogs", positive, "val dialogs a pass of each eval row"),
-                             ("options", positive, "answer options a round"),
+                             ("options", bounded(int, 2, NUM_ANSWER_OPTIONS), "answer options a round"),
                              ("reference_chunk", positive, "sequences a forward pass of the reference's way"),
                              ("workers", bounded(int, 0), "DataLoader workers (0: in the main process)"),
                              ("batch_size", positive, "training sequences a step"),
@@ -505,6 +507,12 @@ def main(argv=None) -> None:
              if (value := getattr(args, field.name, None)) is not None}
     given.update({"fp32_dialogs": args.dialogs} if args.dialogs else {})
     sizes = dataclasses.replace(SMOKE if args.smoke else GPU if device.type == "cuda" else CPU, **given)
+    sizes = dataclasses.replace(sizes, synthetic_dialogs=max(sizes.synthetic_dialogs, sizes.dialogs, sizes.fp32_dialogs))
+    train_options = parse_options(["-config", str(REPO_ROOT / "config/presets/base.yml"),
+                                   "-batch_size", str(sizes.batch_size)], TrainOptions)
+    if sizes.batch_size % train_options.sequences_per_image:
+        raise UserError(f"--batch_size: must be a multiple of {train_options.sequences_per_image} (sequences an "
+                        f"image in config/presets/base.yml), got {sizes.batch_size}")
     if args.smoke:
         torch.set_num_threads(1)  # a check that every row runs: one thread is steadiest on a busy machine
     plan = plan_rows("bf16" if device.type == "cpu" or torch.cuda.is_bf16_supported() else "fp16", sizes)
@@ -519,7 +527,7 @@ def main(argv=None) -> None:
     print(f"{'row':<20} {'figure':>20} {'warm-up s':>9} {'peak mem':>10} {'s':>6} {'status':>7}  note", flush=True)
     deadline = time.perf_counter() + sizes.time_limit
     with tempfile.TemporaryDirectory() as folder:
-        bench = Benchmark(device, sizes, model_config, Path(folder), args.smoke, args.features)
+        bench = Benchmark(device, sizes, model_config, train_options, Path(folder), args.smoke, args.features)
         for name, measurement in plan:
             if not args.rows or name in args.rows:
                 row = measure_row(name, partial(measurement, bench), device, deadline - time.perf_counter())

@@ -103,7 +103,8 @@ def test_an_unknown_row_is_refused_with_one_line_before_the_set_up(tmp_path, cap
     ("--repeats", "0", "must be a number >= 1, got 0"),
     ("--dialogs", "-1", "must be a number >= 1, got -1"),
     ("--reference_chunk", "0", "must be a number >= 1, got 0"),
-    ("--options", "0", "must be a number >= 1, got 0"),
+    ("--options", "1", "must be a number in 2..100, got 1"),
+    ("--options", "101", "must be a number in 2..100, got 101"),
     ("--batch_size", "-80", "must be a number >= 1, got -80"),
     ("--workers", "-1", "must be a number >= 0, got -1"),
     ("--budgets", "0", "must be a number >= 1, got 0"),
@@ -119,11 +120,18 @@ def test_a_number_out_of_range_is_refused_at_the_door(tmp_path, capsys, monkeypa
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_lowest_numbers_in_range_are_accepted():
+def test_the_numbers_at_the_ends_of_their_ranges_are_accepted():
     args = benchmark.parse_args(["--repeats", "1", "--dialogs", "1", "--reference_chunk", "1", "--workers", "0",
-                                 "--budgets", "1", "--dense_chunks", "1", "--time_limit", "0.5"])
-    assert (args.repeats, args.dialogs, args.reference_chunk, args.workers) == (1, 1, 1, 0)
+                                 "--budgets", "1", "--dense_chunks", "1", "--time_limit", "0.5", "--options", "2"])
+    assert (args.repeats, args.dialogs, args.reference_chunk, args.workers, args.options) == (1, 1, 1, 0, 2)
     assert (args.budgets, args.dense_chunks, args.time_limit) == ([1], [1], 0.5)
+    assert benchmark.parse_args(["--options", "100", "--batch_size", "2"]).options == 100
+
+
+def test_a_batch_size_the_preset_cannot_split_into_images_is_refused_at_the_door(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(benchmark.Benchmark, "__init__", lambda *args: pytest.fail("the set-up ran"))
+    error = run_failing(["--smoke", "--batch_size", "3", "-out", str(tmp_path / "x.json")], capsys)
+    assert error == "error: --batch_size: must be a multiple of 2 (sequences an image in config/presets/base.yml), got 3"
 
 
 def test_an_output_over_the_model_config_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
