@@ -481,7 +481,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model_config", default="",
                         help="model config (default: the paper's; --smoke: config/toy_model.json)")
     parser.add_argument("--features", choices=("hdf5", "lmdb"), default="hdf5", help="the synthetic feature store")
-    for name, kind, what in (("dialogs", positive, "val dialogs a pass of each eval row"),
+    for name, kind, what in (("dialogs", positive, "val dialogs a pass of each eval row (GPU: 8 in fp32 unless given)"),
                              ("options", bounded(int, 2, NUM_ANSWER_OPTIONS), "answer options a round"),
                              ("reference_chunk", positive, "sequences a forward pass of the reference's way"),
                              ("workers", bounded(int, 0), "DataLoader workers (0: in the main process)"),
@@ -490,8 +490,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              ("time_limit", bounded(float, 0, above=True), "seconds for every row")):
         parser.add_argument(f"--{name}", type=kind, help=f"{what} (default: GPU {getattr(GPU, name):g}, "
                                                          f"CPU {getattr(CPU, name):g})")
-    parser.add_argument("--budgets", type=positive, nargs="+", help="token budgets of the eval budget rows")
-    parser.add_argument("--dense_chunks", type=positive, nargs="+", help="-dense_chunk values of the dense rows")
+    for name, what in (("budgets", "token budgets of the eval budget rows"), ("dense_chunks", "-dense_chunk values")):
+        parser.add_argument(f"--{name}", type=positive, nargs="+", help=f"{what} (default: GPU "
+                            f"{' '.join(map(str, getattr(GPU, name)))}, CPU {' '.join(map(str, getattr(CPU, name)))})")
     return parser.parse_args(argv)
 
 
@@ -507,7 +508,8 @@ def main(argv=None) -> None:
              if (value := getattr(args, field.name, None)) is not None}
     given.update({"fp32_dialogs": args.dialogs} if args.dialogs else {})
     sizes = dataclasses.replace(SMOKE if args.smoke else GPU if device.type == "cuda" else CPU, **given)
-    sizes = dataclasses.replace(sizes, synthetic_dialogs=max(sizes.synthetic_dialogs, sizes.dialogs, sizes.fp32_dialogs))
+    sizes = dataclasses.replace(sizes, synthetic_dialogs=max(sizes.synthetic_dialogs, sizes.dialogs,
+                                                             sizes.fp32_dialogs))
     train_options = parse_options(["-config", str(REPO_ROOT / "config/presets/base.yml"),
                                    "-batch_size", str(sizes.batch_size)], TrainOptions)
     if sizes.batch_size % train_options.sequences_per_image:

@@ -107,7 +107,8 @@ def describe_device(device: torch.device) -> dict:
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
         return {"device": properties.name, **description,
-                "gpu_memory_gib": round(properties.total_memory / 2**30, 1), "bf16": torch.cuda.is_bf16_supported()}
+                "gpu_memory_gib": round(properties.total_memory / 2**30, 1), "bf16": torch.cuda.is_bf16_supported(),
+                "tf32_matmul": torch.backends.cuda.matmul.allow_tf32}
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     fields = dict(re.findall(r"^(model name|flags)\s*:\s*(.*)$", info, re.M))
     flags = set(fields.get("flags", "").split())
