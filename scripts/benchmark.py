@@ -209,7 +209,8 @@ class Benchmark:
 
         steady = self._steady(product, row, "TFLOP/s")
         row.figure = 2 * size ** 3 * steady.rate / 1e12
-        row.note = f"{size}^3 products, linear in {precision} as the model runs it; {steady.describe(self.sizes.window_s)}"
+        row.note = f"{size}^3 products, linear in {precision} as the model runs it; " \
+                   f"{steady.describe(self.sizes.window_s)}"
 
     def evaluation(self, row: Row, precision: str) -> None:
         dialogs = Subset(self.val, range(self.sizes.fp32_dialogs if precision == "fp32" else self.sizes.dialogs))
