@@ -17,7 +17,9 @@ precision moves MRR by more than 0.001 (then evaluation stays in fp32: `-precisi
 to fp32 for evaluation, options.resolve_precision). The last line is machine-readable; --out writes all
 of it as JSON.
 """
+import argparse
 import time
+from pathlib import Path
 
 import torch
 
@@ -31,6 +33,7 @@ from utils.evaluation.run import load_model, load_split
 from utils.evaluation.scoring import ScoredDialogs, score_dataset
 from utils.evaluation.validation import val_metrics
 from utils.files import write_json
+from utils.outputs import Output, check_outputs
 
 METRICS = (("NDCG", "ndcg"), ("MRR", "mrr"), ("R@1", "r@1"), ("R@5", "r@5"), ("R@10", "r@10"), ("Mean", "mean"))
 COMPARABLE = ("bf16", "tf32", "fp16")
@@ -95,14 +98,18 @@ def format_results(results: dict) -> str:
 
 
 def main(argv=None) -> None:
-    parser = ArgumentParser(add_help=False)
-    parser.add_argument("--compare", nargs="+", choices=COMPARABLE)
-    parser.add_argument("--out", default="")
+    description, epilog = __doc__.split("\n\n", 1)
+    parser = ArgumentParser(description=description, epilog=epilog,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--compare", nargs="+", choices=COMPARABLE, help="the precisions compared with fp32")
+    parser.add_argument("--out", default="", help="JSON file of every result")
     extra, evaluate_flags = parser.parse_known_args(argv)
     options = parse_options(["-split", "val", *evaluate_flags], EvalOptions)
     if SPLITS[options.split].last_round_only:
         raise UserError(f"-split {options.split}: the comparison needs the val split's metrics (-split val)")
     report_problems(options.problems())
+    if extra.out:
+        check_outputs([Output("--out", Path(extra.out), what="the result file")], options.input_paths())
     context = setup_distributed()
     try:
         precisions = extra.compare or (["bf16", "tf32"] if context.device.type == "cuda" else ["bf16"])

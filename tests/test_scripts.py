@@ -22,8 +22,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 COMMAND_LINES = sorted(path.relative_to(REPO_ROOT).as_posix() for folder in (".", "scripts", "preprocessing")
                        for path in (REPO_ROOT / folder).glob("*.py") if '__name__ == "__main__"' in path.read_text())
 SHELL_SCRIPTS = sorted(path.name for path in (REPO_ROOT / "scripts").glob("*.sh"))
-DATA_COMMAND_LINES = [script for script in COMMAND_LINES if not Path(script).name.startswith("benchmark_")]
-"""The command lines whose numeric flags are checked here (the benchmark scripts' flags: their own tests)."""
 MEANINGFUL = {  # command line -> flag -> the values of (-1, 0) it takes
     "train.py": {"-num_train_samples": {"0"}, "-num_val_samples": {"0"}, "-num_workers": {"0"},
                  "-max_iterations": {"0"}, "-lr": {"0"}, "-image_lr": {"0"}, "-min_lr": {"0"},
@@ -35,7 +33,9 @@ MEANINGFUL = {  # command line -> flag -> the values of (-1, 0) it takes
     "scripts/chat.py": {"-eval_tokens_per_batch": {"0"}, "-image_id": {"-1", "0"}, "-seed": {"-1", "0"}},
     "preprocessing/make_toy_data.py": {"-seed": {"0"}, "-whole_image_dialogs": {"0"},
                                        "-dense_train_fraction": {"0"}, "-image_signal": {"0"}, "-noise": {"0"}},
+    "scripts/benchmark.py": {"--workers": {"0"}},
 }
+MEANINGFUL["scripts/benchmark_precision.py"] = MEANINGFUL["evaluate.py"]  # it takes evaluate.py's flags
 
 
 def module_of(script: str):
@@ -101,13 +101,13 @@ def numeric_flags(script: str, monkeypatch) -> list[tuple[str, type]]:
         patched.setattr(errors.ArgumentParser, "parse_args", capture)
         with pytest.raises(_Parsed):
             module_of(script).main([])
-    return [(action.option_strings[0], action.type) for action in parsers[0]._actions
-            if action.option_strings and action.type in (int, float)]
+    return [(action.option_strings[0], action.type) for action in parsers[0]._actions  # bounded types keep the name
+            if action.option_strings and getattr(action.type, "__name__", None) in ("int", "float")]
 
 
-CASES = [(script, flag, value) for script in DATA_COMMAND_LINES
+CASES = [(script, flag, value) for script in COMMAND_LINES if script != "scripts/benchmark_toolkit.py"
          for flag, kind in numeric_flags(script, pytest.MonkeyPatch())
-         for value in ("-1", "0", *(("nan", "inf") if kind is float else ()))]
+         for value in ("-1", "0", *(("nan", "inf") if kind.__name__ == "float" else ()))]
 
 
 @pytest.mark.parametrize("script, flag, value", CASES, ids=lambda value: str(value))
@@ -123,6 +123,7 @@ def test_every_numeric_flag_refuses_what_it_cannot_mean_at_the_door(script, flag
                 "preprocessing/question_types_by_word.py": ["-visdial_json", "absent.json", "-out", "out.json"],
                 "preprocessing/convert_features.py": ["-input", "absent.lmdb", "-output", "out.h5"],
                 "scripts/ensemble.py": ["-scores", "absent.pt"],
+                "scripts/benchmark.py": ["--model_config", "absent.json"],
                 "preprocessing/make_toy_data.py": ["-out", str(blocked / "toy")]}.get(script, [])
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:

@@ -37,10 +37,10 @@ MODEL_INPUTS = ("tokens", "segments", "attention_mask", "image_feat", "image_loc
 
 DEFAULT_TOKENS_PER_BATCH = {"cpu": 4096, "cuda": 65536}
 """Token budget of one forward pass by device type, when none is given (-eval_tokens_per_batch 0).
-CPU: the fastest budget measured with scripts/benchmark_eval.py --budgets on 2 cores (the paper
+CPU: the fastest budget measured on 2 cores (scripts/benchmark.py's `eval budget` rows; the paper
 model; larger budgets gain nothing there). GPU: chosen from the paper model's FLOP count per token
 and the host time per forward pass, so that an H200's arithmetic for one pass outlasts the Python
-that launches it many times over (docs/performance.md); scripts/benchmark_gpu.py measures the
+that launches it many times over (docs/performance.md); scripts/benchmark.py measures the
 budgets around it."""
 
 
