@@ -26,8 +26,8 @@ from dataloader.visdial_json import EVALUATED_SPLITS, NUM_ANSWER_OPTIONS, SPLITS
 from models import MODEL_TYPES
 from models.losses import DENSE_LOSSES
 from utils.errors import ArgumentParser, UserError, report_problems
-from utils.files import resolved
-from utils.input_files import SMALL_FILE_BYTES, read_text
+from utils.outputs import resolved
+from utils.inputs import SMALL_FILE_BYTES, read_text
 
 MODES = ("base", "dense")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -41,7 +41,7 @@ from dataloader.feature_record import (MAX_IMAGE_ID, NUM_CLASSES, RECORD_FIELDS,
 from dataloader.feature_store import (FeatureStoreReader, open_feature_store, rows_by_image, write_hdf5_feature_store,
                                       write_lmdb_feature_store)
 from utils.errors import UserError
-from utils.input_files import input_file
+from utils.inputs import input_file
 
 FORMATS = ("tsv", "starter_hdf5", "npz", "lmdb", "hdf5")
 TSV_COLUMNS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features")

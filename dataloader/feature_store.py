@@ -46,8 +46,8 @@ from tqdm import tqdm
 from dataloader.feature_record import (FEATURE_SIZE, NUM_CLASSES, RECORD_FIELDS, check_image_id, check_integer,
                                        check_record)
 from utils.errors import UserError
-from utils.files import atomic_folder, atomic_output
-from utils.input_files import input_file
+from utils.outputs import atomic_folder, atomic_output
+from utils.inputs import input_file
 
 HDF5_FORMAT_NAME = "visdial-bert image features"
 HDF5_FORMAT_VERSION = 1
@@ -473,7 +473,7 @@ def write_hdf5_feature_store(path: str | os.PathLike, records: Iterable[dict], f
         attrs: format = "visdial-bert image features", version = 1
     Records are streamed (N and B need not be known: the datasets grow). Arrays are chunked one
     image and HDF5_CHUNK_BOXES boxes per chunk, so reading an image touches only its own chunks.
-    The file is written atomically (utils/files.py): complete, or not at all.
+    The file is written atomically (utils/outputs.py): complete, or not at all.
     """
     import h5py
 

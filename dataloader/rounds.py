@@ -21,7 +21,7 @@ from dataloader.feature_store import ImageRecord, build_image_record
 from dataloader.preprocess import rounds_to_drop
 from dataloader.tokenizer import encode_texts, special_token_ids
 from utils.errors import UserError
-from utils.input_files import is_text
+from utils.inputs import is_text
 
 IMAGE_FIELDS = ("image_feat", "image_loc", "image_mask")
 """The image inputs that scoring reads (encode_image also builds the region targets and labels)."""

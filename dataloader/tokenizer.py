@@ -1,7 +1,7 @@
 """The BERT WordPiece tokenizer, configured like the reference's (bert-base-uncased, no special tokens).
 
 Two traps of transformers 5 are avoided here: `BertTokenizer(vocab_file=path)` silently ignores the
-file (every word becomes [UNK]), so the vocabulary is read here (utils/input_files.read_text, which
+file (every word becomes [UNK]), so the vocabulary is read here (utils/inputs.read_text, which
 also keeps an editor's byte-order mark and CRLF line ends out of the tokens) and passed as a dict;
 and `encode` adds [CLS]/[SEP] by default, while the reference's pytorch-transformers 1.2.0 did not,
 so `encode_texts` asks for no special tokens.
@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 from utils.errors import UserError
-from utils.input_files import read_text
+from utils.inputs import read_text
 
 REQUIRED_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MIN_VOCABULARY_SIZE = 1000

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import List, Optional, Union
 
 from utils.errors import UserError, report_problems
-from utils.input_files import SMALL_FILE_BYTES, read_json
+from utils.inputs import SMALL_FILE_BYTES, read_json
 
 ACTIVATIONS = ("gelu", "relu", "swish")
 AT_LEAST_ONE = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",

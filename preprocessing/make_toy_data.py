@@ -71,8 +71,7 @@ from dataloader.feature_store import convert_lmdb_to_hdf5, write_lmdb_feature_st
 from dataloader.question_types import write_question_types
 from dataloader.visdial_json import SPLITS
 from utils.errors import ArgumentParser, UserError, run_cli
-from utils.files import atomic_folder, write_json, write_text
-from utils.outputs import Output, check_outputs
+from utils.outputs import Output, atomic_folder, check_outputs, write_json, write_text
 
 SHAPES = ("circle", "square", "triangle", "star", "heart", "diamond")
 COLOURS = ("red", "blue", "green", "yellow", "purple", "orange")
@@ -570,7 +569,7 @@ EXTRA_OUTPUTS = frozenset({"visdial_img_feat.h5", "images/" + "[0-9]" * len(str(
                                                       "train_dense_annotations", "val_dense_annotations")})
 """What an earlier run may have written that this one need not (-h5, the pictures of other image
 ids or that -no_images skips), and what scripts/demo.sh and utils/benchmarking/toy.py preprocess
-into the folder beside the set: replaced with the set (utils/files.atomic_folder patterns)."""
+into the folder beside the set: replaced with the set (utils/outputs.atomic_folder patterns)."""
 
 
 def unique_image_ids(count: int, rng: random.Random) -> List[int]:

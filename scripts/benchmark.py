@@ -53,8 +53,7 @@ from utils.errors import ArgumentParser, UserError, run_cli
 from utils.evaluation.metrics import NEAR_TIE
 from utils.evaluation.scoring import (autocast, length_batches, resolve_tokens_per_batch, score_dataset,
                                       score_sequences)
-from utils.files import write_json
-from utils.outputs import Output, check_outputs
+from utils.outputs import Output, check_outputs, write_json
 from utils.training.data import TrainingData
 from utils.training.run_state import RunState
 from utils.training.steps import StepSettings, _score_chunk, base_step, dense_step

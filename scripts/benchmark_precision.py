@@ -32,8 +32,7 @@ from utils.errors import ArgumentParser, UserError, report_problems, run_cli
 from utils.evaluation.run import load_model, load_split
 from utils.evaluation.scoring import ScoredDialogs, score_dataset
 from utils.evaluation.validation import val_metrics
-from utils.files import write_json
-from utils.outputs import Output, check_outputs
+from utils.outputs import Output, check_outputs, write_json
 
 METRICS = (("NDCG", "ndcg"), ("MRR", "mrr"), ("R@1", "r@1"), ("R@5", "r@5"), ("R@10", "r@10"), ("Mean", "mean"))
 COMPARABLE = ("bf16", "tf32", "fp16")

@@ -38,7 +38,7 @@ from dataloader.visdial_json import load_visdial_json
 from options import EvalOptions, FlagOptions, SharedOptions, flag, parse_options, same_flag
 from utils.errors import UserError, report_problems, run_cli
 from utils.evaluation import DialogRanker
-from utils.input_files import read_text
+from utils.inputs import read_text
 
 TOP_ANSWERS = 5
 TOP_REGIONS = 5

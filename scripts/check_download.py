@@ -11,7 +11,7 @@ login page served with status 200). Then CHECK is one of
   lmdb          an image feature store in the released LMDB layout, opened by the project's reader
                 (the file is LMDB's data file itself, every page it refers to lies inside it, and
                 it holds the b'keys' record);
-  json          a file that parses as JSON within the project's input limits (utils/input_files.py);
+  json          a file that parses as JSON within the project's input limits (utils/inputs.py);
   checkpoint    a PyTorch checkpoint (a zip archive or a pickle stream) that the project's
                 safe reader opens (`torch.load(weights_only=True)`, a dict);
   sha256:<hex>  a file with this sha256.
@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 
 from utils.errors import ArgumentParser, UserError, run_cli
-from utils.input_files import read_json
+from utils.inputs import read_json
 
 
 def check_not_a_web_page(path: Path) -> None:

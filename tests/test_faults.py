@@ -22,7 +22,7 @@ from preprocessing import make_toy_data
 from utils.checkpoints import read_checkpoint
 from tests.train_helpers import assert_bit_identical, final_weights, fixture_flags, read_metrics
 from utils.errors import UserError, run_cli
-from utils.files import TEMPORARY_MARK, atomic_write
+from utils.outputs import TEMPORARY_MARK, atomic_write
 from utils.training import trainer
 from utils.checkpoints import save_checkpoint
 from utils.training.loggers import MetricsFile

@@ -1,4 +1,4 @@
-"""No output may destroy an input or another output (utils/outputs.py, utils/files.py), on every
+"""No output may destroy an input or another output (utils/outputs.py, utils/outputs.py), on every
 command line that writes: train.py, evaluate.py, preprocessing/pre_process_visdial.py,
 preprocessing/convert_features.py and preprocessing/make_toy_data.py (scripts/check_reference.py
 writes only into its own temporary folders).
@@ -31,14 +31,13 @@ from typing import Callable
 import numpy as np
 import pytest
 
-import utils.files
+import utils.outputs
 from preprocessing import question_types_by_word
 from tests import hostile_inputs as hostile
 from tests.test_bad_input import MAINS, copied_store, eval_argv, preprocess_argv, processed, train_argv, written
 from dataloader.feature_store import open_feature_store, write_hdf5_feature_store
 from utils.errors import Terminated, UserError, run_cli
-from utils.files import TEMPORARY_MARK, write_files
-from utils.outputs import check_outputs
+from utils.outputs import TEMPORARY_MARK, check_outputs, write_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -337,14 +336,14 @@ def test_full_disk_during_the_evalai_pair_replaces_neither_file(golden_dir, tmp_
     out.mkdir()
     (out / "test_predictions.json").write_text("[] earlier run")
     (out / "test_predictions.txt").write_text("[] earlier run")
-    real_fsync = utils.files._fsync
+    real_fsync = utils.outputs._fsync
 
     def full_disk_on_the_txt(path):
         if path.name.startswith(f".test_predictions.txt{TEMPORARY_MARK}"):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_fsync(path)
 
-    monkeypatch.setattr(utils.files, "_fsync", full_disk_on_the_txt)
+    monkeypatch.setattr(utils.outputs, "_fsync", full_disk_on_the_txt)
     before = listing(tmp_path)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
@@ -376,11 +375,11 @@ def test_a_set_that_fails_midway_leaves_no_file_and_no_temporary(tmp_path):
 # test sends SIGTERM while temporary files exist
 PREPROCESS_WITH_A_SLOW_WRITE = """
 import sys, time
-import utils.files
+import utils.outputs
 from preprocessing.pre_process_visdial import main
 from utils.errors import run_cli
 
-real_fsync, written = utils.files._fsync, []
+real_fsync, written = utils.outputs._fsync, []
 
 def fsync_then_wait(path):
     real_fsync(path)
@@ -389,7 +388,7 @@ def fsync_then_wait(path):
         print("writing", flush=True)
         time.sleep(60)
 
-utils.files._fsync = fsync_then_wait
+utils.outputs._fsync = fsync_then_wait
 run_cli(lambda: main(sys.argv[1:]))
 """
 

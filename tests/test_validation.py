@@ -122,7 +122,7 @@ def test_every_text_reader_reads_a_file_as_an_editor_saves_it(reader, form, gold
 
 def test_a_file_just_under_the_limit_is_read(tmp_path):
     """The limits are limits, not a refusal of everything: deep but sane json parses."""
-    from utils.input_files import MAX_JSON_DEPTH, read_json
+    from utils.inputs import MAX_JSON_DEPTH, read_json
 
     depth = MAX_JSON_DEPTH
     path = hostile.written(tmp_path / "deep.json", b"[" * depth + b'"[[[ \\" {"' + b"]" * depth)

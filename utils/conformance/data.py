@@ -21,7 +21,7 @@ from dataloader.feature_store import convert_lmdb_to_hdf5, open_feature_store
 from dataloader.preprocess import preprocess
 from dataloader.tokenizer import encode_texts, load_tokenizer
 from utils.conformance.common import CheckResult, absent, load_fixture
-from utils.input_files import read_json
+from utils.inputs import read_json
 
 RAW_FILES = {
     "visdial_train": "visdial_1.0_train.json", "visdial_val": "visdial_1.0_val.json",

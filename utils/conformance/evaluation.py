@@ -26,7 +26,7 @@ from utils.evaluation.metrics import (NDCG, NEAR_TIE, SparseGTMetrics, near_tie_
                                       visdial_metrics)
 from utils.evaluation.scoring import score_dataset
 from utils.evaluation.validation import evaluate_val
-from utils.input_files import read_json
+from utils.inputs import read_json
 
 METRICS_ATOL = 1e-6
 METRICS_CASES = ("random", "ties", "constant_round", "perfect_ndcg")

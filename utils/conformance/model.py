@@ -16,7 +16,7 @@ from models.losses import dense_loss, pretraining_loss
 from utils.checkpoints import extract_state_dict, read_checkpoint
 from utils.conformance.common import ATOL, ATOL_LM, CheckResult, absent, compare, fixture_model, load_fixture
 from utils.errors import UserError
-from utils.input_files import read_json
+from utils.inputs import read_json
 
 CPU = torch.device("cpu")
 

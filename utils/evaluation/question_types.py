@@ -22,7 +22,7 @@ import torch
 from dataloader.question_types import QuestionTypes
 from utils.errors import UserError
 from utils.evaluation.metrics import scores_to_ranks
-from utils.input_files import is_json_number, read_json
+from utils.inputs import is_json_number, read_json
 
 RANDOM_DRAWS = 200
 RANDOM_SEED = 0

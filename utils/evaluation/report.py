@@ -34,7 +34,7 @@ from PIL import Image, ImageDraw
 
 from utils.errors import UserError
 from utils.evaluation.metrics import NDCG, scores_to_ranks
-from utils.files import atomic_write, write_text
+from utils.outputs import atomic_write, write_text
 
 TOP_K = 5
 SAMPLE_DIALOGS = 5

@@ -44,8 +44,7 @@ from utils.evaluation.score_files import (check_matches_dialogs, check_same_keys
                                           score_file_content, score_file_writer, val_ground_truth)
 from utils.evaluation.scoring import ScoredDialogs, score_dataset
 from utils.evaluation.validation import format_metrics_table, val_metrics, write_val_report
-from utils.files import json_writer, write_files
-from utils.outputs import Output, check_outputs
+from utils.outputs import Output, check_outputs, json_writer, write_files
 
 
 def outputs(options: Union[EvalOptions, EnsembleOptions]) -> dict[str, Output]:

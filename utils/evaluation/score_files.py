@@ -26,7 +26,7 @@ from utils.checkpoints import read_checkpoint
 from utils.errors import UserError
 from utils.evaluation.metrics import scores_to_ranks
 from utils.evaluation.scoring import ScoredDialogs
-from utils.files import Writer
+from utils.outputs import Writer
 
 FORMAT, VERSION = "visdial-bert option scores", 1
 KEYS = ("image_id", "round_id", "option_index")

@@ -12,7 +12,7 @@
 A run folder belongs to one run (`claim`): the run holds its lock (utils/training/run_lock.py)
 while it lives, and a folder that holds checkpoints is reused only with -continue. Nothing is
 written into it before every check of the run has passed; a folder that `claim` created and that
-stays empty is removed again. Every file is written atomically (utils/files.py);
+stays empty is removed again. Every file is written atomically (utils/outputs.py);
 `remove_stale_temporaries` removes what a killed save left.
 """
 import contextlib
@@ -27,9 +27,8 @@ import yaml
 from utils.checkpoints.run_checkpoint import rank_file
 from utils.distributed import broadcast_from_main, check_on_main
 from utils.errors import UserError
-from utils.files import TEMPORARY_MARK, write_text
-from utils.input_files import input_file
-from utils.outputs import Output, check_outputs
+from utils.outputs import Output, TEMPORARY_MARK, check_outputs, write_text
+from utils.inputs import input_file
 from utils.training.run_lock import RunLock
 
 CHECKPOINT_PREFIX = "visdial_dialog_encoder_"
