@@ -56,7 +56,7 @@ from utils.evaluation.scoring import (autocast, length_batches, resolve_tokens_p
 from utils.outputs import Output, check_outputs, write_json
 from utils.training.data import TrainingData
 from utils.training.run_state import RunState
-from utils.training.steps import StepSettings, _score_chunk, base_step, dense_step
+from utils.training.steps import StepSettings, score_chunk, base_step, dense_step
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAPER_CONFIG, SMOKE_CONFIG = REPO_ROOT / "config/bert_base_6layer_6conect.json", REPO_ROOT / "config/toy_model.json"
@@ -364,7 +364,7 @@ class Benchmark:
             if chunk:
                 dense_step(model, batch, settings)
                 return 1
-            scores = _score_chunk(model, batch, torch.arange(options), settings).view(1, options, 2)
+            scores = score_chunk(model, batch, torch.arange(options), settings).view(1, options, 2)
             dense_loss(scores, batch["gt_relevance"].to(self.device),
                        batch["next_sentence_labels"].to(self.device), 1.0)[0].backward()
             return 1

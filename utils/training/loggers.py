@@ -1,13 +1,5 @@
-"""Where training reports its progress: metrics.jsonl, visdom and TensorBoard.
-
-`TrainingLogger` sends every record to the sinks the options enable; only rank 0 logs.
-
-* metrics.jsonl (always): one JSON object per line in the run folder, `{"event": "train" | "val",
-  "iteration": ..., ...}`, flushed line by line so a killed run keeps what it logged.
-* visdom (`-enable_visdom 1`): line plots as the reference drew them (window 'loss' with lines
-  'tot loss', 'lm loss' ...; window 'Retrieval Val Metrics'; one window per round).
-* TensorBoard (`-tensorboard 1`): scalars `loss/<name>` and `val/<metric>` in <run folder>/tensorboard.
-"""
+"""Where training reports its progress (rank 0 only): metrics.jsonl always, visdom (`-enable_visdom 1`, the
+reference's windows) and TensorBoard (`-tensorboard 1`: `loss/<name>`, `val/<metric>`)."""
 import contextlib
 import io
 import json
@@ -25,9 +17,9 @@ from utils.errors import UserError
 
 
 class MetricsFile:
-    """Appends one JSON object per line to a file (created with its folder). A line that cannot
-    be written whole (a full disk) is cut off again and is a UserError naming the file: the file
-    keeps only whole lines."""
+    """Appends one JSON object per line (`{"event": "train" | "val" | ..., "iteration": ...}`), unbuffered so
+    a killed run keeps what it logged; a line not written whole (a full disk) is cut off again and is a
+    UserError naming the file."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -54,13 +46,9 @@ class MetricsFile:
 
 
 class VisdomLogger:
-    """Line plots and text on a visdom server (the reference's VisdomVisualize).
-
-    A window is created by its first point and appended to afterwards; a line is named
-    within its window. The server is optional: if it cannot be reached, or stops answering
-    during the run, one `warning:` line on stderr says so and nothing more is sent. The
-    visdom client's own output (its tracebacks, "waiting", session messages) never shows.
-    """
+    """Line plots and text on a visdom server (the reference's VisdomVisualize). A server that cannot be
+    reached, or stops answering, is one `warning:` line on stderr, then nothing more is sent; the
+    client's own output never shows."""
 
     PROBE_TIMEOUT_SECONDS = 3
 
@@ -93,8 +81,6 @@ class VisdomLogger:
         self._visdom = None
 
     def _send(self, method: str, **kwargs) -> None:
-        """Call the client's `method`; a server that stopped answering turns visdom logging off.
-        The client prints its own failures to stdout ("Error connecting to Visdom server!"): hidden."""
         if self._visdom is None:
             return
         try:
@@ -120,7 +106,7 @@ class VisdomLogger:
 
 
 def visdom_address(server: str, port: int) -> str:
-    """The base URL the visdom client posts to: `server` (scheme optional, as visdom accepts) and `port`."""
+    """The base URL the visdom client posts to (`server`'s scheme optional, as visdom accepts)."""
     parsed = urlparse(server if "://" in server else f"http://{server}")
     return f"{parsed.scheme}://{parsed.netloc}:{port}"
 
@@ -162,10 +148,7 @@ VISDOM_LOSS_NAMES = {"loss": "tot loss", "lm_nsp_loss": "lm + nsp loss", "lm_los
 
 
 class TrainingLogger:
-    """Fans training and validation records out to metrics.jsonl, visdom and TensorBoard.
-
-    run_dir: the run folder (metrics.jsonl, tensorboard/). enabled: False on ranks other than 0.
-    """
+    """Fans records out to the run folder's metrics.jsonl, visdom and tensorboard/ (`enabled`: rank 0)."""
 
     def __init__(self, run_dir: Path, enabled: bool = True, visdom: Optional[dict] = None,
                  tensorboard: bool = False):
@@ -193,7 +176,6 @@ class TrainingLogger:
                 self.tensorboard.scalar(f"loss/{name}", value, iteration)
 
     def log_validation(self, iteration: int, metrics: dict) -> None:
-        """Validation metrics by the reference's names ('r@1', 'mrr', 'r_1_round_3', ...)."""
         if not self.enabled:
             return
         self.metrics.write({"event": "val", "iteration": iteration, **metrics})
