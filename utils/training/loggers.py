@@ -122,26 +122,6 @@ def http_problem(url: str, timeout_seconds: float) -> Optional[str]:
         return str(error)
 
 
-class TensorBoardLogger:
-    """Scalars in TensorBoard event files under `log_dir`."""
-
-    def __init__(self, log_dir: Path):
-        from torch.utils.tensorboard import SummaryWriter
-        self._writer = SummaryWriter(log_dir=str(log_dir))
-
-    def scalar(self, tag: str, value: float, step: int) -> None:
-        self._writer.add_scalar(tag, value, step)
-
-    def text(self, tag: str, text: str) -> None:
-        self._writer.add_text(tag, text)
-
-    def flush(self) -> None:
-        self._writer.flush()
-
-    def close(self) -> None:
-        self._writer.close()
-
-
 # The reference's visdom line names of the training losses.
 VISDOM_LOSS_NAMES = {"loss": "tot loss", "lm_nsp_loss": "lm + nsp loss", "lm_loss": "lm loss",
                      "nsp_loss": "nsp loss", "img_loss": "img loss", "ce_loss": "ce loss"}
@@ -155,14 +135,17 @@ class TrainingLogger:
         self.enabled = enabled
         self.metrics = MetricsFile(Path(run_dir) / "metrics.jsonl") if enabled else None
         self.visdom = VisdomLogger(**visdom) if enabled and visdom else None
-        self.tensorboard = TensorBoardLogger(Path(run_dir) / "tensorboard") if enabled and tensorboard else None
+        self.tensorboard = None
+        if enabled and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # seconds to import: only when asked for
+            self.tensorboard = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
 
     def log_text(self, text: str) -> None:
         """The run's options, shown once (visdom text window, TensorBoard text)."""
         if self.visdom:
             self.visdom.text(text)
         if self.tensorboard:
-            self.tensorboard.text("options", text.replace("\n", "  \n"))
+            self.tensorboard.add_text("options", text.replace("\n", "  \n"))
 
     def log_train(self, iteration: int, losses: dict, **extra) -> None:
         """Losses by name ('loss', 'lm_loss' ...) at an iteration, plus extra fields for the file."""
@@ -173,7 +156,7 @@ class TrainingLogger:
             if self.visdom:
                 self.visdom.line(iteration, value, "loss", VISDOM_LOSS_NAMES.get(name, name))
             if self.tensorboard:
-                self.tensorboard.scalar(f"loss/{name}", value, iteration)
+                self.tensorboard.add_scalar(f"loss/{name}", value, iteration)
 
     def log_validation(self, iteration: int, metrics: dict) -> None:
         if not self.enabled:
@@ -185,7 +168,7 @@ class TrainingLogger:
                           if "round" in name else "Retrieval Val Metrics")
                 self.visdom.line(iteration, value, window, name)
             if self.tensorboard:
-                self.tensorboard.scalar(f"val/{name}", value, iteration)
+                self.tensorboard.add_scalar(f"val/{name}", value, iteration)
 
     def log_event(self, event: str, iteration: int, **fields) -> None:
         """Any other record for metrics.jsonl (a checkpoint written, a skipped step ...)."""
