@@ -4,17 +4,10 @@
     python scripts/benchmark.py --rows "eval fp32" "eval reference"  # only these rows
     python scripts/benchmark.py --smoke -out smoke.json             # every row on the CPU, a tiny model
 
-Rows, in this order: matmul <precision> (the device's ceiling); eval <precision> (evaluate.py's
-engine on synthetic VisDial of realistic lengths; the time of VisDial val and test); eval reference
-(the reference's way, ranks compared with ours); eval budget <N> (-eval_tokens_per_batch N); input
-eval, input train (the DataLoader alone); train <precision> (base training); dense chunk <C> and
-dense one graph (dense fine-tuning over 100 options: -dense_chunk C, or the reference's one graph);
-eval compiled, train compiled (torch.compile against eager). Throughput is a steady state: the
-first pass apart (`warm-up s`), then the median of --repeats windows (docs/performance.md). Rows
-run in order; one that --time_limit cuts, and the rest, are `not run`. Each row is printed and
-written to -out as it finishes; exit code 1 when one failed. --smoke: every row on one CPU thread
-with config/toy_model.json and small sizes (torch.compile's `eager` backend on a one-layer-each
-variant), as the test suite runs it.
+Rows, in order (docs/performance.md): matmul <precision>, eval <precision>, eval reference, eval budget <N>, input eval,
+train <precision>, input train, dense chunk <C>, dense one graph, eval compiled, train <precision> compiled.
+Each is a steady state (the first pass apart, then the median of --repeats windows), printed and written to
+-out as it finishes; those --time_limit cuts are `not run`; exit code 1 when one failed.
 """
 import argparse
 import dataclasses
@@ -56,7 +49,7 @@ from utils.evaluation.scoring import (autocast, length_batches, resolve_tokens_p
 from utils.outputs import Output, check_outputs, write_json
 from utils.training.data import TrainingData
 from utils.training.run_state import RunState
-from utils.training.steps import StepSettings, _score_chunk, base_step, dense_step
+from utils.training.steps import StepSettings, score_chunk, base_step, dense_step
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAPER_CONFIG, SMOKE_CONFIG = REPO_ROOT / "config/bert_base_6layer_6conect.json", REPO_ROOT / "config/toy_model.json"
@@ -70,8 +63,7 @@ COMPILED_ATOL = 1e-5  # compiled fp32 scores may differ from eager by this much 
 
 @dataclasses.dataclass(frozen=True)
 class Sizes:
-    """How much the rows do on a GPU, on the CPU, or in the smoke run; the flags of the same names
-    change them."""
+    """How much the rows do on a GPU, on the CPU, or in the smoke run (the flags of the same names)."""
     dialogs: int              # val dialogs a pass of eval <mixed precision>
     fp32_dialogs: int         # ... of eval fp32 (--dialogs sets both)
     options: int              # answer options a round (VisDial: 100)
@@ -127,13 +119,12 @@ def _duration(work: float, rate: float, warm_up_s: float = 0.0) -> str:
 
 
 def _sequence_lengths(items: list) -> torch.Tensor:
-    """The collate function of the shape count: the real length of every sequence of a chunk."""
     return collate_dialog_batch(items)["attention_mask"].sum(dim=1)
 
 
 class Benchmark:
-    """The rows' set-up (synthetic VisDial, the evaluation model) and their measurements: each
-    method fills in the Row it is given; `done` holds the rows measured so far, by name."""
+    """The rows' set-up (synthetic VisDial, the evaluation model); each method fills in the Row it is
+    given; `done` holds the rows measured so far."""
 
     def __init__(self, device: torch.device, sizes: Sizes, model_config: Path, train_options: TrainOptions,
                  folder: Path, smoke: bool, feature_format: str):
@@ -163,13 +154,11 @@ class Benchmark:
         return model.to(self.device).eval()
 
     def _ok(self, name: str) -> Optional[Row]:
-        """The row `name` when it was measured without failing."""
         row = self.done.get(name)
         return row if row is not None and row.status == "ok" else None
 
     def _steady(self, function: Callable[[], float], row: Row, unit: str, host_only: bool = False) -> SteadyState:
-        """The steady state of `function` with this run's windows (`host_only`: CPU work, nothing to
-        synchronise): the row's figure (the rate, in `unit`), warm-up and window rates."""
+        """The steady state of `function` into the row (`host_only`: CPU work, nothing to synchronise)."""
         steady = steady_state(function, torch.device("cpu") if host_only else self.device, self.sizes.window_s,
                               self.sizes.repeats)
         row.figure, row.unit, row.warm_up_s = steady.rate, unit, round(steady.warm_up_s, 2)
@@ -178,12 +167,11 @@ class Benchmark:
         return steady
 
     def _collated(self, dialogs: int) -> dict:
-        """The first `dialogs` val dialogs collated as one batch."""
         return collate_dialog_batch([self.val[index] for index in range(dialogs)])
 
     def _batch_shapes(self, dialogs: int, tokens: int) -> int:
-        """Distinct (sequences, length) shapes of the forward passes score_dataset makes over the
-        first `dialogs` val dialogs (its chunks of 16 dialogs; planned, not run)."""
+        """Distinct (sequences, length) shapes of score_dataset's forward passes over the first `dialogs` val
+        dialogs (planned, not run)."""
         if (dialogs, tokens) not in self.shape_counts:
             loader = DataLoader(Subset(self.val, range(dialogs)), batch_size=16, num_workers=self.sizes.workers,
                                 collate_fn=_sequence_lengths)
@@ -300,8 +288,7 @@ class Benchmark:
         return self.train_batches[:count]
 
     def _compile_config(self) -> Path:
-        """The compiled rows' model config: the benchmark's, or (smoke) a variant with one text, one
-        image and one co-attention layer, which traces in a fraction of the time."""
+        """The compiled rows' model config: the benchmark's, or (smoke) one layer of each kind, traced faster."""
         if not self.smoke:
             return self.model_config
         config = json.loads(self.model_config.read_text())
@@ -364,7 +351,7 @@ class Benchmark:
             if chunk:
                 dense_step(model, batch, settings)
                 return 1
-            scores = _score_chunk(model, batch, torch.arange(options), settings).view(1, options, 2)
+            scores = score_chunk(model, batch, torch.arange(options), settings).view(1, options, 2)
             dense_loss(scores, batch["gt_relevance"].to(self.device),
                        batch["next_sentence_labels"].to(self.device), 1.0)[0].backward()
             return 1
@@ -408,7 +395,6 @@ class Benchmark:
 
 
 def plan_rows(mixed: str, sizes: Sizes) -> list[tuple[str, Callable[[Benchmark, Row], None]]]:
-    """Every row's name and its measurement, in order."""
     precisions = list(dict.fromkeys(("fp32", mixed, "fp16")))
     return [*((f"matmul {name}", partial(Benchmark.matmul, precision=name)) for name in precisions[:2]),
             *((f"eval {name}", partial(Benchmark.evaluation, precision=name)) for name in (mixed, "fp32")),

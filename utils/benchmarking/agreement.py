@@ -9,8 +9,7 @@ from utils.evaluation.metrics import NEAR_TIE, near_tie_swaps, scores_to_ranks
 
 @dataclass
 class RankAgreement:
-    """`ranks_moved` of `options` rank differently, `beyond_near_ties` of them outside their
-    near-tie group (reference scores chained within `tolerance`)."""
+    """`ranks_moved` of `options` rank differently, `beyond_near_ties` outside their near-tie group."""
     max_score_difference: float
     ranks_moved: int
     beyond_near_ties: int

@@ -1,9 +1,5 @@
-"""Steady-state timing, peak memory and FLOP counts of benchmark work, on the CPU or a CUDA device.
-
-GPU work is asynchronous: every clock reading follows a synchronisation. Peak memory is the CUDA
-allocator's high-water mark on a GPU, the process's resident set high-water mark (Linux VmHWM) on
-the CPU.
-"""
+"""Steady-state timing (every clock reading after a synchronisation), peak memory (the CUDA allocator's, or
+the resident set's VmHWM on the CPU) and FLOP counts of benchmark work (docs/performance.md)."""
 import os
 import platform
 import re
@@ -18,23 +14,19 @@ from torch.utils.flop_counter import FlopCounterMode
 
 
 def synchronize(device: torch.device) -> None:
-    """Wait for the work queued on `device` (nothing to wait for on the CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 @dataclass
 class SteadyState:
-    """`rate`: work units a second, the median of `rates` (one per window, lasting `window_seconds`);
-    `warm_up_s`: the first call's seconds beyond what its `first_work` takes at that rate (first
-    shapes, plans, allocator, workers, compiling); `cpu_seconds_per_unit`: this process's CPU seconds
-    a unit over the windows."""
-    rate: float
+    """A steady state: work units a second and the one-time warm-up apart."""
+    rate: float                  # the median of `rates`, one per window
     rates: list[float]
     window_seconds: list[float]
-    warm_up_s: float
+    warm_up_s: float             # the first call's seconds beyond what its `first_work` takes at `rate`
     first_work: float
-    cpu_seconds_per_unit: float
+    cpu_seconds_per_unit: float  # this process's, over the windows
 
     def describe(self, window_s: float) -> str:
         """How the figure was measured, for a row's note."""
@@ -44,9 +36,8 @@ class SteadyState:
 
 def steady_state(function: Callable[[], float], device: torch.device, window_s: float,
                  repeats: int) -> SteadyState:
-    """Time `function` (one pass of the work over every shape it will meet; returns the units it
-    did): a first, cold call timed apart, then `repeats` windows of whole calls, each lasting at
-    least `window_s` seconds (at least one call)."""
+    """Time `function` (one pass over every shape it will meet; returns the units it did): a cold call
+    apart, then `repeats` windows of whole calls, each at least `window_s` seconds."""
     synchronize(device)
     start = time.perf_counter()
     first_work = function()
@@ -83,7 +74,7 @@ def reset_peak_memory(device: torch.device) -> None:
 
 
 def memory_bytes(device: torch.device) -> int:
-    """Memory in use now: bytes allocated on the GPU, or this process's resident set on the CPU."""
+    """Bytes in use now: allocated on the GPU, this process's resident set on the CPU."""
     return torch.cuda.memory_allocated(device) if device.type == "cuda" else _status_kib("VmRSS") * 1024
 
 
@@ -93,15 +84,14 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 
 def count_flops(function: Callable[[], Any]) -> int:
-    """Floating-point operations of one call of `function` as torch's FlopCounterMode counts them
-    (matrix products and attention: 2 per multiply-add)."""
+    """Floating-point operations of one call of `function` (torch's FlopCounterMode: 2 per multiply-add)."""
     with FlopCounterMode(display=False) as counter:
         function()
     return counter.get_total_flops()
 
 
 def describe_device(device: torch.device) -> dict:
-    """The device (on the CPU: its model name, vector extensions and CPUs), torch and CUDA versions."""
+    """The device (a CPU: its model name, vector extensions and CPUs), torch and CUDA versions."""
     description = {"torch": torch.__version__, "cuda": torch.version.cuda or "none",
                    "cpu_threads": torch.get_num_threads(), "load_average": os.getloadavg()[0]}
     if device.type == "cuda":

@@ -7,9 +7,8 @@ from utils.evaluation.scoring import ranking_scores
 @torch.inference_mode()
 def score_padded_reference_style(model: torch.nn.Module, batch: dict, max_seq_len: int,
                                  sequences_per_call: int, all_heads: bool = True) -> torch.Tensor:
-    """Float32 scores [N] on the CPU of the N sequences of a collated batch (as `score_sequences`),
-    scored as the reference did: padded to `max_seq_len`, the image copied per sequence, fixed chunks
-    of `sequences_per_call`, the LM and region heads computed too unless `all_heads` is False."""
+    """`score_sequences` as the reference scored: padded to `max_seq_len`, the image copied per sequence,
+    fixed chunks of `sequences_per_call`, every head computed unless not `all_heads`."""
     device = next(model.parameters()).device
     num_sequences, length = batch["tokens"].shape
 

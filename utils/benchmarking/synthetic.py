@@ -1,8 +1,5 @@
-"""Synthetic VisDial of realistic lengths, written as the files the project reads: captions of 5-12
-words, 10 rounds of a 3-8 word question and a 1-8 word answer, 100 options a round (a round-r
-sequence is then about 15 + 12 r tokens, as in VisDial v1.0), images of 10-36 boxes of random
-features, words from a vocabulary written beside them.
-"""
+"""Synthetic VisDial of realistic lengths (a round-r sequence about 15 + 12 r tokens, as VisDial v1.0's),
+written as the files the project reads, with images of 10-36 boxes of random features."""
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +19,7 @@ NUM_ROUNDS, NUM_OPTIONS = 10, 100
 
 @dataclass(frozen=True)
 class SyntheticVisdial:
-    """Paths of a written synthetic VisDial: train and val (the same dialogs), their dense annotations
-    (one per dialog), the feature store and the vocabulary."""
+    """Paths of a written synthetic VisDial (train and val hold the same dialogs)."""
     train: Path
     val: Path
     val_dense: Path
