@@ -26,7 +26,7 @@ from models.losses import DENSE_LOSSES
 from options import COMBINATIONS
 from utils.benchmarking.toy import make_toy_visdial
 from utils.errors import ArgumentParser, UserError, run_cli
-from utils.files import resolved, write_text
+from utils.outputs import resolved, write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METRICS = (("NDCG", "ndcg"), ("MRR", "mrr"), ("R@1", "r@1"), ("R@5", "r@5"), ("R@10", "r@10"), ("Mean", "mean"))

@@ -29,7 +29,7 @@ from pathlib import Path
 from dataloader.question_types import load_question_types
 from utils.benchmarking.toy import make_toy_visdial
 from utils.errors import ArgumentParser, UserError, run_cli
-from utils.files import resolved, write_text
+from utils.outputs import resolved, write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PRESET = "config/presets/toy.yml"

@@ -66,6 +66,30 @@ def _quiet_stdout() -> None:
     os.close(devnull)
 
 
+class _NamedStdout:
+    """Standard output whose write errors name it (`<stdout>: No space left on device`)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+    def write(self, text: str) -> int:
+        return self._named(self._stream.write, text)
+
+    def flush(self) -> None:
+        self._named(self._stream.flush)
+
+    @staticmethod
+    def _named(operation: Callable, *arguments):
+        try:
+            return operation(*arguments)
+        except OSError as error:
+            error.filename = error.filename or "<stdout>"
+            raise
+
+
 def report_problems(problems: Sequence[str]) -> None:
     """Raise one UserError that lists every problem, one line each; nothing when there is none."""
     if problems:
@@ -109,6 +133,7 @@ def run_cli(main: Callable[[], object]) -> None:
     """
     import lmdb
 
+    stdout, sys.stdout = sys.stdout, _NamedStdout(sys.stdout)
     try:
         with sigterm_raises():
             main()
@@ -122,6 +147,8 @@ def run_cli(main: Callable[[], object]) -> None:
         sys.exit(128 + signal.SIGPIPE)
     except (OSError, lmdb.Error) as error:
         print(f"error: {library_problem(error)}", file=sys.stderr)
+        if getattr(error, "filename", None) == "<stdout>":
+            _quiet_stdout()  # what it still holds is not flushed again at exit
         sys.exit(2)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -129,3 +156,5 @@ def run_cli(main: Callable[[], object]) -> None:
     except Terminated:
         print("error: terminated (SIGTERM)", file=sys.stderr)
         sys.exit(128 + signal.SIGTERM)
+    finally:
+        sys.stdout = stdout
