@@ -18,8 +18,7 @@ some day, which only its caption says. Each round's question has one of these ty
 The ground truth is always the bare value ("white"); its paraphrases ("it is white", "the
 background is white") are options too, relevance 1.0 in the dense annotations, so a perfect model
 reaches MRR 1. The 100 options of a round are ordered by hardness, the ground truth at a random
-position: first every other value of the question's kind (hard negatives: the image decides; for
-a binding question the values of the image's other objects first, which only binding tells apart),
+position: first every other value of the question's kind (hard negatives: the image decides),
 then the paraphrases of the right answer, then one bare value of every other kind ("yes" to a
 colour question: the question decides), then the rest. Base training draws its negatives from the
 first `-num_options - 1` wrong options of a round, so a small `-num_options` (config/presets/toy.yml)
@@ -266,13 +265,9 @@ def round_options(question: ToyQuestion, answer_pool: Sequence[str], rng: random
     answer of every other kind (so that training sees "yes" to a colour question), the rest."""
     phrase = PHRASINGS[question.kind]
     answer, *paraphrases = phrase(question.value)
-    related = [phrase(value)[0] for value in question.related_values]
-    others = [phrase(value)[0] for value in VALUES[question.kind]
-              if value != question.value and value not in question.related_values]
+    hard = [phrase(value)[0] for value in VALUES[question.kind] if value != question.value]
     other_kinds = [PHRASINGS[kind](rng.choice(VALUES[kind]))[0] for kind in VALUES if kind != question.kind]
-    rng.shuffle(related)
-    rng.shuffle(others)
-    hard = related + others
+    rng.shuffle(hard)
     medium = paraphrases + other_kinds
     rng.shuffle(medium)
     taken = set(hard) | set(medium) | {answer}
