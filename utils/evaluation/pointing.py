@@ -1,28 +1,5 @@
-"""The pointing score and the deletion test of a model on the val rounds whose relevant regions are
-known, per question type.
-
-For every evaluated round that the question-type file gives `relevant_regions` (the toy's binding,
-existence and counting rounds), the ground-truth answer is ranked alone with `explain=True`
-(utils/evaluation/explain.py): a hit when its region of highest weight is a relevant one. Then the
-deletion test asks whether that region is what the model uses: the answer is scored again with
-its heaviest region masked, and with each object region masked (the round's `object_regions`, else
-every box), one at a time (DialogRanker.scores_without: the image attention mask, the model's own
-mechanism for absent regions); the heaviest region passes against an object region when masking it
-lowers the answer's probability more (explain.deletion_outcomes). The metrics, per type T that has
-such rounds (in the file's order):
-
-    pointing_rounds_T   rounds measured
-    pointing_T          share of hits
-    pointing_chance_T   the share a uniformly random real region would hit ((relevant) / (real regions))
-    deletion_rounds_T   rounds with at least two object regions
-    deletion_T          share of (round, other object region) comparisons the heaviest region wins,
-                        averaged per round
-    deletion_chance_T   the same for a random object region in place of the heaviest (0.5 less ties)
-
-The same rounds are encoded as evaluation encodes them (DialogRanker: the history, the caption,
--visdial_tot_rounds), one sequence per round and per masked region, so it costs a fraction of
-scoring the options.
-"""
+"""The pointing score and the deletion test of a model per question type, on the val rounds whose
+relevant regions are known (docs/explain.md: what each metric measures and its chance level)."""
 from __future__ import annotations
 
 import torch
@@ -44,9 +21,11 @@ def round_query(data: dict, dialog: dict, round_index: int, answer: str) -> Rank
 
 def pointing_metrics(ranker: DialogRanker, data: dict, num_dialogs: int, question_types: QuestionTypes,
                      source: str) -> dict[str, float]:
-    """The metrics of the module docstring for the first `num_dialogs` dialogs of the processed val
-    split's `data`; {} when the file lists no relevant regions for them. `source` names the
-    question-type file in the UserError of a region the image does not have."""
+    """pointing_rounds_T, pointing_T, pointing_chance_T, deletion_rounds_T, deletion_T and
+    deletion_chance_T per type T (deletion_T where a round has two object regions) for the first
+    `num_dialogs` dialogs of the processed val split's `data`; {} when the file lists no relevant
+    regions for them. `source` names the question-type file in the UserError of a region the image
+    does not have."""
     rounds = [(dialog, number) for dialog in data["dialogs"][:num_dialogs]
               for number in range(1, len(dialog["dialog"]) + 1)
               if (dialog["image_id"], number) in question_types.regions]
