@@ -54,7 +54,8 @@ the toy's stand-in for the image-text pretraining data the paper's model saw bef
 tiny model trained from scratch for minutes on the six types alone never starts to use the image;
 with as many such dialogs as mixed ones it does (scripts/demo.sh, docs/learning.md).
 `-binding_dialogs N` adds N train dialogs on other images that ask only binding questions, one per
-object (its colour or its shape), the data of the binding curriculum (scripts/binding_study.py).
+object (its colour or its shape), after the others and from a random stream of their own: the rest
+of the set is byte for byte the set without them (the data of scripts/binding_study.py).
 
 Usage:
     python preprocessing/make_toy_data.py -out data/toy -seed 0 -train_dialogs 1000
@@ -316,6 +317,16 @@ def make_binding_dialog(image_id: int, answer_pool: Sequence[str], rng: random.R
     rng.shuffle(objects)
     questions = [binding_question(obj, rng.choice(("colour", "shape")), scene.objects) for obj in objects]
     return dialog_of(image_id, scene, questions[:max_rounds], False, answer_pool, rng)
+
+
+def make_binding_dialogs(count: int, seed: int, used_ids: set, answer_pool: Sequence[str], min_objects: int,
+                         max_objects: int, max_rounds: int) -> List[ToyDialog]:
+    """`count` binding dialogs (make_binding_dialog) on images not in `used_ids`, drawn from their own
+    random stream, so that the rest of the set is the same with or without them."""
+    rng = random.Random(f"{seed} binding")
+    image_ids = [image_id for image_id in rng.sample(IMAGE_IDS, count + len(used_ids)) if image_id not in used_ids]
+    return [make_binding_dialog(image_id, answer_pool, rng, min_objects, max_objects, max_rounds)
+            for image_id in image_ids[:count]]
 
 
 def dialog_of(image_id: int, scene: ToyScene, questions: List[ToyQuestion], with_day: bool,
@@ -676,20 +687,22 @@ def write_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 1000, val_
     rng = random.Random(seed)
     answer_pool = all_answer_strings()
     sizes = {"train": train_dialogs, "val": val_dialogs, "test": test_dialogs}
-    image_ids = iter(unique_image_ids(sum(sizes.values()) + whole_image_dialogs + binding_dialogs, rng))
+    image_ids = iter(unique_image_ids(sum(sizes.values()) + whole_image_dialogs, rng))
     dialogs = {split: [make_dialog(next(image_ids), answer_pool, rng, min_objects, max_objects, question_types,
                                    rounds) for _ in range(size)] for split, size in sizes.items()}
     dialogs["train"] += [make_dialog(next(image_ids), answer_pool, rng, min_objects, max_objects, ["one_hop"],
                                      rounds) for _ in range(whole_image_dialogs)]
-    dialogs["train"] += [make_binding_dialog(next(image_ids), answer_pool, rng, min_objects, max_objects, rounds)
-                         for _ in range(binding_dialogs)]
     rng.shuffle(dialogs["train"])
     test_rounds = {dialog.image_id: rng.randint(1, len(dialog.questions)) for dialog in dialogs["test"]}
+    binding = make_binding_dialogs(binding_dialogs, seed, {dialog.image_id for split in dialogs.values()
+                                                           for dialog in split}, answer_pool, min_objects,
+                                   max_objects, rounds)
+    written = {**dialogs, "train": dialogs["train"] + binding}  # the binding dialogs last, in the json and the LMDB
 
     paths: Dict[str, Path] = {}
     for split in SPLITS:
         paths[split] = out_dir / f"visdial_1.0_{split}.json"
-        write_json(paths[split], split_json(split, dialogs[split], test_rounds))
+        write_json(paths[split], split_json(split, written[split], test_rounds))
     dense_train = rng.sample(dialogs["train"], round(dense_train_fraction * train_dialogs))
     paths["train_dense"] = out_dir / "visdial_1.0_train_dense_annotations.json"
     write_json(paths["train_dense"], dense_annotations(dense_train, "relevance", rng))
@@ -701,14 +714,14 @@ def write_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 1000, val_
         paths["images"] = out_dir / "images"
         paths["images"].mkdir(exist_ok=True)
     regions: Dict[int, Dict[ToyObject, int]] = {}
-    write_lmdb_feature_store(str(paths["features"]), image_records(dialogs, seed, boxes_per_image, image_signal,
-                                                                   noise, regions, paths.get("images")))
+    write_lmdb_feature_store(str(paths["features"]), image_records([*dialogs.values(), binding], seed, boxes_per_image,
+                                                                   image_signal, noise, regions, paths.get("images")))
     for split in SPLITS:
         paths[f"{split}_question_types"] = out_dir / f"visdial_1.0_{split}_question_types.json"
         asked_rounds = test_rounds if SPLITS[split].last_round_only else None
         write_question_types(paths[f"{split}_question_types"],
                              {name: QUESTION_TYPES[name] for name in question_types},
-                             round_types(dialogs[split], regions, asked_rounds))
+                             round_types(written[split], regions, asked_rounds))
     if write_hdf5:
         paths["features_hdf5"] = out_dir / "visdial_img_feat.h5"
         convert_lmdb_to_hdf5(str(paths["features"]), str(paths["features_hdf5"]), show_progress=False)
@@ -721,14 +734,14 @@ def write_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 1000, val_
     return paths
 
 
-def image_records(dialogs: Dict[str, List[ToyDialog]], seed: int, boxes_per_image: int, signal: float,
+def image_records(dialogs: Sequence[List[ToyDialog]], seed: int, boxes_per_image: int, signal: float,
                   noise: float, regions: Dict[int, Dict[ToyObject, int]], images: Optional[Path]) -> Iterator[dict]:
-    """The feature records of every split's images; fills `regions` (image id -> object -> its
-    region) and draws each image into the folder `images` when it is given."""
+    """The feature records of the images of every list of `dialogs`, in order; fills `regions` (image
+    id -> object -> its region) and draws each image into the folder `images` when it is given."""
     directions = FeatureDirections(seed)
     rng = np.random.default_rng(seed + 1)
-    for split in SPLITS:
-        for dialog in dialogs[split]:
+    for split in dialogs:
+        for dialog in split:
             record = image_record(dialog, directions, boxes_per_image, signal, noise, rng)
             regions[dialog.image_id] = object_regions(dialog.scene, record)
             if images is not None:

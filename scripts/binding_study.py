@@ -1,9 +1,9 @@
 """Does ViLBERT learn binding on the toy VisDial, and do its region weights show what it uses? Trains
 ViLBERT and the language-only baseline through the same curriculum, side by side on one thread each,
-and prints their binding MRR, ViLBERT's pointing and deletion scores and its chat answers
-(docs/learning.md#binding says what the curriculum is and why).
+and prints their binding MRR on the demo's val, ViLBERT's pointing and deletion scores and its chat
+answers (docs/learning.md#binding says what the curriculum is and why).
 
-    OMP_NUM_THREADS=1 python scripts/binding_study.py --out binding_study [--seeds 0 1 2] [--val_dialogs 100]
+    OMP_NUM_THREADS=1 python scripts/binding_study.py --out binding_study [--seeds 0 1 2]
     python scripts/binding_study.py --out /tmp/binding_check --seeds 0 --smoke   # the mechanics, tiny
 """
 import json
@@ -20,11 +20,11 @@ from utils.outputs import Output, check_outputs, resolved, write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("vilbert", "language_only")
-TOY_SETS = {  # name -> train, whole-image, binding-only and val dialogs (0: --val_dialogs), other generator flags
-    "easy": (1000, 0, 2000, 1, ["-question_types", "binding", "-min_objects", "2", "-max_objects", "2",
-                                "-boxes_per_image", "3"]),
-    "mixed": (1000, 1000, 1000, 0, []),
-    "demo": (1000, 1000, 0, 30, []),  # scripts/demo.sh's set: the chat asks its first val dialog's binding questions
+TOY_SETS = {  # name -> dialog counts, more make_toy_data.py flags; "mixed" is scripts/demo.sh's set and binding dialogs
+    "easy": ({"train_dialogs": 1000, "val_dialogs": 1, "test_dialogs": 1, "binding_dialogs": 2000},
+             ["-question_types", "binding", "-min_objects", "2", "-max_objects", "2", "-boxes_per_image", "3"]),
+    "mixed": ({"train_dialogs": 1000, "whole_image_dialogs": 1000, "val_dialogs": 30, "test_dialogs": 20,
+               "binding_dialogs": 1000}, []),
 }
 CURRICULUM = (("easy", 2000, 6, 150), ("mixed", 4500, 6, 50), ("mixed", 1500, 20, 50))
 """Stages: toy set, iterations, -num_options, -warmup_steps; each starts from the one before."""
@@ -81,14 +81,15 @@ def chat_answers(checkpoint: Path, folder: Path) -> list[tuple[str, str, str]]:
             for question, answer, turn in zip(questions, answers, binding)]
 
 
-def study_seed(seed: int, folder: Path, val_dialogs: int, smoke: bool) -> dict:
+def study_seed(seed: int, folder: Path, smoke: bool) -> dict:
     """One seed: the toy sets, both models' curricula, their val metrics (the mixed set's, per
     question type) and ViLBERT's chat answers."""
-    small = (lambda count: min(count, SMOKE)) if smoke else (lambda count: count)
-    flags = {name: make_toy_visdial(folder / name, small(train), small(val) or val_dialogs, small(20),
-                                    small(whole_image), seed, [*extra, "-binding_dialogs", str(small(binding)),
-                                                               "-no_images"])
-             for name, (train, whole_image, binding, val, extra) in TOY_SETS.items()}
+    flags = {}
+    for name, (counts, extra) in TOY_SETS.items():
+        counts = {key: min(count, SMOKE) if smoke else count for key, count in counts.items()}
+        binding = counts.pop("binding_dialogs")
+        flags[name] = make_toy_visdial(folder / name, seed=seed, **counts,
+                                       extra=[*extra, "-binding_dialogs", str(binding), "-no_images"])
     runs = folder / "runs"
     runs.mkdir()
     with ThreadPoolExecutor(len(MODELS)) as pool:
@@ -99,7 +100,7 @@ def study_seed(seed: int, folder: Path, val_dialogs: int, smoke: bool) -> dict:
             "-start_path", str(checkpoint), "-save_path", str(folder), "-save_name", model,
             "-question_types", str(folder / "mixed" / "visdial_1.0_val_question_types.json"))
         row[model] = json.loads((folder / f"{model}_metrics.json").read_text())
-    row["chat"] = chat_answers(trained["vilbert"][0], folder / "demo")
+    row["chat"] = chat_answers(trained["vilbert"][0], folder / "mixed")
     return row
 
 
@@ -115,9 +116,9 @@ COLUMNS = (("ViLBERT", lambda row: row["vilbert"]["mrr_type_binding"]),
            ("CPU s L", lambda row: row["cpu_seconds"]["language_only"]))
 
 
-def print_table(rows: dict, val_dialogs: int) -> None:
+def print_table(rows: dict) -> None:
     """The binding rounds of val per seed, then the mean and the spread (max - min) over seeds."""
-    print(f"binding rounds of val ({val_dialogs} dialogs): MRR over the 100 options of ViLBERT, the language-only "
+    print("binding rounds of the demo's val: MRR over the 100 options of ViLBERT, the language-only "
           "model and a random ranking; ViLBERT's pointing and deletion scores beside chance; training CPU seconds "
           "(user + system, all stages) of each model")
     print(f"{'seed':<8}" + "".join(f"{label:>10}" for label, _ in COLUMNS))
@@ -134,23 +135,20 @@ def main(argv=None) -> None:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="a new (or empty) folder for the data, runs and results")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--val_dialogs", type=int, default=100, help="val dialogs of the mixed set (10 rounds each)")
     parser.add_argument("--smoke", action="store_true", help=f"{SMOKE} dialogs a count and iterations a stage")
     args = parser.parse_args(argv)
     if min(args.seeds) < 0 or len(set(args.seeds)) < len(args.seeds):
         raise UserError(f"--seeds must be distinct numbers >= 0, got {' '.join(map(str, args.seeds))}")
-    if args.val_dialogs < 1:
-        raise UserError(f"--val_dialogs must be at least 1, got {args.val_dialogs}")
     out = resolved(args.out, "--out")
     check_outputs([Output("--out", out, is_folder=True, what="the study folder")], {})
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: --out is not empty; give a new folder")
-    rows, val_dialogs = {}, min(args.val_dialogs, SMOKE) if args.smoke else args.val_dialogs
+    rows = {}
     for seed in args.seeds:
-        rows[seed] = study_seed(seed, out / f"seed{seed}", val_dialogs, args.smoke)
+        rows[seed] = study_seed(seed, out / f"seed{seed}", args.smoke)
         print(f"seed {seed} chat: " + "; ".join(f"{question} -> {answer} ({'right' if answer == truth else 'wrong'})"
                                                  for question, answer, truth in rows[seed]["chat"]), flush=True)
-    print_table(rows, val_dialogs)
+    print_table(rows)
     write_text(out / "binding_study.json", json.dumps({"arguments": vars(args), "rows": rows}, indent=1))
 
 

@@ -249,12 +249,24 @@ def test_whole_image_dialogs_are_more_train_dialogs_of_one_hop_questions(tmp_pat
 
 
 def test_binding_dialogs_are_more_train_dialogs_that_ask_each_object_once(tmp_path):
-    paths = make_toy_data(tmp_path, seed=2, train_dialogs=6, binding_dialogs=5, val_dialogs=2, test_dialogs=1)
+    """After the set without them, which they leave byte for byte as it is (features included)."""
+    paths = make_toy_data(tmp_path / "with", seed=2, train_dialogs=6, whole_image_dialogs=2, binding_dialogs=5,
+                          val_dialogs=2, test_dialogs=1)
+    without = make_toy_data(tmp_path / "without", seed=2, train_dialogs=6, whole_image_dialogs=2, val_dialogs=2,
+                            test_dialogs=1)
+    for name in ("val", "test", "train_dense", "val_dense", "val_question_types", "vocab", "model_config"):
+        assert paths[name].read_bytes() == without[name].read_bytes(), name
     train, store = load(paths["train"])["data"], open_feature_store(paths["features"])
+    earlier = load(without["train"])["data"]
+    assert [dialog["image_id"] for dialog in train["dialogs"][:8]] == [d["image_id"] for d in earlier["dialogs"]]
+    other_store = open_feature_store(without["features"])
+    for dialog in earlier["dialogs"] + load(without["val"])["data"]["dialogs"]:
+        assert all(np.array_equal(value, store[dialog["image_id"]][key])
+                   for key, value in other_store[dialog["image_id"]].items())
     types = load_question_types(paths["train_question_types"])
     kinds = [{types.of(dialog["image_id"], number) for number in range(1, len(dialog["dialog"]) + 1)}
              for dialog in train["dialogs"]]
-    assert len(kinds) == 11 and kinds.count({"binding"}) == 5
+    assert len(kinds) == 13 and kinds[8:] == [{"binding"}] * 5 and {"binding"} not in kinds[:8]
     for dialog, kind in zip(train["dialogs"], kinds):
         if kind != {"binding"}:
             continue
@@ -266,7 +278,9 @@ def test_binding_dialogs_are_more_train_dialogs_that_ask_each_object_once(tmp_pa
         for question, obj, turn in zip(asked, named, dialog["dialog"]):
             attribute = 1 if question.startswith("what color") else 0
             assert train["answers"][turn["answer"]] == obj[attribute], question
-    assert len(load(paths["val"])["data"]["dialogs"]) == 2
+    image_ids = [dialog["image_id"] for split in ("train", "val", "test")
+                 for dialog in load(paths[split])["data"]["dialogs"]]
+    assert len(set(image_ids)) == len(image_ids) == 16
 
 
 def test_object_regions_are_every_object_of_the_image(toy):
