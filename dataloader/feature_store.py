@@ -390,12 +390,7 @@ class Hdf5FeatureStore(FeatureStoreReader):
 def open_feature_store(path: str | os.PathLike) -> LmdbFeatureStore | Hdf5FeatureStore:
     """Open an image feature store, LMDB (folder with data.mdb, or the .mdb file) or HDF5, by its content."""
     path = Path(path)
-    if not path.exists():  # also False for a link to nothing or a loop of links
-        dangling = " (a symbolic link to nothing, or a loop of links)" if path.is_symlink() else ""
-        raise UserError(f"{path}: image feature store not found{dangling}")
     if path.is_dir():
-        if not (path / "data.mdb").exists():
-            raise UserError(f"{path}: folder has no data.mdb, not an LMDB feature store")
         input_file(path / "data.mdb", "LMDB data file")
         return LmdbFeatureStore(path)
     input_file(path, "image feature store")
