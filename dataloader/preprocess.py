@@ -40,7 +40,7 @@ from dataloader.tokenizer import encode_texts, load_tokenizer
 from dataloader.visdial_json import (check_annotations_follow_dialogs, load_dense_annotations,
                                      load_visdial_json)
 from utils.errors import UserError
-from utils.outputs import Output, check_outputs, write_json_files
+from utils.outputs import Output, check_outputs, json_writer, write_files
 
 INPUT_FILES = ("visdial_train", "visdial_val", "visdial_test", "visdial_val_ndcg", "visdial_train_ndcg")
 OUTPUT_FILES = ("save_path_train", "save_path_val", "save_path_test", "save_path_train_dense_samples",
@@ -247,7 +247,7 @@ def preprocess(files: dict, max_seq_len: int, vocab: str, show_progress: bool = 
     outputs = {"save_path_train": train, "save_path_val": val, "save_path_val_ndcg": kept_val_annotations,
                "save_path_test": test, "save_path_train_dense_samples": train_dense,
                "save_path_train_ndcg": kept_train_annotations}
-    write_json_files({files[name]: content for name, content in outputs.items()})
+    write_files({files[name]: json_writer(content) for name, content in outputs.items()})
     summary.lines.append(f"kept: {len(kept_train)} train dialogs, {len(kept_train_annotations)} train dense "
                          f"annotations, {len(kept_val)} val dialogs, {len(test['data']['dialogs'])} test dialogs")
     return summary

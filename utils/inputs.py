@@ -26,8 +26,8 @@ def is_json_number(value) -> bool:
 
 
 def is_text(value) -> bool:
-    """Whether a value is a string that encodes to UTF-8 (json escapes and lenient decodings make
-    lone surrogates, which do not)."""
+    """Whether a value is a string that encodes to UTF-8 (not one with a lone surrogate, which json
+    escapes and lenient decodings make)."""
     if not isinstance(value, str):
         return False
     try:
@@ -100,9 +100,8 @@ def _backslashes_before(raw: bytes, position: int) -> int:
 
 
 def _string_quotes(raw: bytes) -> np.ndarray:
-    """Positions of the quotes that open or close json strings: a quote preceded by an odd number
-    of backslashes is escaped (only those right after a backslash are looked at one by one).
-    Vectorised over the bytes; UTF-8 never puts an ASCII byte inside a multi-byte character."""
+    """Positions of the quotes that open or close json strings (not those after an odd number of
+    backslashes); vectorised, since UTF-8 never puts an ASCII byte inside a multi-byte character."""
     data = np.frombuffer(raw, dtype=np.uint8)
     quotes = np.flatnonzero(data == ord('"'))
     after_backslash = quotes[quotes > 0]
