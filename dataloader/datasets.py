@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from dataloader.encoding import (MAX_REGIONS, REGION_MASK_PROB, EncodedPrefix, TokenTable, encode_image,
-                                 encode_prefix, mask_tokens, pack_sequences)
+from dataloader.encoding import (REGION_MASK_PROB, EncodedPrefix, TokenTable, encode_image, encode_prefix, mask_tokens,
+                                 pack_sequences)
 from dataloader.visdial_json import (NUM_ANSWER_OPTIONS, SPLITS, check_annotations_follow_dialogs,
                                      load_dense_annotations, load_visdial_json, relevance_of)
 from utils.errors import UserError
@@ -117,7 +117,7 @@ class _DialogDataset(Dataset):
 
     def _image(self, index: int, mask_prob: float = 0.0, rng: np.random.Generator | None = None) -> dict:
         rng = np.random.default_rng(random.getrandbits(64)) if rng is None else rng
-        image = encode_image(self.features[self.dialogs[index]["image_id"]], mask_prob, rng, MAX_REGIONS)
+        image = encode_image(self.features[self.dialogs[index]["image_id"]], mask_prob, rng)
         image["image_id"] = np.int64(self.dialogs[index]["image_id"])
         return image
 
