@@ -115,6 +115,12 @@ class _DialogDataset(Dataset):
         item["lm_labels"] = np.full_like(item["tokens"], -1)
         return item
 
+    def _every_option(self, index: int, round_index: int) -> dict:
+        """The round's sequences with each of its answer options, in json order, unmasked."""
+        options = self.dialogs[index]["dialog"][round_index]["answer_options"]
+        return self._unmasked(index, [self._prefix(index, round_index)],
+                              [(0, self.answers[option]) for option in options])
+
     def _image(self, index: int, mask_prob: float = 0.0, rng: np.random.Generator | None = None) -> dict:
         rng = np.random.default_rng(random.getrandbits(64)) if rng is None else rng
         image = encode_image(self.features[self.dialogs[index]["image_id"]], mask_prob, rng)
@@ -139,9 +145,8 @@ class VisdialDataset(_DialogDataset):
 
     Train: `sequences_per_image` of the rounds x (1 + num_negative_samples) sequences, drawn
     without replacement; a negative's answer is one of the first num_options - 1 wrong options that
-    fits max_seq_len (if none fits, a random one cut to the true answer's length). Text is masked
-    with `mask_prob`, image regions with 0.15. Val: every round x num_options options, ground truth
-    first. Test: the last round's 100 options in json order.
+    fits max_seq_len (else a random one cut to the true answer's length). Val: every round x
+    num_options options, ground truth first. Test: the last round's 100 options in json order.
     """
 
     def __init__(self, split: str, dialogs_json, features, tokenizer, dense_annotations_json=None, *,
@@ -231,23 +236,16 @@ class VisdialDataset(_DialogDataset):
 
     def _test_item(self, index: int) -> dict:
         dialog = self.dialogs[index]
-        last = len(dialog["dialog"]) - 1
-        options = dialog["dialog"][last]["answer_options"]
-        item = self._unmasked(index, [self._prefix(index, last)], [(0, self.answers[option]) for option in options])
-        item.update(round_id=np.int64(dialog["round_id"]), num_rounds=1, num_options=len(options))
+        item = self._every_option(index, len(dialog["dialog"]) - 1)
+        item.update(round_id=np.int64(dialog["round_id"]), num_rounds=1, num_options=len(item["tokens"]))
         return {**item, **self._image(index)}
 
 
 class VisdialDenseDataset(_DialogDataset):
     """Dense-annotation items (the reference's VisdialDatasetDense): for annotation i, the dialog i
     up to the annotated round's question followed by each of its 100 options in json order.
-
-    Parameters: dialogs_json (processed train dense dialogs), dense_annotations_json (the
-    matching annotations, same order), features, tokenizer, split ("train" or "val": which kind of
-    dialog file), and the reference's max_seq_len, visdial_tot_rounds, overfit, num_samples.
-    Items: 100 sequences, next_sentence_labels [100] (0 at gt_option), gt_relevance [100],
-    gt_relevance_round_id, gt_option (module docstring).
-    """
+    dialogs_json / dense_annotations_json: the processed dense dialogs and their annotations, in the
+    same order; split: which kind of dialog file; the rest as VisdialDataset."""
 
     def __init__(self, dialogs_json, dense_annotations_json, features, tokenizer, split: str = "train", *,
                  max_seq_len: int = 256, visdial_tot_rounds: int = 11, overfit: bool = False,
@@ -259,14 +257,11 @@ class VisdialDenseDataset(_DialogDataset):
 
     def _item(self, index: int) -> dict:
         annotation = self.dense_annotations[index]
-        round_index = annotation["round_id"] - 1
-        turn = self.dialogs[index]["dialog"][round_index]
-        options = turn["answer_options"]
-        item = self._unmasked(index, [self._prefix(index, round_index)],
-                              [(0, self.answers[option]) for option in options])
-        labels = np.ones(len(options), dtype=np.int64)
-        labels[turn["gt_index"]] = 0
+        gt_index = self.dialogs[index]["dialog"][annotation["round_id"] - 1]["gt_index"]
+        item = self._every_option(index, annotation["round_id"] - 1)
+        labels = np.ones(len(item["tokens"]), dtype=np.int64)
+        labels[gt_index] = 0
         item.update(next_sentence_labels=labels, gt_relevance=np.asarray(relevance_of(annotation), dtype=np.float32),
-                    gt_relevance_round_id=np.int64(annotation["round_id"]), gt_option=np.int64(turn["gt_index"]),
-                    num_rounds=1, num_options=len(options))
+                    gt_relevance_round_id=np.int64(annotation["round_id"]), gt_option=np.int64(gt_index),
+                    num_rounds=1, num_options=len(labels))
         return {**item, **self._image(index)}

@@ -12,10 +12,8 @@ REGION_ZEROING_PROB = 0.9      # a masked region's features become 0 with this p
 
 
 class TokenTable:
-    """Token ids of a list of strings, stored flat (compact, cheap to pickle to DataLoader workers).
-
-    `table[i]` -> int64 array of the ids of string i.
-    """
+    """Token ids of a list of strings, stored flat (cheap to pickle to DataLoader workers):
+    `table[i]` -> int64 array of the ids of string i."""
 
     def __init__(self, token_lists: list[list[int]]):
         lengths = np.fromiter((len(ids) for ids in token_lists), dtype=np.int64, count=len(token_lists))
@@ -67,11 +65,9 @@ def encode_prefix(utterances: list[np.ndarray], max_rounds: int, cls_id: int, se
 
 
 def pack_sequences(prefixes: list[EncodedPrefix], finals: list[tuple[int, np.ndarray]], sep_id: int) -> dict:
-    """Complete each (prefix index, final utterance) into a sequence; pad to the longest of them.
-
-    Returns int64 arrays: tokens / segments [n, L] (0-padded), sep_indices [n, S] (0-padded
-    positions of the [SEP]s), hist_len [n] (number of utterances - 1), lengths [n].
-    """
+    """Complete each (prefix index, final utterance) into a sequence, padded to the longest: int64
+    tokens / segments [n, L], sep_indices [n, S] (the [SEP]s' positions), hist_len [n] (utterances
+    - 1), lengths [n]; 0-padded."""
     count = len(finals)
     prefix_of_row = np.array([prefix_index for prefix_index, _ in finals], dtype=np.int64)
     final_lengths = np.array([len(final) for _, final in finals], dtype=np.int64)
@@ -100,11 +96,9 @@ def pack_sequences(prefixes: list[EncodedPrefix], finals: list[tuple[int, np.nda
 
 def mask_tokens(tokens: np.ndarray, sep_indices: np.ndarray, hist_len: np.ndarray, mask_prob: float,
                 mask_id: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Masked-LM corruption: every utterance token (not [CLS], [SEP] or padding) is masked with
-    probability mask_prob; a masked token becomes [MASK] (no 80/10/10 split, as the reference).
-
-    Returns (masked tokens [n, L], labels [n, L]: the original id at masked positions, -1 elsewhere).
-    """
+    """Masked-LM corruption: each utterance token (not [CLS], [SEP] or padding) becomes [MASK] with
+    probability mask_prob (no 80/10/10 split, as the reference). Returns (tokens [n, L], labels
+    [n, L]: the original id at masked positions, -1 elsewhere)."""
     count, width = tokens.shape
     real = np.arange(width)[None, :] <= sep_indices[np.arange(count), hist_len][:, None]
     is_sep = np.zeros_like(real)

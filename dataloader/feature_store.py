@@ -252,7 +252,6 @@ class LmdbFeatureStore(FeatureStoreReader):
                                               "feature_size", f"{self.path} (b'feature_size')")
 
     def _load_record(self, image_id: int) -> tuple[object, str]:
-        """The unpickled record of `image_id` and the name of its source for error messages."""
         self._check_known(image_id)
         import lmdb
 

@@ -44,7 +44,6 @@ class TokenLengths:
         return int(self.answer[turn["answer_options"]].max())
 
     def rounds_to_drop(self, position: int, rounds: list[dict], round_index: int, max_seq_len: int):
-        """`rounds_to_drop` (below) for round `round_index` of the dialog at `position`."""
         history = [(self.question[turn["question"]], self.answer[turn["answer"]]) for turn in rounds[:round_index]]
         return rounds_to_drop(self.caption[position], history, self.question[rounds[round_index]["question"]],
                               self.longest_option(rounds[round_index]), max_seq_len)

@@ -49,6 +49,11 @@ def _is_int(value) -> bool:
     return type(value) is int
 
 
+def _check_image_id(value, where: str) -> None:
+    if not _is_int(value) or not 0 <= value < 2**63:
+        raise UserError(f"{where}: image_id {value!r} is not an image id (an integer >= 0)")
+
+
 def _check_texts(texts: list, path: Path, what: str) -> None:
     """Every text must be a string that encodes to UTF-8 (json escapes can make lone surrogates)."""
     if not all(isinstance(text, str) for text in texts):
@@ -79,8 +84,7 @@ def _validate_dialog(dialog, position: int, split: str, num_questions: int, num_
     where = f"{path}: dialog {position}"
     if not isinstance(dialog, dict) or not {"image_id", "caption", "dialog"} <= dialog.keys():
         raise UserError(f"{where}: needs image_id, caption and dialog")
-    if not _is_int(dialog["image_id"]) or not 0 <= dialog["image_id"] < 2**63:
-        raise UserError(f"{where}: image_id {dialog['image_id']!r} is not an image id (an integer >= 0)")
+    _check_image_id(dialog["image_id"], where)
     if not isinstance(dialog["caption"], str):
         raise UserError(f"{where}: caption must be a string")
     rounds = dialog["dialog"]
@@ -147,12 +151,9 @@ def _check_answer_options(with_options: list, num_answers: int, check_answer: bo
 
 
 def load_visdial_json(path: str | os.PathLike, split: str | None, processed: bool = False) -> dict:
-    """Load and validate a VisDial split file; returns the parsed json.
-
-    split: "train", "val" or "test" (decides which round fields are required), or None for the
-    split the file names (its "split" field: "val", or VisDial's "val2018"). processed: the
-    file is an output of preprocessing (test dialogs must then carry `round_id`).
-    """
+    """Load and validate a VisDial split file; returns the parsed json. split: "train", "val",
+    "test" or None for the one its "split" field names (`split_of`); processed: an output of
+    preprocessing (test dialogs must then carry `round_id`)."""
     if split not in (*SPLITS, None):
         raise ValueError(f"split must be one of {', '.join(SPLITS)} or None, got {split!r}")
     path = Path(path)
@@ -227,8 +228,7 @@ def load_dense_annotations(path: str | os.PathLike) -> list[dict]:
         if not isinstance(annotation, dict) or not {"image_id", "round_id"} <= annotation.keys() or not (
                 "gt_relevance" in annotation or "relevance" in annotation):
             raise UserError(f"{where}: needs image_id, round_id and gt_relevance (or relevance)")
-        if not _is_int(annotation["image_id"]) or not 0 <= annotation["image_id"] < 2**63:
-            raise UserError(f"{where}: image_id {annotation['image_id']!r} is not an image id (an integer >= 0)")
+        _check_image_id(annotation["image_id"], where)
         if not _is_int(annotation["round_id"]) or not 1 <= annotation["round_id"] <= MAX_ROUNDS:
             raise UserError(f"{where}: round_id {annotation['round_id']!r} is not a round in 1..{MAX_ROUNDS}")
         relevance = relevance_of(annotation)

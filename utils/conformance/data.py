@@ -36,11 +36,6 @@ def data_checks(fixtures: Path) -> list[CheckResult]:
     return preprocessing_checks(fixtures) + reader_checks(fixtures) + dataset_item_checks(fixtures)
 
 
-def _meta(fixtures: Path) -> dict | None:
-    path = fixtures / "dataset_items.pt"
-    return load_fixture(path)["meta"] if path.is_file() else None
-
-
 def _tokenizer(fixtures: Path):
     return load_tokenizer(str(fixtures / VOCAB_FILE))
 
@@ -49,13 +44,13 @@ def _tokenizer(fixtures: Path):
 
 def preprocessing_checks(fixtures: Path) -> list[CheckResult]:
     """Run preprocessing on visdial_raw/ and compare each output with visdial_processed/."""
-    raw, processed, meta = fixtures / "visdial_raw", fixtures / "visdial_processed", _meta(fixtures)
+    raw, processed = fixtures / "visdial_raw", fixtures / "visdial_processed"
     needed = [raw / name for name in RAW_FILES.values()] + [processed / name for name in PROCESSED_FILES.values()]
     needed += [fixtures / VOCAB_FILE, fixtures / "dataset_items.pt"]
     missing = [path for path in needed if not path.is_file()]
     if missing:
         return [absent("preprocessing", missing[0])]
-    max_seq_len = meta["max_seq_len"]
+    max_seq_len = load_fixture(fixtures / "dataset_items.pt")["meta"]["max_seq_len"]
     with tempfile.TemporaryDirectory() as output:
         files = {flag: str(raw / name) for flag, name in RAW_FILES.items()}
         files.update({flag: str(Path(output) / name) for flag, name in PROCESSED_FILES.items()})
@@ -157,7 +152,6 @@ def _compare_record(name: str, record: dict, expected: dict) -> CheckResult:
 # ---------------------------------------------------------------- dataset items
 
 def _datasets(fixtures: Path, meta: dict) -> dict:
-    """Our datasets over the fixture's processed json and LMDB, built with the fixture's parameters."""
     processed, tokenizer = fixtures / "visdial_processed", _tokenizer(fixtures)
     features = open_feature_store(fixtures / "visdial_img_feat.lmdb")
     common = dict(max_seq_len=meta["max_seq_len"], num_options=meta["num_options"])
@@ -257,11 +251,9 @@ def _unmasked(tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def check_train_item(item: dict, expected: dict, image: dict, meta: dict) -> list[str]:
-    """Invariants of a masked train item, matched against the reference item of the same dialog:
-    each positive sequence (masking undone) equals a reference positive, each negative shares a
-    reference negative's history and question; segments and [SEP] positions are exact; masked
-    tokens hold [MASK] with the original id as label; image fields are the reference's except
-    masked rows, which may be zeroed."""
+    """Invariants of a masked train item against the reference item of the same dialog: each
+    positive (masking undone) equals a reference positive, each negative shares a reference
+    negative's history and question; [MASK] where labelled; image rows the reference's or zeroed."""
     item, problems = _tensors(item), []
     tokens, labels, nsp = item["tokens"], item["lm_labels"], item["next_sentence_labels"]
     rounds, per_round, width = expected["tokens"].shape
