@@ -34,17 +34,14 @@ HDF5_SUFFIXES = (".h5", ".hdf5")
 _LMDB_KEYS_RECORD = b"keys"
 _LMDB_FEATURE_SIZE_RECORD = b"feature_size"
 LMDB_FILES = frozenset({"data.mdb", "lock.mdb"})
-"""What an LMDB store's folder holds."""
 
 
 class ImageRecord(TypedDict):
-    """What a reader returns for one image with n boxes (row 0 is the whole image).
+    """What a reader returns for one image with n boxes, row 0 being the whole image:
 
-    features            [n+1, F] float32: row 0 = mean of the n box features, then the boxes (F = 2048
-                        for the released features)
+    features            [n+1, F] float32: row 0 = mean of the n box features, then the boxes
     num_boxes           int: n + 1
-    image_location      [n+1, 5] float64: row 0 = [0, 0, 1, 1, 1], then
-                        [x1/w, y1/h, x2/w, y2/h, box area / image area] (computed in float32)
+    image_location      [n+1, 5] float64: row 0 = [0, 0, 1, 1, 1], then [x1/w, y1/h, x2/w, y2/h, area ratio]
     image_location_ori  [n+1, 5] float64: row 0 = [0, 0, w, h, w*h], then [x1, y1, x2, y2, area ratio]
     cls_prob            [n+1, 1601] float32: row 0 = one-hot class 0, then the stored class probabilities
     """
