@@ -176,8 +176,7 @@ class DialogRanker:
                 if first_number is None:
                     raise
                 raise UserError(f"query {first_number + number}: {error}") from None
-        batch = collate_dialog_batch([{name: torch.from_numpy(value) for name, value in item.items()}
-                                      for item in items])
+        batch = collate_dialog_batch(items)
         sizes = [len(query.candidates) for query in queries]
         weights = torch.zeros(sum(sizes), batch["image_mask"].shape[1]) if explain else None
         scores = score_sequences(self.model, batch, self.tokens_per_batch, self.precision, weights)
