@@ -22,8 +22,9 @@ from typing import Optional, Sequence, TypeVar
 import torch
 import yaml
 
+from dataloader.feature_record import NUM_CLASSES
 from dataloader.visdial_json import EVALUATED_SPLITS, NUM_ANSWER_OPTIONS, SPLITS
-from models import MODEL_TYPES
+from models import MODEL_TYPES, BertConfig, checked_model_config
 from models.losses import DENSE_LOSSES
 from utils.errors import ArgumentParser, UserError, report_problems
 from utils.outputs import resolved
@@ -230,6 +231,13 @@ class SharedOptions(FlagOptions):
             if name in saved and saved[name] != value:
                 changes[field.metadata["on_resume"]].append(f"-{name} {saved[name]!r} -> {value!r}")
         return changes[EXACT], changes[NOTED]
+
+
+def model_config_for(options: SharedOptions, dataset) -> BertConfig:
+    """-model_config, checked against the data the model will see (a dataset of dataloader/datasets.py):
+    its vocabulary, -max_seq_len and the feature store; UserError naming the config and the data file."""
+    return checked_model_config(options.model_config, options.model_type, dataset.vocabulary_size, options.vocab,
+                                options.max_seq_len, dataset.features, NUM_CLASSES)
 
 
 @dataclasses.dataclass(frozen=True)

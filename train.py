@@ -26,12 +26,10 @@ import torch
 import yaml
 
 from models import build_model
-from options import TrainOptions, parse_options, resolve_precision
-from utils.checkpoints import (estimated_checkpoint_bytes, git_commit, load_bert_weights, load_model_weights,
-                               read_run_state, restore_run_state)
+from options import TrainOptions, model_config_for, parse_options, resolve_precision
+from utils.checkpoints import estimated_checkpoint_bytes, git_commit, read_run_state, restore_run_state
 from utils.distributed import DistributedContext, barrier, setup_distributed, teardown_distributed, wrap_model
 from utils.errors import report_problems, run_cli
-from utils.evaluation.run import model_config_for
 from utils.random_state import seed_everything
 from utils.training.data import build_training_data
 from utils.training.loggers import TrainingLogger
@@ -59,11 +57,10 @@ def build_and_train(options: TrainOptions, context: DistributedContext, folder: 
     data = build_training_data(options, context)
 
     seed_everything(options.seed)
-    model = build_model(model_config_for(options, data.dataset), options.model_type)
-    if options.bert_init and not options.resume:
-        say(load_bert_weights(model, options.bert_init).describe(options.bert_init))
-    if options.start_path and not options.resume:
-        say(load_model_weights(model, options.start_path, strict=False).describe(options.start_path))
+    # -continue restores its checkpoint's weights below; a new run starts from -bert_init, then -start_path
+    start_path, bert_init = (None, None) if options.resume else (options.start_path, options.bert_init)
+    model = build_model(model_config_for(options, data.dataset), options.model_type, start_path, strict=False,
+                        bert_init=bert_init, say=say)
     model.to(context.device)
     if context.is_main:
         folder.check_space(estimated_checkpoint_bytes(model))

@@ -49,7 +49,7 @@ def check_checkpoint(path: Path) -> None:
     # refused at once, without the seconds that importing torch takes
     if not (start == b"PK\x03\x04" or start[:1] == b"\x80"):
         raise UserError("not a PyTorch checkpoint (neither a zip archive nor a pickle stream)")
-    from utils.checkpoints import read_checkpoint
+    from models.weights import read_checkpoint
     read_checkpoint(path)
 
 

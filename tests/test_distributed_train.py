@@ -17,8 +17,8 @@ import torch.multiprocessing as mp
 import evaluate
 import train
 from models import build_model
-from utils.checkpoints import load_model_weights
-from utils.checkpoints.weights import parameters_sha256
+from models.weights import load_model_weights
+from utils.checkpoints.run_checkpoint import parameters_sha256
 from options import TrainOptions, parse_options
 from tests.dropout_free_run import without_dropout
 from tests.test_evaluate import golden_args

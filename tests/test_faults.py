@@ -19,7 +19,7 @@ import torch
 import train
 from dataloader.datasets import VisdialDataset
 from preprocessing import make_toy_data
-from utils.checkpoints import read_checkpoint
+from models.weights import read_checkpoint
 from tests.train_helpers import assert_bit_identical, final_weights, fixture_flags, read_metrics
 from utils.errors import UserError, run_cli
 from utils.outputs import TEMPORARY_MARK, atomic_write

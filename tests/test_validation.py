@@ -31,13 +31,12 @@ from dataloader.tokenizer import load_tokenizer
 from dataloader.visdial_json import load_dense_annotations, load_visdial_json
 from models import build_model
 from models.config import BertConfig
-from utils.checkpoints import load_model_weights, read_checkpoint
-from options import CPU_COUNT, EvalOptions, TrainOptions, parse_options
+from models.weights import load_model_weights, read_checkpoint
+from options import CPU_COUNT, EvalOptions, TrainOptions, model_config_for, parse_options
 from tests import hostile_inputs as hostile
 from tests.train_helpers import fixture_flags
 from utils.distributed import DistributedContext
 from utils.errors import UserError
-from utils.evaluation.run import model_config_for
 from utils.training.run_folder import RunFolder
 from utils.checkpoints import Checkpoint, read_run_state, restore_run_state, save_run_state
 from utils.checkpoints.run_checkpoint import check_resume_content

@@ -34,10 +34,10 @@ from torch import nn
 
 from models import BertConfig
 from options import TrainOptions
-from utils.checkpoints.weights import (check_tensors, load_state_into, parameters_sha256, read_checkpoint,
-                                       save_checkpoint)
+from models.weights import check_tensors, load_state_into, read_checkpoint
 from utils.distributed import DistributedContext, gather_to_main, get_world_size
 from utils.errors import UserError
+from utils.outputs import atomic_write
 from utils.random_state import RandomState
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -415,6 +415,20 @@ def restore_run_state(checkpoint: Checkpoint, state, context: DistributedContext
         parameters[name].grad = gradient.to(parameters[name].device)
     RandomState.from_checkpoint(per_rank[min(context.rank, len(per_rank) - 1)]["rng"]).restore()
     say(f"continuing from {path}: iteration {state.progress.iteration}, epoch {state.progress.epoch}")
+
+
+def save_checkpoint(path: Union[str, Path], content: dict) -> None:
+    """torch.save `content` (tensors and plain containers only, so that it loads with
+    weights_only=True) atomically to `path`."""
+    atomic_write(path, lambda file: torch.save(content, file))
+
+
+def parameters_sha256(model: nn.Module) -> str:
+    """A hash of every parameter's bytes: equal on all ranks when they hold the same weights."""
+    digest = hashlib.sha256()
+    for _, parameter in sorted(model.named_parameters()):
+        digest.update(parameter.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def rank_file(checkpoint: Path, rank) -> Path:

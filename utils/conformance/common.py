@@ -10,7 +10,6 @@ from typing import Optional
 import torch
 
 from models import build_model
-from utils.checkpoints import load_model_weights
 
 # Tolerances suggested by the fixture README (float32 reference, other thread counts / batches).
 ATOL_LM = 1e-4
@@ -62,6 +61,4 @@ def load_fixture(path: Path):
 
 def fixture_model(fixtures: Path, checkpoint: str = "model_raw.pt"):
     """The fixture's model (model_config.json + a checkpoint) in eval mode, or a UserError."""
-    model = build_model(fixtures / "model_config.json")
-    load_model_weights(model, fixtures / checkpoint, strict=True)
-    return model.eval()
+    return build_model(fixtures / "model_config.json", checkpoint=fixtures / checkpoint).eval()

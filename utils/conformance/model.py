@@ -13,7 +13,6 @@ import torch
 
 from models import build_model
 from models.losses import dense_loss, pretraining_loss
-from utils.checkpoints import extract_state_dict, read_checkpoint
 from utils.conformance.common import ATOL, ATOL_LM, CheckResult, absent, compare, fixture_model, load_fixture
 from utils.errors import UserError
 from utils.inputs import read_json
@@ -65,8 +64,7 @@ def check_checkpoints(fixtures: Path) -> List[CheckResult]:
             results.append(absent(f"{name} loads strictly", path))
             continue
         try:
-            fixture_model(fixtures, name)
-            states[name] = extract_state_dict(read_checkpoint(path), path)
+            states[name] = fixture_model(fixtures, name).state_dict()
             results.append(CheckResult(f"{name} loads strictly", True))
         except UserError as error:
             results.append(CheckResult(f"{name} loads strictly", False, None, str(error)))

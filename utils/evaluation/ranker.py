@@ -39,7 +39,6 @@ from dataloader.rounds import RoundEncoder, image_inputs, image_record_from_arra
 from dataloader.tokenizer import load_tokenizer
 from models import build_model, checked_model_config, model_class
 from options import EvalOptions, SharedOptions, check_parameters, resolve_precision
-from utils.checkpoints import load_model_weights
 from utils.errors import UserError, note_on_stderr
 from utils.evaluation.explain import ExplainedAnswer, RegionWeight
 from utils.evaluation.scoring import resolve_tokens_per_batch, score_sequences
@@ -127,8 +126,7 @@ class DialogRanker:
             features = open_image_features(features, note or note_on_stderr)
         config = checked_model_config(model_config, model_type, len(tokenizer), vocab, max_seq_len, features,
                                       NUM_CLASSES)
-        model = build_model(config, model_type)
-        load_model_weights(model, path)
+        model = build_model(config, model_type, path)
         return cls(model.to(device), tokenizer, features, max_seq_len=max_seq_len, max_rounds=max_rounds,
                    precision=precision, tokens_per_batch=tokens_per_batch)
 

@@ -23,15 +23,13 @@ from torch.utils.data import Dataset
 
 from dataloader.collate import collate_dialog_batch
 from dataloader.datasets import VisdialDataset
-from dataloader.feature_record import NUM_CLASSES
 from dataloader.feature_store import open_feature_store
 from dataloader.question_types import QuestionTypes, load_question_types
 from dataloader.tokenizer import load_tokenizer
 from dataloader.visdial_json import (NUM_ANSWER_OPTIONS, SPLITS, check_annotations_follow_dialogs,
                                      load_dense_annotations, load_visdial_json)
-from models import BertConfig, build_model, checked_model_config
-from options import EnsembleOptions, EvalOptions, SharedOptions, resolve_precision
-from utils.checkpoints import load_model_weights
+from models import build_model
+from options import EnsembleOptions, EvalOptions, model_config_for, resolve_precision
 from utils.distributed import DistributedContext, check_on_main
 from utils.errors import UserError
 from utils.evaluation.evalai import check_submission, evalai_test_entries, evalai_val_entries, expected_entries
@@ -88,23 +86,12 @@ def _dense_annotations_path(options) -> Optional[str]:
     return annotations
 
 
-def model_config_for(options: SharedOptions, dataset) -> BertConfig:
-    """-model_config, checked against the data the model will see (a dataset of
-    dataloader/datasets.py): its vocabulary, -max_seq_len and, for a model that reads them, the
-    feature store's width and classes; UserError naming the config and the data file otherwise."""
-    return checked_model_config(options.model_config, options.model_type, dataset.vocabulary_size, options.vocab,
-                                options.max_seq_len, dataset.features, NUM_CLASSES)
-
-
 def load_model(options: EvalOptions, dataset, device: torch.device, verbose: bool = True) -> torch.nn.Module:
     """The model of -model_config (checked against `dataset`) with the weights of -start_path, on
     `device`."""
-    model = build_model(model_config_for(options, dataset), options.model_type)
-    if options.start_path:
-        report = load_model_weights(model, options.start_path)
-        if verbose:
-            print(report.describe(options.start_path))
-    else:
+    model = build_model(model_config_for(options, dataset), options.model_type, options.start_path,
+                        say=print if verbose else None)
+    if not options.start_path:
         warnings.warn("no -start_path: scoring a randomly initialised model", stacklevel=2)
     model = model.to(device)
     return torch.compile(model, dynamic=True) if options.compile else model
