@@ -25,13 +25,12 @@ from tqdm import tqdm
 
 from models.losses import RankingLoss
 from options import TrainOptions
-from utils.checkpoints import save_run_state
 from utils.distributed import DistributedContext, all_ranks_agree, any_rank, barrier
 from utils.errors import UserError
 from utils.evaluation.validation import evaluate_val
+from utils.training.checkpoints import CheckpointManager
 from utils.training.data import TrainingData
 from utils.training.loggers import TrainingLogger
-from utils.training.run_folder import RunFolder
 from utils.training.run_state import RunState
 from utils.training.steps import StepSettings, base_step, dense_step
 
@@ -75,7 +74,7 @@ class Trainer:
     state.model is the plain model that is saved and validated.
     """
 
-    def __init__(self, options: TrainOptions, context: DistributedContext, folder: RunFolder, state: RunState,
+    def __init__(self, options: TrainOptions, context: DistributedContext, folder: CheckpointManager, state: RunState,
                  data: TrainingData, train_model: torch.nn.Module, logger: TrainingLogger, precision: str,
                  validation_precision: str):
         self.options, self.context, self.folder, self.state = options, context, folder, state
@@ -137,13 +136,10 @@ class Trainer:
             self.logger.flush()
             self.logger.close()
 
-    def save(self, path: Optional[Path] = None) -> Path:
+    def save(self, best: bool = False) -> Path:
         """Write a checkpoint (all ranks take part, rank 0 writes); keep the last -keep_checkpoints."""
-        path = path or self.folder.checkpoint(self.state.progress.iteration)
-        save_run_state(path, self.state, self.options, self.context)
+        path = self.folder.save(self.state, self.options, self.context, best)
         if self.context.is_main:
-            if path != self.folder.best:
-                self.folder.prune(self.options.keep_checkpoints)
             self.logger.log_event("checkpoint", self.state.progress.iteration, path=str(path))
         barrier()
         return path
@@ -195,10 +191,8 @@ class Trainer:
         image_ids = batch["image_id"].reshape(-1).tolist() if "image_id" in batch else "unknown"
         where = f"non-finite loss ({result.loss}) at iteration {self.state.progress.iteration}, images {image_ids}"
         if self.options.nan_policy == "stop":
-            saved = self.folder.checkpoints()
-            last_good = saved[-1][1] if saved else "none yet"
             raise UserError(f"{where}; training stopped before the weights were updated; "
-                            f"last good checkpoint: {last_good}")
+                            f"last good checkpoint: {self.folder.newest() or 'none yet'}")
         self.state.progress.window_finite = False
         self.say(f"warning: {where}; skipping this optimizer step (-nan_policy skip)")
 
@@ -260,7 +254,7 @@ class Trainer:
         mrr = metrics.get("mrr", -1.0)
         if mrr > self.state.progress.best_mrr:
             self.state.progress.best_mrr = mrr
-            self.save(self.folder.best)
+            self.save(best=True)
 
     def _stop_for_signal(self) -> int:
         path = self.save()
