@@ -105,7 +105,7 @@ def evaluate(options: EvalOptions, context: DistributedContext) -> None:
     written = outputs(options)
     check_on_main(lambda: check_outputs(list(written.values()), options.input_paths()), context.is_main)
     question_types = load_question_types(options.question_types) if options.question_types else None
-    compared = load_compared_metrics(options.compared_metrics, options.model_type)
+    compared = load_compared_metrics(dict(options.compared_metrics), options.model_type)
     pictures = {}  # read before the scoring: a bad -images folder costs no hours
     if options.images:
         check_on_main(lambda: pictures.update(image_files(options.images)), context.is_main)
