@@ -165,8 +165,8 @@ class SharedOptions(FlagOptions):
         "data/visdial/visdial_1.0_val_dense_annotations_processed.json",
         "dense annotations of the val split", "data", on_resume=NOTED, is_input=True)
     vocab: str = flag("data/bert-base-uncased/vocab.txt",
-                      "BERT WordPiece vocabulary: a vocab.txt, a folder, or a Hugging Face hub name "
-                      "(default: where scripts/download_preprocessed.sh puts it)", "data", is_input=True)
+                      "BERT WordPiece vocabulary: a vocab.txt, a folder, or a Hugging Face hub name", "data",
+                      is_input=True)
     num_options: int = flag(100, "answer options per round (2..100)", "data", at_least=2, at_most=100)
     visdial_tot_rounds: int = flag(11, "rounds kept in a sequence, the caption counting as one (at most 11)",
                                    "data", at_least=2, at_most=11, note=" (the caption counts as a round)")

@@ -25,7 +25,7 @@ from options import TrainOptions, model_config_for, parse_options, resolve_preci
 from utils.distributed import DistributedContext, barrier, setup_distributed, teardown_distributed, wrap_model
 from utils.errors import report_problems, run_cli
 from utils.random_state import seed_everything
-from utils.training.checkpoints import CheckpointManager, git_commit
+from utils.training.checkpoints import CheckpointManager
 from utils.training.data import build_training_data
 from utils.training.loggers import TrainingLogger
 from utils.training.run_state import RunState
@@ -72,7 +72,7 @@ def build_and_train(options: TrainOptions, context: DistributedContext, folder: 
     logger = TrainingLogger(folder.path, enabled=context.is_main, tensorboard=bool(options.tensorboard),
                             visdom=visdom if options.enable_visdom else None)
     if context.is_main:
-        folder.write_config(options.to_dict(), git_commit())
+        folder.write_config(options)
         logger.log_text(yaml.safe_dump(options.to_dict(), sort_keys=False))
     # validation is evaluation: under -precision auto in fp32, as evaluate.py runs, so that the best
     # checkpoint is picked by the metrics evaluate.py will report

@@ -11,7 +11,6 @@ from torch import nn
 from utils.errors import UserError
 from utils.inputs import input_file
 
-WRAPPER_PREFIXES = ("module.",)
 MODEL_PREFIX = "bert_pretrained."
 
 
@@ -32,8 +31,7 @@ def read_checkpoint(path: Union[str, Path], what: str = "checkpoint") -> dict:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(f"{path}: not a PyTorch {what} ({reason})") from None
     if not isinstance(content, dict):
-        raise UserError(f"{path}: not a {what} (holds a {type(content).__name__}, "
-                        "expected a dict)")
+        raise UserError(f"{path}: not a {what} (holds a {type(content).__name__}, expected a dict)")
     return content
 
 
@@ -61,14 +59,11 @@ def check_tensors(tensors: dict, source: Union[str, Path], what: str) -> None:
             raise UserError(f"{source}: {key} holds NaN or inf")
 
 
-def align_key_names(state: Dict[str, torch.Tensor],
-                    expected: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Rename keys saved under other prefixes (`module.`, `bert.` ...) to the model's names."""
+def align_key_names(state: Dict[str, torch.Tensor], expected: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Rename keys saved under other prefixes (DDP's `module.`, `bert.` ...) to the model's names."""
     renamed = {}
     for key, value in state.items():
-        for prefix in WRAPPER_PREFIXES:
-            if key.startswith(prefix):
-                key = key[len(prefix):]
+        key = key.removeprefix("module.")
         if key not in expected and MODEL_PREFIX + key in expected:
             key = MODEL_PREFIX + key
         renamed[key] = value
@@ -122,31 +117,9 @@ def load_model_weights(model: nn.Module, path: Union[str, Path], strict: bool = 
     return load_state_into(model, state, path, strict=strict)
 
 
-def _read_bert_weights(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
-    path = Path(path)
-    if path.is_dir():
-        candidates = [path / "model.safetensors", path / "pytorch_model.bin"]
-        found = [candidate for candidate in candidates if candidate.is_file()]
-        if not found:
-            raise UserError(f"{path}: no model.safetensors or pytorch_model.bin in this folder")
-        path = found[0]
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-        path = input_file(path, "BERT checkpoint")
-        try:
-            state = load_file(str(path))
-        except (SafetensorError, OSError) as error:
-            raise UserError(f"{path}: not a safetensors file ({error})") from None
-        check_tensors(state, path, "not a BERT checkpoint")
-        return state
-    return extract_state_dict(read_checkpoint(path), path)
-
-
 def bert_key_to_model_key(key: str) -> str:
     """`bert.encoder.layer.0...gamma` (Hugging Face / Google BERT) -> our name of that tensor."""
-    key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta",
-                                                                      "LayerNorm.bias")
+    key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
     if key.startswith("bert."):
         key = key[len("bert."):]
     if key.startswith("cls."):
@@ -158,6 +131,23 @@ def load_bert_weights(model: nn.Module, path: Union[str, Path]) -> LoadReport:
     """The text stream and LM head of `model` from a Hugging Face BERT (a folder, `.safetensors` or
     `.bin`); the image stream keeps its initialisation, `report.unexpected` lists the BERT tensors
     without a place (ViLBERT has no tanh pooler)."""
-    state = {bert_key_to_model_key(key): value for key, value in _read_bert_weights(path).items()}
+    file = Path(path)
+    if file.is_dir():
+        found = [candidate for candidate in (file / "model.safetensors", file / "pytorch_model.bin")
+                 if candidate.is_file()]
+        if not found:
+            raise UserError(f"{file}: no model.safetensors or pytorch_model.bin in this folder")
+        file = found[0]
+    if file.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        file = input_file(file, "BERT checkpoint")
+        try:
+            state = load_file(str(file))
+        except (SafetensorError, OSError) as error:
+            raise UserError(f"{file}: not a safetensors file ({error})") from None
+        check_tensors(state, file, "not a BERT checkpoint")
+    else:
+        state = extract_state_dict(read_checkpoint(file), file)
+    state = {bert_key_to_model_key(key): value for key, value in state.items()}
     return load_state_into(model, state, path, strict=False)
-

@@ -1,8 +1,5 @@
-"""What every conformance check shares: a result row, tensor comparison, the fixture's model.
-
-Each check returns `CheckResult`s; `scripts/check_reference.py` prints them as a table. The checks
-live in `model.py`, `data.py` and `evaluation.py` next to this module.
-"""
+"""What every conformance check shares: a result row (scripts/check_reference.py prints them as a
+table), tensor comparison, the fixture's model."""
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -33,10 +30,8 @@ def absent(name: str, path: Path) -> CheckResult:
 
 def compare(name: str, actual: torch.Tensor, expected: torch.Tensor, atol: float = ATOL,
             where: Optional[torch.Tensor] = None) -> CheckResult:
-    """Compare two tensors (only at `where` if given) with atol = rtol = `atol`.
-
-    Integer and boolean tensors must be equal exactly.
-    """
+    """Compare two tensors (only at `where` if given) with atol = rtol = `atol`; integer and boolean
+    tensors must be equal exactly."""
     actual, expected = actual.detach().cpu(), expected.detach().cpu()
     if actual.shape != expected.shape:
         return CheckResult(name, False, None,

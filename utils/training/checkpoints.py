@@ -27,7 +27,6 @@ from utils.random_state import RandomState
 from utils.training.resume_checks import check_for_resume, check_gradients, check_optimizer_fit, model_config_record
 from utils.training.run_state import Progress, RunState
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT_PREFIX = "visdial_dialog_encoder_"
 LOCK_FILE = ".train.lock"
 
@@ -241,10 +240,10 @@ class CheckpointManager:
             raise UserError(f"{self.path}: only {free / 2**20:.0f} MiB free on this disk, a checkpoint "
                             f"needs about {needed / 2**20:.0f} MiB")
 
-    def write_config(self, options: dict, commit: str) -> None:
+    def write_config(self, options: TrainOptions) -> None:
         """config.yml: the run's options (flag name -> value) under a line naming the git commit."""
-        write_text(self.path / "config.yml",
-                   f"# visdial-bert run, git commit {commit}\n" + yaml.safe_dump(options, sort_keys=False))
+        write_text(self.path / "config.yml", f"# visdial-bert run, git commit {git_commit()}\n"
+                   + yaml.safe_dump(options.to_dict(), sort_keys=False))
 
 
 def _pending_gradients(per_rank: list[dict], checkpoint: Path, context: DistributedContext,
@@ -301,9 +300,10 @@ def parameters_sha256(model: nn.Module) -> str:
 
 
 @functools.cache
-def git_commit(repo_dir: Union[str, Path] = REPO_ROOT) -> str:
+def git_commit() -> str:
     """The commit hash of the code this process runs (with '-dirty' when files had changed when it
     was first asked), or 'unknown'."""
+    repo_dir = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_dir, capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()

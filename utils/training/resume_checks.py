@@ -102,11 +102,9 @@ def _world_size_change(path: Path, saved: dict, saved_world_size: int, options: 
             return (f"{written}, with the same global batch of {now} sequences: the data order, the items' "
                     "random draws and the gradients continue as on the old processes; dropout masks come "
                     "from other random streams")
-        return (f"warning: {written}: the global batch changes from {before} to {now} sequences per "
-                f"iteration, so the run does not continue as it would have (-batch_size {before // world_size} "
-                f"keeps it)" if before % world_size == 0 else
-                f"warning: {written}: the global batch changes from {before} to {now} sequences per iteration, "
-                "so the run does not continue as it would have")
+        keeps = f" (-batch_size {before // world_size} keeps it)" if before % world_size == 0 else ""
+        return (f"warning: {written}: the global batch changes from {before} to {now} sequences per iteration, "
+                f"so the run does not continue as it would have{keeps}")
     return (f"warning: {written}: in dense mode each process takes one annotated round per iteration, so "
             f"an iteration now takes {world_size} rounds instead of {saved_world_size} and the run does not "
             "continue as it would have")
@@ -124,7 +122,6 @@ def _check_number(value, path: Path, field: str, kind: type = float, low: float 
 
 
 def _check_fields(values, expected: tuple, path: Path, field: str) -> None:
-    """`values` is a dict holding exactly the keys `expected` (each missing or unknown one named)."""
     if not isinstance(values, dict):
         _fail(path, field, f"must be a mapping, got a {type(values).__name__}")
     missing = [key for key in expected if key not in values]

@@ -1,20 +1,5 @@
-"""The training loop: iterations, optimizer steps, logging, validation, checkpoints and signals.
-
-`Trainer.run()` trains a built run (train.py builds it) until the last epoch or -max_iterations:
-
-* an iteration is one step of the objective (utils/training/steps.py) with backward; every
-  -batch_multiply iterations (never at iteration 0, so its gradient joins the next one, as the
-  reference) the optimizer steps at the rate of scheduler step iteration + 1;
-* a non-finite loss stops before the weights change (-nan_policy stop) or skips the step; in fp16
-  the grad scaler skips a step whose gradients overflowed, which is counted and reported;
-* annotated rounds whose relevances are all 0, which -dense_loss listmle / approxndcg leave out,
-  are counted in metrics.jsonl (`skipped_rounds` events; a warning the first time);
-* an unreadable record stops with its message, or is counted and skipped (-skip_bad_records)
-  until more than half of the records read are unreadable;
-* a checkpoint every epoch and at the end (the last -keep_checkpoints kept), validation on the
-  reference's schedule or every -val_every iterations, the best val MRR saved apart;
-* SIGTERM / SIGINT finish the iteration, save and exit with 128 + the signal number.
-"""
+"""The training loop: iterations, optimizer steps, logging, validation, checkpoints and signals
+(docs/training.md; resume and faults: docs/reliability.md)."""
 import signal
 import time
 from pathlib import Path
@@ -41,10 +26,8 @@ from this many records on (one early bad record must not stop a run)."""
 
 
 class StopRequest:
-    """Turns SIGTERM / SIGINT into a request to stop after the current iteration.
-
-    A second signal of the same kind stops at once (the default behaviour).
-    """
+    """Turns SIGTERM / SIGINT into a request to stop after the current iteration; a second signal of
+    the same kind stops at once."""
 
     def __init__(self):
         self.signal_name: Optional[str] = None
