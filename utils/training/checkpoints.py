@@ -56,12 +56,8 @@ class CheckpointManager:
     def checkpoints(self) -> list[tuple[int, Path]]:
         """The (iteration, path) of every periodic checkpoint, oldest first: only the names this code
         writes, `<CHECKPOINT_PREFIX><ASCII digits>.ckpt`."""
-        found = []
-        for path in self.path.glob(f"{CHECKPOINT_PREFIX}*.ckpt"):
-            number = path.stem[len(CHECKPOINT_PREFIX):]
-            if number.isascii() and number.isdigit():
-                found.append((int(number), path))
-        return sorted(found)
+        numbered = ((path.stem[len(CHECKPOINT_PREFIX):], path) for path in self.path.glob(f"{CHECKPOINT_PREFIX}*.ckpt"))
+        return sorted((int(number), path) for number, path in numbered if number.isascii() and number.isdigit())
 
     def newest(self) -> Optional[Path]:
         checkpoints = self.checkpoints()
@@ -161,10 +157,9 @@ class CheckpointManager:
 
     def remove_stale_temporaries(self) -> list[Path]:
         """Delete the temporary files of a process killed while saving; returns what was removed."""
-        removed = []
-        for path in self.path.glob(f".*{TEMPORARY_MARK}*"):
+        removed = list(self.path.glob(f".*{TEMPORARY_MARK}*"))
+        for path in removed:
             path.unlink(missing_ok=True)
-            removed.append(path)
         return removed
 
     @contextlib.contextmanager

@@ -48,7 +48,11 @@ def check_for_resume(content: dict, path: Path, options: TrainOptions, commit: s
     if not isinstance(saved_options, dict) or not all(isinstance(key, str) for key in saved_options):
         raise UserError(f"{path}: field 'options' is not a mapping of flag names to values")
     world_size, saved_world_size = get_world_size(), content.get("world_size", get_world_size())
-    saved_options = _saved_options_per_process(content, options, world_size)
+    saved_options = dict(saved_options)
+    # -batch_size is per process: in base mode a saved one that gives the same global batch is unchanged
+    if (options.mode == "base" and type(saved_options.get("batch_size")) is int and type(saved_world_size) is int
+            and saved_options["batch_size"] * saved_world_size == options.batch_size * world_size):
+        saved_options["batch_size"] = options.batch_size
     if "model_config" in content:  # compared by content below, not by path
         saved_options.pop("model_config", None)
     refused, noted = options.changes_since(saved_options)
@@ -79,17 +83,6 @@ def _check_model_config(saved: dict, config_path: str, path: Path) -> None:
                for key in sorted(set(values) | set(present)) if values.get(key) != present.get(key)]
     raise UserError(f"{path}: cannot continue exactly, the model config {config_path} changed since this "
                     f"checkpoint: {', '.join(changed) or 'its values no longer match the saved hash'}")
-
-
-def _saved_options_per_process(content: dict, options: TrainOptions, world_size: int) -> dict:
-    """The checkpoint's options as `world_size` processes would give them for the same run: in base
-    mode -batch_size is per process, so a saved one with the same global batch counts as unchanged."""
-    saved = dict(content.get("options", {}))
-    saved_world_size = content.get("world_size", world_size)
-    if (options.mode == "base" and type(saved.get("batch_size")) is int and type(saved_world_size) is int
-            and saved["batch_size"] * saved_world_size == options.batch_size * world_size):
-        saved["batch_size"] = options.batch_size
-    return saved
 
 
 def _world_size_change(path: Path, saved: dict, saved_world_size: int, options: TrainOptions,

@@ -51,11 +51,8 @@ class StopRequest:
 
 
 class Trainer:
-    """The loop of one built run (module docstring).
-
-    train_model is the model the steps run (compiled and/or wrapped in DistributedDataParallel);
-    state.model is the plain model that is saved and validated.
-    """
+    """The loop of one built run: train_model (compiled and/or wrapped in DistributedDataParallel)
+    runs the steps, state.model (the plain model) is saved and validated."""
 
     def __init__(self, options: TrainOptions, context: DistributedContext, folder: CheckpointManager, state: RunState,
                  data: TrainingData, train_model: torch.nn.Module, logger: TrainingLogger, precision: str,
