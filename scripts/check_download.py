@@ -32,7 +32,7 @@ def check_lmdb(path: Path) -> None:
 
 
 def check_checkpoint(path: Path) -> None:
-    from utils.checkpoints import read_checkpoint
+    from models.weights import read_checkpoint
     read_checkpoint(path)
 
 

@@ -31,16 +31,14 @@ from dataloader.tokenizer import load_tokenizer
 from dataloader.visdial_json import load_dense_annotations, load_visdial_json
 from models import build_model
 from models.config import BertConfig
-from utils.checkpoints import load_model_weights, read_checkpoint
-from options import CPU_COUNT, EvalOptions, TrainOptions, parse_options
+from models.weights import load_model_weights, read_checkpoint
+from options import CPU_COUNT, EvalOptions, TrainOptions, model_config_for, parse_options
 from tests import hostile_inputs as hostile
 from tests.train_helpers import fixture_flags
 from utils.distributed import DistributedContext
 from utils.errors import UserError
-from utils.evaluation.run import model_config_for
-from utils.training.run_folder import RunFolder
-from utils.checkpoints import Checkpoint, read_run_state, restore_run_state, save_run_state
-from utils.checkpoints.run_checkpoint import check_resume_content
+from utils.training.checkpoints import CheckpointManager
+from utils.training.resume_checks import check_resume_content
 from utils.training.run_state import RunState
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -372,9 +370,10 @@ def resume_run(golden_dir, tmp_path_factory):
     for parameter in state.model.parameters():
         parameter.grad = torch.full_like(parameter, 1e-3)
     state.optimizer.step()
-    folder = RunFolder(folder / "run")
+    state.progress.iteration = 1
+    folder = CheckpointManager(folder / "run")
     folder.path.mkdir()
-    save_run_state(folder.checkpoint(1), state, options, context)
+    folder.save(state, options, context)
     fresh = RunState.start(build_model(golden_dir / "model_config.json"), options, "fp32")
     return SimpleNamespace(folder=folder, path=folder.checkpoint(1), options=options, context=context, state=fresh,
                            content=torch.load(folder.checkpoint(1), weights_only=True))
@@ -418,15 +417,15 @@ def test_every_field_of_a_resume_state_is_checked(name, change, fragments, resum
 
     def resume():
         check_resume_content(content, resume_run.path)
-        restore_run_state(Checkpoint(resume_run.path, content), resume_run.state, resume_run.context, print)
+        CheckpointManager.restore(resume_run.path, content, resume_run.state, resume_run.context, print)
 
     one_line_error(resume, resume_run.path, *fragments)
 
 
 def test_an_untouched_resume_state_resumes(resume_run):
-    checkpoint = read_run_state(resume_run.folder.resume_from(""), resume_run.options, print)
-    restore_run_state(checkpoint, resume_run.state, resume_run.context, print)
-    assert resume_run.state.progress.iteration == checkpoint.content["progress"]["iteration"]
+    path, content = resume_run.folder.read_for_resume("", resume_run.options, print)
+    resume_run.folder.restore(path, content, resume_run.state, resume_run.context, print)
+    assert resume_run.state.progress.iteration == content["progress"]["iteration"]
 
 
 # ---------------------------------------------------------------- 7. resource flags

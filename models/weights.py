@@ -1,15 +1,5 @@
-"""Model weights in checkpoint files: reading any file safely, loading weights by name, writing atomically.
-
-* Every file goes through `torch.load(..., weights_only=True)`: a checkpoint that would need to
-  run pickled code is refused, never executed (`read_checkpoint`).
-* Keys saved under other prefixes (`module.` of DDP, the ViLBERT code bases' names without
-  `bert_pretrained.`) are aligned to ours; loading is strict (released checkpoints) or partial
-  with a `LoadReport` that names every missing and unexpected key.
-* A Hugging Face BERT (safetensors or `pytorch_model.bin`) initialises the text stream
-  (`load_bert_weights`).
-* `save_checkpoint` writes with torch.save, atomically.
-"""
-import hashlib
+"""Model weights from checkpoint files: safe reading, keys aligned to the model's names, strict or
+reported loading, and a Hugging Face BERT into the text stream."""
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,22 +9,19 @@ import torch
 from torch import nn
 
 from utils.errors import UserError
-from utils.outputs import atomic_write
 from utils.inputs import input_file
 
-WRAPPER_PREFIXES = ("module.",)
 MODEL_PREFIX = "bert_pretrained."
 
 
 def read_checkpoint(path: Union[str, Path], what: str = "checkpoint") -> dict:
-    """Load a file saved by torch.save onto the CPU with weights_only=True; UserError if it cannot
-    be or does not hold a dict. what: how the messages name the file (a checkpoint, a score file)."""
+    """The dict a torch.save file holds, loaded onto the CPU with weights_only=True (pickled code is
+    refused, never run); UserError if it cannot be. what: how messages name the file."""
     path = input_file(path, what)
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        # torch's message is boilerplate around one line: "... unsupported GLOBAL module.name ..."
-        # for pickled code, "Unsupported operand N" for bytes that are no checkpoint at all
+        # torch's boilerplate holds one line "... unsupported GLOBAL module.name ..." for pickled code
         code = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
         if code:
             raise UserError(f"{path}: refused to load: the {what} needs pickled code, which is "
@@ -44,15 +31,13 @@ def read_checkpoint(path: Union[str, Path], what: str = "checkpoint") -> dict:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(f"{path}: not a PyTorch {what} ({reason})") from None
     if not isinstance(content, dict):
-        raise UserError(f"{path}: not a {what} (holds a {type(content).__name__}, "
-                        "expected a dict)")
+        raise UserError(f"{path}: not a {what} (holds a {type(content).__name__}, expected a dict)")
     return content
 
 
 def extract_state_dict(content: dict, source: Union[str, Path]) -> Dict[str, torch.Tensor]:
-    """The model weights of a checkpoint: a raw state dict, or the training wrapper's
-    `model_state_dict` (what the reference's train.py and ours save), checked by
-    `check_tensors`."""
+    """The weights of a checkpoint: a raw state dict, or its `model_state_dict` (what the reference's
+    train.py and ours save), checked by `check_tensors`."""
     state = content.get("model_state_dict", content)
     if not isinstance(state, dict) or not state:
         raise UserError(f"{source}: no model weights found")
@@ -61,9 +46,8 @@ def extract_state_dict(content: dict, source: Union[str, Path]) -> Dict[str, tor
 
 
 def check_tensors(tensors: dict, source: Union[str, Path], what: str) -> None:
-    """Every key a string and every value a real tensor (dense, with data: not on the meta device)
-    whose floating-point values are all finite; else a UserError naming `source` and the key
-    (`what` says what the dict is not, for a key or value of the wrong kind)."""
+    """UserError naming `source` and the key unless every key is a string and every value a dense
+    tensor with data and finite values (`what`: what the dict is not, for a key or value of the wrong kind)."""
     for key, value in tensors.items():
         if not isinstance(key, str):
             raise UserError(f"{source}: {what} (key {key!r} is not a string)")
@@ -75,14 +59,11 @@ def check_tensors(tensors: dict, source: Union[str, Path], what: str) -> None:
             raise UserError(f"{source}: {key} holds NaN or inf")
 
 
-def align_key_names(state: Dict[str, torch.Tensor],
-                    expected: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Rename keys saved under other prefixes (`module.`, `bert.` ...) to the model's names."""
+def align_key_names(state: Dict[str, torch.Tensor], expected: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Rename keys saved under other prefixes (DDP's `module.`, `bert.` ...) to the model's names."""
     renamed = {}
     for key, value in state.items():
-        for prefix in WRAPPER_PREFIXES:
-            if key.startswith(prefix):
-                key = key[len(prefix):]
+        key = key.removeprefix("module.")
         if key not in expected and MODEL_PREFIX + key in expected:
             key = MODEL_PREFIX + key
         renamed[key] = value
@@ -111,11 +92,8 @@ class LoadReport:
 
 def load_state_into(model: nn.Module, state: Dict[str, torch.Tensor], source: Union[str, Path],
                     strict: bool = True) -> LoadReport:
-    """Copy `state` into `model`, refusing any shape mismatch.
-
-    strict=True also refuses missing or unexpected keys (released checkpoints load strictly);
-    strict=False loads what fits and reports the rest.
-    """
+    """Copy `state` into `model`, refusing any shape mismatch; strict also refuses missing or
+    unexpected keys, else what fits loads and the report names the rest."""
     expected = model.state_dict()
     state = align_key_names(state, expected)
     for key, value in state.items():
@@ -134,37 +112,14 @@ def load_state_into(model: nn.Module, state: Dict[str, torch.Tensor], source: Un
 
 
 def load_model_weights(model: nn.Module, path: Union[str, Path], strict: bool = True) -> LoadReport:
-    """Load the model weights of a checkpoint file (see `read_checkpoint`, `load_state_into`)."""
+    """The weights of the checkpoint file `path` into `model` (`load_state_into`)."""
     state = extract_state_dict(read_checkpoint(path), path)
     return load_state_into(model, state, path, strict=strict)
 
 
-def read_bert_weights(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
-    """Read a Hugging Face BERT checkpoint: a folder or a `.safetensors` / `.bin` file."""
-    path = Path(path)
-    if path.is_dir():
-        candidates = [path / "model.safetensors", path / "pytorch_model.bin"]
-        found = [candidate for candidate in candidates if candidate.is_file()]
-        if not found:
-            raise UserError(f"{path}: no model.safetensors or pytorch_model.bin in this folder")
-        path = found[0]
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-        path = input_file(path, "BERT checkpoint")
-        try:
-            state = load_file(str(path))
-        except (SafetensorError, OSError) as error:
-            raise UserError(f"{path}: not a safetensors file ({error})") from None
-        check_tensors(state, path, "not a BERT checkpoint")
-        return state
-    return extract_state_dict(read_checkpoint(path), path)
-
-
 def bert_key_to_model_key(key: str) -> str:
     """`bert.encoder.layer.0...gamma` (Hugging Face / Google BERT) -> our name of that tensor."""
-    key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta",
-                                                                      "LayerNorm.bias")
+    key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
     if key.startswith("bert."):
         key = key[len("bert."):]
     if key.startswith("cls."):
@@ -173,25 +128,26 @@ def bert_key_to_model_key(key: str) -> str:
 
 
 def load_bert_weights(model: nn.Module, path: Union[str, Path]) -> LoadReport:
-    """Initialise the text stream (and LM head) of `model` from a BERT checkpoint.
-
-    Tensors the model has under the same name are loaded (shapes must match); the image
-    stream and co-attention keep their initialisation. `report.unexpected` lists the BERT
-    tensors that have no place in the model (e.g. the tanh pooler for ViLBERT).
-    """
-    state = {bert_key_to_model_key(key): value for key, value in read_bert_weights(path).items()}
+    """The text stream and LM head of `model` from a Hugging Face BERT (a folder, `.safetensors` or
+    `.bin`); the image stream keeps its initialisation, `report.unexpected` lists the BERT tensors
+    without a place (ViLBERT has no tanh pooler)."""
+    file = Path(path)
+    if file.is_dir():
+        found = [candidate for candidate in (file / "model.safetensors", file / "pytorch_model.bin")
+                 if candidate.is_file()]
+        if not found:
+            raise UserError(f"{file}: no model.safetensors or pytorch_model.bin in this folder")
+        file = found[0]
+    if file.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        file = input_file(file, "BERT checkpoint")
+        try:
+            state = load_file(str(file))
+        except (SafetensorError, OSError) as error:
+            raise UserError(f"{file}: not a safetensors file ({error})") from None
+        check_tensors(state, file, "not a BERT checkpoint")
+    else:
+        state = extract_state_dict(read_checkpoint(file), file)
+    state = {bert_key_to_model_key(key): value for key, value in state.items()}
     return load_state_into(model, state, path, strict=False)
-
-
-def save_checkpoint(path: Union[str, Path], content: dict) -> None:
-    """torch.save `content` (tensors and plain containers only, so that it loads with
-    weights_only=True) atomically to `path`."""
-    atomic_write(path, lambda file: torch.save(content, file))
-
-
-def parameters_sha256(model: nn.Module) -> str:
-    """A hash of every parameter's bytes: equal on all ranks when they hold the same weights."""
-    digest = hashlib.sha256()
-    for _, parameter in sorted(model.named_parameters()):
-        digest.update(parameter.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
