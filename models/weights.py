@@ -1,6 +1,5 @@
-"""Model weights from checkpoint files: safe reading, keys aligned to the model's names, strict or
-reported loading, and a Hugging Face BERT into the text stream."""
-import pickle
+"""Model weights from checkpoint files: keys aligned to the model's names, strict or reported
+loading, and a Hugging Face BERT into the text stream."""
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Union
@@ -9,30 +8,9 @@ import torch
 from torch import nn
 
 from utils.errors import UserError
-from utils.inputs import input_file
+from utils.inputs import input_file, read_checkpoint
 
 MODEL_PREFIX = "bert_pretrained."
-
-
-def read_checkpoint(path: Union[str, Path], what: str = "checkpoint") -> dict:
-    """The dict a torch.save file holds, loaded onto the CPU with weights_only=True (pickled code is
-    refused, never run); UserError if it cannot be. what: how messages name the file."""
-    path = input_file(path, what)
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        # torch's boilerplate holds one line "... unsupported GLOBAL module.name ..." for pickled code
-        code = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
-        if code:
-            raise UserError(f"{path}: refused to load: the {what} needs pickled code, which is "
-                            f"never executed ({code[0]})") from None
-        raise UserError(f"{path}: not a PyTorch {what} (weights-only loading cannot read it)") from None
-    except Exception as error:  # torch raises many types for a file that is not a checkpoint
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UserError(f"{path}: not a PyTorch {what} ({reason})") from None
-    if not isinstance(content, dict):
-        raise UserError(f"{path}: not a {what} (holds a {type(content).__name__}, expected a dict)")
-    return content
 
 
 def extract_state_dict(content: dict, source: Union[str, Path]) -> Dict[str, torch.Tensor]:

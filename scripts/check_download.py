@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from utils.errors import ArgumentParser, UserError, run_cli
-from utils.inputs import read_json
+from utils.inputs import read_checkpoint, read_json
 
 
 def check_not_a_web_page(path: Path) -> None:
@@ -31,11 +31,6 @@ def check_lmdb(path: Path) -> None:
     LmdbFeatureStore(path)
 
 
-def check_checkpoint(path: Path) -> None:
-    from models.weights import read_checkpoint
-    read_checkpoint(path)
-
-
 def check_sha256(path: Path, expected: str) -> None:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -45,7 +40,7 @@ def check_sha256(path: Path, expected: str) -> None:
         raise UserError(f"sha256 is {digest.hexdigest()}, expected {expected}")
 
 
-CHECKS = {"lmdb": check_lmdb, "json": lambda path: read_json(path, "json file"), "checkpoint": check_checkpoint}
+CHECKS = {"lmdb": check_lmdb, "json": lambda path: read_json(path, "json file"), "checkpoint": read_checkpoint}
 
 
 def verdict(check: str, path: Path) -> str:

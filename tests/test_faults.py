@@ -19,9 +19,9 @@ import torch
 import train
 from dataloader.datasets import VisdialDataset
 from preprocessing import make_toy_data
-from models.weights import read_checkpoint
 from tests.train_helpers import assert_bit_identical, final_weights, fixture_flags, read_metrics
 from utils.errors import UserError, run_cli
+from utils.inputs import read_checkpoint
 from utils.outputs import TEMPORARY_MARK, atomic_write
 from utils.training import trainer
 from utils.training.checkpoints import CheckpointManager, save_checkpoint

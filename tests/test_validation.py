@@ -31,12 +31,13 @@ from dataloader.tokenizer import load_tokenizer
 from dataloader.visdial_json import load_dense_annotations, load_visdial_json
 from models import build_model
 from models.config import BertConfig
-from models.weights import load_model_weights, read_checkpoint
+from models.weights import load_model_weights
 from options import CPU_COUNT, EvalOptions, TrainOptions, model_config_for, parse_options
 from tests import hostile_inputs as hostile
 from tests.train_helpers import fixture_flags
 from utils.distributed import DistributedContext
 from utils.errors import UserError
+from utils.inputs import read_checkpoint
 from utils.training.checkpoints import CheckpointManager
 from utils.training.resume_checks import check_resume_content
 from utils.training.run_state import RunState

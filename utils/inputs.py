@@ -1,9 +1,11 @@
 """Reading input files with limits: regular files only, a size cap checked before reading, UTF-8
-(a byte-order mark and CRLF or CR line ends accepted), JSON without NaN or Infinity; every problem
-is one UserError line naming the file (`what` names its kind: "model config not found")."""
+(a byte-order mark and CRLF or CR line ends accepted), JSON without NaN or Infinity, torch.save
+files without running pickled code; every problem is one UserError line naming the file (`what`
+names its kind: "model config not found")."""
 import json
 import math
 import os
+import pickle
 import stat
 from pathlib import Path
 from typing import Union
@@ -143,3 +145,26 @@ def read_json(path: PathLike, what: str, max_bytes: int = DATA_FILE_BYTES, boole
         raise UserError(f"{path}: not valid JSON ({error})") from None
     except RecursionError:
         raise UserError(f"{path}: not valid JSON (nested deeper than the reader can follow)") from None
+
+
+def read_checkpoint(path: PathLike, what: str = "checkpoint") -> dict:
+    """The dict a torch.save file holds, loaded onto the CPU with weights_only=True (pickled code is
+    refused, never run); UserError if it cannot be. what: how messages name the file."""
+    import torch  # here, not at the top: the shared base stays cheap to import
+
+    path = input_file(path, what)
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's boilerplate holds one line "... unsupported GLOBAL module.name ..." for pickled code
+        code = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
+        if code:
+            raise UserError(f"{path}: refused to load: the {what} needs pickled code, which is "
+                            f"never executed ({code[0]})") from None
+        raise UserError(f"{path}: not a PyTorch {what} (weights-only loading cannot read it)") from None
+    except Exception as error:  # torch raises many types for a file that is not a checkpoint
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"{path}: not a PyTorch {what} ({reason})") from None
+    if not isinstance(content, dict):
+        raise UserError(f"{path}: not a {what} (holds a {type(content).__name__}, expected a dict)")
+    return content

@@ -17,11 +17,11 @@ import torch
 import yaml
 from torch import nn
 
-from models.weights import load_state_into, read_checkpoint
+from models.weights import load_state_into
 from options import TrainOptions
 from utils.distributed import DistributedContext, broadcast_from_main, check_on_main, gather_to_main
 from utils.errors import UserError
-from utils.inputs import input_file
+from utils.inputs import input_file, read_checkpoint
 from utils.outputs import TEMPORARY_MARK, Output, atomic_write, check_outputs, write_text
 from utils.random_state import RandomState
 from utils.training.resume_checks import check_for_resume, check_gradients, check_optimizer_fit, model_config_record
