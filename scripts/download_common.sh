@@ -1,22 +1,8 @@
 #!/usr/bin/env bash
-# The download function shared by scripts/download_preprocessed.sh and download_checkpoints.sh.
-#
+# The download function shared by the download scripts (docs/data.md, "Downloads").
 #   source scripts/download_common.sh
 #   start_content_checker MODULE...   # before any download: the checks need the project's packages
 #   download URL DESTINATION CHECK    # CHECK: lmdb, json, checkpoint or sha256:<hex>
-#
-# A file is fetched into DESTINATION.part, which a rerun resumes, and renamed to DESTINATION only
-# once it has passed every check:
-#   * its size is the one the server announced (Content-Length, or the total of Content-Range
-#     when resuming): a transfer that ended early fails, whatever the tool thinks of it;
-#   * it is not a web page (an error or login page served with status 200), and its content is
-#     what CHECK says (scripts/check_download.py).
-# Every failure is one `error: ...` line naming the URL, and exit code 2. A .part cut short by the
-# network is kept for the rerun to resume; a .part that failed a check is deleted, so the rerun
-# fetches it afresh instead of resuming garbage.
-# A file already at DESTINATION is not fetched again but gets the content check (no network): a
-# broken file, say from an older version of these scripts, is reported, never deleted.
-# The tool is curl, else wget, else Python's urllib; VISDIAL_DOWNLOADER=curl|wget|python forces one.
 
 source "$(dirname "${BASH_SOURCE[0]}")/usage.sh"
 
@@ -51,9 +37,8 @@ sys.exit(not all(importlib.util.find_spec(name) for name in sys.argv[1:]))' "$@"
          "python, python3): run bash scripts/setup_env.sh or activate the project's environment"
 }
 
-# One Python process checks every file of a run, so that torch is imported once, not once a
-# checkpoint (seconds each): content_problem writes to it through one pipe and reads its verdict
-# from another (descriptors 3 and 4).
+# One Python process checks every file of a run (torch imported once): content_problem writes to it
+# on descriptor 3 and reads its verdict on descriptor 4.
 start_content_checker() {  # MODULE...: the packages the checks of this script need
     find_python "$@"
     local pipes
@@ -87,9 +72,8 @@ download_tool() {
     fi
 }
 
-# download_<tool> URL PART: appends to PART (resuming it with an HTTP Range request), writes the
-# response headers to $RESPONSE_HEADERS, prints why it failed when it did. A 416 answer to the
-# Range request means the part already holds the whole file: success, the size check confirms it.
+# download_<tool> URL PART: appends to PART (an HTTP Range request), the headers to $RESPONSE_HEADERS,
+# prints why it failed. A 416 answer means PART is whole already: success, the size check confirms it.
 
 download_python() {
     "$PYTHON" - "$1" "$2" "$RESPONSE_HEADERS" <<'PYTHON'
