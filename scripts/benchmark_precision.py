@@ -1,14 +1,11 @@
-"""Precision on evidence: one trained checkpoint scored on the same val data in fp32 and in lower
-precisions, through evaluate.py's engine, and what that does to the metrics and the EvalAI ranks.
+"""fp32 against lower precisions on one trained checkpoint's val scores, through evaluate.py's engine
+(docs/performance.md, "Precision on evidence").
 
     python scripts/benchmark_precision.py -start_path CHECKPOINT [evaluate.py's flags] \\
         [--compare bf16 tf32 fp16] [--out precision.json]
 
-evaluate.py's flags (-split val implied). fp32 runs with TF32 off; tf32 is fp32 with a GPU's TF32 matrix
-products; bf16 and fp16 are autocast. Default --compare: bf16 on the CPU, bf16 and tf32 on a GPU. Prints
-each precision's val metrics, their change from fp32, the largest score difference, the EvalAI ranks moved
-beyond near-ties of the fp32 scores and the wall seconds; then whether MRR moved by more than 0.001, and a
-machine-readable line.
+fp32 runs with TF32 off; tf32 is fp32 with a GPU's TF32 matrix products; bf16 and fp16 are autocast.
+Default --compare: bf16 on the CPU, bf16 and tf32 on a GPU.
 """
 import argparse
 import time
