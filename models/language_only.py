@@ -17,8 +17,7 @@ class TextEncoder(nn.Module):
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.layer = nn.ModuleList(TransformerLayer.text(config)
-                                   for _ in range(config.num_hidden_layers))
+        self.layer = nn.ModuleList(TransformerLayer.text(config) for _ in range(config.num_hidden_layers))
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         for layer in self.layer:

@@ -25,14 +25,12 @@ def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return (1.0 - mask[:, None, None, :].to(dtype)) * MASK_VALUE
 
 
-def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """[N, T, H] -> [N, heads, T, H / heads]."""
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:  # [N, T, H] -> [N, heads, T, H / heads]
     batch, length, hidden = x.shape
     return x.view(batch, length, num_heads, hidden // num_heads).transpose(1, 2)
 
 
-def merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """[N, heads, T, d] -> [N, T, heads * d]."""
+def merge_heads(x: torch.Tensor) -> torch.Tensor:  # [N, heads, T, d] -> [N, T, heads * d]
     batch, heads, length, head_size = x.shape
     return x.transpose(1, 2).reshape(batch, length, heads * head_size)
 
@@ -66,10 +64,8 @@ class SelfAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """hidden [N, T, H], mask [N, 1, 1, T] additive -> context [N, T, H]."""
         dropout = self.dropout.p if self.training else 0.0
-        return attend(self.query(hidden), self.key(hidden), self.value(hidden), mask,
-                      self.num_heads, dropout)
+        return attend(self.query(hidden), self.key(hidden), self.value(hidden), mask, self.num_heads, dropout)
 
 
 class ResidualOutput(nn.Module):
@@ -88,8 +84,7 @@ class ResidualOutput(nn.Module):
 class Attention(nn.Module):
     """Self-attention followed by its residual output (`attention`)."""
 
-    def __init__(self, hidden_size: int, num_heads: int, attention_dropout: float,
-                 hidden_dropout: float):
+    def __init__(self, hidden_size: int, num_heads: int, attention_dropout: float, hidden_dropout: float):
         super().__init__()
         self.self = SelfAttention(hidden_size, num_heads, attention_dropout)
         self.output = ResidualOutput(hidden_size, hidden_size, hidden_dropout)
@@ -162,8 +157,7 @@ class DialogTextEmbeddings(nn.Module):
             (segments >= self.type_vocab_size)[..., None],
             self.token_type_embeddings_extension((segments - self.type_vocab_size).clamp(min=0)),
             self.token_type_embeddings(segments.clamp(max=self.type_vocab_size - 1)))
-        embeddings = (self.word_embeddings(tokens) + self.position_embeddings(positions)[None]
-                      + segment_embeddings)
+        embeddings = self.word_embeddings(tokens) + self.position_embeddings(positions)[None] + segment_embeddings
         return self.dropout(self.LayerNorm(embeddings))
 
 

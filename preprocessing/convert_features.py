@@ -32,8 +32,7 @@ def main(argv=None) -> None:
     is_lmdb = Path(args.output).suffix.lower() == LMDB_SUFFIX  # a folder (the name is checked after the paths)
     check_outputs([Output("-output", Path(args.output), is_folder=is_lmdb, what="the feature store")],
                   {"-input" if len(args.input) == 1 else f"-input {path}": path for path in args.input})
-    count, width = convert_features(args.input, args.output, note=note_on_stderr,
-                                    show_progress=not args.quiet)
+    count, width = convert_features(args.input, args.output, note=note_on_stderr, show_progress=not args.quiet)
     print(f"wrote {count} images ({width}-d features) to {args.output}")
 
 

@@ -34,8 +34,7 @@ class SteadyState:
         return f"median of {len(self.rates)} {windows} ({min(self.rates):,.4g}-{max(self.rates):,.4g})"
 
 
-def steady_state(function: Callable[[], float], device: torch.device, window_s: float,
-                 repeats: int) -> SteadyState:
+def steady_state(function: Callable[[], float], device: torch.device, window_s: float, repeats: int) -> SteadyState:
     """Time `function` (one pass over every shape it will meet; returns the units it did): a cold call
     apart, then `repeats` windows of whole calls, each at least `window_s` seconds."""
     synchronize(device)

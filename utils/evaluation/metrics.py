@@ -55,9 +55,7 @@ class SparseGTMetrics:
         """scores [B, rounds, options], gt_option_inds [B, rounds]."""
         ranks = scores_to_ranks(scores.detach())
         if self._gt_ranks and ranks.shape[1] != self._gt_ranks[0].shape[1]:
-            raise ValueError(
-                f"SparseGTMetrics: {ranks.shape[1]} rounds observed after {self._gt_ranks[0].shape[1]}"
-            )
+            raise ValueError(f"SparseGTMetrics: {ranks.shape[1]} rounds observed after {self._gt_ranks[0].shape[1]}")
         gt_index = gt_option_inds.to(ranks.device).long().view(ranks.shape[0], ranks.shape[1], 1)
         self._gt_ranks.append(ranks.gather(2, gt_index).squeeze(2).cpu())
 

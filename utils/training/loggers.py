@@ -130,8 +130,7 @@ VISDOM_LOSS_NAMES = {"loss": "tot loss", "lm_nsp_loss": "lm + nsp loss", "lm_los
 class TrainingLogger:
     """Fans records out to the run folder's metrics.jsonl, visdom and tensorboard/ (`enabled`: rank 0)."""
 
-    def __init__(self, run_dir: Path, enabled: bool = True, visdom: Optional[dict] = None,
-                 tensorboard: bool = False):
+    def __init__(self, run_dir: Path, enabled: bool = True, visdom: Optional[dict] = None, tensorboard: bool = False):
         self.enabled = enabled
         self.metrics = MetricsFile(Path(run_dir) / "metrics.jsonl") if enabled else None
         self.visdom = VisdomLogger(**visdom) if enabled and visdom else None
