@@ -13,8 +13,6 @@ from models.vilbert import EncoderOutput
 
 
 class TextEncoder(nn.Module):
-    """A stack of BERT layers (`encoder.layer`)."""
-
     def __init__(self, config: BertConfig):
         super().__init__()
         self.layer = nn.ModuleList(TransformerLayer.text(config) for _ in range(config.num_hidden_layers))

@@ -30,7 +30,6 @@ MRR_TOLERANCE = 0.001  # a precision that moves val MRR by more is not used for 
 
 
 def score(model: torch.nn.Module, dataset, options: EvalOptions, precision: str) -> tuple[ScoredDialogs, float]:
-    """The val split's scores in `precision` and the wall seconds they took."""
     saved = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     start = time.perf_counter()
@@ -61,7 +60,6 @@ def compare_precisions(model: torch.nn.Module, dataset, options: EvalOptions, pr
 
 
 def format_results(results: dict) -> str:
-    """The table of every precision, the verdict and the machine-readable line."""
     keys = [(label, key) for label, key in METRICS if key in results["fp32"]["metrics"]]
     lines = [f"{'precision':<14}" + "".join(f"{label:>9}" for label, _ in keys)
              + f"{'max |d score|':>15}{'ranks beyond near-ties':>26}{'s':>8}"]

@@ -60,18 +60,6 @@ content_problem() (  # CHECK FILE: prints what is wrong with FILE and fails; sil
     exit 1
 )
 
-download_tool() {
-    if [ -n "${VISDIAL_DOWNLOADER:-}" ]; then
-        echo "$VISDIAL_DOWNLOADER"
-    elif command -v curl >/dev/null 2>&1; then
-        echo curl
-    elif command -v wget >/dev/null 2>&1; then
-        echo wget
-    else
-        echo python
-    fi
-}
-
 # download_<tool> URL PART: appends to PART (an HTTP Range request), the headers to $RESPONSE_HEADERS,
 # prints why it failed. A 416 answer means PART is whole already: success, the size check confirms it.
 
@@ -151,10 +139,6 @@ announced_size() {  # the file's full size by the last response in $RESPONSE_HEA
         }'
 }
 
-file_size() {  # FILE: its size in bytes, 0 when it does not exist
-    if [ -f "$1" ]; then echo $(($(wc -c < "$1"))); else echo 0; fi
-}
-
 download() {  # URL DESTINATION CHECK
     local url="$1" destination="$2" check="$3" problem
     if [ -e "$destination" ]; then
@@ -164,8 +148,12 @@ download() {  # URL DESTINATION CHECK
         return 0
     fi
     mkdir -p "$(dirname "$destination")"
-    local part="$destination.part" tool failure=""
-    tool="$(download_tool)"
+    local part="$destination.part" tool="${VISDIAL_DOWNLOADER:-}" failure=""
+    if [ -z "$tool" ]; then  # curl, else wget, else Python's urllib
+        tool=python
+        command -v wget >/dev/null 2>&1 && tool=wget
+        command -v curl >/dev/null 2>&1 && tool=curl
+    fi
     case "$tool" in curl|wget|python) ;; *)
         fail "VISDIAL_DOWNLOADER=$tool is not one of curl, wget, python" ;;
     esac
@@ -175,7 +163,8 @@ download() {  # URL DESTINATION CHECK
 
     local expected have
     expected="$(announced_size)"
-    have="$(file_size "$part")"
+    have=0
+    [ -f "$part" ] && have=$(($(wc -c < "$part")))
     if [ -n "$expected" ] && [ "$have" -lt "$expected" ]; then
         fail "$url: the transfer ended early ($have of the $expected bytes the server announced); rerun to resume"
     elif [ -n "$expected" ] && [ "$have" -gt "$expected" ]; then

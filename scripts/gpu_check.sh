@@ -27,10 +27,7 @@ step() {  # NAME LIMIT_S LOG COMMAND...: run under a time limit, output to LOG, 
 echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" | tee -a "$OUT/summary.txt"
 
 for candidate in "${VISDIAL_GOLDEN:-}" ../shared/golden shared/golden; do
-    if [ -n "$candidate" ] && [ -f "$candidate/README.md" ]; then
-        export VISDIAL_GOLDEN="$candidate"
-        break
-    fi
+    [ -n "$candidate" ] && [ -f "$candidate/README.md" ] && { export VISDIAL_GOLDEN="$candidate"; break; }
 done
 if [ -f "${VISDIAL_GOLDEN:-}/README.md" ]; then
     step conformance 100 "$OUT/conformance.txt" "$PYTHON" -m pytest -p no:xdist -q -s -rA -m gpu tests/test_gpu.py

@@ -38,15 +38,7 @@ def near_tie_swaps(actual: torch.Tensor, expected: torch.Tensor, reference_score
 
 class SparseGTMetrics:
     """Recall@{1,5,10}, mean rank and MRR of the ground-truth option: the reference's keys `r@1, r@5, r@10,
-    mean, mrr` (float32, as the reference) and `r_1_round_k, ..., mrr_round_k` for each round k (float64).
-
-    Example
-    -------
-    >>> metrics = SparseGTMetrics()
-    >>> metrics.observe(torch.rand(2, 10, 100), torch.zeros(2, 10, dtype=torch.long))
-    >>> sorted(metrics.retrieve())[:3]
-    ['mean', 'mean_round_1', 'mean_round_10']
-    """
+    mean, mrr` (float32, as the reference) and `r_1_round_k, ..., mrr_round_k` for each round k (float64)."""
 
     def __init__(self) -> None:
         self._gt_ranks: list[torch.Tensor] = []

@@ -71,7 +71,6 @@ class TrainingData:
 
 
 def _require_files(options: TrainOptions) -> None:
-    """UserError naming the first data file of the run that does not exist (before the slow tokenizer)."""
     flags = ["visdial_image_feats"]
     if options.mode == "dense":
         flags += ["visdial_processed_train_dense", "visdial_processed_train_dense_annotations"]
@@ -86,7 +85,6 @@ def _require_files(options: TrainOptions) -> None:
 
 
 def build_training_data(options: TrainOptions, context: DistributedContext) -> TrainingData:
-    """Datasets and batching of a run from its options."""
     _require_files(options)
     features = open_feature_store(options.visdial_image_feats)
     tokenizer = load_tokenizer(options.vocab)

@@ -27,7 +27,6 @@ class WarmupLinearSchedule:
                                    self.min_lr) for group in self.optimizer.param_groups]
 
     def apply(self, step: int) -> list[float]:
-        """Set every group's rate for `step` and return the rates."""
         rates = self.rates(step)
         for group, rate in zip(self.optimizer.param_groups, rates):
             group["lr"] = rate

@@ -14,7 +14,6 @@ from utils.random_state import RandomState
 
 @dataclass
 class StepSettings:
-    """How a step computes and scales its loss."""
     device: torch.device
     precision: str = "fp32"
     loss_divisor: float = 1.0  # -batch_multiply: the loss is divided by it before backward, as the reference
