@@ -201,6 +201,16 @@ class LMPredictionHead(nn.Module):
         return self.decoder(self.transform(hidden)) + self.bias
 
 
+class PreTraining(nn.Module):
+    """`bert_pretrained`: a model's body `bert` and its heads `cls`, tied by the word embeddings (the
+    key paths of the reference's checkpoints)."""
+
+    def __init__(self, config: BertConfig, body: type, heads: type):
+        super().__init__()
+        self.bert = body(config)
+        self.cls = heads(config, self.bert.embeddings.word_embeddings)
+
+
 def init_bert_weights(module: nn.Module, std: float) -> None:
     """The reference's initialisation: normal(0, std) weights, zero biases, unit LayerNorm."""
     if isinstance(module, (nn.Linear, nn.Embedding)):

@@ -11,7 +11,7 @@ from torch import nn
 from models import losses
 from models.config import BertConfig
 from models.layers import (LAYER_NORM_EPS, TEXT_STREAM_PARAMETERS, DialogTextEmbeddings, FirstTokenPooler,
-                           Intermediate, LMPredictionHead, PredictionHeadTransform, ResidualOutput,
+                           Intermediate, LMPredictionHead, PredictionHeadTransform, PreTraining, ResidualOutput,
                            TransformerLayer, additive_mask, attend, attention_probs, init_bert_weights)
 
 POOLER_BIAS_INIT = 1.0  # the reference: 0 (see VisualDialogEncoder.__init__)
@@ -241,17 +241,6 @@ class PreTrainingHeads(nn.Module):
         return out
 
 
-# The wrappers below give parameters the key paths of the released checkpoints (`bert_pretrained.bert...`).
-
-class MultiModalPreTraining(nn.Module):
-    """The ViLBERT body with its pre-training heads (`bert_pretrained`)."""
-
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.bert = ViLBertModel(config)
-        self.cls = PreTrainingHeads(config, self.bert.embeddings.word_embeddings)
-
-
 class VisualDialogEncoder(nn.Module):
     """The paper's model: scores dialog sequences with their images, and computes the losses.
 
@@ -283,7 +272,7 @@ class VisualDialogEncoder(nn.Module):
         super().__init__()
         config.validate_two_stream()
         self.config = config
-        self.bert_pretrained = MultiModalPreTraining(config)
+        self.bert_pretrained = PreTraining(config, ViLBertModel, PreTrainingHeads)
         self.apply(lambda module: init_bert_weights(module, config.initializer_range))
         # Not the reference's zero: with zero biases half of each ReLU pooler starts dead and a model
         # trained from scratch scores every answer alike (docs/reference.md). Checkpoints overwrite them.

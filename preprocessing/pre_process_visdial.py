@@ -50,8 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def preprocess(args: argparse.Namespace) -> Summary:
-    return preprocess_files({name: getattr(args, name) for name in INPUT_FILES + OUTPUT_FILES}, args.max_seq_len, args.vocab,
-                            show_progress=not args.quiet, keep_all_val=args.keep_all_val)
+    return preprocess_files({name: getattr(args, name) for name in INPUT_FILES + OUTPUT_FILES}, args.max_seq_len,
+                            args.vocab, show_progress=not args.quiet, keep_all_val=args.keep_all_val)
 
 
 def main(argv=None) -> None:

@@ -54,8 +54,7 @@ def main(argv=None) -> None:
     check_outputs([Output("-out", out, what="the question-type file")], {"-visdial_json": source})
     content = load_visdial_json(source, args.split)
     rounds = round_types(content)
-    descriptions = {name: description for name, description, _ in RULES}
-    descriptions[OTHER[0]] = OTHER[1]
+    descriptions = dict([(name, description) for name, description, _ in RULES] + [OTHER])
     write_question_types(out, descriptions, rounds)
     counts = {name: sum(entry["question_type"] == name for entry in rounds) for name in descriptions}
     print(f"wrote the types of {len(rounds)} rounds to {out}: "

@@ -103,10 +103,8 @@ class NDCG:
     def retrieve(self, reset: bool = True) -> dict[str, float]:
         """{"ndcg": mean over annotations}, or {} when none was usable."""
         if self._num_all_zero:
-            warnings.warn(
-                f"NDCG: skipped {self._num_all_zero} annotation(s) whose relevances are all zero",
-                stacklevel=2,
-            )
+            warnings.warn(f"NDCG: skipped {self._num_all_zero} annotation(s) whose relevances are all zero",
+                          stacklevel=2)
         metrics = {"ndcg": self._ndcg_sum / self._count} if self._count else {}
         if reset:
             self.reset()
@@ -131,12 +129,8 @@ def exact_ties(scores: torch.Tensor, gt_option_inds: torch.Tensor) -> dict[str, 
     return metrics
 
 
-def visdial_metrics(
-    scores: torch.Tensor,
-    gt_option_inds: torch.Tensor,
-    round_id: torch.Tensor | None = None,
-    gt_relevance: torch.Tensor | None = None,
-) -> dict[str, float]:
+def visdial_metrics(scores: torch.Tensor, gt_option_inds: torch.Tensor, round_id: torch.Tensor | None = None,
+                    gt_relevance: torch.Tensor | None = None) -> dict[str, float]:
     """All val metrics of scores [dialogs, rounds, options], gt_option_inds [dialogs, rounds]; NDCG when
     round_id [dialogs] (1-based, annotated) and gt_relevance [dialogs, options] are given."""
     sparse = SparseGTMetrics()
