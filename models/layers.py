@@ -53,8 +53,6 @@ def attention_probs(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor, 
 
 
 class SelfAttention(nn.Module):
-    """Query, key and value projections of one stream (`attention.self`)."""
-
     def __init__(self, hidden_size: int, num_heads: int, dropout: float):
         super().__init__()
         self.num_heads = num_heads
@@ -82,8 +80,6 @@ class ResidualOutput(nn.Module):
 
 
 class Attention(nn.Module):
-    """Self-attention followed by its residual output (`attention`)."""
-
     def __init__(self, hidden_size: int, num_heads: int, attention_dropout: float, hidden_dropout: float):
         super().__init__()
         self.self = SelfAttention(hidden_size, num_heads, attention_dropout)
@@ -94,8 +90,6 @@ class Attention(nn.Module):
 
 
 class Intermediate(nn.Module):
-    """The first half of the feed-forward block: dense + activation (`intermediate`)."""
-
     def __init__(self, hidden_size: int, intermediate_size: int, act: str):
         super().__init__()
         self.dense = nn.Linear(hidden_size, intermediate_size)
@@ -174,8 +168,6 @@ class FirstTokenPooler(nn.Module):
 
 
 class PredictionHeadTransform(nn.Module):
-    """dense -> activation -> LayerNorm before a prediction decoder (`transform`)."""
-
     def __init__(self, hidden_size: int, act: str):
         super().__init__()
         self.dense = nn.Linear(hidden_size, hidden_size)

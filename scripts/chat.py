@@ -144,22 +144,20 @@ class Chat:
             return True
         if line.startswith(":"):
             command, _, argument = line.partition(" ")
-            if command == ":quit":
-                return False
             if command == ":why":
                 self.why()
-                return True
-            if command == ":reset":
+            elif command == ":reset":
                 self.history = []
                 self.show("(history cleared)", event="reset", image_id=self.image_id)
-                return True
-            if command == ":image":
+            elif command == ":image":
                 try:
                     image_id = int(argument)
                 except ValueError:
                     raise UserError(f":image needs an image id (an integer), got {argument.strip()!r}") from None
                 return self.open_image(image_id)
-            raise UserError(f"unknown command {command!r} (the commands: {COMMANDS})")
+            elif command != ":quit":
+                raise UserError(f"unknown command {command!r} (the commands: {COMMANDS})")
+            return command != ":quit"
         question, given, answer = (part.strip() for part in line.partition("="))
         if not question:
             raise UserError(f"the question is empty in {line!r}")

@@ -71,11 +71,8 @@ class TrainingData:
 
 
 def _require_files(options: TrainOptions) -> None:
-    flags = ["visdial_image_feats"]
-    if options.mode == "dense":
-        flags += ["visdial_processed_train_dense", "visdial_processed_train_dense_annotations"]
-    else:
-        flags += ["visdial_processed_train"]
+    flags = ["visdial_image_feats"] + (["visdial_processed_train_dense", "visdial_processed_train_dense_annotations"]
+                                       if options.mode == "dense" else ["visdial_processed_train"])
     if options.val_every != -1:
         flags += ["visdial_processed_val", "visdial_processed_val_dense_annotations"]
     for flag in flags:
