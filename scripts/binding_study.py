@@ -64,21 +64,22 @@ def train_curriculum(model: str, seed: int, flags: dict, runs: Path, smoke: bool
 
 def chat_answers(checkpoint: Path, folder: Path) -> list[tuple[str, str, str]]:
     """(question, ViLBERT's answer, the ground truth) for the binding rounds of the first val dialog
-    of the toy set in `folder`, each asked alone (:reset before it) in a scripts/chat.py session."""
+    of the toy set in `folder`, its questions asked in order in a scripts/chat.py session as the
+    demo asks them (each top answer goes into the history)."""
     data = json.loads((folder / "visdial_1.0_val_processed.json").read_text())["data"]
     types = load_question_types(folder / "visdial_1.0_val_question_types.json")
     dialog = data["dialogs"][0]
-    binding = [turn for number, turn in enumerate(dialog["dialog"], start=1)
-               if types.of(dialog["image_id"], number) == "binding"]
-    questions = [data["questions"][turn["question"]] for turn in binding]
+    binding = [number for number in range(len(dialog["dialog"]))
+               if types.of(dialog["image_id"], number + 1) == "binding"]
+    questions = [data["questions"][turn["question"]] for turn in dialog["dialog"][:binding[-1] + 1]]
     output = run("scripts/chat.py", "-start_path", str(checkpoint), "-json", "-visdial_tot_rounds", "2",
                  "-model_config", str(folder / "model_config.json"), "-vocab", str(folder / "vocab.txt"),
                  "-visdial_image_feats", str(folder / "visdial_img_feat.lmdb"),
                  "-dialogs", str(folder / "visdial_1.0_val_processed.json"), "-image_id", str(dialog["image_id"]),
-                 stdin="".join(f":reset\n{question}\n" for question in questions))
+                 stdin="".join(f"{question}\n" for question in questions))
     answers = [event["answer"] for event in map(json.loads, output.splitlines()) if event["event"] == "turn"]
-    return [(question, answer, data["answers"][turn["answer"]])
-            for question, answer, turn in zip(questions, answers, binding)]
+    return [(questions[number], answers[number], data["answers"][dialog["dialog"][number]["answer"]])
+            for number in binding]
 
 
 def study_seed(seed: int, folder: Path, smoke: bool) -> dict:
