@@ -26,7 +26,7 @@ def batch_of(ranker: DialogRanker, query) -> dict:
     """The collated batch of one query, as DialogRanker builds it."""
     inputs, _ = ranker._image_inputs(query.image, {})
     item = {**ranker.encoder.encode(query.caption, query.history, query.question, query.candidates), **inputs}
-    return collate_dialog_batch([{name: torch.from_numpy(value) for name, value in item.items()}])
+    return collate_dialog_batch([item])
 
 
 def test_coattention_is_what_weighs_the_regions_and_changes_no_output(ranker, val_data):
@@ -152,15 +152,17 @@ def test_scores_without_a_region_mask_it_as_padding(ranker, val_data):
     batch = batch_of(ranker, query)
     scores = ranker.scores_without(query, [0, 2, 5])
     assert scores.shape == (4, len(query.candidates))
-    plain = [probability for _, probability in sorted(ranker.rank(*query), key=lambda pair: query.candidates.index(pair[0]))]
+    plain = [probability for _, probability in
+             sorted(ranker.rank(*query), key=lambda pair: query.candidates.index(pair[0]))]
     assert scores[0].tolist() == pytest.approx(plain, abs=1e-6)
     for row, region in enumerate([0, 2, 5], start=1):
         mask = batch["image_mask"].clone()
         mask[0, region] = 0
         with torch.no_grad():
-            nsp = ranker.model(tokens=batch["tokens"], segments=batch["segments"], attention_mask=batch["attention_mask"],
-                               image_feat=batch["image_feat"], image_loc=batch["image_loc"], image_mask=mask,
-                               image_index=batch["image_index"], output_lm_scores=False, output_img_scores=False).nsp_scores
+            nsp = ranker.model(tokens=batch["tokens"], segments=batch["segments"],
+                               attention_mask=batch["attention_mask"], image_feat=batch["image_feat"],
+                               image_loc=batch["image_loc"], image_mask=mask, image_index=batch["image_index"],
+                               output_lm_scores=False, output_img_scores=False).nsp_scores
         assert scores[row].tolist() == pytest.approx(nsp.softmax(dim=-1)[:, 0].tolist(), abs=1e-5)
     assert not torch.allclose(scores[1:], scores[0].expand(3, -1)), "masking a region changes the scores"
     real = int(batch["image_mask"][0].sum())
@@ -237,7 +239,8 @@ def test_pointing_and_deletion_count_what_the_heaviest_region_does(ranker, val_d
     metrics = pointing_metrics(ranker, val_data, len(dialogs), load_question_types(path), str(path))
     mean = lambda values: pytest.approx(sum(values) / len(values), abs=1e-6)  # noqa: E731
     assert metrics == {f"{key}_{kind}": value for kind, values in expected.items() for key, value in (
-        ("pointing_rounds", 3), ("pointing", 1.0 if kind == "hit" else 0.0), ("pointing_chance", mean(values["chance"])),
+        ("pointing_rounds", 3), ("pointing", 1.0 if kind == "hit" else 0.0),
+        ("pointing_chance", mean(values["chance"])),
         ("deletion_rounds", 3), ("deletion", mean(values["deletion"])),
         ("deletion_chance", mean(values["deletion_chance"])))}
     assert pointing_metrics(ranker, val_data, 0, load_question_types(path), str(path)) == {}
@@ -258,7 +261,8 @@ def test_the_reports_lit_regions_are_those_of_each_sample_rounds_top_answer(gold
     scored = score_dataset(ranker.model, evaluation_run.load_split(options), collate_dialog_batch,
                            tokens_per_batch=3000, progress=False)
     captured = {}
-    monkeypatch.setattr(validation, "write_report", lambda *args, pictures, **kwargs: captured.update(pictures=pictures))
+    monkeypatch.setattr(validation, "write_report",
+                        lambda *args, pictures, **kwargs: captured.update(pictures=pictures))
     validation.write_val_report(str(tmp_path / "report"), {}, scored, val_data, ranker=ranker, pictures={})
     queries = val_queries(val_data)
     lit = [regions for picture in captured["pictures"] for regions in picture.regions]

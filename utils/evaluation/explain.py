@@ -87,7 +87,8 @@ def pointing_chance(relevant: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return relevant.sum(dim=1).double() / real.sum(dim=1).double()
 
 
-def deletion_outcomes(drops: torch.Tensor, chosen: torch.Tensor, objects: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def deletion_outcomes(drops: torch.Tensor, chosen: torch.Tensor,
+                      objects: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The deletion test of M rounds: does masking the chosen region lower the right answer's score
     more than masking an object region would?
 
