@@ -78,10 +78,12 @@ class RankingLoss:
 
     name: a key of DENSE_LOSSES (`ce`, the reference's, `listmle` or `approxndcg`; another name is
     a ValueError here); temperature: how smoothly approxNDCG turns score differences into ranks
-    (-approxndcg_temperature).
+    (-approxndcg_temperature); target_temperature: ce's target is softmax(relevance /
+    target_temperature) (-dense_target_temperature; 1.0 is the reference's).
     """
     name: str = "ce"
     temperature: float = 1.0
+    target_temperature: float = 1.0
 
     def __post_init__(self):
         if self.name not in DENSE_LOSSES:
@@ -113,18 +115,21 @@ def tie_break_keys(ranking: RankingLoss, num_rounds: int, num_options: int) -> O
     return torch.rand(num_rounds, num_options) if DENSE_LOSSES[ranking.name].draws_tie_keys else None
 
 
-def dense_relevance_loss(nsp_scores: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
+def dense_relevance_loss(nsp_scores: torch.Tensor, relevance: torch.Tensor,
+                         target_temperature: float = 1.0) -> torch.Tensor:
     """The reference's dense loss (`ce`): ListNet's top-one loss between the model's distribution
     over the options of a round and the softmax of their dense relevance.
 
     nsp_scores [B, O, 2] NSP logits of the O options of B rounds; relevance [B, O] raw
     relevance (0 ... 1). The model's distribution is log_softmax over options of the class-0
-    logit; the target is softmax(relevance) (nearly flat: the reference's choice). Returns
-    KL(target || model) summed over options and averaged over B (0-d): ListNet's cross-entropy
-    minus the target's entropy, a constant, so the gradients are ListNet's.
+    logit; the target is softmax(relevance / target_temperature). At 1.0 (the reference's) it is
+    nearly flat: 3 options of relevance 1 among 100 get 0.026 each, the others 0.009, so flat
+    scores almost satisfy it; a smaller temperature sharpens it. Returns KL(target || model)
+    summed over options and averaged over B (0-d): ListNet's cross-entropy minus the target's
+    entropy, a constant, so the gradients are ListNet's.
     """
     log_probs = F.log_softmax(nsp_scores[..., 0].float(), dim=1)
-    target = F.softmax(relevance.float(), dim=1)
+    target = F.softmax(relevance.float() / target_temperature, dim=1)
     return F.kl_div(log_probs, target, reduction="batchmean")
 
 
@@ -191,8 +196,8 @@ class DenseLoss:
 
 
 DENSE_LOSSES = {
-    "ce": DenseLoss(lambda nsp_scores, relevance, ranking, tie_keys: dense_relevance_loss(nsp_scores, relevance),
-                    skips_unannotated_rounds=False),
+    "ce": DenseLoss(lambda nsp_scores, relevance, ranking, tie_keys: dense_relevance_loss(
+        nsp_scores, relevance, ranking.target_temperature), skips_unannotated_rounds=False),
     "listmle": DenseLoss(_on_annotated_log_odds(_listmle_per_round), skips_unannotated_rounds=True,
                          draws_tie_keys=True),
     "approxndcg": DenseLoss(_on_annotated_log_odds(
