@@ -487,7 +487,7 @@ ARGUMENT_CASES = [  # (script, argv, the flag the line starts with, the problem)
     ("scripts/check_reference.py", [], "--fixtures", "required"),
     ("scripts/validate_submission.py", ["predictions.json"], "-split", "required"),
     ("scripts/benchmark_precision.py", ["--compare", "fp8"], "--compare", "invalid choice"),
-    ("scripts/benchmark_toolkit.py", ["--val_dialogs", "many"], "--val_dialogs", "invalid int value"),
+    ("scripts/toy_paper_table.py", ["--val_dialogs", "many"], "--val_dialogs", "invalid positive_int value"),
     ("scripts/benchmark_eval.py", ["--no_such_flag", "1"], "--no_such_flag", "unrecognized arguments"),
     ("scripts/benchmark_dense.py", ["--steps", "1.5"], "--steps", "invalid int value"),
     ("scripts/benchmark_data.py", ["--no_such_flag"], "--no_such_flag", "unrecognized argument"),
