@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import math
 import os
+from numbers import Integral, Real
 from typing import Optional, Sequence, TypeVar
 
 import torch
@@ -24,9 +25,9 @@ import yaml
 from dataloader.visdial_json import EVALUATED_SPLITS, NUM_ANSWER_OPTIONS, SPLITS
 from models import MODEL_TYPES
 from models.losses import DENSE_LOSSES
-from utils.errors import ArgumentParser, UserError
-from utils.files import resolved
-from utils.input_files import SMALL_FILE_BYTES, read_text
+from utils.errors import ArgumentParser, UserError, report_problems
+from utils.outputs import resolved
+from utils.inputs import SMALL_FILE_BYTES, read_text
 
 MODES = ("base", "dense")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -51,7 +52,7 @@ def resolve_precision(name: str, device: torch.device, evaluation: bool = False)
     need one) and for a name that is neither auto nor one of PRECISIONS."""
     if name == "auto":
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() and not evaluation else "fp32"
-    if name not in PRECISIONS:
+    if not isinstance(name, str) or name not in PRECISIONS:
         raise UserError(f"-precision must be auto or one of {', '.join(PRECISIONS)}, got {name!r}")
     if name == "fp16" and device.type != "cuda":
         raise UserError("-precision fp16 needs a CUDA device (use fp32 or bf16 on the CPU)")
@@ -87,8 +88,9 @@ def flag_name(field: dataclasses.Field) -> str:
     return field.metadata["name"] or field.name
 
 
-def _range_problem(field: dataclasses.Field, value) -> Optional[str]:
-    """`-name must be ..., got value` when `value` is outside the field's range, else None."""
+def _range_problem(field: dataclasses.Field, value, name: str = "") -> Optional[str]:
+    """`-name must be ..., got value` when `value` is outside the field's range, else None (`name`:
+    another name than the flag's, a Python API parameter's)."""
     low, high = field.metadata["at_least"], field.metadata["at_most"]
     if (low is None and high is None) or field.metadata["item_type"] is not None:
         return None
@@ -100,7 +102,27 @@ def _range_problem(field: dataclasses.Field, value) -> Optional[str]:
         wanted = f"in {low}..{high}" if high is not None else f">= {low}"
     if inside:
         return None
-    return f"-{flag_name(field)} must be {field.metadata['wanted'] or wanted}{field.metadata['note']}, got {value}"
+    return (f"{name or '-' + flag_name(field)} must be {field.metadata['wanted'] or wanted}{field.metadata['note']}, "
+            f"got {value}")
+
+
+KINDS = {bool: "true or false", str: "a string", int: "an integer", float: "a number"}
+"""How a message names the type of a flag's value."""
+
+
+def check_parameters(options_type: type, **parameters) -> None:
+    """Check Python API parameters as their flags are checked: `name=(field, value)` is a parameter,
+    the field of `options_type` whose flag it stands for, and its value. UserError, one line each
+    naming the parameter, for a value of another type than the flag's or outside its range."""
+    problems = []
+    for name, (field_name, value) in parameters.items():
+        field = options_type.__dataclass_fields__[field_name]
+        kind = {int: Integral, float: Real}.get(field.type, field.type)
+        if not isinstance(value, kind) or isinstance(value, bool) and field.type is not bool:
+            problems.append(f"{name} must be {KINDS[field.type]}, got {value!r}")
+        elif problem := _range_problem(field, value, name):
+            problems.append(problem)
+    report_problems(problems)
 
 
 N_GPUS_DEFAULT = 8
@@ -220,7 +242,7 @@ class TrainOptions(SharedOptions):
     enable_visdom: int = flag(0, "1 to log to a visdom server", "logging", on_resume=NOTED)
     visdom_env: str = flag("", "visdom environment name", "logging", on_resume=NOTED)
     visdom_server: str = flag("http://localhost", "visdom server address", "logging", on_resume=NOTED)
-    visdom_server_port: int = flag(7777, "visdom server port", "logging", on_resume=NOTED)
+    visdom_server_port: int = flag(7777, "visdom server port", "logging", at_least=1, at_most=65535, on_resume=NOTED)
     tensorboard: int = flag(0, "1 to write TensorBoard event files to <run folder>/tensorboard", "logging",
                             on_resume=NOTED)
     # training
@@ -264,12 +286,12 @@ class TrainOptions(SharedOptions):
                                                 "of it)", "training", at_least=1e-3)
     bert_init: str = flag("", "initialise the text stream from a Hugging Face BERT", "training", on_resume=FREE,
                            is_input=True)
-    seed: int = flag(0, "seed of every random number generator", "training")
+    seed: int = flag(0, "seed of every random number generator", "training", at_least=0, at_most=2**32 - 1)
     save_path: str = flag("checkpoints/", "folder that holds run folders", "training", on_resume=FREE)
     save_name: str = flag("", "run folder name inside -save_path (default: a time stamp)", "training",
                           on_resume=FREE)
-    resume: bool = flag(False, "resume exactly from the newest checkpoint of the run folder (or -start_path "
-                               "when it has none)", "training", on_resume=FREE, name="continue")
+    resume: bool = flag(False, "resume exactly from -start_path, or without it from the newest checkpoint of "
+                               "the run folder", "training", on_resume=FREE, name="continue")
     keep_checkpoints: int = flag(3, "keep this many newest checkpoints (plus the best by val MRR)", "training",
                                  at_least=1, on_resume=NOTED)
     nan_policy: str = flag("stop", "on a non-finite loss: stop (default) or skip the step", "training",
@@ -468,8 +490,7 @@ def _preset_value(path: str, key: str, field: dataclasses.Field, value):
     string for a path or name, a number (or a string that reads as one, as YAML reads `1e-5`)
     for a number; null, a list, a mapping or another type is a UserError naming the key."""
     kind = field.type
-    wanted = {bool: "true or false", str: "a string (quote a value that YAML would read as a number)",
-              int: "an integer", float: "a number"}[kind]
+    wanted = KINDS[kind] + (" (quote a value that YAML would read as a number)" if kind is str else "")
     if kind is bool:
         right_type = type(value) is bool
     elif kind is str:

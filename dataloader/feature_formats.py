@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import itertools
 import os
 import zipfile
@@ -40,7 +41,7 @@ from dataloader.feature_record import (MAX_IMAGE_ID, NUM_CLASSES, RECORD_FIELDS,
 from dataloader.feature_store import (FeatureStoreReader, open_feature_store, rows_by_image, write_hdf5_feature_store,
                                       write_lmdb_feature_store)
 from utils.errors import UserError
-from utils.input_files import input_file
+from utils.inputs import input_file
 
 FORMATS = ("tsv", "starter_hdf5", "npz", "lmdb", "hdf5")
 TSV_COLUMNS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features")
@@ -109,7 +110,7 @@ def tsv_records(path: Path, note: Note) -> Iterator[dict]:
     feature_size = None
     with open(input_file(path, "TSV feature file"), "rb") as handle:
         for number, line in enumerate(handle, start=1):
-            line = line.rstrip(b"\r\n")
+            line = line.removeprefix(codecs.BOM_UTF8 if number == 1 else b"").rstrip(b"\r\n")
             if not line:
                 continue
             columns = line.split(b"\t")

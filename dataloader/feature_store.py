@@ -46,8 +46,8 @@ from tqdm import tqdm
 from dataloader.feature_record import (FEATURE_SIZE, NUM_CLASSES, RECORD_FIELDS, check_image_id, check_integer,
                                        check_record)
 from utils.errors import UserError
-from utils.files import atomic_folder, atomic_output
-from utils.input_files import input_file
+from utils.outputs import atomic_folder, atomic_output
+from utils.inputs import input_file
 
 HDF5_FORMAT_NAME = "visdial-bert image features"
 HDF5_FORMAT_VERSION = 1
@@ -473,7 +473,7 @@ def write_hdf5_feature_store(path: str | os.PathLike, records: Iterable[dict], f
         attrs: format = "visdial-bert image features", version = 1
     Records are streamed (N and B need not be known: the datasets grow). Arrays are chunked one
     image and HDF5_CHUNK_BOXES boxes per chunk, so reading an image touches only its own chunks.
-    The file is written atomically (utils/files.py): complete, or not at all.
+    The file is written atomically (utils/outputs.py): complete, or not at all.
     """
     import h5py
 
@@ -487,22 +487,35 @@ def write_hdf5_feature_store(path: str | os.PathLike, records: Iterable[dict], f
 
 
 class _Hdf5Sink(io.FileIO):
-    """The file an HDF5 store is written through. The first failed write (a full disk) is kept in
-    `error` and that write and every later one are dropped, so HDF5 sees none fail: HDF5 crashes
-    the process (a segmentation fault) when it closes, or exits with, a file whose write failed.
-    The writer stops at once and raises `error` after HDF5 has closed the file."""
+    """The file an HDF5 store is written through. The first failed write, truncate or flush (a full
+    disk, a file-size limit) is kept in `error` and it and every later one are dropped, so HDF5
+    sees none fail: HDF5 crashes the process (a segmentation fault) when it closes, or exits with,
+    a file whose write failed. The writer stops at once and raises `error` after HDF5 has closed
+    the file."""
 
     error: OSError | None = None
 
-    def write(self, data) -> int:
+    def _unless_failed(self, operation, *arguments) -> None:
         if self.error is None:
-            remaining = memoryview(data).cast("B")
             try:
-                while remaining:
-                    remaining = remaining[super().write(remaining):]
+                operation(*arguments)
             except OSError as error:
                 self.error = error
+
+    def write(self, data) -> int:
+        self._unless_failed(self._write_all, memoryview(data).cast("B"))
         return memoryview(data).nbytes
+
+    def _write_all(self, remaining: memoryview) -> None:
+        while remaining:
+            remaining = remaining[super().write(remaining):]
+
+    def truncate(self, size=None):
+        self._unless_failed(super().truncate, size)
+        return size
+
+    def flush(self) -> None:
+        self._unless_failed(super().flush)
 
 
 def _write_hdf5_records(handle, records: Iterable[dict], sink: _Hdf5Sink) -> int:

@@ -40,8 +40,7 @@ from dataloader.tokenizer import encode_texts, load_tokenizer
 from dataloader.visdial_json import (check_annotations_follow_dialogs, load_dense_annotations,
                                      load_visdial_json)
 from utils.errors import UserError
-from utils.files import write_json_files
-from utils.outputs import Output, check_outputs
+from utils.outputs import Output, check_outputs, write_json_files
 
 INPUT_FILES = ("visdial_train", "visdial_val", "visdial_test", "visdial_val_ndcg", "visdial_train_ndcg")
 OUTPUT_FILES = ("save_path_train", "save_path_val", "save_path_test", "save_path_train_dense_samples",
@@ -214,7 +213,7 @@ def preprocess(files: dict, max_seq_len: int, vocab: str, show_progress: bool = 
     files: a path for every name of INPUT_FILES (raw json) and OUTPUT_FILES (processed json).
     Before any work every output is checked (none may be an input or another output, each must be
     writable: utils/outputs.py) and every input is validated; the outputs are written as one set,
-    all or none (utils/files.py).
+    all or none (utils/outputs.py).
     """
     check_outputs([Output(f"-{name}", Path(files[name])) for name in OUTPUT_FILES],
                   {**{f"-{name}": files[name] for name in INPUT_FILES}, "-vocab": vocab})

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from utils.errors import UserError
-from utils.files import write_json
-from utils.input_files import read_json
+from utils.outputs import write_json
+from utils.inputs import read_json
 
 
 @dataclass(frozen=True)

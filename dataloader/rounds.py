@@ -21,6 +21,7 @@ from dataloader.feature_store import ImageRecord, build_image_record
 from dataloader.preprocess import rounds_to_drop
 from dataloader.tokenizer import encode_texts, special_token_ids
 from utils.errors import UserError
+from utils.inputs import is_text
 
 IMAGE_FIELDS = ("image_feat", "image_loc", "image_mask")
 """The image inputs that scoring reads (encode_image also builds the region targets and labels)."""
@@ -46,19 +47,15 @@ class RoundEncoder:
                candidates: Sequence[str]) -> dict:
         """The sequences of one round, one per candidate, as an evaluation item holds them:
         int64 arrays tokens, segments, lm_labels (all -1) [n, L], sep_indices [n, S], hist_len [n]
-        (n = len(candidates), L their longest length). UserError for an empty question, no
-        candidates, an empty or repeated candidate, a history that is not (question, answer)
-        pairs of strings, or a round that does not fit max_seq_len even without history."""
+        (n = len(candidates), L their longest length). An empty text is encoded as the datasets
+        encode one. UserError for no candidates, a repeated candidate, a text that is no valid
+        string, a history that is not (question, answer) pairs of strings, or a round that does not
+        fit max_seq_len even without history."""
         history = _checked_round(caption, history, question, candidates)
         texts = [caption, *(text for turn in history for text in turn), question, *candidates]
         ids = [np.asarray(tokens, dtype=np.int64) for tokens in encode_texts(self.tokenizer, texts)]
         caption_ids, history_ids = ids[0], ids[1:1 + 2 * len(history)]
         question_ids, candidate_ids = ids[1 + 2 * len(history)], ids[2 + 2 * len(history):]
-        if not len(question_ids):
-            raise UserError(f"the question {_shown(question)} is empty (it has no tokens)")
-        for number, tokens in enumerate(candidate_ids):
-            if not len(tokens):
-                raise UserError(f"candidate {number} {_shown(candidates[number])} is empty (it has no tokens)")
         turns = [(len(history_ids[2 * k]), len(history_ids[2 * k + 1])) for k in range(len(history))]
         longest = max(range(len(candidate_ids)), key=lambda number: len(candidate_ids[number]))
         dropped = rounds_to_drop(len(caption_ids), turns, len(question_ids), len(candidate_ids[longest]),
@@ -98,6 +95,12 @@ def _checked_round(caption, history, question, candidates) -> list[tuple[str, st
         if isinstance(turn, str) or not isinstance(turn, Sequence) or len(turn) != 2 \
                 or not all(isinstance(text, str) for text in turn):
             raise UserError(f"history entry {number} must be a (question, answer) pair of strings, got {turn!r:.60}")
+    texts = {"the caption": caption, "the question": question,
+             **{f"candidate {number}": text for number, text in enumerate(candidates)},
+             **{f"history entry {number}": " ".join(turn) for number, turn in enumerate(history)}}
+    for name, text in texts.items():
+        if not is_text(text):
+            raise UserError(f"{name} {_shown(text)} is not valid text (it holds a lone UTF-16 surrogate)")
     return [tuple(turn) for turn in history]
 
 

@@ -1,9 +1,10 @@
 """The BERT WordPiece tokenizer, configured like the reference's (bert-base-uncased, no special tokens).
 
 Two traps of transformers 5 are avoided here: `BertTokenizer(vocab_file=path)` silently ignores the
-file (every word becomes [UNK]), so the vocabulary is passed positionally; and `encode` adds
-[CLS]/[SEP] by default, while the reference's pytorch-transformers 1.2.0 did not, so
-`encode_texts` asks for no special tokens.
+file (every word becomes [UNK]), so the vocabulary is read here (utils/inputs.read_text, which
+also keeps an editor's byte-order mark and CRLF line ends out of the tokens) and passed as a dict;
+and `encode` adds [CLS]/[SEP] by default, while the reference's pytorch-transformers 1.2.0 did not,
+so `encode_texts` asks for no special tokens.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import socket
 from pathlib import Path
 
 from utils.errors import UserError
-from utils.input_files import read_text
+from utils.inputs import read_text
 
 REQUIRED_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MIN_VOCABULARY_SIZE = 1000
@@ -30,12 +31,12 @@ def load_tokenizer(vocab: str):
     if path.is_dir() and (path / "vocab.txt").exists():
         path = path / "vocab.txt"
     if path.exists() and not path.is_dir():  # a regular text file of a sane size, not a device
-        read_text(path, "vocabulary file", MAX_VOCABULARY_BYTES)
+        lines = read_text(path, "vocabulary file", MAX_VOCABULARY_BYTES).removesuffix("\n").split("\n")
     from transformers import BertTokenizer
 
     try:
         if path.is_file():
-            tokenizer = BertTokenizer(str(path), do_lower_case=True)
+            tokenizer = BertTokenizer({token: index for index, token in enumerate(lines)}, do_lower_case=True)
         elif path.is_dir():
             tokenizer = BertTokenizer.from_pretrained(str(path), do_lower_case=True)
         elif len(path.parts) > 2 or str(vocab).endswith(".txt"):

@@ -12,7 +12,7 @@ leaves out from the front (0..its number - 1).
 Dense annotation files are lists of `{"image_id", "round_id" (1-based), "gt_relevance" | "relevance":
 [100 floats]}` (val files use `gt_relevance`, train files `relevance`).
 
-What is checked when a file is read (utils/input_files.py reads it: a regular file of at most
+What is checked when a file is read (utils/inputs.py reads it: a regular file of at most
 2 GiB, UTF-8, json nested at most 64 deep, no NaN / Infinity, no true / false anywhere):
 
 * every field's type: ints (never floats, strings or booleans) for ids and indices, strings that
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.errors import UserError
-from utils.input_files import read_json
+from utils.inputs import is_text, read_json
 
 NUM_ANSWER_OPTIONS = 100
 MAX_ROUNDS = 10
@@ -93,16 +93,8 @@ def _check_texts(texts: list, path: Path, what: str) -> None:
     try:
         "".join(texts).encode("utf-8")
     except UnicodeEncodeError:
-        position = next(index for index, text in enumerate(texts) if not _encodes(text))
+        position = next(index for index, text in enumerate(texts) if not is_text(text))
         raise UserError(f"{path}: {what} {position} is not valid text (a lone UTF-16 surrogate escape)") from None
-
-
-def _encodes(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _check_index(value, size: int, path: Path, dialog: dict, number: int, what: str) -> None:

@@ -18,7 +18,7 @@ models/ and one entry here."""
 
 def model_class(model_type: str) -> type:
     """The class of `model_type`; UserError naming the known types for another name."""
-    if model_type not in MODEL_TYPES:
+    if not isinstance(model_type, str) or model_type not in MODEL_TYPES:
         raise UserError(f"model_type must be one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
     return MODEL_TYPES[model_type]
 

@@ -1,9 +1,5 @@
-"""Model configuration in the reference's JSON schema (`config/bert_base_6layer_6conect.json`).
-
-A config is checked when it is read (every field's type and range, the head counts dividing the
-sizes) and, before a model is built for a dataset, against that data (`check_fits_data`: the
-vocabulary, the sequence length, the features' width and classes).
-"""
+"""Model configuration in the reference's JSON schema (`config/bert_base_6layer_6conect.json`), checked
+when read and, before a model is built, against the data (`check_fits_data`)."""
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -11,7 +7,7 @@ from pathlib import Path
 from typing import List, Optional, Union
 
 from utils.errors import UserError, report_problems
-from utils.input_files import SMALL_FILE_BYTES, read_json
+from utils.inputs import SMALL_FILE_BYTES, read_json
 
 ACTIVATIONS = ("gelu", "relu", "swish")
 AT_LEAST_ONE = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -27,12 +23,9 @@ TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true
 
 @dataclass
 class BertConfig:
-    """Hyper-parameters of the two-stream ViLBERT (and of the language-only baseline).
-
-    Field names and defaults are those of the reference's `BertConfig` constructor, so every
-    released config file loads unchanged. `pooling_method`, `bi_intermediate_size`,
-    `bi_attention_type`, `v_initializer_range` and `intra_gate` are read but, as in the
-    reference, never used: the fusion of the two pooled streams is `fusion_method`.
+    """Hyper-parameters of the two-stream ViLBERT (and of the language-only baseline). Field names and
+    defaults are the reference's, so every released config loads unchanged (docs/reference.md: the
+    fields read but unused).
 
     Example
     -------
@@ -77,7 +70,7 @@ class BertConfig:
     pooling_method: str = "mul"
     intra_gate: bool = False
     with_coattention: bool = True
-    # where the values came from, for error messages; not part of the JSON schema
+    # for error messages; not part of the JSON schema
     source: str = field(default="config", repr=False, compare=False)
 
     @classmethod
@@ -110,8 +103,7 @@ class BertConfig:
         raise UserError(f"{self.source}: {problem}")
 
     def validate(self) -> None:
-        """Raise UserError for a field of the wrong type or range, or text-stream settings the model
-        cannot build."""
+        """UserError for a field of the wrong type or range, or text-stream settings the model cannot build."""
         for spec in dataclasses.fields(self):
             if spec.name != "source":
                 self._check_field(spec.name, spec.type, getattr(self, spec.name))
@@ -122,8 +114,6 @@ class BertConfig:
                        f"({self.num_attention_heads})")
 
     def _check_field(self, name: str, kind, value) -> None:
-        """The JSON value of one field: its type (a string "16" is no integer, true no number), then
-        its range."""
         if kind is float:
             right_type = type(value) in (int, float) and math.isfinite(value)
         elif kind == List[int]:
@@ -143,11 +133,8 @@ class BertConfig:
 
     def check_fits_data(self, vocab_size: int, vocab: str, max_seq_len: int, feature_size: Optional[int] = None,
                         features: str = "", num_classes: Optional[int] = None) -> None:
-        """Raise UserError, one line per problem, when the data does not fit this config: the
-        vocabulary `vocab` has `vocab_size` ids (the embedding table needs one row each), sequences
-        have up to -max_seq_len tokens (one position embedding each) and, for ViLBERT, the feature
-        store `features` has `feature_size`-d features and `num_classes` class probabilities (the
-        image embedding's input and the masked-region targets)."""
+        """UserError, one line per problem, when the vocabulary `vocab` (`vocab_size` ids), -max_seq_len or
+        the feature store `features` (`feature_size`-d, `num_classes` class probabilities) do not fit."""
         problems = []
         if self.vocab_size < vocab_size:
             problems.append(f"{self.source}: vocab_size {self.vocab_size} is smaller than the {vocab_size} token ids "
@@ -164,7 +151,7 @@ class BertConfig:
         report_problems(problems)
 
     def validate_two_stream(self) -> None:
-        """Raise UserError for image-stream and co-attention settings ViLBERT cannot build."""
+        """UserError for image-stream and co-attention settings ViLBERT cannot build."""
         fail = self._fail
         if self.v_hidden_act not in ACTIVATIONS:
             fail(f"v_hidden_act must be one of {', '.join(ACTIVATIONS)}, got {self.v_hidden_act!r}")

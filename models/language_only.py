@@ -1,9 +1,5 @@
-"""The reference's language-only baseline: the dialog text through BERT, no image.
-
-Same input layout and NSP ranking as the ViLBERT encoder; trained with masked LM + NSP.
-Parameter names follow the reference (`bert_pretrained.bert.encoder.layer.0...`,
-`bert_pretrained.cls.seq_relationship`), which are also those of a Hugging Face BERT.
-"""
+"""The reference's language-only baseline: the dialog text through BERT, no image; ViLBERT's inputs and
+NSP ranking, parameter names the reference's (and a Hugging Face BERT's)."""
 from typing import Optional
 
 import torch
@@ -41,8 +37,7 @@ class DialogBertModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor, segments: torch.Tensor,
                 attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Embeddings -> BERT layers -> pooler: (embeddings [N, L, H], last layer [N, L, H],
-        pooled first token [N, H])."""
+        """-> (embeddings [N, L, H], last layer [N, L, H], pooled first token [N, H])."""
         dtype = self.embeddings.word_embeddings.weight.dtype
         embedding_output = self.embeddings(tokens, segments)
         sequence = self.encoder(embedding_output, additive_mask(attention_mask, dtype))
@@ -65,11 +60,8 @@ class DialogPreTrainingHeads(nn.Module):
         return out
 
 
-# A wrapper without computation of its own: it gives parameters the key paths of the reference's
-# checkpoints (`bert_pretrained.bert...`, `bert_pretrained.cls...`).
-
 class DialogPreTraining(nn.Module):
-    """`bert_pretrained`: the body and its heads."""
+    """`bert_pretrained`: the body and its heads (the checkpoints' key paths)."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -78,11 +70,8 @@ class DialogPreTraining(nn.Module):
 
 
 class LanguageOnlyDialogEncoder(nn.Module):
-    """Scores dialog sequences from text alone; the ViLBERT call without the image arguments.
-
-    tokens, segments [N, L]; attention_mask [N, L]; lm_labels [N, L] (-1 ignored);
-    nsp_labels [N]. Returns an EncoderOutput without image fields.
-    """
+    """Scores dialog sequences from text alone: tokens, segments, attention_mask [N, L]; lm_labels [N, L]
+    (-1 ignored); nsp_labels [N] -> an EncoderOutput without image fields."""
 
     # parameter-name prefixes by learning rate (models/optimizer.py), as ViLBERT's text stream
     LANGUAGE_PARAMETERS = TEXT_STREAM_PARAMETERS
@@ -91,8 +80,7 @@ class LanguageOnlyDialogEncoder(nn.Module):
     @staticmethod
     def check_fits_data(config: BertConfig, vocabulary_size: int, vocab: str, max_seq_len: int, features=None,
                         num_classes: Optional[int] = None) -> None:
-        """UserError when `config` does not fit the vocabulary `vocab` (of `vocabulary_size` ids)
-        or -max_seq_len; the image features are not read, so `features` is not checked."""
+        """UserError when `config` does not fit the vocabulary or -max_seq_len (features are not read)."""
         config.check_fits_data(vocabulary_size, vocab, max_seq_len)
 
     def __init__(self, config: BertConfig):
@@ -106,8 +94,7 @@ class LanguageOnlyDialogEncoder(nn.Module):
                 nsp_labels: Optional[torch.Tensor] = None,
                 output_lm_scores: bool = True, output_hidden_states: bool = False,
                 **image_inputs) -> EncoderOutput:
-        """`image_inputs` (image_feat, image_index, ...) are accepted and ignored, so training
-        and evaluation code can call both models alike."""
+        """`image_inputs` are accepted and ignored, so that callers treat both models alike."""
         bert, heads = self.bert_pretrained.bert, self.bert_pretrained.cls
         embedding_output, sequence, pooled = bert(tokens, segments, attention_mask)
         out = heads(sequence, pooled, output_lm_scores)

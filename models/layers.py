@@ -1,8 +1,5 @@
-"""Transformer building blocks shared by the ViLBERT encoder and the language-only baseline.
-
-Module and parameter names mirror the reference (and BERT), so released checkpoints load
-without renaming: `attention.self.query`, `attention.output.LayerNorm`, `intermediate.dense` ...
-"""
+"""Transformer blocks shared by the ViLBERT encoder and the language-only baseline; names mirror the
+reference's (and BERT's: `attention.self.query`, `intermediate.dense` ...) so checkpoints load as they are."""
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,13 +10,9 @@ from models.config import BertConfig
 MASK_VALUE = -10000.0
 # LayerNorm in the TensorFlow style of the original BERT: epsilon inside the square root.
 LAYER_NORM_EPS = 1e-12
-TEXT_STREAM_PARAMETERS = (
-    "bert_pretrained.bert.embeddings.",       # word, position, token-type, separator embeddings
-    "bert_pretrained.bert.encoder.layer.",    # text transformer layers (image: v_layer, c_layer)
-    "bert_pretrained.cls.predictions.",       # masked-LM head (its decoder is the word embedding)
-)
-"""The parameters the reference trains with -lr (config/language_weights.json): a model's
-LANGUAGE_PARAMETERS; all others, its IMAGE_LR_PARAMETERS, get -image_lr (models/optimizer.py)."""
+# what the reference trains at -lr (its language_weights.json): a model's LANGUAGE_PARAMETERS
+TEXT_STREAM_PARAMETERS = ("bert_pretrained.bert.embeddings.", "bert_pretrained.bert.encoder.layer.",
+                          "bert_pretrained.cls.predictions.")
 
 
 def activation(name: str):
@@ -46,10 +39,7 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
 
 def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor,
            num_heads: int, dropout: float) -> torch.Tensor:
-    """Multi-head scaled dot-product attention with an additive mask.
-
-    query [N, Tq, H], key / value [N, Tk, H], mask [N, 1, 1, Tk] additive -> [N, Tq, H].
-    """
+    """Multi-head attention: query [N, Tq, H], key / value [N, Tk, H], additive mask [N, 1, 1, Tk] -> [N, Tq, H]."""
     context = F.scaled_dot_product_attention(
         split_heads(query, num_heads), split_heads(key, num_heads), split_heads(value, num_heads),
         attn_mask=mask.to(query.dtype), dropout_p=dropout)
@@ -121,11 +111,8 @@ class Intermediate(nn.Module):
 
 
 class TransformerLayer(nn.Module):
-    """One BERT layer: attention then feed-forward, each with residual and LayerNorm.
-
-    `BertLayer` of the text stream and `BertImageLayer` of the image stream are both this
-    module, built with their stream's sizes.
-    """
+    """One BERT layer: attention then feed-forward, each with residual and LayerNorm (the reference's
+    `BertLayer` with `text`, `BertImageLayer` with `image`)."""
 
     def __init__(self, hidden_size: int, num_heads: int, intermediate_size: int, act: str,
                  attention_dropout: float, hidden_dropout: float):
@@ -154,12 +141,8 @@ class TransformerLayer(nn.Module):
 
 class DialogTextEmbeddings(nn.Module):
     """LayerNorm(word + position + segment) embeddings of the dialog text, then dropout.
-
-    `token_type_embeddings_extension` (segment ids 2..11) and `sep_embeddings` exist in the
-    reference's checkpoints and are kept so they load strictly. `sep_embeddings` never affects
-    an output, and no data loader produces segment ids >= 2, so the extension is unused in
-    practice (it is looked up for such ids, as in the reference).
-    """
+    `token_type_embeddings_extension` (segment ids 2..11, which no loader produces) and `sep_embeddings`
+    (never used) exist so that the reference's checkpoints load strictly."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -175,9 +158,8 @@ class DialogTextEmbeddings(nn.Module):
     def forward(self, tokens: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
         """tokens, segments [N, L] -> embeddings [N, L, H]."""
         positions = torch.arange(tokens.shape[1], device=tokens.device)
-        extended = segments >= self.type_vocab_size
         segment_embeddings = torch.where(
-            extended[..., None],
+            (segments >= self.type_vocab_size)[..., None],
             self.token_type_embeddings_extension((segments - self.type_vocab_size).clamp(min=0)),
             self.token_type_embeddings(segments.clamp(max=self.type_vocab_size - 1)))
         embeddings = (self.word_embeddings(tokens) + self.position_embeddings(positions)[None]
@@ -186,10 +168,7 @@ class DialogTextEmbeddings(nn.Module):
 
 
 class FirstTokenPooler(nn.Module):
-    """activation(Linear(hidden state of the first token or region)): [N, T, H] -> [N, out_size].
-
-    ViLBERT pools each stream with a ReLU (`t_pooler`, `v_pooler`); BERT pools with tanh.
-    """
+    """activation(Linear(first token or region)): [N, T, H] -> [N, out_size] (ViLBERT: ReLU, BERT: tanh)."""
 
     def __init__(self, hidden_size: int, out_size: int, act):
         super().__init__()

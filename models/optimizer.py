@@ -1,27 +1,16 @@
-"""The optimiser groups of a model's parameters, by their names (the reference's training scripts).
-
-* Two learning rates: `-lr` for the language parameters, `-image_lr` for the others. Each model
-  class names its parameters of each rate by prefix (LANGUAGE_PARAMETERS, IMAGE_LR_PARAMETERS; the
-  reference listed the language ones by name in config/language_weights.json); a parameter in
-  neither is a bug of the model's declaration, never silently given a rate.
-* Weight decay 0.01, except 0 for biases and LayerNorm weights.
-* `torch.optim.AdamW` with eps 1e-6. The reference used pytorch-transformers' AdamW, which
-  applies the weight decay after the Adam update and adds eps to sqrt(v) before the bias
-  correction; torch's applies the decay before the update and adds eps after it. Both are
-  O(lr^2) or O(eps) apart per step.
-"""
+"""The optimiser of a model: AdamW in four groups, `-lr` / `-image_lr` (by the parameter-name prefixes
+each model class declares) x weight decay 0.01 / none (biases, LayerNorm); docs/training.md."""
 import torch
 from torch import nn
 
-NO_DECAY_MARKERS = ("bias", "LayerNorm.bias", "LayerNorm.weight")
+NO_DECAY_MARKERS = ("bias", "LayerNorm.weight")
 WEIGHT_DECAY = 0.01
 ADAM_EPS = 1e-6
 
 
 def is_language_parameter(model_type: type, name: str) -> bool:
-    """True when the reference trains the parameter `name` of a `model_type` (a class of
-    models.MODEL_TYPES) with `-lr`, False with `-image_lr`; AssertionError when the class puts it
-    under neither. Names may carry the `module.` / `_orig_mod.` prefixes of DDP and torch.compile."""
+    """True when parameter `name` of a `model_type` (a class of models.MODEL_TYPES) trains at `-lr`, False
+    at `-image_lr`; AssertionError when the class declares neither. DDP / compile prefixes are ignored."""
     name = name.removeprefix("module.").removeprefix("_orig_mod.")
     if name.startswith(model_type.LANGUAGE_PARAMETERS):
         return True
@@ -30,21 +19,15 @@ def is_language_parameter(model_type: type, name: str) -> bool:
     return False
 
 
-def has_weight_decay(name: str) -> bool:
-    """True unless the parameter is a bias or a LayerNorm weight (the reference's no_decay list)."""
-    return not any(marker in name for marker in NO_DECAY_MARKERS)
-
-
 def configure_optimizer(model: nn.Module, lr: float, image_lr: float) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters of `model` (the plain model, not a DDP or torch.compile
-    wrapper: its class declares the learning-rate groups) in four groups: language/image rate x
-    with/without weight decay. Each group remembers its base rate under 'base_lr'."""
+    """AdamW over the trainable parameters of `model` (unwrapped: its class declares the groups); each
+    group keeps its base rate under 'base_lr'."""
     groups = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
         language = is_language_parameter(type(model), name)
-        decay = has_weight_decay(name)
+        decay = not any(marker in name for marker in NO_DECAY_MARKERS)
         key = (language, decay)
         if key not in groups:
             rate = lr if language else image_lr

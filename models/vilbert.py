@@ -1,14 +1,6 @@
-"""The two-stream ViLBERT dialog encoder of the paper, read top to bottom in data-flow order.
-
-A dialog turn `[CLS] caption [SEP] q1 [SEP] a1 [SEP] ... q_t [SEP] answer [SEP]` runs through
-the text stream (BERT layers), its image's regions through the image stream, and co-attention
-layers exchange information between the two at the positions `t_biattention_id` /
-`v_biattention_id`. The first token of each stream is pooled (ReLU), the two are fused by a
-product, and a linear head scores whether the answer belongs (class 0) or not (class 1).
-
-Module names follow the reference (`bert_pretrained.bert.encoder.c_layer.0.biattention.query1`
-...), so its released checkpoints load with strict key checking.
-"""
+"""The two-stream ViLBERT dialog encoder of the paper, top to bottom in data-flow order (docs/code.md).
+Module names follow the reference (`bert_pretrained.bert.encoder.c_layer.0.biattention.query1` ...), so
+its released checkpoints load with strict key checking."""
 from dataclasses import dataclass
 from typing import Optional
 
@@ -22,50 +14,39 @@ from models.layers import (LAYER_NORM_EPS, TEXT_STREAM_PARAMETERS, DialogTextEmb
                            Intermediate, LMPredictionHead, PredictionHeadTransform, ResidualOutput,
                            TransformerLayer, additive_mask, attend, attention_probs, init_bert_weights)
 
-POOLER_BIAS_INIT = 1.0
-"""Initial bias of both ReLU poolers of a freshly built model (the reference: 0; see VisualDialogEncoder)."""
+POOLER_BIAS_INIT = 1.0  # the reference: 0 (see VisualDialogEncoder.__init__)
 
 
 @dataclass
 class EncoderOutput:
-    """What one forward pass returns; fields that were not asked for are None.
+    """What one forward pass returns; fields that were not asked for are None, losses are 0-d."""
 
-    nsp_scores [N, 2] logits (class 0: the answer belongs; ranking uses softmax(.)[:, 0]);
-    lm_scores [N, L, vocab]; img_scores [N, R, v_target_size]; hidden states on request:
-    sequence_output_t [N, L, H], sequence_output_v [N, R, Hv], pooled_output_t / _v [N, Hbi],
-    embedding_output [N, L, H], v_embedding_output [N, R, Hv]; 0-d losses when labels are given;
-    on request (`output_coattention`) coattention_t2v [N, C, heads, L, R]: the attention
-    probabilities of every text token over the regions in each of the C co-attention layers.
-    """
-
-    nsp_scores: torch.Tensor
-    lm_scores: Optional[torch.Tensor] = None
-    img_scores: Optional[torch.Tensor] = None
-    sequence_output_t: Optional[torch.Tensor] = None
-    sequence_output_v: Optional[torch.Tensor] = None
-    pooled_output_t: Optional[torch.Tensor] = None
-    pooled_output_v: Optional[torch.Tensor] = None
-    embedding_output: Optional[torch.Tensor] = None
-    v_embedding_output: Optional[torch.Tensor] = None
+    nsp_scores: torch.Tensor                           # [N, 2] class 0: the answer belongs (ranked by softmax[:, 0])
+    lm_scores: Optional[torch.Tensor] = None           # [N, L, vocab]
+    img_scores: Optional[torch.Tensor] = None          # [N, R, v_target_size]
+    sequence_output_t: Optional[torch.Tensor] = None   # [N, L, H]   (output_hidden_states)
+    sequence_output_v: Optional[torch.Tensor] = None   # [N, R, Hv]
+    pooled_output_t: Optional[torch.Tensor] = None     # [N, Hbi]
+    pooled_output_v: Optional[torch.Tensor] = None     # [N, Hbi]
+    embedding_output: Optional[torch.Tensor] = None    # [N, L, H]
+    v_embedding_output: Optional[torch.Tensor] = None  # [N, R, Hv]
     lm_loss: Optional[torch.Tensor] = None
     nsp_loss: Optional[torch.Tensor] = None
     img_loss: Optional[torch.Tensor] = None
-    coattention_t2v: Optional[torch.Tensor] = None
+    coattention_t2v: Optional[torch.Tensor] = None     # [N, C, heads, L, R] text over regions, per co-attention layer
 
 
 @dataclass
 class StreamStates:
-    """Hidden states of both streams: embeddings [N, L, H] / [N, R, Hv], last layers (same
-    shapes), the pooled first tokens [N, Hbi], and on request the text-to-image co-attention
-    probabilities [N, C, heads, L, R]."""
+    """Hidden states of both streams."""
 
-    embedding_t: torch.Tensor
-    embedding_v: torch.Tensor
-    sequence_t: torch.Tensor
-    sequence_v: torch.Tensor
-    pooled_t: torch.Tensor
-    pooled_v: torch.Tensor
-    coattention_t2v: Optional[torch.Tensor] = None
+    embedding_t: torch.Tensor                       # [N, L, H]
+    embedding_v: torch.Tensor                       # [N, R, Hv]
+    sequence_t: torch.Tensor                        # [N, L, H]  last layer
+    sequence_v: torch.Tensor                        # [N, R, Hv]
+    pooled_t: torch.Tensor                          # [N, Hbi]
+    pooled_v: torch.Tensor                          # [N, Hbi]
+    coattention_t2v: Optional[torch.Tensor] = None  # [N, C, heads, L, R]
 
 
 class ImageEmbeddings(nn.Module):
@@ -81,10 +62,8 @@ class ImageEmbeddings(nn.Module):
     def forward(self, image_feat: torch.Tensor, image_loc: torch.Tensor,
                 image_index: Optional[torch.Tensor]) -> torch.Tensor:
         """image_feat [K, R, F], image_loc [K, R, 5], image_index [N] or None -> [N, R, Hv].
-
-        The projections run once per image; rows are then gathered per sequence before the
-        dropout, so each sequence draws its own dropout mask, as when features are copied.
-        """
+        Projected once per image, gathered per sequence before the dropout: each sequence draws its
+        own mask, as when the reference copied the features."""
         embeddings = self.LayerNorm(self.image_embeddings(image_feat)
                                     + self.image_location_embeddings(image_loc))
         if image_index is not None:
@@ -93,10 +72,8 @@ class ImageEmbeddings(nn.Module):
 
 
 class BiAttention(nn.Module):
-    """Co-attention: text queries attend to image regions and image queries to text tokens.
-
-    Stream 1 is the image, stream 2 the text, as in the reference's names.
-    """
+    """Co-attention: text queries attend to image regions, image queries to text tokens (stream 1:
+    the image, stream 2: the text, as the reference names them)."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -112,13 +89,9 @@ class BiAttention(nn.Module):
 
     def forward(self, image: torch.Tensor, image_mask: torch.Tensor, text: torch.Tensor,
                 text_mask: torch.Tensor, output_probs: bool = False):
-        """image [N, R, Hv], text [N, L, H], additive masks -> (text-side [N, L, Hbi] context
-        over the image, image-side [N, R, Hbi] context over the text, and with `output_probs`
-        the text-to-image attention probabilities [N, heads, L, R], else None).
-
-        The contexts always come from the fused attention kernel; the probabilities, when asked
-        for, are computed beside it from the same queries and keys, so the outputs do not change.
-        """
+        """image [N, R, Hv], text [N, L, H], additive masks -> (text context [N, L, Hbi], image context
+        [N, R, Hbi], text-to-image probabilities [N, heads, L, R] or None). The probabilities are
+        computed beside the fused kernel, from the same queries and keys: the contexts do not change."""
         dropout1 = self.dropout1.p if self.training else 0.0
         dropout2 = self.dropout2.p if self.training else 0.0
         text_query, image_key = self.query2(text), self.key1(image)
@@ -131,11 +104,8 @@ class BiAttention(nn.Module):
 
 
 class BiOutput(nn.Module):
-    """Residual outputs of the co-attention for both streams (`biOutput`).
-
-    `q_dense1` / `q_dense2` exist in the reference's checkpoints but are never called: kept so
-    that checkpoints load strictly, without any effect on an output.
-    """
+    """Residual outputs of the co-attention for both streams (`biOutput`). `q_dense1` / `q_dense2`
+    are never called: they exist so that the reference's checkpoints load strictly."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -180,12 +150,9 @@ class ConnectionLayer(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Text layers, image layers and co-attention layers, run in the reference's schedule.
-
-    For each co-attention position c: image layers up to `v_biattention_id[c]`, text layers up
-    to `t_biattention_id[c]`, then co-attention layer c; finally the remaining layers of each
-    stream. Layers below `fixed_v_layer` / `fixed_t_layer` run without gradients (frozen).
-    """
+    """For each co-attention position c: image layers up to `v_biattention_id[c]`, text layers up to
+    `t_biattention_id[c]`, co-attention layer c; then the rest of each stream. Layers below
+    `fixed_v_layer` / `fixed_t_layer` run without gradients (frozen)."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -205,9 +172,8 @@ class Encoder(nn.Module):
         return hidden
 
     def forward(self, text, text_mask, image, image_mask, output_coattention: bool = False):
-        """text [N, L, H], image [N, R, Hv], additive masks -> (text, image) hidden states and,
-        with `output_coattention`, the text-to-image probabilities of every co-attention layer
-        [N, C, heads, L, R] (else None)."""
+        """text [N, L, H], image [N, R, Hv], additive masks -> (text, image, text-to-image
+        probabilities [N, C, heads, L, R] with `output_coattention`, else None)."""
         config = self.config
         t_start = v_start = 0
         coattention = []
@@ -218,10 +184,8 @@ class Encoder(nn.Module):
                 image, text, probs = self.c_layer[c](image, image_mask, text, text_mask, output_coattention)
                 coattention.append(probs)
             v_start, t_start = v_end, t_end
-        image = self._run(self.v_layer, v_start, len(self.v_layer), config.fixed_v_layer,
-                          image, image_mask)
-        text = self._run(self.layer, t_start, len(self.layer), config.fixed_t_layer,
-                         text, text_mask)
+        image = self._run(self.v_layer, v_start, len(self.v_layer), config.fixed_v_layer, image, image_mask)
+        text = self._run(self.layer, t_start, len(self.layer), config.fixed_t_layer, text, text_mask)
         return text, image, torch.stack(coattention, dim=1) if output_coattention and coattention else None
 
 
@@ -239,8 +203,7 @@ class ViLBertModel(nn.Module):
     def forward(self, tokens: torch.Tensor, segments: torch.Tensor, attention_mask: torch.Tensor,
                 image_feat: torch.Tensor, image_loc: torch.Tensor, image_mask: torch.Tensor,
                 image_index: Optional[torch.Tensor], output_coattention: bool = False) -> StreamStates:
-        """Embeddings -> encoder -> poolers of N sequences and their images (see
-        `VisualDialogEncoder.forward` for the inputs)."""
+        """Embeddings -> encoder -> poolers (inputs: `VisualDialogEncoder.forward`)."""
         dtype = self.embeddings.word_embeddings.weight.dtype
         if image_index is not None:
             image_mask = image_mask[image_index]
@@ -291,8 +254,7 @@ class PreTrainingHeads(nn.Module):
         return out
 
 
-# The two wrappers below hold no computation of their own: they exist so that parameters get the
-# key paths of the released checkpoints (`bert_pretrained.bert...`, `bert_pretrained.cls...`).
+# The wrappers below give parameters the key paths of the released checkpoints (`bert_pretrained.bert...`).
 
 class MultiModalPreTraining(nn.Module):
     """The ViLBERT body with its pre-training heads (`bert_pretrained`)."""
@@ -305,11 +267,6 @@ class MultiModalPreTraining(nn.Module):
 
 class VisualDialogEncoder(nn.Module):
     """The paper's model: scores dialog sequences with their images, and computes the losses.
-
-    Parameters
-    ----------
-    config : BertConfig
-        Model sizes and layer schedule (the reference's JSON schema).
 
     Example
     -------
@@ -330,10 +287,8 @@ class VisualDialogEncoder(nn.Module):
     @staticmethod
     def check_fits_data(config: BertConfig, vocabulary_size: int, vocab: str, max_seq_len: int, features=None,
                         num_classes: Optional[int] = None) -> None:
-        """UserError when `config` does not fit the data: the vocabulary `vocab` of
-        `vocabulary_size` ids, -max_seq_len and the feature store `features` (a reader of
-        dataloader/feature_store.py with `num_classes` class probabilities per box; None: no store
-        to check against)."""
+        """UserError when `config` does not fit the vocabulary `vocab` of `vocabulary_size` ids,
+        -max_seq_len, or the feature store `features` (None: not checked) and its `num_classes`."""
         image = {} if features is None else dict(feature_size=features.feature_size, features=str(features.path),
                                                  num_classes=num_classes)
         config.check_fits_data(vocabulary_size, vocab, max_seq_len, **image)
@@ -344,9 +299,8 @@ class VisualDialogEncoder(nn.Module):
         self.config = config
         self.bert_pretrained = MultiModalPreTraining(config)
         self.apply(lambda module: init_bert_weights(module, config.initializer_range))
-        # Not the reference's init (zero): with zero biases about half the units of each ReLU pooler
-        # start dead, their product dies with them and a model trained from scratch scores every
-        # answer alike. Loaded checkpoints overwrite these biases.
+        # Not the reference's zero: with zero biases half of each ReLU pooler starts dead and a model
+        # trained from scratch scores every answer alike (docs/reference.md). Checkpoints overwrite them.
         for pooler in (self.bert_pretrained.bert.t_pooler, self.bert_pretrained.bert.v_pooler):
             nn.init.constant_(pooler.dense.bias, POOLER_BIAS_INIT)
 
@@ -363,11 +317,9 @@ class VisualDialogEncoder(nn.Module):
 
         tokens, segments [N, L] int; attention_mask [N, L] (1 real token); image_feat [K, R, F];
         image_loc [K, R, 5]; image_mask [K, R] (1 real region); image_index [N] (None: K == N).
-        Labels (models/losses.py): lm_labels [N, L] (token id where masked, -1 elsewhere);
-        nsp_labels [N] (0: the answer belongs, 1: it does not); image_label [K, R] (1: predict
-        this region); image_target [K, R, v_target_size]. Losses are returned for the labels given.
-        output_coattention: also return the text-to-image co-attention probabilities
-        (EncoderOutput.coattention_t2v); they are computed only then, beside the fused kernel.
+        Labels: lm_labels [N, L] (token id where masked, -1 elsewhere); nsp_labels [N] (0: the answer
+        belongs, 1: it does not); image_label [K, R] (1: predict this region); image_target
+        [K, R, v_target_size]. A loss is returned for each label given.
         """
         bert, heads = self.bert_pretrained.bert, self.bert_pretrained.cls
         states = bert(tokens, segments, attention_mask, image_feat, image_loc, image_mask, image_index,

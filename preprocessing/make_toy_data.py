@@ -71,8 +71,7 @@ from dataloader.feature_store import convert_lmdb_to_hdf5, write_lmdb_feature_st
 from dataloader.question_types import write_question_types
 from dataloader.visdial_json import SPLITS
 from utils.errors import ArgumentParser, UserError, run_cli
-from utils.files import atomic_folder, write_json, write_text
-from utils.outputs import Output, check_outputs
+from utils.outputs import Output, atomic_folder, check_outputs, write_json, write_text
 
 SHAPES = ("circle", "square", "triangle", "star", "heart", "diamond")
 COLOURS = ("red", "blue", "green", "yellow", "purple", "orange")
@@ -565,12 +564,12 @@ IMAGE_IDS = range(100000, 1000000)
 """The image ids the generator draws from, one per dialog."""
 MAX_SEED = 2**32 - 1
 """Seeds are 0..MAX_SEED (NumPy's generators take no negative seed)."""
-EXTRA_OUTPUTS = frozenset({"visdial_img_feat.h5", "images"} | {
+EXTRA_OUTPUTS = frozenset({"visdial_img_feat.h5", "images/" + "[0-9]" * len(str(IMAGE_IDS[-1])) + ".png"} | {
     f"visdial_1.0_{stem}_processed.json" for stem in ("train", "val", "test", "train_dense",
                                                       "train_dense_annotations", "val_dense_annotations")})
-"""What an earlier run may have written that this one need not (-h5, the pictures that -no_images
-skips), and what scripts/demo.sh and utils/benchmarking/toy.py preprocess into the folder beside
-the set: replaced with the set."""
+"""What an earlier run may have written that this one need not (-h5, the pictures of other image
+ids or that -no_images skips), and what scripts/demo.sh and utils/benchmarking/toy.py preprocess
+into the folder beside the set: replaced with the set (utils/outputs.atomic_folder patterns)."""
 
 
 def unique_image_ids(count: int, rng: random.Random) -> List[int]:
@@ -743,7 +742,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="also write the features as HDF5 (visdial_img_feat.h5)")
     parser.add_argument("-no_images", "--no_images", action="store_true",
                         help="do not draw the images (images/<image_id>.png)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.question_types = list(dict.fromkeys(name.strip() for name in args.question_types.split(",") if name.strip()))
+    check_arguments(args.seed, args.train_dialogs, args.whole_image_dialogs, args.val_dialogs, args.test_dialogs,
+                    args.dense_train_fraction, args.boxes_per_image, args.min_objects, args.max_objects,
+                    args.image_signal, args.noise, args.hidden_size, args.question_types, args.rounds)
+    return args
 
 
 def main(argv=None) -> None:
@@ -755,7 +759,7 @@ def main(argv=None) -> None:
                           boxes_per_image=args.boxes_per_image, min_objects=args.min_objects,
                           max_objects=args.max_objects, image_signal=args.image_signal, noise=args.noise,
                           hidden_size=args.hidden_size, write_hdf5=args.h5,
-                          question_types=[name.strip() for name in args.question_types.split(",") if name.strip()],
+                          question_types=args.question_types,
                           rounds=args.rounds, whole_image_dialogs=args.whole_image_dialogs,
                           draw_images=not args.no_images)
     print(f"toy VisDial written to {args.out}:")

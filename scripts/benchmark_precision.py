@@ -4,20 +4,15 @@ precisions, through evaluate.py's engine, and what that does to the metrics and 
     python scripts/benchmark_precision.py -start_path CHECKPOINT [evaluate.py's flags] \\
         [--compare bf16 tf32 fp16] [--out precision.json]
 
-It takes evaluate.py's flags and reads the val split and the model as evaluate.py does (-split val
-is implied; -model_config, the data flags, -eval_tokens_per_batch, -num_workers as there). fp32
-runs with TF32 off (true fp32); `tf32` is fp32 with TF32 matrix products (a GPU's); bf16 and fp16
-are autocast as `-precision` sets it. Default --compare: bf16 on the CPU, bf16 and tf32 on a GPU.
-
-For each precision it prints NDCG, MRR, R@1, R@5, R@10 and mean rank, their change from fp32, the
-largest score difference, and the EvalAI ranks (every option of every round) that move beyond
-near-ties of the fp32 scores (options whose fp32 scores lie within 1e-6 may swap; any other move
-counts), with its wall seconds (a first pass: warm-up included). The verdict line says whether a
-precision moves MRR by more than 0.001 (then evaluation stays in fp32: `-precision auto` resolves
-to fp32 for evaluation, options.resolve_precision). The last line is machine-readable; --out writes all
-of it as JSON.
+evaluate.py's flags (-split val implied). fp32 runs with TF32 off; tf32 is fp32 with a GPU's TF32 matrix
+products; bf16 and fp16 are autocast. Default --compare: bf16 on the CPU, bf16 and tf32 on a GPU. Prints
+each precision's val metrics, their change from fp32, the largest score difference, the EvalAI ranks moved
+beyond near-ties of the fp32 scores and the wall seconds; then whether MRR moved by more than 0.001, and a
+machine-readable line.
 """
+import argparse
 import time
+from pathlib import Path
 
 import torch
 
@@ -30,17 +25,15 @@ from utils.errors import ArgumentParser, UserError, report_problems, run_cli
 from utils.evaluation.run import load_model, load_split
 from utils.evaluation.scoring import ScoredDialogs, score_dataset
 from utils.evaluation.validation import val_metrics
-from utils.files import write_json
+from utils.outputs import Output, check_outputs, write_json
 
 METRICS = (("NDCG", "ndcg"), ("MRR", "mrr"), ("R@1", "r@1"), ("R@5", "r@5"), ("R@10", "r@10"), ("Mean", "mean"))
 COMPARABLE = ("bf16", "tf32", "fp16")
-MRR_TOLERANCE = 0.001
-"""A precision whose val MRR differs from fp32's by more than this is not used for evaluation."""
+MRR_TOLERANCE = 0.001  # a precision that moves val MRR by more is not used for evaluation
 
 
 def score(model: torch.nn.Module, dataset, options: EvalOptions, precision: str) -> tuple[ScoredDialogs, float]:
-    """Scores of every option of the val split in `precision` (fp32: TF32 off; tf32: fp32 arithmetic
-    with TF32 matrix products), and the wall seconds they took."""
+    """The val split's scores in `precision` and the wall seconds they took."""
     saved = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     start = time.perf_counter()
@@ -54,9 +47,8 @@ def score(model: torch.nn.Module, dataset, options: EvalOptions, precision: str)
 
 
 def compare_precisions(model: torch.nn.Module, dataset, options: EvalOptions, precisions: list[str]) -> dict:
-    """fp32 and each of `precisions` on the same data: {precision: {metrics, seconds, and against
-    fp32 the deltas, max_score_difference, ranks_moved, beyond_near_ties (of `options` ranks) and
-    share_beyond_near_ties}}."""
+    """{precision: {metrics, seconds, and against fp32: deltas, max_score_difference, ranks_moved,
+    beyond_near_ties, options, share_beyond_near_ties}} of fp32 and each of `precisions`."""
     reference, seconds = score(model, dataset, options, "fp32")
     results = {"fp32": {"metrics": val_metrics(reference), "seconds": seconds}}
     for precision in precisions:
@@ -72,8 +64,7 @@ def compare_precisions(model: torch.nn.Module, dataset, options: EvalOptions, pr
 
 
 def format_results(results: dict) -> str:
-    """The table of every precision (metrics, then the change from fp32), the verdict and the
-    machine-readable line."""
+    """The table of every precision, the verdict and the machine-readable line."""
     keys = [(label, key) for label, key in METRICS if key in results["fp32"]["metrics"]]
     lines = [f"{'precision':<14}" + "".join(f"{label:>9}" for label, _ in keys)
              + f"{'max |d score|':>15}{'ranks beyond near-ties':>26}{'s':>8}"]
@@ -95,14 +86,18 @@ def format_results(results: dict) -> str:
 
 
 def main(argv=None) -> None:
-    parser = ArgumentParser(add_help=False)
-    parser.add_argument("--compare", nargs="+", choices=COMPARABLE)
-    parser.add_argument("--out", default="")
+    description, epilog = __doc__.split("\n\n", 1)
+    parser = ArgumentParser(description=description, epilog=epilog,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--compare", nargs="+", choices=COMPARABLE, help="the precisions compared with fp32")
+    parser.add_argument("--out", default="", help="JSON file of every result")
     extra, evaluate_flags = parser.parse_known_args(argv)
     options = parse_options(["-split", "val", *evaluate_flags], EvalOptions)
     if SPLITS[options.split].last_round_only:
         raise UserError(f"-split {options.split}: the comparison needs the val split's metrics (-split val)")
     report_problems(options.problems())
+    if extra.out:
+        check_outputs([Output("--out", Path(extra.out), what="the result file")], options.input_paths())
     context = setup_distributed()
     try:
         precisions = extra.compare or (["bf16", "tf32"] if context.device.type == "cuda" else ["bf16"])

@@ -38,7 +38,7 @@ from dataloader.visdial_json import load_visdial_json
 from options import EvalOptions, FlagOptions, SharedOptions, flag, parse_options, same_flag
 from utils.errors import UserError, report_problems, run_cli
 from utils.evaluation import DialogRanker
-from utils.input_files import read_text
+from utils.inputs import read_text
 
 TOP_ANSWERS = 5
 TOP_REGIONS = 5
@@ -93,7 +93,7 @@ def read_candidates(path: str) -> list[str]:
     """The answers of a candidates file, one a line (blank lines skipped); a repeated answer, or
     none at all, is a UserError naming the file."""
     first_line = {}
-    for number, line in enumerate(read_text(path, "candidates file", CANDIDATES_FILE_BYTES).splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "candidates file", CANDIDATES_FILE_BYTES).split("\n"), start=1):
         answer = line.strip()
         if answer and answer in first_line:
             raise UserError(f"{path}: line {number} repeats the answer {answer!r} of line {first_line[answer]}")
@@ -187,6 +187,8 @@ class Chat:
                 return self.open_image(image_id)
             raise UserError(f"unknown command {command!r} (the commands: {COMMANDS})")
         question, given, answer = (part.strip() for part in line.partition("="))
+        if not question:
+            raise UserError(f"the question is empty in {line!r}")
         if given and not answer:
             raise UserError(f"no answer after '=' in {line!r}")
         self.ask(question, answer or None)
@@ -225,7 +227,7 @@ class Chat:
 def line_reader(interactive: bool, stdin: TextIO) -> Callable[[str], Optional[str]]:
     """A function prompt -> the next input line (None at the end): input() with its prompt on a
     terminal, plain lines of `stdin` otherwise (read as bytes when it has them, each line decoded
-    as UTF-8: a UnicodeDecodeError names its line, see `Chat.read`)."""
+    as UTF-8, a byte-order mark and CRLF dropped: a UnicodeDecodeError names its line, see `Chat.read`)."""
     def from_terminal(prompt: str) -> Optional[str]:
         try:
             return input(prompt)
@@ -236,8 +238,8 @@ def line_reader(interactive: bool, stdin: TextIO) -> Callable[[str], Optional[st
 
     def from_stream(prompt: str) -> Optional[str]:
         line = source.readline()
-        line = line.decode("utf-8") if isinstance(line, bytes) else line
-        return line.rstrip("\n") if line else None
+        line = line.decode("utf-8-sig") if isinstance(line, bytes) else line.removeprefix("\ufeff")
+        return line.rstrip("\r\n") if line else None
 
     return from_terminal if interactive else from_stream
 

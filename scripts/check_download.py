@@ -11,18 +11,19 @@ login page served with status 200). Then CHECK is one of
   lmdb          an image feature store in the released LMDB layout, opened by the project's reader
                 (the file is LMDB's data file itself, every page it refers to lies inside it, and
                 it holds the b'keys' record);
-  json          a file that parses as JSON within the project's input limits (utils/input_files.py);
+  json          a file that parses as JSON within the project's input limits (utils/inputs.py);
   checkpoint    a PyTorch checkpoint (a zip archive or a pickle stream) that the project's
                 safe reader opens (`torch.load(weights_only=True)`, a dict);
   sha256:<hex>  a file with this sha256.
 """
+import argparse
 import hashlib
 import sys
 import warnings
 from pathlib import Path
 
-from utils.errors import UserError
-from utils.input_files import read_json
+from utils.errors import ArgumentParser, UserError, run_cli
+from utils.inputs import read_json
 
 
 def check_not_a_web_page(path: Path) -> None:
@@ -80,7 +81,8 @@ def verdict(check: str, path: Path) -> str:
     return "ok"
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     warnings.simplefilter("ignore")  # the verdicts are the only output
     for request in iter(sys.stdin.readline, ""):
         check, _, path = request.rstrip("\n").partition("\t")
@@ -88,4 +90,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -14,6 +14,8 @@
 # The demo deletes DEMO_DIR when it starts, so it only takes a folder it made itself (marked by the
 # file .made-by-demo.sh), a new one, or an empty one: anything else is refused before any work.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/usage.sh"
+expect_arguments 0 "$@"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 DEMO_DIR="${DEMO_DIR:-demo_output}"

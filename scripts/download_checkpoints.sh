@@ -12,6 +12,7 @@
 # files and check, then skip, complete ones. Exit code 2 and one `error:` line when a file cannot be
 # fetched or fails its check.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/usage.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/download_common.sh
 

@@ -18,6 +18,8 @@
 # broken file, say from an older version of these scripts, is reported, never deleted.
 # The tool is curl, else wget, else Python's urllib; VISDIAL_DOWNLOADER=curl|wget|python forces one.
 
+source "$(dirname "${BASH_SOURCE[0]}")/usage.sh"
+
 MIRROR_HINT="set VISDIAL_DATA_URL / VISDIAL_VOCAB_URL / VISDIAL_CKPT_URL to a mirror (see docs/data.md)"
 RESPONSE_HEADERS="$(mktemp)"  # the headers of the last response, written by the download tools
 CHECKER_PID=""                # the content checker (start_content_checker)

@@ -7,6 +7,8 @@
 # download_common.sh); reruns resume partial files and check, then skip, complete ones. Exit code 2
 # and one `error:` line when a file cannot be fetched or fails its check.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/usage.sh"
+expect_arguments 0 "$@"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/download_common.sh
 start_content_checker lmdb numpy

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 20 in one command, for a session with one GPU (made for 15 minutes of an
+# The GPU checks in one command, for a machine with one GPU (made for 15 minutes of an
 # H200: about 7 minutes, every step under its own time limit, at most 9 minutes in all):
 #   bash scripts/gpu_check.sh OUT_DIR
 # Run from anywhere; it works in the repository root and writes only to OUT_DIR (made if absent).
@@ -10,16 +10,14 @@
 #   2. precision: the toy VisDial generated here, the demo's ViLBERT (config/presets/toy.yml) trained
 #      on the GPU (-precision auto: bf16; train.log), then scripts/benchmark_precision.py: fp32
 #      against bf16 and TF32 on the toy val (precision.txt, precision.json).
-#   3. benchmark: scripts/benchmark_gpu.py with what is left of 540 s, the rows of the issue's
-#      targets with their warm-up column (benchmark.txt, benchmark.json): eval bf16, eval fp32,
-#      input eval, train bf16, input train, dense chunk 100, eval compiled, eval reference.
+#   3. benchmark: scripts/benchmark.py with what is left of 540 s, the rows of the issue's
+#      targets with their warm-up column (benchmark.txt, benchmark.json): matmul bf16, eval bf16,
+#      eval fp32, input eval, train bf16, input train, dense chunk 100, eval compiled, eval reference.
 # Each step's exit code and seconds go to OUT_DIR/summary.txt; a failing step does not stop the
 # next; the exit code is 1 when any step failed. PYTHON (default: python) is the interpreter.
 set -uo pipefail
-if [ $# -ne 1 ]; then
-    echo "error: give the output folder: bash scripts/gpu_check.sh OUT_DIR" >&2
-    exit 2
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/usage.sh"
+expect_arguments 1 "$@"
 OUT="$(mkdir -p "$1" && cd "$1" && pwd)" || { echo "error: $1: cannot make the output folder" >&2; exit 2; }
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-python}"
@@ -72,10 +70,10 @@ step "toy training" 150 "$OUT/train.log" "$PYTHON" train.py -config config/prese
 step precision 60 "$OUT/precision.txt" "$PYTHON" scripts/benchmark_precision.py "${TOY_FLAGS[@]}" -num_workers 0 \
     -start_path "$TOY/runs/vilbert/visdial_dialog_encoder_2000.ckpt" --compare bf16 tf32 --out "$OUT/precision.json"
 
-# the benchmark gets what is left of 540 s (its rows stop starting when their estimates no longer fit)
+# the benchmark gets what is left of 540 s (a row it cuts, and the rows after it, are `not run`)
 LIMIT=$(( 540 - SECONDS - 30 ))
 [ "$LIMIT" -ge 60 ] || LIMIT=60
-step benchmark $(( LIMIT + 40 )) "$OUT/benchmark.txt" "$PYTHON" scripts/benchmark_gpu.py -out "$OUT/benchmark.json" \
-    --time_limit "$LIMIT" --rows "eval bf16" "eval fp32" "input eval" "train bf16" "input train" "dense chunk 100" \
-    "eval compiled" "eval reference"
+step benchmark $(( LIMIT + 40 )) "$OUT/benchmark.txt" "$PYTHON" scripts/benchmark.py -out "$OUT/benchmark.json" \
+    --time_limit "$LIMIT" --rows "matmul bf16" "eval bf16" "eval fp32" "input eval" "train bf16" "input train" \
+    "dense chunk 100" "eval compiled" "eval reference"
 exit $failed

@@ -3,7 +3,9 @@
 # editable mode (pyproject.toml), so that every script imports the project's modules.
 # Sourced by scripts/test.sh and scripts/demo.sh so both get the same environment.
 # The install is skipped when requirements.txt and pyproject.toml have not changed since the last one.
+#   bash scripts/setup_env.sh && source .venv/bin/activate
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/usage.sh"
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$REPO_ROOT/.venv}"

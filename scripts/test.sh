@@ -5,6 +5,7 @@
 # The test files are spread over one worker process per core (at most 4, pytest-xdist), each
 # running torch on one thread: the tiny test models gain nothing from more.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/usage.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup_env.sh
 

@@ -18,7 +18,7 @@ from dataloader.visdial_json import EVALUATED_SPLITS, SPLITS, load_visdial_json
 from options import SharedOptions
 from utils.errors import ArgumentParser, UserError, run_cli
 from utils.evaluation.evalai import expected_entries, submission_problems
-from utils.input_files import read_json
+from utils.inputs import read_json
 
 MAX_LINES = 50  # problems printed before the rest are counted
 

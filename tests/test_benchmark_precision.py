@@ -17,7 +17,7 @@ def test_fp32_is_evaluate_py_and_bf16_is_measured_against_it(golden_dir, tmp_pat
     results = json.loads(out.read_text())["results"]
     expected = json.loads((golden_dir / "val_metrics_end2end.json").read_text())["metrics"]
     assert set(results) == {"fp32", "bf16"}  # the CPU's default comparison
-    assert results["fp32"]["metrics"] == pytest.approx(expected, abs=1e-6)
+    assert {key: results["fp32"]["metrics"][key] for key in expected} == pytest.approx(expected, abs=1e-6)
     bf16 = results["bf16"]
     assert bf16["deltas"]["mrr"] == pytest.approx(bf16["metrics"]["mrr"] - expected["mrr"], abs=1e-6)
     assert bf16["deltas"]["ndcg"] == pytest.approx(bf16["metrics"]["ndcg"] - expected["ndcg"], abs=1e-6)
@@ -37,3 +37,29 @@ def test_bad_flags_get_one_line(golden_dir, tmp_path, capsys, monkeypatch, flags
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     error = run_failing(golden_args(golden_dir, tmp_path, *flags), capsys, benchmark_precision.main)
     assert error.startswith(message)
+
+
+@pytest.mark.parametrize("named", ["-start_path", "-model_config"])
+def test_an_output_over_an_input_is_refused_before_any_work(golden_dir, tmp_path, capsys, monkeypatch, named):
+    monkeypatch.setattr(benchmark_precision, "load_split", lambda *args: pytest.fail("the work began"))
+    inputs = {"-start_path": tmp_path / "model.pt", "-model_config": tmp_path / "model_config.json"}
+    inputs["-start_path"].write_bytes((golden_dir / "model_raw.pt").read_bytes())
+    inputs["-model_config"].write_bytes((golden_dir / "model_config.json").read_bytes())
+    before = inputs[named].read_bytes()
+    flags = [*golden_args(golden_dir, tmp_path), "-start_path", str(inputs["-start_path"]),
+             "-model_config", str(inputs["-model_config"]), "--out", str(inputs[named])]
+    error = run_failing(flags, capsys, benchmark_precision.main)
+    assert error == (f"error: {inputs[named]}: the output --out is the input {named}; writing it would destroy the "
+                     "input (give the output another path)")
+    assert inputs[named].read_bytes() == before
+
+
+def test_help_prints_its_own_usage_and_does_nothing_else(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark_precision.main(["-h"])
+    printed = capsys.readouterr().out
+    assert exit_info.value.code == 0 and printed.startswith("usage: ")
+    assert "Precision on evidence" in printed and "--compare" in printed
+    assert "Evaluate visdial-bert" not in printed  # evaluate.py's help is not this script's
+    assert list(tmp_path.iterdir()) == []

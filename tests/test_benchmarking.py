@@ -25,7 +25,8 @@ def test_steady_state_is_the_median_window_rate_and_the_first_call_is_apart(monk
     assert steady.rates == pytest.approx([20.0, 40.0, 10.0])
     assert steady.rate == pytest.approx(20.0)
     assert steady.warm_up_s == pytest.approx(3.0 - 10 / 20.0)  # the first call beyond its work at 20/s
-    assert steady.first.result == 10 and next(durations, None) is None  # every call was made, no more
+    assert steady.window_seconds == pytest.approx([1.5, 1.25, 2.0])
+    assert steady.first_work == 10 and next(durations, None) is None  # every call was made, no more
     assert steady.describe(1.2).startswith("median of 3 windows of at least 1.2 s (10-40)")
 
 

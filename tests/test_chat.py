@@ -84,6 +84,21 @@ def test_a_scripted_session_on_the_fixture_data(golden_dir, tmp_path, golden_ran
     assert_turns_are_rankings(golden_ranker, events, CANDIDATES)
 
 
+def test_a_candidates_file_and_input_saved_with_a_byte_order_mark_and_crlf(golden_dir, tmp_path, val_dialogs,
+                                                                            monkeypatch, capsys):
+    """As an editor on Windows saves them: the same session as plain UTF-8 with LF line ends."""
+    sessions = []
+    for form in (str.encode, lambda text: b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode()):
+        (tmp_path / "answers.txt").write_bytes(form("\n".join(CANDIDATES) + "\n"))
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(form(":reset\nwhat color is it ?\n"))))
+        chat_cli.main(golden_flags(golden_dir, "-candidates", str(tmp_path / "answers.txt"), "-image_id",
+                                   str(val_dialogs["dialogs"][0]["image_id"]), "-dialogs",
+                                   str(golden_dir / "visdial_processed" / "val_processed.json"), "-json"))
+        sessions.append([json.loads(line) for line in capsys.readouterr().out.splitlines()])
+    assert sessions[1] == sessions[0] and [event["event"] for event in sessions[0]] == ["image", "reset", "turn"]
+    assert {answer["answer"] for answer in sessions[0][2]["answers"]} <= set(CANDIDATES)
+
+
 def test_the_default_pool_is_the_most_frequent_answers_of_the_dialogs(golden_dir, val_dialogs, monkeypatch, capsys):
     counts = Counter(val_dialogs["answers"][turn["answer"]] for dialog in val_dialogs["dialogs"]
                      for turn in dialog["dialog"])
@@ -165,7 +180,7 @@ def write_bad_features(folder) -> None:
 
 BAD_CHATS = {  # name -> (extra flags, standard input, words of the error line)
     "image not in the store": (["-image_id", "99"], "", "visdial_img_feat.lmdb: image 99 is not in"),
-    "empty question": ([], "is it red ?\n = yes\n", "standard input line 2: the question '' is empty"),
+    "empty question": ([], "is it red ?\n = yes\n", "standard input line 2: the question is empty in '= yes'"),
     "no answer after =": ([], "is it red ? =\n", "standard input line 1: no answer after '='"),
     "unknown command": ([], ":frobnicate\n", "standard input line 1: unknown command ':frobnicate'"),
     ":image without an id": ([], ":image left\n", "standard input line 1: :image needs an image id"),

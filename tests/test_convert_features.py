@@ -44,6 +44,11 @@ def write_tsv(path: Path, images: list) -> Path:
     return path
 
 
+def written_bytes(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
 def write_starter_hdf5(path: Path, images: list, with_boxes: bool) -> Path:
     """The challenge starter's layout: features [N, B, F] zero-padded, image_id [N]; boxes and
     image sizes only `with_boxes`."""
@@ -81,6 +86,9 @@ def images():
 
 FORMATS = {  # name: (write(folder, images), whether the classes survive)
     "tsv": (lambda folder, images: write_tsv(folder / "trainval_36.tsv", images), False),
+    "tsv_saved_with_a_byte_order_mark_and_crlf": (
+        lambda folder, images: written_bytes(folder / "trainval_36.tsv", b"\xef\xbb\xbf" + write_tsv(
+            folder / "plain.tsv", images).read_bytes().replace(b"\n", b"\r\n")), False),
     "starter_hdf5": (lambda folder, images: write_starter_hdf5(folder / "starter.h5", images, True), False),
     "starter_hdf5_without_boxes": (lambda folder, images: write_starter_hdf5(folder / "starter.h5", images, False),
                                    False),

@@ -20,8 +20,7 @@ from utils.errors import UserError, run_cli
 from utils.evaluation.score_files import FORMAT as SCORE_FORMAT
 from utils.evaluation.score_files import VERSION as SCORE_VERSION
 from utils.evaluation.score_files import read_score_file
-from utils.files import TEMPORARY_MARK
-from utils.outputs import Output, check_outputs
+from utils.outputs import Output, TEMPORARY_MARK, check_outputs
 
 
 @pytest.fixture(scope="module")

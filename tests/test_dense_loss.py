@@ -5,7 +5,7 @@ import torch
 
 from models import build_model
 from models.losses import RankingLoss, dense_loss, dense_relevance_loss, tie_break_keys
-from utils.training.steps import StepSettings, _score_chunk, dense_step, model_inputs
+from utils.training.steps import StepSettings, score_chunk, dense_step, model_inputs
 
 NUM_OPTIONS = 8
 LENGTH = 14
@@ -46,7 +46,7 @@ def one_graph_gradients(model, batch, chunk, nsp_coefficient, seed, ranking=Rank
     torch.manual_seed(seed)
     rounds = batch["gt_relevance"].shape[0]
     tie_keys = tie_break_keys(ranking, rounds, NUM_OPTIONS)
-    scores = torch.cat([_score_chunk(model, batch, indices, StepSettings(torch.device("cpu")))
+    scores = torch.cat([score_chunk(model, batch, indices, StepSettings(torch.device("cpu")))
                         for indices in torch.arange(batch["tokens"].shape[0]).split(chunk)])
     loss, _ = dense_loss(scores.view(rounds, NUM_OPTIONS, 2), batch["gt_relevance"],
                          batch["next_sentence_labels"], nsp_coefficient, ranking, tie_keys)
@@ -106,7 +106,7 @@ def test_dense_step_restores_random_state_as_one_pass(golden_dir):
     torch.manual_seed(5)
     with torch.no_grad():
         for indices in torch.arange(NUM_OPTIONS).split(3):
-            _score_chunk(model, batch, indices, StepSettings(torch.device("cpu")))
+            score_chunk(model, batch, indices, StepSettings(torch.device("cpu")))
     expected_next = torch.rand(3)
     torch.manual_seed(5)
     dense_step(model, batch, StepSettings(torch.device("cpu"), dense_chunk=3))

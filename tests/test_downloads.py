@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SCRIPTS = ("download_common.sh", "download_preprocessed.sh", "download_checkpoints.sh", "check_download.py")
+SCRIPTS = ("usage.sh", "download_common.sh", "download_preprocessed.sh", "download_checkpoints.sh", "check_download.py")
 # served path -> local path, as the reference's download scripts, in the order they are fetched
 DATA_FILES = {
     "data/visdial_image_feats.lmdb": "data/visdial/visdial_img_feat.lmdb",

@@ -55,7 +55,8 @@ def test_val_split_metrics_evalai_file_and_report(golden_dir, tmp_path, capsys):
     evaluate.main(golden_args(golden_dir, tmp_path, "-split", "val", "-val_evalai", "-report", str(report)))
     metrics = json.loads((tmp_path / "golden_metrics.json").read_text())
     expected = json.loads((golden_dir / "val_metrics_end2end.json").read_text())["metrics"]
-    assert metrics == pytest.approx(expected, abs=1e-6)
+    assert {key: metrics[key] for key in expected} == pytest.approx(expected, abs=1e-6)
+    assert metrics["tied_rounds"] == 0 and metrics["mrr_pessimistic"] == metrics["mrr"]  # no exact ties here
     assert "MRR" in capsys.readouterr().out
 
     entries = json.loads((tmp_path / "golden_val_predictions.json").read_text())
@@ -141,3 +142,22 @@ def test_metrics_table_lists_every_round():
     table = format_metrics_table(metrics)
     assert "MRR" in table and "NDCG" not in table
     assert len(table.splitlines()) == 5 + 1 + 10
+
+
+def test_question_types_take_the_empty_answers_that_evaluation_takes(golden_dir, tmp_path, capsys):
+    """An empty answer (and question) in val is scored, so the pointing score of -question_types,
+    which ranks each round's ground truth again, takes it too."""
+    from dataloader.question_types import write_question_types
+
+    content = json.loads((golden_dir / "visdial_processed" / "val_processed.json").read_text())
+    dialog = content["data"]["dialogs"][0]
+    content["data"]["answers"][dialog["dialog"][0]["answer"]] = ""
+    content["data"]["questions"][dialog["dialog"][0]["question"]] = ""
+    (tmp_path / "val.json").write_text(json.dumps(content))
+    rounds = [{"image_id": dialog["image_id"], "round_id": number, "question_type": "all", "relevant_regions": [1]}
+              for dialog in content["data"]["dialogs"] for number in range(1, len(dialog["dialog"]) + 1)]
+    write_question_types(tmp_path / "types.json", {"all": "every round"}, rounds)
+    evaluate.main(golden_args(golden_dir, tmp_path, "-split", "val", "-visdial_processed_val", str(tmp_path / "val.json"),
+                              "-question_types", str(tmp_path / "types.json")))
+    metrics = json.loads((tmp_path / "golden_metrics.json").read_text())
+    assert metrics["pointing_rounds_all"] == len(rounds) == 30 and 0 <= metrics["pointing_all"] <= 1

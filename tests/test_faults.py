@@ -4,6 +4,7 @@ import contextlib
 import errno
 import os
 import random
+import resource
 import shutil
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from preprocessing import make_toy_data
 from utils.checkpoints import read_checkpoint
 from tests.train_helpers import assert_bit_identical, final_weights, fixture_flags, read_metrics
 from utils.errors import UserError, run_cli
-from utils.files import TEMPORARY_MARK, atomic_write
+from utils.outputs import TEMPORARY_MARK, atomic_write
 from utils.training import trainer
 from utils.checkpoints import save_checkpoint
 from utils.training.loggers import MetricsFile
@@ -289,6 +290,20 @@ def test_full_disk_while_converting_keeps_the_previous_store(name, full_disk, go
     assert listing(full_disk) == before and listing(golden_dir / "visdial_img_feat.lmdb") == inputs
 
 
+@pytest.mark.parametrize("name", ["features.h5", "features.lmdb"])
+def test_a_file_size_limit_while_converting_is_one_line(name, golden_dir, repo_root, single_thread_env, tmp_path):
+    """Under `ulimit -f` a write fails with EFBIG, and HDF5's truncate and flush with it (an
+    AttributeError escaped HDF5's file driver)."""
+    output = tmp_path / name
+    result = subprocess.run(
+        [sys.executable, "preprocessing/convert_features.py", "-quiet", "-input",
+         str(golden_dir / "visdial_img_feat.lmdb"), "-output", str(output)], cwd=repo_root, capture_output=True,
+        text=True, env=single_thread_env, timeout=300,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100 << 10, 100 << 10)))
+    assert_one_error_line(result, str(output), "cannot write the ")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_full_disk_on_a_checkpoint_keeps_the_previous_one(full_disk):
     path = full_disk / "visdial_dialog_encoder_1.ckpt"
     save_checkpoint(path, {"iter_id": 1})
@@ -414,6 +429,17 @@ def test_a_closed_output_pipe_ends_quietly(repo_root, single_thread_env):
                             env={**single_thread_env, "SCRIPT": CLOSED_PIPE})
     assert result.stdout == "line 0: " + "x" * 60 + "\n"
     assert result.stderr == "exit 141\n", result.stderr
+
+
+@pytest.mark.parametrize("command", [["-c", CLOSED_PIPE], ["scripts/validate_submission.py", "PREDICTIONS", "-split",
+                                                                "test"]], ids=["while printing", "at the exit's flush"])
+def test_a_full_standard_output_is_one_line_naming_it(command, golden_dir, repo_root, single_thread_env):
+    """`... > /dev/full`: the line names <stdout>, not only the reason; no "Exception ignored" at exit."""
+    command = [str(golden_dir / "test_predictions.json") if part == "PREDICTIONS" else part for part in command]
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, *command], cwd=repo_root, stdout=full, stderr=subprocess.PIPE,
+                                text=True, env=single_thread_env, timeout=120)
+    assert result.returncode == 2 and result.stderr == "error: <stdout>: No space left on device\n"
 
 
 def test_a_full_disk_cuts_no_metrics_line_in_half(full_disk):

@@ -2,8 +2,8 @@
 
 From the bottom up (a module may import its own unit and any lower layer, nothing else):
 
-    0  the shared base        utils/errors.py, files.py, input_files.py, outputs.py, distributed.py,
-                              random_state.py (at most six modules at the top of utils/)
+    0  the shared base        utils/errors.py, inputs.py, outputs.py, distributed.py, random_state.py
+                              (at most six modules at the top of utils/)
     1  data, model            dataloader/ | models/            (two units: neither imports the other)
     2  options                options.py                       (the typed flags; the model types)
     3  checkpoints            utils/checkpoints/               (reading, writing, checking, resuming)
@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 PROJECT_PACKAGES = ("dataloader", "models", "preprocessing", "scripts", "utils", "options", "train", "evaluate")
-BASE = ("utils/__init__.py", "utils/errors.py", "utils/files.py", "utils/input_files.py", "utils/outputs.py",
-        "utils/distributed.py", "utils/random_state.py")
+BASE = ("utils/__init__.py", "utils/errors.py", "utils/inputs.py", "utils/outputs.py", "utils/distributed.py",
+        "utils/random_state.py")
 LAYERS = [  # (rank, unit, the paths in it: a file, or a folder ending in '/')
     (0, "the shared base", BASE),
     (1, "dataloader/", ("dataloader/",)), (1, "models/", ("models/",)),
@@ -49,7 +49,7 @@ def unit_of(path: str) -> tuple[int, str]:
 
 
 def module_path(root: Path, module: str):
-    """The repository path of a dotted module name ('utils.files' -> 'utils/files.py'), or None."""
+    """The repository path of a dotted module name ('utils.outputs' -> 'utils/outputs.py'), or None."""
     parts = module.split(".")
     for candidate in ("/".join(parts) + ".py", "/".join(parts) + "/__init__.py"):
         if (root / candidate).is_file():
@@ -121,12 +121,12 @@ def test_every_module_has_a_layer(repo_root):
     ("models/vilbert.py", "from utils.training.steps import base_step", "a higher layer"),
     ("models/vilbert.py", "from dataloader.collate import collate_dialog_batch", "another unit of its layer"),
     ("train.py", "import evaluate", "another unit of its layer"),
-    ("utils/files.py", "def f():\n    from options import TrainOptions", "a higher layer"),
+    ("utils/outputs.py", "def f():\n    from options import TrainOptions", "a higher layer"),
     ("utils/conformance/data.py", "from preprocessing import pre_process_visdial", "a higher layer"),
 ])
 def test_an_upward_import_is_reported_with_its_file_and_line(tmp_path, importer, line, expected):
     for path in ("models/vilbert.py", "models/__init__.py", "dataloader/collate.py", "utils/training/steps.py",
-                 "utils/files.py", "utils/conformance/data.py", "preprocessing/pre_process_visdial.py",
+                 "utils/outputs.py", "utils/conformance/data.py", "preprocessing/pre_process_visdial.py",
                  "preprocessing/__init__.py", "options.py", "train.py", "evaluate.py"):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text("")

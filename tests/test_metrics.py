@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from utils.evaluation.metrics import NDCG, SparseGTMetrics, scores_to_ranks, visdial_metrics
+from utils.evaluation.scoring import ScoredDialogs
+from utils.evaluation.validation import format_metrics_table, val_metrics
 
 CASES = ["random", "ties", "constant_round", "perfect_ndcg"]
 
@@ -118,3 +120,40 @@ def test_metrics_without_dense_annotations_have_no_ndcg(metrics_cases):
     data = metrics_cases["random"]
     metrics = visdial_metrics(data["scores"], data["gt_option_inds"])
     assert "ndcg" not in metrics and metrics["mrr"] == pytest.approx(data["metrics"]["mrr"], abs=1e-6)
+
+
+@pytest.mark.parametrize("options", [10, 100])
+def test_exact_ties_keep_the_reference_numbers_and_are_reported_beside_them(options):
+    """Constant scores, the ground truth at option 0 as val puts it: the reference's numbers stay (its
+    sort decides the ties: the ground truth first among 10 options, scrambled among 100); beside
+    them, with every tied option ranked first, the ground truth is last (R@k = 0, MRR = 1/options),
+    with a warning and a line in the table."""
+    scores, gt = torch.full((3, 10, options), 0.5), torch.zeros(3, 10, dtype=torch.long)
+    with pytest.warns(UserWarning, match="^exact ties: in 30 rounds the ground truth's score equals another"):
+        metrics = val_metrics(ScoredDialogs(scores, {"gt_option_inds": gt}))
+    assert metrics == {**visdial_metrics(scores, gt), "tied_rounds": 30, "r@1_pessimistic": 0.0,
+                       "r@5_pessimistic": 0.0, "r@10_pessimistic": 0.0 if options > 10 else 1.0,
+                       "mrr_pessimistic": pytest.approx(1 / options)}
+    assert metrics["mrr"] == 1.0 if options == 10 else metrics["mrr"] > 1 / options
+    assert f"exact ties: in 30 rounds" in format_metrics_table(metrics)
+    assert f"MRR {1 / options:.4f}" in format_metrics_table(metrics)
+
+
+def test_without_exact_ties_the_pessimistic_metrics_are_the_reference_ones():
+    """Distinct scores: no warning, no tie line, the same numbers; one tie moves only its round."""
+    scores = torch.rand(3, 10, 100, generator=torch.Generator().manual_seed(0))
+    gt = torch.randint(100, (3, 10), generator=torch.Generator().manual_seed(1))
+    gt[0, 0] = scores[0, 0].argmax()                                   # ranked first in its round
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metrics = val_metrics(ScoredDialogs(scores, {"gt_option_inds": gt}))
+    assert metrics["tied_rounds"] == 0 and "exact ties" not in format_metrics_table(metrics)
+    assert all(metrics[f"{key}_pessimistic"] == metrics[key] for key in ("r@1", "r@5", "r@10", "mrr"))
+    one_round = val_metrics(ScoredDialogs(scores[:, :1], {"gt_option_inds": gt[:, 0]}))  # as -visdial_tot_rounds 2
+    assert one_round["tied_rounds"] == 0 and one_round["mrr_pessimistic"] == one_round["mrr"]
+    scores[0, 0, scores[0, 0].argmin()] = scores[0, 0].max()            # the last option now ties it
+    with pytest.warns(UserWarning, match="in 1 rounds"):
+        tied = val_metrics(ScoredDialogs(scores, {"gt_option_inds": gt}))
+    assert tied["tied_rounds"] == 1
+    assert tied["mrr_pessimistic"] == pytest.approx(metrics["mrr"] - (1 - 1 / 2) / 30, abs=1e-6)
+    assert tied["r@1_pessimistic"] == pytest.approx(metrics["r@1"] - 1 / 30, abs=1e-6)

@@ -1,10 +1,11 @@
 """The ViLBERT encoder and the language-only baseline: conformance and invariants."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from models import BertConfig, LanguageOnlyDialogEncoder, VisualDialogEncoder, build_model
+from models import MODEL_TYPES, BertConfig, LanguageOnlyDialogEncoder, VisualDialogEncoder, build_model
 from utils.errors import UserError
 
 
@@ -163,3 +164,50 @@ def test_a_fresh_model_starts_with_both_poolers_alive_and_a_checkpoint_overrides
     reference = torch.load(golden_dir / "model_raw.pt", weights_only=True)
     model.load_state_dict(reference)
     assert torch.equal(bert.t_pooler.dense.bias, reference["bert_pretrained.bert.t_pooler.dense.bias"])
+
+
+def registry_paths(golden_dir, tmp_path, model_type) -> dict:
+    """Every way a model type reaches the registry (models.MODEL_TYPES), as a call."""
+    import evaluate
+    import train
+    from models import checked_model_config, model_class
+    from scripts import chat
+    from tests.train_helpers import fixture_flags
+    from utils.evaluation import DialogRanker
+
+    config, vocab = golden_dir / "model_config.json", golden_dir / "bert-base-uncased-vocab.txt"
+    flags = fixture_flags(golden_dir, tmp_path, "run")
+
+    def preset() -> str:
+        (tmp_path / "preset.yml").write_text(f"model_type: {json.dumps(model_type)}\n")
+        return str(tmp_path / "preset.yml")
+
+    return {
+        "model_class": lambda: model_class(model_type),
+        "build_model": lambda: build_model(config, model_type),
+        "checked_model_config": lambda: checked_model_config(config, model_type, 30522, vocab, 108),
+        "DialogRanker.from_checkpoint": lambda: DialogRanker.from_checkpoint(
+            tmp_path / "absent.ckpt", model_config=config, vocab=vocab, device="cpu", model_type=model_type),
+        "train.py -model_type": lambda: train.main([*flags, "-model_type", str(model_type)]),
+        "train.py preset": lambda: train.main([*flags, "-config", preset()]),
+        "evaluate.py -model_type": lambda: evaluate.main(["-model_type", str(model_type)]),
+        "chat.py -model_type": lambda: chat.main(["-model_type", str(model_type), "-start_path", "absent.ckpt",
+                                                  "-candidates", "absent.txt"]),
+    }
+
+
+REGISTRY_CASES = [(path, model_type) for path in registry_paths(Path("."), Path("."), "bogus")
+                  for model_type in ("bogus", "ViLBERT", *([["vilbert"]] if path != "train.py preset" else []))]
+"""(A list in a preset is refused as no string: `must be a string ... got ['vilbert']`.)"""
+
+
+@pytest.mark.parametrize("path, model_type", REGISTRY_CASES, ids=str)
+def test_every_path_to_the_model_type_registry_refuses_an_unknown_type(path, model_type, golden_dir, tmp_path):
+    """One line naming the type given and the known ones, before any file is read (none falls
+    through to ViLBERT); nothing is written."""
+    with pytest.raises(UserError) as error:
+        registry_paths(golden_dir, tmp_path, model_type)[path]()
+    message = str(error.value)
+    assert "\n" not in message and str(model_type).strip("[]'") in message
+    assert all(name in message for name in MODEL_TYPES)
+    assert {item.name for item in tmp_path.iterdir()} <= {"preset.yml"}

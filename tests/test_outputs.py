@@ -1,4 +1,4 @@
-"""No output may destroy an input or another output (utils/outputs.py, utils/files.py), on every
+"""No output may destroy an input or another output (utils/outputs.py, utils/outputs.py), on every
 command line that writes: train.py, evaluate.py, preprocessing/pre_process_visdial.py,
 preprocessing/convert_features.py and preprocessing/make_toy_data.py (scripts/check_reference.py
 writes only into its own temporary folders).
@@ -31,13 +31,13 @@ from typing import Callable
 import numpy as np
 import pytest
 
-import utils.files
+import utils.outputs
 from preprocessing import question_types_by_word
 from tests import hostile_inputs as hostile
 from tests.test_bad_input import MAINS, copied_store, eval_argv, preprocess_argv, processed, train_argv, written
 from dataloader.feature_store import open_feature_store, write_hdf5_feature_store
 from utils.errors import Terminated, UserError, run_cli
-from utils.files import TEMPORARY_MARK, write_files
+from utils.outputs import TEMPORARY_MARK, check_outputs, write_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -219,6 +219,16 @@ def toy_over_a_folder_of_other_files(folder, golden):
     return (["-out", str(out), *TOY_FLAGS], (str(out), "holds notes.txt, not a toy data set; not replaced"))
 
 
+def toy_over_pictures_it_did_not_draw(name: str):
+    """A toy set whose images/ folder holds `name` besides the pictures the generator drew."""
+    def build(folder, golden):
+        out = folder / "out" / "toy"
+        MAINS[TOY](["-out", str(out), *TOY_FLAGS])
+        written(out / "images" / name, b"mine")
+        return ["-out", str(out), "-seed", "1", *TOY_FLAGS], (str(out), f"holds images/{name}, not a toy data set")
+    return build
+
+
 # ---- -compare_metrics: a label that collides, values of the wrong type ---------------------
 
 def compared_run(folder: Path, golden: Path, compare: str, metrics: dict) -> list[str]:
@@ -285,6 +295,8 @@ CASES = [
     Case("train_save_path_loops", "train.py", loop_output("train.py", "-save_path/-save_name")),
     Case("convert_over_a_folder_of_other_files", CONVERT, convert_over_a_folder_of_other_files),
     Case("toy_over_a_folder_of_other_files", TOY, toy_over_a_folder_of_other_files),
+    Case("toy_over_a_picture_it_did_not_draw", TOY, toy_over_pictures_it_did_not_draw("cat.jpg")),
+    Case("toy_over_pictures_in_a_folder_of_images", TOY, toy_over_pictures_it_did_not_draw("old/123456.png")),
     Case("eval_compare_label_is_the_model", "evaluate.py", compare_label_is_the_model),
     Case("eval_compare_label_is_random", "evaluate.py", compare_label_is_random),
     Case("eval_compare_label_twice", "evaluate.py", compare_label_twice),
@@ -324,14 +336,14 @@ def test_full_disk_during_the_evalai_pair_replaces_neither_file(golden_dir, tmp_
     out.mkdir()
     (out / "test_predictions.json").write_text("[] earlier run")
     (out / "test_predictions.txt").write_text("[] earlier run")
-    real_fsync = utils.files._fsync
+    real_fsync = utils.outputs._fsync
 
     def full_disk_on_the_txt(path):
         if path.name.startswith(f".test_predictions.txt{TEMPORARY_MARK}"):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_fsync(path)
 
-    monkeypatch.setattr(utils.files, "_fsync", full_disk_on_the_txt)
+    monkeypatch.setattr(utils.outputs, "_fsync", full_disk_on_the_txt)
     before = listing(tmp_path)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
@@ -363,11 +375,11 @@ def test_a_set_that_fails_midway_leaves_no_file_and_no_temporary(tmp_path):
 # test sends SIGTERM while temporary files exist
 PREPROCESS_WITH_A_SLOW_WRITE = """
 import sys, time
-import utils.files
+import utils.outputs
 from preprocessing.pre_process_visdial import main
 from utils.errors import run_cli
 
-real_fsync, written = utils.files._fsync, []
+real_fsync, written = utils.outputs._fsync, []
 
 def fsync_then_wait(path):
     real_fsync(path)
@@ -376,7 +388,7 @@ def fsync_then_wait(path):
         print("writing", flush=True)
         time.sleep(60)
 
-utils.files._fsync = fsync_then_wait
+utils.outputs._fsync = fsync_then_wait
 run_cli(lambda: main(sys.argv[1:]))
 """
 
@@ -438,6 +450,17 @@ def test_demo_refuses_a_folder_it_did_not_make_before_any_setup(kind, tmp_path):
     assert listing(tmp_path) == before
 
 
+def test_output_files_given_as_flag_to_path_are_checked_as_outputs(golden_dir, tmp_path):
+    """The short form a script calls with its own flags: `check_outputs({"--out": path}, inputs)`."""
+    config = golden_dir / "model_config.json"
+    with pytest.raises(UserError, match=f"^{config}: the output --out is the input -model_config; writing it"):
+        check_outputs({"--out": config}, {"-model_config": config})
+    with pytest.raises(UserError, match=f"^{tmp_path}: the output --out is a folder, expected a file$"):
+        check_outputs({"--out": tmp_path, "--log": ""}, {"-model_config": config})
+    check_outputs({"--out": tmp_path / "new" / "results.json", "--log": ""}, {"-model_config": config})
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---- outputs written as one set, in folders that may not exist yet ---------------------------
 
 def test_an_lmdb_output_gets_its_missing_folders_and_replaces_an_earlier_store(golden_dir, tmp_path):
@@ -454,9 +477,12 @@ def test_the_toy_data_set_is_replaced_as_a_whole(tmp_path):
     out = tmp_path / "a" / "toy"
     MAINS[TOY](["-out", str(out), "-h5", *TOY_FLAGS])
     first = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    first_pictures = sorted(path.name for path in (out / "images").iterdir())
     assert "visdial_img_feat.h5" in first
     MAINS[TOY](["-out", str(out), "-seed", "1", *TOY_FLAGS])
     second = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    pictures = sorted(path.name for path in (out / "images").iterdir())  # the first seed's other ids are gone
+    assert len(pictures) == len(first_pictures) == 6 and pictures != first_pictures
     # the earlier run's HDF5 copy went with its set; the dialogs are the new seed's
     assert set(second) == set(first) - {"visdial_img_feat.h5"}
     assert second["visdial_1.0_train.json"] != first["visdial_1.0_train.json"]

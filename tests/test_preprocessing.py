@@ -11,7 +11,7 @@ from dataloader.tokenizer import load_tokenizer
 from preprocessing.pre_process_visdial import parse_args, preprocess
 from utils.conformance.data import PROCESSED_FILES, RAW_FILES, UNCHANGED_OUTPUTS, VOCAB_FILE
 from utils.errors import UserError
-from utils.files import TEMPORARY_MARK
+from utils.outputs import TEMPORARY_MARK
 
 
 def preprocessing_argv(golden_dir, output_dir):

@@ -56,12 +56,21 @@ def first_query(data: dict) -> RankingQuery:
     return val_queries(data)[3]
 
 
-def test_every_val_round_gets_the_probabilities_of_evaluate(golden_dir, tmp_path, ranker, val_data):
-    options = parse_options(golden_args(golden_dir, tmp_path, "-split", "val"), EvalOptions)
+@pytest.mark.parametrize("empty", [False, True], ids=["as given", "an empty question and answer"])
+def test_every_val_round_gets_the_probabilities_of_evaluate(golden_dir, tmp_path, ranker, empty):
+    """Every round, also with an empty question and an empty answer option, which evaluation scores."""
+    content = json.loads((golden_dir / "visdial_processed" / "val_processed.json").read_text())
+    if empty:
+        turn = content["data"]["dialogs"][1]["dialog"][4]
+        content["data"]["questions"][turn["question"]] = ""
+        content["data"]["answers"][turn["answer_options"][7]] = ""
+    (tmp_path / "val.json").write_text(json.dumps(content))
+    options = parse_options(golden_args(golden_dir, tmp_path, "-split", "val", "-visdial_processed_val",
+                                        str(tmp_path / "val.json")), EvalOptions)
     dataset = evaluation_run.load_split(options)
     model = evaluation_run.load_model(options, dataset, torch.device("cpu"), verbose=False)
     expected = score_dataset(model, dataset, collate_dialog_batch, tokens_per_batch=3000, progress=False).scores
-    queries = val_queries(val_data)
+    queries = val_queries(content["data"])
     rankings = ranker.rank_many(queries)
     assert len(rankings) == expected.shape[0] * expected.shape[1] == 30
     for number, (query, ranking) in enumerate(zip(queries, rankings)):
@@ -150,9 +159,11 @@ def wrong_width_arrays(ranker) -> dict:
 
 
 BAD_QUERIES = {  # what to change in a good query -> words the error must hold
-    "empty question": (dict(question="  "), "question"),
     "no candidates": (dict(candidates=[]), "no candidate"),
-    "empty candidate": (dict(candidates=["yes", ""]), "candidate 1"),
+    "candidate of a lone surrogate": (dict(candidates=["yes", "n\udcffo"]), "candidate 1 'n\\udcffo' is not valid text"),
+    "question of a lone surrogate": (dict(question="is it \ud800 ?"), "the question"),
+    "caption of a lone surrogate": (dict(caption="\udfff"), "the caption"),
+    "history of a lone surrogate": (dict(history=[("is it sunny ?", "y\udcffs")]), "history entry 0"),
     "repeated candidate": (dict(candidates=["yes", "no", "yes"]), "repeats candidate 0"),
     "image not in the store": (dict(image=123456789), "image 123456789 is not in"),
     "history not pairs": (dict(history=[("is it sunny ?",)]), "history entry 0"),
@@ -180,6 +191,27 @@ def test_bad_input_is_one_user_error(case, ranker, val_data):
     assert words in str(error.value) and "\n" not in str(error.value)
     with pytest.raises(UserError, match=r"^query 1: "):
         ranker.rank_many([first_query(val_data), query])
+
+
+@pytest.mark.parametrize("parameter, value, problem", [
+    ("max_seq_len", "40", "max_seq_len must be an integer, got '40'"),
+    ("max_seq_len", 600, "max_seq_len must be in 8..512, got 600"),
+    ("max_rounds", 11.0, "max_rounds must be an integer, got 11.0"),
+    ("max_rounds", True, "max_rounds must be an integer, got True"),
+    ("max_rounds", 1, "max_rounds must be in 2..11 (the caption counts as a round), got 1"),
+    ("tokens_per_batch", -1, "tokens_per_batch must be >= 0, got -1"),
+    ("precision", ["fp32"], "-precision must be auto or one of fp32, bf16, fp16, got ['fp32']"),
+])
+def test_a_parameter_of_the_wrong_type_or_range_is_named(parameter, value, problem, golden_dir, ranker):
+    """As its flag would be refused; from_checkpoint refuses it before reading any file (here: none exists)."""
+    for build in (lambda: DialogRanker(ranker.model, ranker.encoder.tokenizer, **{parameter: value}),
+                  lambda: DialogRanker.from_checkpoint(golden_dir / "absent.ckpt", vocab=golden_dir / "absent.txt",
+                                                       device="cpu", **{parameter: value})):
+        with pytest.raises(UserError) as error:
+            build()
+        assert str(error.value) == problem
+    DialogRanker(ranker.model, ranker.encoder.tokenizer, max_seq_len=np.int64(108), max_rounds=2,
+                 tokens_per_batch=0)
 
 
 def test_features_that_do_not_fit_the_model_config_name_both_files(golden_dir, tmp_path):

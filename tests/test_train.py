@@ -61,6 +61,23 @@ def test_resume_is_bit_identical(uninterrupted, golden_dir, tmp_path):
                            final_weights(uninterrupted, 6)["bert_pretrained.cls.bi_seq_relationship.weight"])
 
 
+def test_continue_from_start_path_is_honoured_or_refused_in_one_line(uninterrupted, golden_dir, tmp_path):
+    """-continue -start_path resumes from that checkpoint: the folder's newest; an older one of a folder that
+    holds newer ones is refused before anything is written (it would mix two runs' checkpoints)."""
+    flags = fixture_flags(golden_dir, tmp_path, "run", "-batch_multiply", "2", "-val_every", "-1")
+    train.main(flags + ["-max_iterations", "4"])
+    older, newest = (tmp_path / "run" / f"visdial_dialog_encoder_{number}.ckpt" for number in (3, 4))
+    before = {path.name: path.stat().st_mtime_ns for path in (tmp_path / "run").iterdir()}
+    with pytest.raises(UserError) as error:
+        train.main(flags + ["-max_iterations", "6", "-continue", "-start_path", str(older)])
+    assert str(error.value) == (f"-start_path: {older} is not the newest checkpoint of the run folder "
+                                f"{tmp_path / 'run'} ({newest.name}); continuing from it there would mix two runs' "
+                                "checkpoints: give another -save_name (a new run folder), or leave out -start_path")
+    assert {path.name: path.stat().st_mtime_ns for path in (tmp_path / "run").iterdir()} == before
+    train.main(flags + ["-max_iterations", "6", "-continue", "-start_path", str(newest)])
+    assert_bit_identical(final_weights(tmp_path / "run", 6), final_weights(uninterrupted, 6))
+
+
 def test_continue_refuses_flags_that_break_exact_resume_and_notes_the_others(uninterrupted, golden_dir, tmp_path,
                                                                              capsys):
     flags = fixture_flags(golden_dir, tmp_path, "changed", "-batch_multiply", "2", "-val_every", "-1")

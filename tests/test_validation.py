@@ -91,9 +91,38 @@ def test_every_reader_refuses_hostile_files(kind, build, fragment, reader, tmp_p
     one_line_error(lambda: READERS[reader](path), path, fragment)
 
 
+EDITOR_FORMS = {  # how an editor may save a text file
+    "a byte-order mark": lambda text: "\ufeff" + text,
+    "CRLF line ends": lambda text: text.replace("\n", "\r\n"),
+    "CR line ends": lambda text: text.replace("\n", "\r"),
+    "a byte-order mark and CRLF": lambda text: "\ufeff" + text.replace("\n", "\r\n"),
+}
+TEXT_FILES = {  # reader -> the text of a valid file (from the golden fixtures), what to compare of what it read
+    "split json": (lambda golden: json.dumps(json.loads((golden / "visdial_processed" / "val_processed.json")
+                                                        .read_text()), indent=1), lambda read: read),
+    "dense annotations": (lambda golden: json.dumps(json.loads(
+        (golden / "visdial_processed" / "val_dense_annotations_processed.json").read_text()), indent=1),
+        lambda read: read),
+    "model config": (lambda golden: (golden / "model_config.json").read_text(), lambda read: read.to_dict()),
+    "preset": (lambda golden: "batch_size: 2\nlr: 0.001\nmode: dense\n", lambda read: (read.batch_size, read.lr,
+                                                                                         read.mode)),
+    "vocabulary": (lambda golden: (golden / "bert-base-uncased-vocab.txt").read_text(),
+                   lambda read: read.get_vocab()),
+}
+
+
+@pytest.mark.parametrize("form", EDITOR_FORMS)
+@pytest.mark.parametrize("reader", TEXT_FILES)
+def test_every_text_reader_reads_a_file_as_an_editor_saves_it(reader, form, golden_dir, tmp_path):
+    text_of, compared = TEXT_FILES[reader]
+    plain = hostile.written(tmp_path / "plain.txt", text_of(golden_dir).encode())
+    edited = hostile.written(tmp_path / "edited.txt", EDITOR_FORMS[form](text_of(golden_dir)).encode())
+    assert compared(READERS[reader](edited)) == compared(READERS[reader](plain))
+
+
 def test_a_file_just_under_the_limit_is_read(tmp_path):
     """The limits are limits, not a refusal of everything: deep but sane json parses."""
-    from utils.input_files import MAX_JSON_DEPTH, read_json
+    from utils.inputs import MAX_JSON_DEPTH, read_json
 
     depth = MAX_JSON_DEPTH
     path = hostile.written(tmp_path / "deep.json", b"[" * depth + b'"[[[ \\" {"' + b"]" * depth)

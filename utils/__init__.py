@@ -7,8 +7,8 @@
                    runs it, training validates with it
     conformance/   the checks against the reference's fixtures (scripts/check_reference.py)
 
-    errors.py, files.py (writing), input_files.py (reading with limits), outputs.py (checking
-    output paths), distributed.py, random_state.py: the shared base (at most six modules)
+    errors.py, inputs.py (reading with limits), outputs.py (checking outputs against inputs, then
+    writing them atomically), distributed.py, random_state.py: the shared base (at most six modules)
 
 Imports run downward only: entry points, then training and conformance, then evaluation, then
 checkpoints, then options.py, then models/ and dataloader/, then the shared base

@@ -1,6 +1,7 @@
 """User-facing errors: one clear line per problem, no traceback."""
 import argparse
 import contextlib
+import math
 import os
 import re
 import signal
@@ -31,6 +32,19 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise UserError(argument_problem(message))
+
+
+def bounded(kind: type, low: float, high: float = math.inf, above: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite `kind` (int or float) in low..high (`above`: more than `low`)."""
+    wanted = f"in {low:g}..{high:g}" if high < math.inf else f"{'>' if above else '>='} {low:g}"
+
+    def parse(text: str):
+        value = kind(text)
+        if not math.isfinite(value) or not low <= value <= high or (above and value == low):
+            raise argparse.ArgumentTypeError(f"must be a number {wanted}, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names it in `invalid int value`
+    return parse
 
 
 def argument_problem(message: str) -> str:
@@ -64,6 +78,30 @@ def _quiet_stdout() -> None:
     with contextlib.suppress(OSError, ValueError):
         os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
+
+
+class _NamedStdout:
+    """Standard output whose write errors name it (`<stdout>: No space left on device`)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+    def write(self, text: str) -> int:
+        return self._named(self._stream.write, text)
+
+    def flush(self) -> None:
+        self._named(self._stream.flush)
+
+    @staticmethod
+    def _named(operation: Callable, *arguments):
+        try:
+            return operation(*arguments)
+        except OSError as error:
+            error.filename = error.filename or "<stdout>"
+            raise
 
 
 def report_problems(problems: Sequence[str]) -> None:
@@ -109,6 +147,7 @@ def run_cli(main: Callable[[], object]) -> None:
     """
     import lmdb
 
+    stdout, sys.stdout = sys.stdout, _NamedStdout(sys.stdout)
     try:
         with sigterm_raises():
             main()
@@ -122,6 +161,8 @@ def run_cli(main: Callable[[], object]) -> None:
         sys.exit(128 + signal.SIGPIPE)
     except (OSError, lmdb.Error) as error:
         print(f"error: {library_problem(error)}", file=sys.stderr)
+        if getattr(error, "filename", None) == "<stdout>":
+            _quiet_stdout()  # what it still holds is not flushed again at exit
         sys.exit(2)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -129,3 +170,5 @@ def run_cli(main: Callable[[], object]) -> None:
     except Terminated:
         print("error: terminated (SIGTERM)", file=sys.stderr)
         sys.exit(128 + signal.SIGTERM)
+    finally:
+        sys.stdout = stdout

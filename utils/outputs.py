@@ -1,26 +1,254 @@
-"""No output may destroy an input or another output: a command's paths, declared once, checked first.
+"""A command's outputs: checked against its inputs before any work, then written atomically.
 
-Every command line declares what it reads (flag -> path) and what it writes (`Output`: the flag
-that names it, the path, file or folder) and calls `check_outputs` before any work. It refuses,
-one line per problem naming both flags, when
-
-* an output is one of the inputs, after resolving symbolic and hard links;
-* an output folder holds an input, or an output lies inside an input folder (an LMDB store);
-* two outputs are the same path;
-* an output is an existing folder where a file is written, or a file where a folder is;
-
-and then, when none of that holds, that every output can be written (utils/files.check_writable).
-Nothing is created or changed before every output has passed.
+`check_outputs` refuses an output that is an input, holds one or lies inside one, two outputs at
+one path, and outputs that cannot be written. The writers (`atomic_output`, `write_files`,
+`atomic_folder` and the helpers on them) write into a temporary file or folder next to the target
+and rename it into place, so a reader or a crash sees the previous output or the whole new one.
 """
+import contextlib
+import errno
+import fnmatch
+import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Mapping, Sequence, Union
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Callable, Iterator, Mapping, Sequence, Union
 
-from utils.errors import report_problems
-from utils.files import check_writable, resolved
+from utils.errors import UserError, report_problems
+
+TEMPORARY_MARK = ".tmp-"
+"""Temporary files are `.<name>.tmp-<pid>` next to their target (a killed writer leaves them)."""
 
 PathLike = Union[str, os.PathLike]
+Writer = Callable[[BinaryIO], None]
+
+
+def _reason(error: OSError) -> str:
+    """The short reason of an OSError ('No space left on device'), also for h5py's long messages."""
+    if error.errno:
+        return os.strerror(error.errno)
+    return error.strerror or (str(error).splitlines()[0] if str(error) else type(error).__name__)
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def resolved(path: PathLike, subject: str = "") -> Path:
+    """The absolute `path` with every symbolic link of its existing part resolved; a loop of
+    symbolic links (Python raises RuntimeError or OSError) is a UserError naming `path` and
+    `subject` (the flag that gave it)."""
+    try:
+        return Path(os.path.abspath(path)).resolve()
+    except (RuntimeError, OSError) as error:
+        reason = _reason(error) if isinstance(error, OSError) else "symbolic links form a loop"
+        raise UserError(f"{path}: {subject + ': ' if subject else ''}cannot resolve it ({reason})") from None
+
+
+def make_parents(path: Path) -> list[Path]:
+    """Create the missing folders above `path`; returns those it created, the outermost first."""
+    missing = [folder for folder in reversed(path.parents) if not folder.exists()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def remove_folders(folders: list[Path]) -> None:
+    """Remove the folders `make_parents` created (innermost first) where they are still empty."""
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
+
+
+def _disk_error(error: BaseException):
+    """The OSError behind `error`: itself, or the one a library turned into an error of its own
+    (torch.save raises a RuntimeError when a write of its file fails); None when there is none. A
+    context the raiser suppressed (`raise ... from None`) is not behind it."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    return error
+
+
+def _failed(error: BaseException, path: Path, what: str, kept: str) -> BaseException:
+    """The error to raise for a failed write of `path`: a UserError when an OSError (a full disk)
+    is behind it, else `error` itself (a bug keeps its traceback). Our own UserError (an input the
+    writer read, named by it) and Ctrl-C or SIGTERM pass unchanged."""
+    if isinstance(error, UserError) or not isinstance(error, Exception):
+        return error
+    if (disk_error := _disk_error(error)) is not None:
+        return UserError(f"{path}: cannot write{' ' + what if what else ''} ({_reason(disk_error)}); {kept}")
+    return error
+
+
+@contextlib.contextmanager
+def atomic_output(path: PathLike, what: str = "") -> Iterator[Path]:
+    """Yield a temporary path to write `path` through; on success it replaces `path` atomically.
+
+    what: names the output in the error message ("cannot write the HDF5 feature store ...").
+    """
+    path = Path(path)
+    temporary = _temporary(path)
+    created = []
+    try:
+        created = make_parents(path)
+        yield temporary
+        _fsync(temporary)
+        os.replace(temporary, path)
+        _fsync(path.parent)
+    except BaseException as error:
+        with contextlib.suppress(OSError):  # absent, or its folder is not one
+            temporary.unlink()
+        remove_folders(created)
+        raise _failed(error, path, what, "the previous file, if any, is kept") from None
+
+
+@contextlib.contextmanager
+def atomic_folder(path: PathLike, what: str, extra: frozenset = frozenset()) -> Iterator[Path]:
+    """Yield a temporary folder next to `path` to write a set of files into; when the block
+    succeeds it takes the place of `path` (renames: the previous set, or the new one, never a mix).
+
+    An existing `path` is replaced only when every file in it, at any depth, is one of the new set
+    or matches a pattern of `extra` (what an earlier run may have written besides: relative paths
+    whose wildcards stay within one folder, `images/*.png`); else a UserError, and the previous
+    folder stays as it was. A failure (a full disk, a signal, an error of the writer) removes the
+    temporary folder and the parent folders it created; an OSError (or an error of a library with
+    an OSError behind it) is a UserError naming `path` and `what`.
+    """
+    path = Path(path)
+    temporary = _temporary(path)
+    created = []
+    try:
+        created = make_parents(path)
+        temporary.mkdir()
+        yield temporary
+        if unknown := _foreign_files(path, temporary, extra):
+            raise UserError(f"{path}: holds {', '.join(unknown[:3])}{' ...' if len(unknown) > 3 else ''}, not "
+                            f"{what}; not replaced (choose a new or empty folder)")
+        if path.is_dir() and os.listdir(path):
+            previous = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.rename(path, previous)
+            os.rename(temporary, path)
+            shutil.rmtree(previous)
+        else:
+            os.replace(temporary, path)
+        _fsync(path.parent)
+    except BaseException as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        remove_folders(created)
+        if isinstance(error, UserError):  # a writer names its file in the temporary folder: name it in place
+            raise UserError(str(error).replace(str(temporary), str(path))) from None
+        raise _failed(error, path, what, "the previous one, if any, is kept") from None
+
+
+def _foreign_files(previous: Path, new: Path, extra: frozenset) -> list[str]:
+    """The files and symbolic links under the folder `previous` (relative paths, sorted) that are
+    neither under `new` nor match a pattern of `extra` (`atomic_folder`); [] when it is no folder."""
+    foreign = []
+    for root, folders, files in os.walk(previous):
+        for name in files + [folder for folder in folders if os.path.islink(os.path.join(root, folder))]:
+            relative = Path(root, name).relative_to(previous)
+            if not (new / relative).exists() and not any(_matches(relative, pattern) for pattern in extra):
+                foreign.append(relative.as_posix())
+    return sorted(foreign)
+
+
+def _matches(relative: Path, pattern: str) -> bool:
+    """Whether a relative path matches a pattern folder by folder (`images/*.png`: not images/a/b.png)."""
+    parts = PurePosixPath(pattern).parts
+    return len(relative.parts) == len(parts) and all(map(fnmatch.fnmatchcase, relative.parts, parts))
+
+
+def write_files(writers: Mapping[PathLike, Writer], what: str = "") -> None:
+    """Write several files as one set: `writers` maps each path to a function that writes its
+    content into a binary file. Each is written to a temporary file next to it and flushed to disk;
+    only when all are complete are they renamed into place, one after the other (microseconds).
+    A failure while writing (a full disk, a signal) removes the temporaries and leaves every
+    previous file as it was; a UserError names the file that failed."""
+    targets = [Path(path) for path in writers]
+    temporaries = [_temporary(path) for path in targets]
+    current, renamed, created = targets[0], 0, []
+    try:
+        for target, temporary, write in zip(targets, temporaries, writers.values()):
+            current = target
+            created += make_parents(target)
+            with open(temporary, "wb") as file:
+                write(file)
+            _fsync(temporary)
+        for target, temporary in zip(targets, temporaries):
+            current = target
+            os.replace(temporary, target)
+            renamed += 1
+        for folder in dict.fromkeys(target.parent for target in targets):
+            _fsync(folder)
+    except BaseException as error:
+        for temporary in temporaries[renamed:]:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+        if not renamed:
+            remove_folders(created)
+        kept = ("the previous file, if any, is kept" if len(targets) == 1 else
+                f"{renamed} of the {len(targets)} files were replaced, the others keep their previous content"
+                if renamed else f"none of the {len(targets)} files was replaced")
+        raise _failed(error, current, what, kept) from None
+
+
+def atomic_write(path: PathLike, write: Writer, what: str = "") -> None:
+    """Write a file with `write(binary file)` so that it is either the previous version or complete."""
+    write_files({path: write}, what)
+
+
+def json_writer(content) -> Writer:
+    """A `Writer` of `content` as JSON (the `json` module's default formatting)."""
+    return lambda file: file.write(json.dumps(content).encode())
+
+
+def write_json(path: PathLike, content) -> None:
+    """`content` as JSON (the `json` module's default formatting), atomically."""
+    write_json_files({path: content})
+
+
+def write_json_files(contents: Mapping[PathLike, object]) -> None:
+    """Each path's content as JSON, all written as one set (`write_files`)."""
+    write_files({path: json_writer(content) for path, content in contents.items()})
+
+
+def write_text(path: PathLike, text: str) -> None:
+    """`text` in UTF-8, atomically."""
+    atomic_write(path, lambda file: file.write(text.encode("utf-8")))
+
+
+def check_writable(path: PathLike, what: str = "the output", is_folder: bool = False) -> None:
+    """Fail early, naming `path`, when an output cannot be written; nothing is left behind.
+
+    A file (or a folder, `is_folder`) can be written when its folder, or the nearest existing folder
+    above it (the missing ones are created when the output is written), accepts a new file: one is
+    created and removed there. The UserError says `cannot write <what>` (`cannot create <what>`
+    for a folder that does not exist yet).
+    """
+    path = Path(path)
+    folder = path if is_folder else path.parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent and not existing.is_symlink():
+        existing = existing.parent
+    verb = "create" if is_folder and existing != folder else "write"
+    try:
+        if not is_folder and path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a folder")
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise UserError(f"{path}: cannot {verb} {what} ({_reason(error)})") from None
 
 
 @dataclass(frozen=True)
@@ -67,13 +295,16 @@ def _input_problem(output: Output, resolved_output: Path, flag: str, path: PathL
     return ""
 
 
-def check_outputs(outputs: Sequence[Output], inputs: Mapping[str, PathLike]) -> None:
+def check_outputs(outputs: Union[Sequence[Output], Mapping[str, PathLike]], inputs: Mapping[str, PathLike]) -> None:
     """Refuse, before any work, outputs that would destroy an input or another output (module
     docstring), then outputs that cannot be written.
 
-    inputs: flag (`-visdial_train`) -> path of everything the command reads; empty paths are
-    skipped. Raises UserError: one line per problem.
+    outputs: Outputs, or flag -> path of output files (`{"--out": args.out}`); inputs: flag
+    (`-visdial_train`) -> path of everything the command reads. Empty paths are skipped. Raises
+    UserError: one line per problem.
     """
+    if isinstance(outputs, Mapping):
+        outputs = [Output(flag, Path(path)) for flag, path in outputs.items() if str(path)]
     inputs = {flag: path for flag, path in inputs.items() if str(path)}
     resolved_outputs = [resolved(output.path, output.flag) for output in outputs]
     problems = []

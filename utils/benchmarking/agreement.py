@@ -1,7 +1,5 @@
-"""How far two scorings of the same answer options agree (compiled against eager, bf16 against
-fp32, our engine against the reference's way): the largest score difference, and the EvalAI ranks
-that move beyond near-ties. Two scorings whose scores differ by d may swap options whose scores lie
-within about d of each other; such swaps are near-ties, not errors."""
+"""How far two scorings of the same answer options agree: the largest score difference, and the
+EvalAI ranks that move beyond near-ties (options whose scores lie within the tolerance may swap)."""
 from dataclasses import dataclass
 
 import torch
@@ -11,8 +9,7 @@ from utils.evaluation.metrics import NEAR_TIE, near_tie_swaps, scores_to_ranks
 
 @dataclass
 class RankAgreement:
-    """`ranks_moved` options rank differently, `beyond_near_ties` of them outside their near-tie
-    group (reference scores chained within `tolerance`), out of `options`."""
+    """`ranks_moved` of `options` rank differently, `beyond_near_ties` outside their near-tie group."""
     max_score_difference: float
     ranks_moved: int
     beyond_near_ties: int
@@ -24,15 +21,14 @@ class RankAgreement:
         return self.beyond_near_ties / self.options
 
     def describe(self) -> str:
-        """One phrase for a row's note."""
         return (f"max |d score| {self.max_score_difference:.1e}; {self.ranks_moved} of {self.options:,} ranks "
                 f"differ, {self.beyond_near_ties} beyond near-ties (scores within {self.tolerance:.1e})")
 
 
 def rank_agreement(scores: torch.Tensor, reference_scores: torch.Tensor,
                    tolerance: float = NEAR_TIE) -> RankAgreement:
-    """Compare `scores` with `reference_scores`, both [..., options] over the same options (e.g.
-    [dialogs, rounds, options] or [N] for one row). Near-ties are taken in the reference scores."""
+    """Compare `scores` with `reference_scores`, both [..., options]; near-ties are taken in the
+    reference scores."""
     options = reference_scores.shape[-1]
     reference_rows, rows = reference_scores.reshape(-1, options).float(), scores.reshape(-1, options).float()
     ranks, reference_ranks = scores_to_ranks(rows), scores_to_ranks(reference_rows)

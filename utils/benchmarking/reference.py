@@ -1,10 +1,4 @@
-"""Baselines of the benchmarks: the reference's way of scoring, and weights that spread scores.
-
-`score_padded_reference_style` scores as the reference's evaluation did (every sequence padded to
-max_seq_len, the image copied per sequence, fixed chunks, fp32, every head computed), so that the
-benchmarks can report our engine's speed-up over it and check that the ranks agree
-(tests/test_scoring.py uses it too).
-"""
+"""The reference's way of scoring, the benchmarks' baseline, and weights that spread scores."""
 import torch
 
 from utils.evaluation.scoring import ranking_scores
@@ -13,12 +7,8 @@ from utils.evaluation.scoring import ranking_scores
 @torch.inference_mode()
 def score_padded_reference_style(model: torch.nn.Module, batch: dict, max_seq_len: int,
                                  sequences_per_call: int, all_heads: bool = True) -> torch.Tensor:
-    """The reference's way of scoring the N sequences of a collated batch: float32 scores [N] on the CPU.
-
-    Every sequence padded to ``max_seq_len``, the image copied per sequence, fixed chunks of
-    ``sequences_per_call``, the LM and region heads computed too unless ``all_heads`` is False.
-    Same batch and output as ``utils.evaluation.scoring.score_sequences``.
-    """
+    """`score_sequences` as the reference scored: padded to `max_seq_len`, the image copied per sequence,
+    fixed chunks of `sequences_per_call`, every head computed unless not `all_heads`."""
     device = next(model.parameters()).device
     num_sequences, length = batch["tokens"].shape
 

@@ -1,15 +1,5 @@
-"""Synthetic VisDial of realistic lengths, written as the files the project reads.
-
-Dialogs have VisDial's shape and lengths: a caption of 5-12 words, 10 rounds of a 3-8 word
-question (plus "?") and a 1-8 word answer, 100 answer options per round; a round-r sequence is
-then about 15 + 12 r tokens, as in VisDial v1.0. Images have 10-36 boxes of random features. The
-words come from a small vocabulary written next to the data (each word one token), so the files
-need nothing from elsewhere: benchmarks read them with the project's datasets, DataLoader and
-collate, exactly as training and evaluation read VisDial.
-
-    paths = write_synthetic_visdial(folder, num_dialogs=40)
-    dataset = VisdialDataset("val", paths.val, paths.features, paths.vocab, paths.val_dense)
-"""
+"""Synthetic VisDial of realistic lengths (a round-r sequence about 15 + 12 r tokens, as VisDial v1.0's),
+written as the files the project reads, with images of 10-36 boxes of random features."""
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,18 +12,14 @@ WORDS = ("the a man woman dog cat red blue green white black is are there any ho
          "table chair window street car bus tree sky cloudy sunny yes no maybe two three four left right "
          "wearing holding sitting standing near behind giraffe laptop beach kitchen pizza umbrella").split()
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-VOCABULARY_SIZE = 1000
-"""Entries of the written vocabulary (words, "?", special tokens, then unused fillers): the
-project's tokenizer accepts no smaller BERT vocabulary."""
+VOCABULARY_SIZE = 1000  # the project's tokenizer accepts no smaller BERT vocabulary
 MAX_BOXES = 36
 NUM_ROUNDS, NUM_OPTIONS = 10, 100
 
 
 @dataclass(frozen=True)
 class SyntheticVisdial:
-    """Paths of a written synthetic VisDial: processed train / val dialogs (the same dialogs),
-    val dense annotations (`gt_relevance`) and train dense annotations (`relevance`), one per
-    dialog, the feature store and the vocabulary."""
+    """Paths of a written synthetic VisDial (train and val hold the same dialogs)."""
     train: Path
     val: Path
     val_dense: Path
@@ -66,8 +52,8 @@ def _image_records(image_ids: list[int], rng: np.random.Generator):
 
 def write_synthetic_visdial(folder: Path, num_dialogs: int, seed: int = 0,
                             feature_format: str = "hdf5") -> SyntheticVisdial:
-    """Write `num_dialogs` dialogs, each of an image of its own (as in VisDial, and as the json
-    check demands), into `folder`; features as "hdf5" (features.h5) or "lmdb" (features.lmdb/)."""
+    """Write `num_dialogs` dialogs, each of an image of its own, into `folder`; features as "hdf5"
+    (features.h5) or "lmdb" (features.lmdb/)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from utils.errors import UserError
-from utils.files import atomic_write
-from utils.input_files import input_file
+from utils.outputs import atomic_write
+from utils.inputs import input_file
 
 WRAPPER_PREFIXES = ("module.",)
 MODEL_PREFIX = "bert_pretrained."

@@ -9,7 +9,6 @@ parameters (max_seq_len, rounds, seeds...) are read from the fixture's `meta`.
 """
 from __future__ import annotations
 
-import json
 import random
 import tempfile
 from pathlib import Path
@@ -22,6 +21,7 @@ from dataloader.feature_store import convert_lmdb_to_hdf5, open_feature_store
 from dataloader.preprocess import preprocess
 from dataloader.tokenizer import encode_texts, load_tokenizer
 from utils.conformance.common import CheckResult, absent, load_fixture
+from utils.inputs import read_json
 
 RAW_FILES = {
     "visdial_train": "visdial_1.0_train.json", "visdial_val": "visdial_1.0_val.json",
@@ -68,17 +68,17 @@ def preprocessing_checks(fixtures: Path) -> list[CheckResult]:
         files = {flag: str(raw / name) for flag, name in RAW_FILES.items()}
         files.update({flag: str(Path(output) / name) for flag, name in PROCESSED_FILES.items()})
         preprocess(files, max_seq_len, str(fixtures / VOCAB_FILE))
-        ours = {name: json.loads((Path(output) / name).read_text()) for name in PROCESSED_FILES.values()}
+        ours = {name: read_json(Path(output) / name, "fixture") for name in PROCESSED_FILES.values()}
     results = []
     for name in UNCHANGED_OUTPUTS:
-        expected = json.loads((processed / name).read_text())
+        expected = read_json(processed / name, "fixture")
         results.append(CheckResult(f"preprocessing: {name}", ours[name] == expected, None,
                                    "" if ours[name] == expected else "differs from the reference output"))
     expected = expected_fixed_train_outputs(raw, _tokenizer(fixtures), max_seq_len)
     for name, value in expected.items():
         results.append(CheckResult(f"preprocessing: {name} (fixed)", ours[name] == value, None,
                                    "" if ours[name] == value else "differs from the derived fixed output"))
-    reference_kept = json.loads((processed / "train_dense_annotations_processed.json").read_text())
+    reference_kept = read_json(processed / "train_dense_annotations_processed.json", "fixture")
     superset = all(annotation in ours["train_dense_annotations_processed.json"] for annotation in reference_kept)
     results.append(CheckResult("preprocessing: train dense keeps every annotation the reference kept", superset))
     return results
@@ -96,8 +96,8 @@ def expected_fixed_train_outputs(raw: Path, tokenizer, max_seq_len: int) -> dict
     """The train outputs with the two fixes, derived from the raw files: train_processed holds every
     dialog passing the reference's length rule; a dense annotation is kept when its dialog survived
     and `[CLS] caption [SEP] ... q_r [SEP] option [SEP]` fits for every option of round r."""
-    train = json.loads((raw / RAW_FILES["visdial_train"]).read_text())
-    annotations = json.loads((raw / RAW_FILES["visdial_train_ndcg"]).read_text())
+    train = read_json(raw / RAW_FILES["visdial_train"], "fixture")
+    annotations = read_json(raw / RAW_FILES["visdial_train_ndcg"], "fixture")
     questions, answers = train["data"]["questions"], train["data"]["answers"]
     kept = []
     for dialog in train["data"]["dialogs"]:

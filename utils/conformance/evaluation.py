@@ -1,18 +1,6 @@
-"""Evaluation checks against a reference fixture folder (laid out like ../shared/golden).
-
-* metrics: `scores_to_ranks`, SparseGTMetrics and NDCG on every case of metrics_cases.pt, and the
-  metrics / EvalAI ranks of the reference's own scores (eval_scores.pt) against
-  val_metrics_end2end.json and test_predictions.json;
-* end to end: the model of model_raw.pt scores the fixture's processed data through our datasets
-  (visdial_processed/, the LMDB, the vocab) and the evaluation code; the test predictions must equal
-  test_predictions.json exactly and the val metrics val_metrics_end2end.json.
-
-Metrics are compared to 1e-6 and ranks exactly, except that our end-to-end test predictions may
-swap options whose reference scores (eval_scores.pt) lie within NEAR_TIE of each other: such
-swaps are counted and reported, any other difference fails. Dataset parameters (max_seq_len,
-num_options, rounds) come from the fixture's dataset_items.pt `meta`.
-"""
-import json
+"""Evaluation checks against a reference fixture folder (laid out like ../shared/golden): the metrics on
+metrics_cases.pt and the reference's own scores, and end to end model_raw.pt through our datasets and
+evaluation; metrics to 1e-6, ranks exactly up to near-ties of the reference scores (docs/reference.md)."""
 from pathlib import Path
 
 import torch
@@ -27,6 +15,7 @@ from utils.evaluation.metrics import (NDCG, NEAR_TIE, SparseGTMetrics, near_tie_
                                       visdial_metrics)
 from utils.evaluation.scoring import score_dataset
 from utils.evaluation.validation import evaluate_val
+from utils.inputs import read_json
 
 METRICS_ATOL = 1e-6
 METRICS_CASES = ("random", "ties", "constant_round", "perfect_ndcg")
@@ -36,33 +25,25 @@ FEATURES = "visdial_img_feat.lmdb"
 
 
 def eval_checks(fixtures: Path) -> list[CheckResult]:
-    """Every evaluation check (module docstring)."""
     return metrics_checks(fixtures) + reference_score_checks(fixtures) + end_to_end_checks(fixtures)
 
 
 def compare_metrics(name: str, actual: dict, expected: dict) -> CheckResult:
-    """Same keys and every value within METRICS_ATOL."""
-    if actual.keys() != expected.keys():
-        different = sorted(set(actual) ^ set(expected))
-        return CheckResult(name, False, None, f"keys differ: {', '.join(different[:5])}")
+    """Every key of the reference within METRICS_ATOL (ours may add keys: the exact ties)."""
+    if missing := sorted(expected.keys() - actual.keys()):
+        return CheckResult(name, False, None, f"keys missing: {', '.join(missing[:5])}")
     diff = max((abs(actual[key] - expected[key]) for key in expected), default=0.0)
     return CheckResult(name, diff <= METRICS_ATOL, diff)
 
 
-def compare_ranks(name: str, actual: torch.Tensor, expected: torch.Tensor) -> CheckResult:
-    """Ranks must be equal exactly."""
+def compare_ranks(name: str, actual: torch.Tensor, expected: torch.Tensor, reference_scores=None) -> CheckResult:
+    """Ranks equal exactly or, given `reference_scores`, up to swaps of options within NEAR_TIE of each other."""
     if actual.shape != expected.shape:
         return CheckResult(name, False, None, f"shape {tuple(actual.shape)} != {tuple(expected.shape)}")
-    mismatches = int((actual != expected).sum())
-    return CheckResult(name, mismatches == 0, 0.0 if mismatches == 0 else None,
-                       "" if mismatches == 0 else f"{mismatches} ranks differ")
-
-
-def compare_ranks_up_to_near_ties(name: str, actual: torch.Tensor, expected: torch.Tensor,
-                                  reference_scores: torch.Tensor) -> CheckResult:
-    """Ranks equal up to swaps between options whose reference scores are within NEAR_TIE."""
-    if actual.shape != expected.shape:
-        return CheckResult(name, False, None, f"shape {tuple(actual.shape)} != {tuple(expected.shape)}")
+    if reference_scores is None:
+        mismatches = int((actual != expected).sum())
+        return CheckResult(name, mismatches == 0, 0.0 if mismatches == 0 else None,
+                           "" if mismatches == 0 else f"{mismatches} ranks differ")
     swaps, wrong = near_tie_swaps(actual, expected, reference_scores)
     detail = f"{swaps} option(s) swapped within near-ties (reference scores within {NEAR_TIE:g})"
     if wrong:
@@ -71,7 +52,6 @@ def compare_ranks_up_to_near_ties(name: str, actual: torch.Tensor, expected: tor
 
 
 def metrics_checks(fixtures: Path) -> list[CheckResult]:
-    """Ranks and metrics of every case of metrics_cases.pt."""
     path = fixtures / "metrics_cases.pt"
     if not path.is_file():
         return [absent("metrics_cases.pt", path)]
@@ -94,7 +74,7 @@ def metrics_checks(fixtures: Path) -> list[CheckResult]:
 
 
 def reference_score_checks(fixtures: Path) -> list[CheckResult]:
-    """Our metrics and EvalAI ranks of the reference's own scores (eval_scores.pt)."""
+    """Our metrics and EvalAI ranks of the reference's own scores."""
     needed = [fixtures / name for name in ("eval_scores.pt", "dataset_items.pt", "val_metrics_end2end.json",
                                            "test_predictions.json")]
     missing = [path for path in needed if not path.is_file()]
@@ -104,15 +84,14 @@ def reference_score_checks(fixtures: Path) -> list[CheckResult]:
     round_id = torch.stack([item["round_id"].reshape(()) for item in items])
     relevance = torch.stack([item["gt_relevance"] for item in items])
     metrics = visdial_metrics(scores["val_nsp_probs"], scores["val_gt_option_inds"], round_id, relevance)
-    expected = json.loads(needed[2].read_text())["metrics"]
-    predictions = json.loads(needed[3].read_text())
+    expected = read_json(needed[2], "fixture")["metrics"]
+    predictions = read_json(needed[3], "fixture")
     expected_ranks = torch.tensor([entry["ranks"] for entry in predictions])
     return [compare_metrics("reference scores: val metrics", metrics, expected),
             compare_ranks("reference scores: test ranks", scores_to_ranks(scores["test_nsp_probs"]), expected_ranks)]
 
 
 def end_to_end_checks(fixtures: Path) -> list[CheckResult]:
-    """model_raw.pt on the processed fixture data: test predictions and val metrics."""
     processed = fixtures / PROCESSED
     needed = [fixtures / name for name in ("model_config.json", "model_raw.pt", VOCAB_FILE, FEATURES,
                                            "dataset_items.pt", "test_predictions.json", "eval_scores.pt",
@@ -130,14 +109,14 @@ def end_to_end_checks(fixtures: Path) -> list[CheckResult]:
     test = VisdialDataset("test", processed / "test_processed.json", features, tokenizer, **shape)
     scored = score_dataset(model, test, collate_dialog_batch, progress=False)
     entries = evalai_test_entries(scored)
-    expected_entries = json.loads((fixtures / "test_predictions.json").read_text())
+    expected_entries = read_json(fixtures / "test_predictions.json", "fixture")
     name = "end to end: test predictions == test_predictions.json"
     keys = [(entry["image_id"], entry["round_id"]) for entry in entries]
     if keys != [(entry["image_id"], entry["round_id"]) for entry in expected_entries]:
         results = [CheckResult(name, False, None, _first_entry_difference(entries, expected_entries))]
     else:
         reference_scores = load_fixture(fixtures / "eval_scores.pt")["test_nsp_probs"]
-        results = [compare_ranks_up_to_near_ties(
+        results = [compare_ranks(
             name, torch.tensor([entry["ranks"] for entry in entries]),
             torch.tensor([entry["ranks"] for entry in expected_entries]), reference_scores)]
 
@@ -145,7 +124,7 @@ def end_to_end_checks(fixtures: Path) -> list[CheckResult]:
                          processed / "val_dense_annotations_processed.json", num_options=meta["num_options"],
                          **shape)
     metrics = evaluate_val(model, val)
-    expected = json.loads((fixtures / "val_metrics_end2end.json").read_text())["metrics"]
+    expected = read_json(fixtures / "val_metrics_end2end.json", "fixture")["metrics"]
     results.append(compare_metrics("end to end: val metrics == val_metrics_end2end.json", metrics, expected))
     return results
 

@@ -6,7 +6,6 @@ the rest to 1e-5) with the losses of the labelled cases, and the dense fine-tuni
 `model_checks(fixtures, device)` runs the forward passes on `device` (a GPU: tests/test_gpu.py),
 in fp32; the outputs are compared on the CPU.
 """
-import json
 from pathlib import Path
 from typing import Dict, List
 
@@ -17,6 +16,7 @@ from models.losses import dense_loss, pretraining_loss
 from utils.checkpoints import extract_state_dict, read_checkpoint
 from utils.conformance.common import ATOL, ATOL_LM, CheckResult, absent, compare, fixture_model, load_fixture
 from utils.errors import UserError
+from utils.inputs import read_json
 
 CPU = torch.device("cpu")
 
@@ -34,7 +34,7 @@ def check_keys(fixtures: Path) -> List[CheckResult]:
     path = fixtures / "keys.json"
     if not path.is_file():
         return [absent("keys.json", path)]
-    reference = json.loads(path.read_text())
+    reference = read_json(path, "fixture")
     model = build_model(fixtures / "model_config.json")
     ours = [[name, list(value.shape), str(value.dtype)] for name, value in model.state_dict().items()]
     expected = [[name, list(shape), dtype] for name, shape, dtype in reference["state_dict"]]

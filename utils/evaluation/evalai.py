@@ -1,18 +1,11 @@
-"""The files of the EvalAI VisDial server: entries from scores and the format check.
-
-Test-std: one entry per dialog, `{"image_id", "round_id", "ranks": [100]}` with `ranks[j]` the
-1-based rank of option j of the last round in the json option order. Val phase: one entry per
-dialog and round, ranks mapped back to the json order (dataloader.datasets.val_option_order).
-A file is checked (`check_submission`; scripts/validate_submission.py runs the same checks on any
-file) before it is written, never after; the files of one
-submission are written as a set (utils/evaluation/run.write_results: the .json and its .txt, both or
-neither).
-"""
+"""The files of the EvalAI VisDial server (docs/evaluation.md): entries from scores, ranks in the json's
+option order, and the format check every file passes before it is written."""
 from typing import Optional
 
 import torch
 
 from dataloader.datasets import val_option_order
+from dataloader.feature_record import MAX_IMAGE_ID
 from dataloader.visdial_json import NUM_ANSWER_OPTIONS, SPLITS
 from utils.errors import UserError
 from utils.evaluation.metrics import scores_to_ranks
@@ -22,8 +15,7 @@ NUM_ROUNDS = 10
 
 
 def evalai_test_entries(scored: ScoredDialogs) -> list[dict]:
-    """EvalAI test-std entries: per dialog its image_id, round_id and the 1-based rank of each of
-    the last round's options, in the json option order."""
+    """Test-std entries: per dialog its image_id, round_id and the 1-based ranks of the last round's options."""
     ranks = scores_to_ranks(scored.scores[:, -1])
     return [{"image_id": int(image_id), "round_id": int(round_id), "ranks": row}
             for image_id, round_id, row in zip(scored.fields["image_id"].tolist(),
@@ -31,7 +23,7 @@ def evalai_test_entries(scored: ScoredDialogs) -> list[dict]:
 
 
 def evalai_val_entries(scored: ScoredDialogs, dialogs: list[dict]) -> list[dict]:
-    """EvalAI val-phase entries: one per dialog and round, ranks in the json option order."""
+    """Val-phase entries: one per dialog and round."""
     ranks = scores_to_ranks(scored.scores)
     entries = []
     for dialog, image_id, dialog_ranks in zip(dialogs, scored.fields["image_id"].tolist(), ranks):
@@ -44,15 +36,11 @@ def evalai_val_entries(scored: ScoredDialogs, dialogs: list[dict]) -> list[dict]
 
 
 def expected_entries(split: str, dialogs: list[dict]) -> dict[int, list[int]]:
-    """image_id -> the round ids a submission holds for it: test, the dialog's last round
-    (`round_id` of a processed file, else its number of rounds); val, every round."""
+    """image_id -> the round ids a submission holds for it: test, the dialog's last round (`round_id` of a
+    processed file, else its number of rounds); val, every round."""
     if SPLITS[split].last_round_only:
         return {dialog["image_id"]: [dialog.get("round_id", len(dialog["dialog"]))] for dialog in dialogs}
     return {dialog["image_id"]: list(range(1, len(dialog["dialog"]) + 1)) for dialog in dialogs}
-
-
-MAX_IMAGE_ID = 2**63 - 1
-"""Image ids are COCO's and Flickr's, stored as int64 (the feature stores refuse others too)."""
 
 
 def _is_int(value) -> bool:
@@ -60,7 +48,6 @@ def _is_int(value) -> bool:
 
 
 def _entry_problem(entry) -> str:
-    """What is wrong with one entry's own fields, or ''."""
     if not isinstance(entry, dict) or set(entry) != {"image_id", "round_id", "ranks"}:
         return "must be an object with exactly image_id, round_id and ranks"
     if not _is_int(entry["image_id"]):
@@ -77,11 +64,8 @@ def _entry_problem(entry) -> str:
 
 
 def submission_problems(entries, split: str, expected: Optional[dict[int, list[int]]] = None) -> list[str]:
-    """Every problem of an EvalAI submission of `split`, one line each naming the entry (empty when
-    it is valid): a list of objects with image_id an integer in 0..MAX_IMAGE_ID, round_id in 1..10
-    and ranks a permutation of 1..100; test: one entry per dialog, val: one per dialog and round
-    (rounds 1..10 of each image, without `expected`), no duplicates; with `expected`
-    (`expected_entries`), exactly the image ids and rounds it lists."""
+    """Every problem of an EvalAI submission of `split`, one line each naming the entry ([]: valid); with
+    `expected` (`expected_entries`) exactly the image ids and rounds it lists."""
     if not isinstance(entries, list) or not entries:
         return ["must be a non-empty json list of {image_id, round_id, ranks} objects"]
     problems, seen, per_dialog = [], {}, SPLITS[split].last_round_only
@@ -115,8 +99,7 @@ def submission_problems(entries, split: str, expected: Optional[dict[int, list[i
 
 
 def check_submission(entries: list[dict], split: str, expected: Optional[dict[int, list[int]]], path) -> None:
-    """What evaluate.py and scripts/ensemble.py check before writing a submission to `path`
-    (`submission_problems`): UserError naming `path` and the first problem otherwise."""
+    """UserError naming `path` and the first of the `submission_problems`, if any."""
     problems = submission_problems(entries, split, expected)
     if problems:
         more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""

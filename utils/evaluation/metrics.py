@@ -1,42 +1,19 @@
-"""VisDial ranking metrics: recall@k, mean rank, MRR (sparse ground truth) and NDCG (dense relevance).
-
-Metrics are small objects with ``observe`` / ``retrieve`` / ``reset``, shared by the validation that
-runs during training and by ``evaluate.py``. The numbers equal the reference implementation's
-(``utils/visdial_metrics.py`` of visdial-bert), including its tie order: ranks come from an unstable
-``torch.sort(..., descending=True)`` over rows of options, exactly as the reference sorts them.
-
-Two reference bugs are fixed on purpose: NDCG accepts a batch of one dialog (the reference crashed),
-and an annotation whose relevances are all zero is skipped and counted in a warning (the reference
-gave nan).
-"""
+"""VisDial ranking metrics: recall@k, mean rank, MRR and NDCG, equal to the reference's including its tie
+order (an unstable `torch.sort(descending=True)` over rows of options); docs/reference.md for its two fixes."""
 import warnings
 
 import torch
 
 RECALL_CUTOFFS = (1, 5, 10)
-NEAR_TIE = 1e-6
-"""Scores closer than this are a near-tie: their order depends on the arithmetic's last bits."""
-
-
-def _best_first(rows: torch.Tensor) -> torch.Tensor:
-    """Option indices of each row of scores [M, options], highest score first (reference tie order)."""
-    return rows.sort(dim=1, descending=True).indices
+NEAR_TIE = 1e-6  # scores closer than this are ordered by the arithmetic's last bits
+METRIC_LABELS = (("r@1", "R@1", "{:.4f}"), ("r@5", "R@5", "{:.4f}"), ("r@10", "R@10", "{:.4f}"),
+                 ("mean", "Mean rank", "{:.2f}"), ("mrr", "MRR", "{:.4f}"), ("ndcg", "NDCG", "{:.4f}"))
 
 
 def scores_to_ranks(scores: torch.Tensor) -> torch.Tensor:
-    """Turn scores into 1-based ranks (1 = highest score) along the last dimension.
-
-    Parameters
-    ----------
-    scores: float tensor [..., num_options] (e.g. [dialogs, rounds, options]).
-
-    Returns
-    -------
-    int64 tensor of the same shape; ``ranks[..., j]`` is the rank of option j. Ties are broken by
-    ``torch.sort(descending=True)`` on the rows flattened to [-1, num_options], as the reference.
-    """
+    """scores [..., options] -> int64 ranks of the same shape (1: the highest), ties in the reference's order."""
     num_options = scores.shape[-1]
-    order = _best_first(scores.reshape(-1, num_options))
+    order = scores.reshape(-1, num_options).sort(dim=1, descending=True).indices
     positions = torch.arange(1, num_options + 1, device=scores.device).expand_as(order)
     ranks = torch.empty_like(order).scatter_(1, order, positions)
     return ranks.view(scores.shape)
@@ -44,12 +21,9 @@ def scores_to_ranks(scores: torch.Tensor) -> torch.Tensor:
 
 def near_tie_swaps(actual: torch.Tensor, expected: torch.Tensor, reference_scores: torch.Tensor,
                    tolerance: float = NEAR_TIE) -> tuple[int, int]:
-    """Compare rank rows [M, options] to the expected ranks up to near-ties of the reference scores.
-
-    Options whose reference scores [M, options] form a chain with gaps below `tolerance` are one
-    near-tie group; within a group any order is accepted. Returns (options whose rank differs
-    inside their group, options whose rank lies outside the ranks of their group).
-    """
+    """Rank rows [M, options] against the expected ones, where options whose reference scores [M, options]
+    chain with gaps below `tolerance` form a group that may take any order -> (options moved inside their
+    group, options ranked outside it)."""
     order = reference_scores.sort(dim=1, descending=True)
     new_group = torch.ones_like(order.values, dtype=torch.long)
     new_group[:, 1:] = (order.values[:, :-1] - order.values[:, 1:] >= tolerance).long()
@@ -63,12 +37,8 @@ def near_tie_swaps(actual: torch.Tensor, expected: torch.Tensor, reference_score
 
 
 class SparseGTMetrics:
-    """Recall@{1,5,10}, mean rank and MRR of the ground-truth option, overall and per round.
-
-    ``observe(scores [B, rounds, options], gt_option_inds [B, rounds])`` accumulates;
-    ``retrieve()`` returns the reference's keys: ``r@1, r@5, r@10, mean, mrr`` (computed in float32
-    as the reference) and ``r_1_round_k, r_5_round_k, r_10_round_k, mean_round_k, mrr_round_k`` for
-    k = 1..rounds (float64).
+    """Recall@{1,5,10}, mean rank and MRR of the ground-truth option: the reference's keys `r@1, r@5, r@10,
+    mean, mrr` (float32, as the reference) and `r_1_round_k, ..., mrr_round_k` for each round k (float64).
 
     Example
     -------
@@ -82,7 +52,7 @@ class SparseGTMetrics:
         self._gt_ranks: list[torch.Tensor] = []
 
     def observe(self, scores: torch.Tensor, gt_option_inds: torch.Tensor) -> None:
-        """Record the rank of each round's ground-truth option (scores [B, R, O], gt [B, R])."""
+        """scores [B, rounds, options], gt_option_inds [B, rounds]."""
         ranks = scores_to_ranks(scores.detach())
         if self._gt_ranks and ranks.shape[1] != self._gt_ranks[0].shape[1]:
             raise ValueError(
@@ -92,7 +62,7 @@ class SparseGTMetrics:
         self._gt_ranks.append(ranks.gather(2, gt_index).squeeze(2).cpu())
 
     def retrieve(self, reset: bool = True) -> dict[str, float]:
-        """Return the accumulated metrics (empty dict when nothing was observed)."""
+        """The accumulated metrics ({} when nothing was observed)."""
         if not self._gt_ranks:
             return {}
         gt_ranks = torch.cat(self._gt_ranks)                 # [dialogs, rounds]
@@ -117,22 +87,17 @@ class SparseGTMetrics:
 
 
 class NDCG:
-    """Normalised discounted cumulative gain at k = number of options with non-zero relevance.
-
-    ``observe(scores [B, options], relevance [B, options])`` takes the scores of the annotated round
-    only; ``retrieve()`` returns ``{"ndcg": mean over annotations}``. Annotations whose relevances are
-    all zero have no defined NDCG: they are skipped and counted, and ``retrieve`` warns about them.
-    """
+    """NDCG at k = the options with non-zero relevance, of the annotated round's scores [B, options] and
+    relevance [B, options]. An annotation whose relevances are all zero is skipped, with a warning."""
 
     def __init__(self) -> None:
         self.reset()
 
     def observe(self, scores: torch.Tensor, relevance: torch.Tensor) -> None:
-        """Accumulate the NDCG of each row (scores and relevance [B, options], any B >= 1)."""
         scores = scores.detach().reshape(-1, scores.shape[-1])
         relevance = relevance.detach().to(scores.device).float().reshape(scores.shape)
         num_relevant = (relevance != 0).sum(dim=1, keepdim=True)          # [B, 1]
-        ranking = _best_first(scores)
+        ranking = scores.sort(dim=1, descending=True).indices
         discounts = torch.log2(torch.arange(scores.shape[1], device=scores.device).float() + 2)
         in_top_k = torch.arange(scores.shape[1], device=scores.device) < num_relevant
         gains = relevance.gather(1, ranking) / discounts
@@ -146,7 +111,7 @@ class NDCG:
         self._num_all_zero += int((~annotated).sum())
 
     def retrieve(self, reset: bool = True) -> dict[str, float]:
-        """Return ``{"ndcg": value}``, or an empty dict when no usable annotation was observed."""
+        """{"ndcg": mean over annotations}, or {} when none was usable."""
         if self._num_all_zero:
             warnings.warn(
                 f"NDCG: skipped {self._num_all_zero} annotation(s) whose relevances are all zero",
@@ -163,17 +128,27 @@ class NDCG:
         self._num_all_zero = 0
 
 
+def exact_ties(scores: torch.Tensor, gt_option_inds: torch.Tensor) -> dict[str, float]:
+    """`tied_rounds`: rounds of scores [dialogs, rounds, options] whose ground truth (gt_option_inds
+    [dialogs, rounds]) ties another option, and `r@k_pessimistic`, `mrr_pessimistic` with every tied
+    option ranked before it (docs/evaluation.md, "Exact ties")."""
+    gt_scores = scores.gather(-1, gt_option_inds.long().reshape(*scores.shape[:-1], 1))
+    tied = (scores == gt_scores).sum(-1) > 1
+    pessimistic = (scores >= gt_scores).sum(-1).flatten().float()
+    metrics = {"tied_rounds": int(tied.sum())}
+    metrics.update({f"r@{k}_pessimistic": (pessimistic <= k).float().mean().item() for k in RECALL_CUTOFFS})
+    metrics["mrr_pessimistic"] = pessimistic.reciprocal().mean().item()
+    return metrics
+
+
 def visdial_metrics(
     scores: torch.Tensor,
     gt_option_inds: torch.Tensor,
     round_id: torch.Tensor | None = None,
     gt_relevance: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """All val metrics of scores [dialogs, rounds, options] in one call.
-
-    ``gt_option_inds`` [dialogs, rounds]; ``round_id`` [dialogs] (1-based annotated round) and
-    ``gt_relevance`` [dialogs, options] give NDCG; without them the result has no ``ndcg`` key.
-    """
+    """All val metrics of scores [dialogs, rounds, options], gt_option_inds [dialogs, rounds]; NDCG when
+    round_id [dialogs] (1-based, annotated) and gt_relevance [dialogs, options] are given."""
     sparse = SparseGTMetrics()
     sparse.observe(scores, gt_option_inds)
     metrics = sparse.retrieve()

@@ -1,17 +1,5 @@
-"""Metrics per question type, a random ranking of the same rounds, and the table that compares runs.
-
-Given the scores of val dialogs and a question-type file (dataloader/question_types.py),
-`question_type_metrics` adds, for every type T of the file (in its order) that has rounds here:
-
-    rounds_type_T          number of evaluated rounds of type T
-    mrr_type_T, r_1_type_T, r_5_type_T, mean_type_T    the model's metrics on those rounds
-    random_mrr_type_T, random_r_1_type_T               the same metrics of a uniformly random
-                                                       ranking (the mean of many seeded draws)
-
-plus `random_mrr`, `random_r_1` over all rounds, and `rounds_untyped` when some rounds have no type.
-`comparison_table` puts the per-type MRR and R@1 of several runs (metrics dicts) and of the random
-ranking side by side; `format_table_text` and `format_table_html` render it.
-"""
+"""Metrics per question type (evaluate.py -question_types), a seeded random ranking of the same rounds,
+and the table that compares runs (-compare_metrics)."""
 from __future__ import annotations
 
 import html
@@ -22,7 +10,7 @@ import torch
 from dataloader.question_types import QuestionTypes
 from utils.errors import UserError
 from utils.evaluation.metrics import scores_to_ranks
-from utils.input_files import is_json_number, read_json
+from utils.inputs import is_json_number, read_json
 
 RANDOM_DRAWS = 200
 RANDOM_SEED = 0
@@ -30,14 +18,7 @@ RANDOM_LABEL = "random"
 ALL_ROUNDS = "all"
 
 
-def round_type_names(image_ids: torch.Tensor, num_rounds: int, question_types: QuestionTypes) -> list[list]:
-    """[dialogs][rounds] type names (None where the file gives none) of dialogs `image_ids` [D]."""
-    return [[question_types.of(int(image_id), number) for number in range(1, num_rounds + 1)]
-            for image_id in image_ids.view(-1).tolist()]
-
-
 def _rank_metrics(gt_ranks: torch.Tensor) -> dict[str, float]:
-    """MRR, R@1, R@5 and mean rank of ground-truth ranks [..., rounds] (mean over everything)."""
     ranks = gt_ranks.double()
     return {"mrr": ranks.reciprocal().mean().item(), "r_1": (ranks <= 1).double().mean().item(),
             "r_5": (ranks <= 5).double().mean().item(), "mean": ranks.mean().item()}
@@ -45,15 +26,15 @@ def _rank_metrics(gt_ranks: torch.Tensor) -> dict[str, float]:
 
 def question_type_metrics(scores: torch.Tensor, gt_option_inds: torch.Tensor, image_ids: torch.Tensor,
                           question_types: QuestionTypes, random_draws: int = RANDOM_DRAWS) -> dict[str, float]:
-    """The per-type metrics of the module docstring.
-
-    scores [D, R, O] (higher is better); gt_option_inds [D, R]; image_ids [D].
-    """
+    """scores [D, R, O], gt_option_inds [D, R], image_ids [D] -> for every type T of the file with rounds
+    here: rounds_type_T, mrr_type_T, r_1_type_T, r_5_type_T, mean_type_T, random_mrr_type_T,
+    random_r_1_type_T; random_mrr and random_r_1 over all rounds; rounds_untyped when some have no type."""
     gt_index = gt_option_inds.long().reshape(*scores.shape[:2], 1)
     gt_ranks = scores_to_ranks(scores.float()).gather(2, gt_index).squeeze(2)               # [D, R]
     random_mrr, random_r_1 = random_ranking_metrics(scores.shape, gt_index, random_draws)   # [D, R] each
 
-    names = round_type_names(image_ids, scores.shape[1], question_types)
+    names = [[question_types.of(int(image_id), number) for number in range(1, scores.shape[1] + 1)]
+             for image_id in image_ids.view(-1).tolist()]                                   # [D][R], None: no type
     metrics: dict[str, float] = {"random_mrr": random_mrr.mean().item(), "random_r_1": random_r_1.mean().item()}
     for name in question_types.descriptions:
         selected = torch.tensor([[round_name == name for round_name in row] for row in names], dtype=torch.bool)
@@ -71,8 +52,8 @@ def question_type_metrics(scores: torch.Tensor, gt_option_inds: torch.Tensor, im
 
 
 def random_ranking_metrics(shape: torch.Size, gt_index: torch.Tensor, draws: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reciprocal rank and R@1 of the ground truth [D, R] under uniformly random scores of `shape`
-    [D, R, O], averaged over `draws` seeded draws (one [D, R, O] draw in memory at a time)."""
+    """Reciprocal rank and R@1 [D, R] of the ground truth under uniformly random scores of `shape` [D, R, O],
+    averaged over `draws` seeded draws."""
     generator = torch.Generator().manual_seed(RANDOM_SEED)
     reciprocal, first = torch.zeros(shape[:2], dtype=torch.float64), torch.zeros(shape[:2], dtype=torch.float64)
     for _ in range(draws):
@@ -89,8 +70,7 @@ def type_names(metrics: dict) -> list[str]:
 
 @dataclass
 class TypeTable:
-    """Per-type MRR and R@1 of several runs: `cells[label][row] = (mrr, r@1)`; rows are the types,
-    then "all"; `rounds[row]` the number of rounds of each row."""
+    """Per-type MRR and R@1 of several runs: `cells[label][row] = (mrr, r@1)`, rows the types then "all"."""
     rows: list[str]
     rounds: dict[str, int]
     labels: list[str]
@@ -98,8 +78,8 @@ class TypeTable:
 
 
 def comparison_table(runs: dict[str, dict]) -> TypeTable:
-    """The table of runs (label -> metrics dict with per-type metrics) and of the random ranking
-    of the first run's rounds. All runs must hold the same types and round counts."""
+    """The table of runs (label -> metrics with per-type values, the same types and round counts) and of
+    the random ranking of the first run's rounds."""
     first_label, first = next(iter(runs.items()))
     rows = type_names(first)
     for label, metrics in runs.items():
@@ -119,10 +99,8 @@ def comparison_table(runs: dict[str, dict]) -> TypeTable:
 
 
 def load_compared_metrics(compared: dict[str, str], own_label: str) -> dict[str, dict]:
-    """Metrics files of other runs (label -> path, options.EvalOptions.compared_metrics): label ->
-    metrics dict; each must hold per-type metrics (an evaluation with -question_types), every value
-    the table shows a finite number (round counts integers >= 0), checked when read. A label equal
-    to `own_label` (the evaluated model's column) or to the random ranking's is refused."""
+    """label -> path of other runs' metrics files -> label -> metrics, each checked to hold the per-type
+    values the table shows; UserError for a label equal to `own_label` or the random ranking's."""
     runs = {}
     for label, path in compared.items():
         if label in (own_label, RANDOM_LABEL):
@@ -144,7 +122,6 @@ def load_compared_metrics(compared: dict[str, str], own_label: str) -> dict[str,
 
 
 def format_table_text(table: TypeTable) -> str:
-    """The table as aligned text: a row per type, MRR and R@1 of every run."""
     width = max(14, *(len(label) + 2 for label in table.labels))
     lines = [f"{'question type':<14}{'rounds':>7}" + "".join(f"{label:>{width}}" for label in table.labels),
              f"{'':<14}{'':>7}" + "".join(f"{'MRR   R@1':>{width}}" for _ in table.labels)]
@@ -156,7 +133,6 @@ def format_table_text(table: TypeTable) -> str:
 
 
 def format_table_html(table: TypeTable, descriptions: dict[str, str] | None = None) -> str:
-    """The table as an HTML <table> (type descriptions, when given, as a column)."""
     descriptions = descriptions or {}
     header = "".join(f'<th colspan="2">{html.escape(label)}</th>' for label in table.labels)
     subheader = "<th>MRR</th><th>R@1</th>" * len(table.labels)

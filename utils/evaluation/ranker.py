@@ -38,7 +38,7 @@ from dataloader.feature_record import NUM_CLASSES
 from dataloader.rounds import RoundEncoder, image_inputs, image_record_from_arrays
 from dataloader.tokenizer import load_tokenizer
 from models import build_model, checked_model_config, model_class
-from options import SharedOptions, resolve_precision
+from options import EvalOptions, SharedOptions, check_parameters, resolve_precision
 from utils.checkpoints import load_model_weights
 from utils.errors import UserError, note_on_stderr
 from utils.evaluation.explain import ExplainedAnswer, RegionWeight
@@ -95,9 +95,7 @@ class DialogRanker:
 
     def __init__(self, model: torch.nn.Module, tokenizer, features=None, *, max_seq_len: int = 256,
                  max_rounds: int = 11, precision: str = "auto", tokens_per_batch: int = 0):
-        if not (isinstance(tokens_per_batch, Integral) and tokens_per_batch >= 0):
-            raise UserError(f"tokens_per_batch must be an integer >= 0 (0: the device's default), "
-                            f"got {tokens_per_batch!r}")
+        _check_sizes(max_seq_len, max_rounds, tokens_per_batch)
         device = next(model.parameters()).device
         self.precision = resolve_precision(precision, device, evaluation=True)
         self.tokens_per_batch = resolve_tokens_per_batch(tokens_per_batch, device)
@@ -120,7 +118,8 @@ class DialogRanker:
         config is checked against the vocabulary, max_seq_len and the features' width before the
         model is built; the weights load strictly. device: "cpu", "cuda", "cuda:N", or None / "auto"
         for a GPU when there is one. Every problem is one UserError line naming the file."""
-        model_class(model_type)  # an unknown type is refused before anything is read
+        _check_sizes(max_seq_len, max_rounds, tokens_per_batch)  # before anything is read
+        model_class(model_type)
         device = resolve_device(device)
         resolve_precision(precision, device, evaluation=True)  # a precision the device cannot run is refused before any reading
         tokenizer = load_tokenizer(str(vocab))
@@ -203,6 +202,14 @@ class DialogRanker:
         if int(image) not in images:
             images[int(image)] = _inputs_and_boxes(self.image_record(image))
         return images[int(image)]
+
+
+def _check_sizes(max_seq_len, max_rounds, tokens_per_batch) -> None:
+    """The ranker's sizes, checked as the flags they stand for (-max_seq_len, -visdial_tot_rounds,
+    -eval_tokens_per_batch); UserError naming the parameter."""
+    check_parameters(EvalOptions, max_seq_len=("max_seq_len", max_seq_len),
+                     max_rounds=("visdial_tot_rounds", max_rounds),
+                     tokens_per_batch=("eval_tokens_per_batch", tokens_per_batch))
 
 
 def _inputs_and_boxes(record) -> tuple[dict, list]:

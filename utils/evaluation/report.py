@@ -1,52 +1,26 @@
-"""A results report people can look at: one self-contained HTML page plus PNG plots.
-
-`evaluate.py -split val -report DIR` calls `write_report(DIR, ...)`, which writes
-
-    DIR/index.html               metrics table, the plots, and a sample of dialogs round by round
-    DIR/per_round_metrics.png    R@1, MRR and NDCG of each dialog round
-    DIR/gt_rank_histogram.png    how often the ground truth lands at each rank
-
-The page has no scripts and loads nothing from elsewhere (the plots are embedded as base64), so
-it opens from a file, a CI artifact or an e-mail. Its inputs are plain data, independent of the
-model and the data loaders:
-
-    metrics          the dict of utils.evaluation.metrics.visdial_metrics (r@1, ..., mrr_round_k, ndcg)
-    scores           [dialogs, rounds, options] ranking scores (higher = better)
-    gt_option_inds   [dialogs, rounds] index of the ground-truth option
-    dialogs          one DialogText per dialog: caption, questions and option texts in the
-                     order of `scores`
-    round_id, gt_relevance  optional [dialogs] (1-based annotated round) and [dialogs, options]
-    pictures         optional, one DialogPicture per sample dialog: its picture file and, per round,
-                     the (box, weight) of each region for the top answer; each round then shows
-                     the picture with its boxes shaded by weight (embedded as JPEG)
-"""
+"""The report of `evaluate.py -report DIR`: DIR/index.html, self-contained (plots embedded, no scripts),
+with per_round_metrics.png and gt_rank_histogram.png beside it, from plain data (no model)."""
 import base64
 import html
 import io
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw
 
 from utils.errors import UserError
-from utils.evaluation.metrics import NDCG, scores_to_ranks
-from utils.files import atomic_write, write_text
+from utils.evaluation.metrics import METRIC_LABELS, NDCG, scores_to_ranks
+from utils.outputs import atomic_write, write_text
 
 TOP_K = 5
 SAMPLE_DIALOGS = 5
-"""Sample dialogs shown round by round (write_report's default)."""
 PICTURE_WIDTH = 240
-"""Width in pixels of a round's shaded picture on the page."""
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-IMAGE_ID = re.compile(r"(?:^|_)(\d+)$")
-"""The image id at the end of a picture's file name: 185565.png, COCO_val2014_000000185565.jpg."""
-METRIC_NAMES = (  # key in the metrics dict, label on the page, format
-    ("r@1", "R@1", "{:.4f}"), ("r@5", "R@5", "{:.4f}"), ("r@10", "R@10", "{:.4f}"),
-    ("mean", "Mean rank", "{:.2f}"), ("mrr", "MRR", "{:.4f}"), ("ndcg", "NDCG", "{:.4f}"),
-)
+IMAGE_ID = re.compile(r"(?:^|_)(\d+)$")  # 185565.png, COCO_val2014_000000185565.jpg
 
 
 @dataclass
@@ -60,15 +34,14 @@ class DialogText:
 
 @dataclass
 class DialogPicture:
-    """The picture of a sample dialog (None when there is none) and, per round, the (box (x1, y1,
-    x2, y2) in pixels, weight) of every region for the top answer; region 0 is the whole image."""
+    """A sample dialog's picture (None: there is none) and, per round, the ((x1, y1, x2, y2) in pixels,
+    weight) of every region for the top answer; region 0 is the whole image."""
     path: Optional[Path]
     regions: List[List[Tuple[Tuple[float, float, float, float], float]]]
 
 
 def image_files(folder) -> Dict[int, Path]:
-    """The pictures of a folder by image id (file names IMAGE_ID, suffixes IMAGE_SUFFIXES); UserError
-    when it is not a folder or two files name the same id."""
+    """The pictures of a folder by image id; UserError when it is not a folder or two name the same id."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: -images must be a folder of pictures named by image id")
@@ -84,15 +57,28 @@ def image_files(folder) -> Dict[int, Path]:
     return files
 
 
-def shaded_picture(path: Path, regions: Sequence[Tuple[Sequence[float], float]]) -> str:
-    """An <img> of the picture at `path`, PICTURE_WIDTH wide: darkened, then each box (but the
-    whole image, region 0) lit again in proportion to its weight over the largest weight (heavier
-    boxes on top), outlined, the three heaviest numbered; its title lists every weight."""
+def read_picture(path: Path) -> Image.Image:
+    """The picture at `path` in RGB; UserError naming it when Pillow cannot (safely) decode it."""
     try:
-        with Image.open(path) as opened:
-            picture = opened.convert("RGB")
-    except (OSError, UnidentifiedImageError) as error:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                return opened.convert("RGB")
+    except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise UserError(f"{path}: not a picture that can be read ({error})") from None
+
+
+def check_pictures(files: Dict[int, Path], image_ids: Sequence[int]) -> None:
+    """Read the pictures of `image_ids` that `files` holds, before the report needs them (UserError)."""
+    for image_id in image_ids:
+        if image_id in files:
+            read_picture(files[image_id])
+
+
+def shaded_picture(path: Path, regions: Sequence[Tuple[Sequence[float], float]]) -> str:
+    """An <img> of the picture, darkened, each box (not region 0) lit again by its weight over the
+    largest, outlined, the three heaviest numbered; its title lists every weight."""
+    picture = read_picture(path)
     shaded = Image.blend(picture, Image.new("RGB", picture.size), 0.65)
     draw = ImageDraw.Draw(shaded)
     boxes = range(1, len(regions))
@@ -134,8 +120,7 @@ def per_round_ndcg(scores: torch.Tensor, round_id: torch.Tensor, gt_relevance: t
 
 
 def headless_pyplot():
-    """matplotlib.pyplot on the file-only Agg backend; imported on first use: it takes
-    about half a second to import, which CLIs that import this module but plot nothing should not pay."""
+    """matplotlib.pyplot on the Agg backend, imported on first use (half a second CLIs that plot nothing skip)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -184,16 +169,16 @@ def embedded_png(path: Path, alt: str) -> str:
 
 
 def metrics_table(metrics: dict) -> str:
-    header = "".join(f"<th>{label}</th>" for key, label, _ in METRIC_NAMES if key in metrics)
-    cells = "".join(f"<td>{fmt.format(metrics[key])}</td>" for key, _, fmt in METRIC_NAMES if key in metrics)
+    header = "".join(f"<th>{label}</th>" for key, label, _ in METRIC_LABELS if key in metrics)
+    cells = "".join(f"<td>{fmt.format(metrics[key])}</td>" for key, _, fmt in METRIC_LABELS if key in metrics)
     return f'<table class="metrics"><tr>{header}</tr><tr>{cells}</tr></table>'
 
 
 def dialog_section(index: int, dialog: DialogText, scores: torch.Tensor, ranks: torch.Tensor,
                    gt_option_inds: torch.Tensor, annotated_round: Optional[int],
                    relevance: Optional[torch.Tensor], picture: Optional[DialogPicture] = None) -> str:
-    """One sample dialog: per round the question, the GT answer and its rank, the model's top 5,
-    and with `picture` where the top answer looked."""
+    """One sample dialog: per round the question, the GT answer and its rank, the model's top 5, and
+    with `picture` where the top answer looked."""
     rows = []
     for round_index, question in enumerate(dialog.questions):
         gt = int(gt_option_inds[round_index])
@@ -244,12 +229,12 @@ def write_report(out_dir, metrics: dict, scores, gt_option_inds, dialogs: Sequen
                  round_id=None, gt_relevance=None, title: str = "VisDial evaluation",
                  num_sample_dialogs: int = SAMPLE_DIALOGS, type_table_html: str = "",
                  pictures: Optional[Sequence[DialogPicture]] = None) -> Path:
-    """Write index.html and the PNG plots into out_dir (created if needed); returns the page path.
+    """Write index.html and the plots into out_dir (created); returns the page's path.
 
-    scores [dialogs, rounds, options] and gt_option_inds [dialogs, rounds] are tensors or arrays;
-    round_id [dialogs] and gt_relevance [dialogs, options] are optional (dense annotations);
-    type_table_html, when given, is shown as the per-question-type table
-    (utils/evaluation/question_types.py); pictures, when given, one DialogPicture per sample dialog.
+    metrics: visdial_metrics' dict (per-round values included); scores [dialogs, rounds, options] and
+    gt_option_inds [dialogs, rounds], tensors or arrays; dialogs: one DialogText each, options in the
+    order of `scores`; round_id [dialogs] and gt_relevance [dialogs, options] optional (dense
+    annotations); type_table_html: the per-question-type table; pictures: one per sample dialog.
     """
     scores = torch.as_tensor(scores, dtype=torch.float32)
     gt_option_inds = torch.as_tensor(gt_option_inds, dtype=torch.long)

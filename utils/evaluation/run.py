@@ -39,13 +39,12 @@ from utils.evaluation.pointing import format_pointing_text, pointing_metrics
 from utils.evaluation.question_types import (comparison_table, format_table_html, format_table_text,
                                              load_compared_metrics, question_type_metrics)
 from utils.evaluation.ranker import DialogRanker
-from utils.evaluation.report import image_files
+from utils.evaluation.report import SAMPLE_DIALOGS, check_pictures, image_files
 from utils.evaluation.score_files import (check_matches_dialogs, check_same_keys, combine_scores, read_score_file,
                                           score_file_content, score_file_writer, val_ground_truth)
 from utils.evaluation.scoring import ScoredDialogs, score_dataset
 from utils.evaluation.validation import format_metrics_table, val_metrics, write_val_report
-from utils.files import json_writer, write_files
-from utils.outputs import Output, check_outputs
+from utils.outputs import Output, check_outputs, json_writer, write_files
 
 
 def outputs(options: Union[EvalOptions, EnsembleOptions]) -> dict[str, Output]:
@@ -124,6 +123,9 @@ def evaluate(options: EvalOptions, context: DistributedContext) -> None:
     if options.images:
         check_on_main(lambda: pictures.update(image_files(options.images)), context.is_main)
     dataset = load_split(options)
+    if options.images:  # the pictures the report shows, read before the scoring too
+        samples = [dialog["image_id"] for dialog in dataset.dialogs[:min(len(dataset), SAMPLE_DIALOGS)]]
+        check_on_main(lambda: check_pictures(pictures, samples), context.is_main)
     model = load_model(options, dataset, context.device, verbose=context.is_main)
     scored = score_dataset(model, dataset, collate_dialog_batch, tokens_per_batch=options.eval_tokens_per_batch,
                            precision=precision,

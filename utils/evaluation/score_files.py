@@ -1,21 +1,5 @@
-"""Score files: the per-option probabilities of an evaluation with the keys that identify them, and
-their combination into an ensemble.
-
-evaluate.py -save_scores writes one; scripts/ensemble.py reads several. A score file is a dict of
-plain tensors and strings, saved with torch.save and read with torch.load(weights_only=True)
-(nothing in it can execute code):
-
-    format        "visdial-bert option scores"        version  1
-    split         "val" or "test"
-    scores        float32 [dialogs, rounds, options]: the probability of each scored option (softmax
-                  of the NSP logits, class 0: what evaluation ranks by)
-    image_id      int64 [dialogs]
-    round_id      int64 [dialogs, rounds]: the round (1..10) of each scored row (test: the last)
-    option_index  int64 [dialogs, rounds, options]: the position of each scored option in its
-                  round's `answer_options` of the processed json (val: the ground truth first)
-
-The dialogs are the first ones of the processed split file, in its order.
-"""
+"""Score files (evaluate.py -save_scores; format in docs/evaluation.md, "Ensembles"): written, read,
+checked against each other and the dialogs, and combined into an ensemble."""
 import math
 
 import torch
@@ -26,16 +10,14 @@ from utils.checkpoints import read_checkpoint
 from utils.errors import UserError
 from utils.evaluation.metrics import scores_to_ranks
 from utils.evaluation.scoring import ScoredDialogs
-from utils.files import Writer
+from utils.outputs import Writer
 
 FORMAT, VERSION = "visdial-bert option scores", 1
-KEYS = ("image_id", "round_id", "option_index")
-"""What identifies the scores: files combine only when these are equal."""
+KEYS = ("image_id", "round_id", "option_index")  # files combine only when these are equal
 
 
 def score_keys(split: str, dialogs: list[dict], num_rounds: int, num_options: int) -> dict[str, torch.Tensor]:
-    """The keys (KEYS) of scores [len(dialogs), num_rounds, num_options] of the processed `dialogs`
-    of `split`: val scores every round with the ground truth first; test the last round in json order."""
+    """The KEYS of scores [len(dialogs), num_rounds, num_options] of the processed `dialogs` of `split`."""
     image_id = torch.tensor([dialog["image_id"] for dialog in dialogs], dtype=torch.long)
     if SPLITS[split].last_round_only:
         round_id = torch.tensor([[dialog["round_id"]] for dialog in dialogs], dtype=torch.long)
@@ -48,19 +30,18 @@ def score_keys(split: str, dialogs: list[dict], num_rounds: int, num_options: in
 
 
 def score_file_content(scored: ScoredDialogs, split: str, dialogs: list[dict]) -> dict:
-    """What a score file holds (module docstring) for `scored`, the first dialogs of `dialogs`."""
+    """A score file's content for `scored`, the first dialogs of `dialogs`."""
     num_dialogs, num_rounds, num_options = scored.scores.shape
     return {"format": FORMAT, "version": VERSION, "split": split, "scores": scored.scores.float().contiguous(),
             **score_keys(split, dialogs[:num_dialogs], num_rounds, num_options)}
 
 
 def score_file_writer(content: dict) -> Writer:
-    """A `Writer` (utils/files) of a score file's content."""
     return lambda file: torch.save(content, file)
 
 
 def read_score_file(path) -> dict:
-    """A score file's content, checked: UserError naming `path` and the first problem otherwise."""
+    """A score file's content, checked (UserError naming `path` and the first problem)."""
     content = read_checkpoint(path, "score file")
     if content.get("format") != FORMAT or content.get("version") != VERSION:
         raise UserError(f"{path}: not a score file of evaluate.py -save_scores (format {FORMAT!r}, "
@@ -91,14 +72,9 @@ def read_score_file(path) -> dict:
     return content
 
 
-def _first_difference(first: torch.Tensor, second: torch.Tensor) -> tuple:
-    """The index (a tuple) of the first element where two tensors of one shape differ."""
-    return tuple(int(i) for i in (first != second).nonzero()[0])
-
-
 def check_same_keys(paths: list, contents: list[dict]) -> None:
-    """Every file scores the same split, dialogs, rounds and options as the first; UserError with one
-    line naming the first mismatch otherwise."""
+    """UserError naming the first mismatch unless every file scores the split, dialogs, rounds and options
+    of the first."""
     reference_path, reference = paths[0], contents[0]
     for path, content in zip(paths[1:], contents[1:]):
         if content["split"] != reference["split"]:
@@ -109,7 +85,7 @@ def check_same_keys(paths: list, contents: list[dict]) -> None:
                             f"{reference_path} {list(reference['scores'].shape)}")
         for key in KEYS:
             if not torch.equal(content[key], reference[key]):
-                where = _first_difference(content[key], reference[key])
+                where = tuple(int(i) for i in (content[key] != reference[key]).nonzero()[0])
                 dialog = where[0]
                 place = f"dialog {dialog} (image {int(reference['image_id'][dialog])})"
                 if key == "image_id":
@@ -124,8 +100,8 @@ def check_same_keys(paths: list, contents: list[dict]) -> None:
 
 
 def check_matches_dialogs(path, content: dict, dialogs: list[dict], dialogs_path) -> None:
-    """The file scores the first dialogs of the processed split file `dialogs_path` (its `dialogs`)
-    with the keys evaluation would give them; UserError with one line naming the first mismatch."""
+    """UserError naming the first mismatch unless the file scores the first `dialogs` of the processed
+    split file `dialogs_path` with the keys evaluation gives them."""
     num_dialogs, num_rounds, num_options = content["scores"].shape
     if num_dialogs > len(dialogs):
         raise UserError(f"{path}: scores {num_dialogs} dialogs, {dialogs_path} holds {len(dialogs)}")
@@ -137,10 +113,9 @@ def check_matches_dialogs(path, content: dict, dialogs: list[dict], dialogs_path
 
 
 def val_ground_truth(dialogs: list[dict], annotations, num_options: int) -> dict[str, torch.Tensor]:
-    """The per-dialog fields val metrics need (utils/evaluation/scoring.DIALOG_FIELDS) for scores of
-    `dialogs` in the val option order: gt_option_inds [dialogs, rounds] (all 0: the ground truth is
-    scored first) and, given the dense `annotations` (one per dialog), round_id [dialogs] and
-    gt_relevance [dialogs, options] in the scored order."""
+    """The DIALOG_FIELDS val metrics need for scores of `dialogs` in the val option order: gt_option_inds
+    [dialogs, rounds] (all 0) and, given the dense `annotations` (one per dialog), round_id [dialogs] and
+    gt_relevance [dialogs, options]."""
     fields = {"image_id": torch.tensor([dialog["image_id"] for dialog in dialogs], dtype=torch.long),
               "gt_option_inds": torch.zeros(len(dialogs), len(dialogs[0]["dialog"]), dtype=torch.long)}
     if annotations is not None:
@@ -155,15 +130,9 @@ def val_ground_truth(dialogs: list[dict], annotations, num_options: int) -> dict
 
 
 def combine_scores(scores: list[torch.Tensor], weights: list[float], method: str) -> torch.Tensor:
-    """The ensemble of option scores [dialogs, rounds, options] (one per model) with `weights`:
-
-    mean_prob     sum_m w_m p_m / sum_m w_m
-    mean_logprob  exp(sum_m w_m log p_m / sum_m w_m), a weighted geometric mean
-    rank          1 / (sum_m w_m rank_m / sum_m w_m), rank 1 the best (the ranks of each model as
-                  evaluation breaks ties)
-
-    Each ranks the options as its weighted mean does; a weight of 0 leaves a model out.
-    """
+    """The ensemble of option scores [dialogs, rounds, options] (one per model) with `weights` (0: left out):
+    mean_prob  sum_m w_m p_m / sum_m w_m;  mean_logprob  exp(sum_m w_m log p_m / sum_m w_m);
+    rank  1 / (sum_m w_m rank_m / sum_m w_m), each model's ranks as evaluation breaks ties."""
     total = math.fsum(weights)
     if method == "mean_prob":
         values = scores

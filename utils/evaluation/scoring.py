@@ -1,20 +1,5 @@
-"""Fast scoring of every answer option of every round: the engine behind evaluation.
-
-The reference padded every (dialog, round, option) sequence to ``max_seq_len``, copied the image
-features to each of them, ran every head of the model and split the work in fixed chunks. Here the
-sequences of a chunk of dialogs are sorted by length and batched by a token budget, each batch is
-padded only to its own longest sequence, each image is passed once with an index per sequence, and
-only the NSP head runs. The scores are scattered back to ``[dialogs, rounds, options]``.
-
-On a GPU the input side keeps ahead of the model: DataLoader workers build the items (tokens come
-from tables tokenised once, when the dataset was built) and read their images, collated chunks
-are pinned, each chunk goes to the device in one asynchronous copy, the batches are planned on
-the CPU and their scores stay on the device until the chunk is done, so the loop never waits on
-the device between forward passes.
-
-Under ``torchrun`` (``torch.distributed`` initialised) every rank scores a contiguous share of the
-dialogs and the results are gathered, in dataset order, on every rank.
-"""
+"""The engine behind evaluation: every answer option of every round scored in length-sorted batches of a
+token budget, each image embedded once, only the NSP head run (docs/performance.md, "The scoring engine")."""
 import contextlib
 import time
 from dataclasses import dataclass, field
@@ -26,27 +11,17 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from options import PRECISIONS
+from utils.distributed import is_initialized
 from utils.errors import UserError
 from utils.evaluation.explain import region_weights as weigh_regions
 
-DIALOG_FIELDS = ("image_id", "round_id", "gt_option_inds", "gt_relevance")
-"""Per-dialog fields of a collated batch that are carried next to the scores (when present)."""
-
+DIALOG_FIELDS = ("image_id", "round_id", "gt_option_inds", "gt_relevance")  # carried next to the scores
 MODEL_INPUTS = ("tokens", "segments", "attention_mask", "image_feat", "image_loc", "image_mask")
-"""The fields of a collated batch the model reads (besides the per-batch image index)."""
-
-DEFAULT_TOKENS_PER_BATCH = {"cpu": 4096, "cuda": 65536}
-"""Token budget of one forward pass by device type, when none is given (-eval_tokens_per_batch 0).
-CPU: the fastest budget measured with scripts/benchmark_eval.py --budgets on 2 cores (the paper
-model; larger budgets gain nothing there). GPU: chosen from the paper model's FLOP count per token
-and the host time per forward pass, so that an H200's arithmetic for one pass outlasts the Python
-that launches it many times over (docs/performance.md); scripts/benchmark_gpu.py measures the
-budgets around it."""
+DEFAULT_TOKENS_PER_BATCH = {"cpu": 4096, "cuda": 65536}  # -eval_tokens_per_batch 0 (docs/performance.md)
 
 
 def resolve_tokens_per_batch(tokens_per_batch: Optional[int], device: torch.device) -> int:
-    """The one meaning of -eval_tokens_per_batch (evaluate.py, training's validation, DialogRanker,
-    chat): the budget given, or for 0 or None the default of `device` (DEFAULT_TOKENS_PER_BATCH)."""
+    """The one meaning of -eval_tokens_per_batch: the budget given, or for 0 / None the device's default."""
     return tokens_per_batch or DEFAULT_TOKENS_PER_BATCH["cuda" if device.type == "cuda" else "cpu"]
 
 
@@ -62,29 +37,15 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 @dataclass
 class ScoredDialogs:
-    """Scores of all options of all rounds, in dataset order.
+    """Scores of all options of all rounds, in dataset order."""
 
-    ``scores`` [dialogs, rounds, options] float32 (softmax of the NSP logits, class 0);
-    ``fields`` the per-dialog tensors of ``DIALOG_FIELDS`` found in the batches, first dim dialogs.
-    """
-
-    scores: torch.Tensor
-    fields: dict[str, torch.Tensor] = field(default_factory=dict)
+    scores: torch.Tensor  # [dialogs, rounds, options] float32: softmax of the NSP logits, class 0
+    fields: dict[str, torch.Tensor] = field(default_factory=dict)  # DIALOG_FIELDS of the batches, [dialogs, ...]
 
 
 def length_batches(lengths: torch.Tensor, tokens_per_batch: int) -> list[torch.Tensor]:
-    """Group sequence indices into batches of similar length.
-
-    Parameters
-    ----------
-    lengths: int tensor [N], the real length of each sequence.
-    tokens_per_batch: budget of one batch, counted as ``batch size * its longest sequence``;
-        a sequence longer than the budget still gets a batch of its own.
-
-    Returns
-    -------
-    list of int64 index tensors, longest sequences first, covering 0..N-1 exactly once.
-    """
+    """lengths [N] -> int64 index tensors, longest sequences first, covering 0..N-1 once, each batch within
+    `tokens_per_batch` = batch size x its longest sequence (a longer sequence gets a batch of its own)."""
     order = torch.argsort(lengths, descending=True, stable=True)
     sorted_lengths = lengths[order].tolist()
     batches, start = [], 0
@@ -104,18 +65,10 @@ def ranking_scores(nsp_scores: torch.Tensor) -> torch.Tensor:
 @torch.inference_mode()
 def score_sequences(model: torch.nn.Module, batch: dict, tokens_per_batch: int, precision: str,
                     region_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Score the N sequences of one collated batch, length-bucketed.
-
-    ``batch`` holds ``tokens``, ``segments``, ``attention_mask`` [N, L], ``image_index`` [N] and
-    ``image_feat`` [K, R, 2048], ``image_loc`` [K, R, 5], ``image_mask`` [K, R] (the collate
-    contract). Returns float32 scores [N] on the CPU. The model is used as it is (call it in eval mode).
-    ``region_weights``, a float32 CPU tensor [N, R] when given, is filled with each sequence's
-    weights of the regions (utils/evaluation/explain.py; the model returns its co-attention only then).
-
-    The batch goes to the model's device in one copy (asynchronous from pinned memory); the
-    batches of similar length are planned on the CPU and the scores collected on the device, so
-    nothing waits for the device before the last forward pass.
-    """
+    """Float32 scores [N] on the CPU of the N sequences of a collated batch (tokens, segments,
+    attention_mask [N, L], image_index [N], image_feat [K, R, F], image_loc [K, R, 5], image_mask [K, R]),
+    with the model as it is (eval mode is the caller's). `region_weights` [N, R] float32 CPU, when
+    given, is filled with each sequence's region weights (explain.py)."""
     device = next(model.parameters()).device
     attention_mask = batch["attention_mask"].bool()
     lengths = attention_mask.sum(dim=1)
@@ -149,20 +102,6 @@ def score_sequences(model: torch.nn.Module, batch: dict, tokens_per_batch: int, 
     return scores.cpu()
 
 
-def _shard(num_dialogs: int) -> range:
-    """The contiguous range of dialog indices this process scores (all of them without torchrun)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return range(num_dialogs)
-    rank, world_size = dist.get_rank(), dist.get_world_size()
-    per_rank, remainder = divmod(num_dialogs, world_size)
-    start = rank * per_rank + min(rank, remainder)
-    return range(start, start + per_rank + (rank < remainder))
-
-
-def _is_main_process() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
 def _concatenate(parts: list[ScoredDialogs]) -> ScoredDialogs:
     parts = [part for part in parts if part.scores.shape[0] > 0]
     if not parts:
@@ -182,25 +121,14 @@ def score_dataset(
     num_workers: int = 0,
     progress: bool = True,
 ) -> ScoredDialogs:
-    """Score every option of every round of every dialog of an evaluation dataset.
-
-    Parameters
-    ----------
-    model: a ``VisualDialogEncoder`` (or the language-only baseline); put in eval mode while scoring
-        and restored to its previous mode afterwards.
-    dataset: items of one dialog each (val or test split); ``collate_fn`` turns a list of items into
-        the flat batch of the collate contract, with ``num_rounds`` and ``num_options``.
-    tokens_per_batch: token budget of one forward pass (batch size * longest sequence); None: the
-        default of the model's device (``resolve_tokens_per_batch``).
-    dialogs_per_chunk: dialogs collated together; their sequences are length-sorted as one pool.
-    precision: ``fp32``, ``bf16`` or ``fp16`` (autocast).
-    num_workers: DataLoader workers that build and collate the chunks (pinned on a GPU).
-
-    Returns
-    -------
-    ``ScoredDialogs`` with scores [dialogs, rounds, options], on every rank when distributed.
-    """
-    shard = _shard(len(dataset))
+    """Every option of every round of an evaluation dataset (items of one dialog each; `collate_fn` adds
+    num_rounds and num_options), in eval mode, the model's mode restored after. `dialogs_per_chunk`
+    dialogs are length-sorted as one pool. Under torchrun each rank scores a contiguous share and
+    every rank gets the whole result."""
+    rank, world_size = (dist.get_rank(), dist.get_world_size()) if is_initialized() else (0, 1)
+    per_rank, remainder = divmod(len(dataset), world_size)
+    first = rank * per_rank + min(rank, remainder)
+    shard = range(first, first + per_rank + (rank < remainder))
     device = next(model.parameters()).device
     tokens_per_batch = resolve_tokens_per_batch(tokens_per_batch, device)
     loader = DataLoader(Subset(dataset, shard), batch_size=dialogs_per_chunk, shuffle=False,
@@ -208,7 +136,7 @@ def score_dataset(
     was_training = model.training
     model.eval()
     parts, num_sequences, start = [], 0, time.perf_counter()
-    bar = tqdm(total=len(shard), unit="dialog", desc="scoring", disable=not (progress and _is_main_process()))
+    bar = tqdm(total=len(shard), unit="dialog", desc="scoring", disable=not progress or rank != 0)
     try:
         for batch in loader:
             scores = score_sequences(model, batch, tokens_per_batch, precision)
@@ -224,8 +152,8 @@ def score_dataset(
         bar.close()
         model.train(was_training)
     result = _concatenate(parts)
-    if dist.is_available() and dist.is_initialized():
-        gathered = [None] * dist.get_world_size()
+    if is_initialized():
+        gathered = [None] * world_size
         dist.all_gather_object(gathered, result)
         result = _concatenate(gathered)
     return result

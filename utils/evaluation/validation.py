@@ -1,8 +1,5 @@
-"""Evaluation on val: metrics of a model, the metrics table, and the report of scored val dialogs.
-
-The training loop validates with `evaluate_val`; evaluate.py -split val (utils/evaluation/run.py)
-uses the same pieces on a scored val split.
-"""
+"""Val metrics of a model (training's validation and evaluate.py -split val), their table, and the report."""
+import warnings
 from typing import Optional
 
 import torch
@@ -10,35 +7,43 @@ from torch.utils.data import Dataset
 
 from dataloader.collate import collate_dialog_batch
 from dataloader.datasets import val_option_order
-from utils.evaluation.metrics import scores_to_ranks, visdial_metrics
+from utils.evaluation.metrics import METRIC_LABELS, exact_ties, scores_to_ranks, visdial_metrics
 from utils.evaluation.pointing import round_query
 from utils.evaluation.ranker import DialogRanker
 from utils.evaluation.report import SAMPLE_DIALOGS, DialogPicture, DialogText, write_report
 from utils.evaluation.scoring import ScoredDialogs, score_dataset
 
-OVERALL_METRICS = (("R@1", "r@1"), ("R@5", "r@5"), ("R@10", "r@10"), ("Mean rank", "mean"), ("MRR", "mrr"),
-                   ("NDCG", "ndcg"))
-
 
 def evaluate_val(model: torch.nn.Module, dataset: Dataset, *, tokens_per_batch: Optional[int] = None,
                  precision: str = "fp32", num_workers: int = 0, progress: bool = False) -> dict[str, float]:
-    """Val metrics of `model` on a val `VisdialDataset`: r@1, r@5, r@10, mean, mrr, ndcg (when the
-    dataset has dense annotations) and the per-round values. Under torchrun every rank gets the
-    metrics of the whole split."""
+    """`val_metrics` of `model` on a val VisdialDataset (on every rank under torchrun)."""
     scored = score_dataset(model, dataset, collate_dialog_batch, tokens_per_batch=tokens_per_batch,
                            precision=precision, num_workers=num_workers, progress=progress)
     return val_metrics(scored)
 
 
 def val_metrics(scored: ScoredDialogs) -> dict[str, float]:
-    """Metrics of scored val dialogs (no NDCG when they carry no dense annotations)."""
-    return visdial_metrics(scored.scores, scored.fields["gt_option_inds"],
-                           scored.fields.get("round_id"), scored.fields.get("gt_relevance"))
+    """visdial_metrics of scored val dialogs and their exact ties (metrics.exact_ties; a warning if any)."""
+    metrics = visdial_metrics(scored.scores, scored.fields["gt_option_inds"],
+                              scored.fields.get("round_id"), scored.fields.get("gt_relevance"))
+    ties = exact_ties(scored.scores, scored.fields["gt_option_inds"])
+    if ties["tied_rounds"]:
+        warnings.warn(tie_line(ties), stacklevel=2)
+    return {**metrics, **ties}
+
+
+def tie_line(metrics: dict[str, float]) -> str:
+    pessimistic = ", ".join(f"{label} {metrics[key + '_pessimistic']:.4f}" for key, label, _ in METRIC_LABELS
+                            if key + "_pessimistic" in metrics)
+    return (f"exact ties: in {metrics['tied_rounds']} rounds the ground truth's score equals another option's, "
+            f"ranked in the reference's tie order; with every tied option ranked before it: {pessimistic}")
 
 
 def format_metrics_table(metrics: dict[str, float]) -> str:
-    """The overall metrics on one line each, then one row per round."""
-    lines = [f"{label:<10}{metrics[key]:>10.4f}" for label, key in OVERALL_METRICS if key in metrics]
+    """The overall metrics one per line (with the exact ties, if any), then one row per round."""
+    lines = [f"{label:<10}{metrics[key]:>10.4f}" for key, label, _ in METRIC_LABELS if key in metrics]
+    if metrics.get("tied_rounds"):
+        lines.append(tie_line(metrics))
     rounds = sorted(int(key.rsplit("_", 1)[1]) for key in metrics if key.startswith("mrr_round_"))
     lines.append(f"{'round':<7}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'Mean':>8}{'MRR':>8}")
     for number in rounds:
@@ -51,10 +56,9 @@ def format_metrics_table(metrics: dict[str, float]) -> str:
 def write_val_report(directory: str, metrics: dict, scored: ScoredDialogs, data: dict,
                      type_table_html: str = "", ranker: Optional[DialogRanker] = None,
                      pictures: Optional[dict] = None):
-    """The HTML report (utils/evaluation/report.py) of scored val dialogs with their texts from the
-    processed val json's `data` (and the per-question-type table, when given); with `ranker` (the
-    scored ViLBERT) and `pictures` (image id -> picture file, report.image_files) each sample round's
-    picture with its regions shaded by the top answer's weights. Returns the page's path."""
+    """The report of scored val dialogs, texts from the processed val json's `data`; with `ranker` (the
+    scored ViLBERT) and `pictures` (image id -> file) each sample round's picture shaded by the top
+    answer's region weights. Returns the page's path."""
     num_options = scored.scores.shape[2]
     texts = []
     for dialog in data["dialogs"][:scored.scores.shape[0]]:
@@ -72,8 +76,7 @@ def write_val_report(directory: str, metrics: dict, scored: ScoredDialogs, data:
 
 def sample_pictures(ranker: DialogRanker, data: dict, scored: ScoredDialogs, texts: list[DialogText],
                     files: dict) -> list[DialogPicture]:
-    """The picture file of each sample dialog of the report (None when `files`, image id -> picture,
-    lacks it) and, per round, the (box, weight) of every region for the model's top answer."""
+    """Each sample dialog's picture file (None if `files` lacks it) and per round the top answer's regions."""
     samples = texts[:SAMPLE_DIALOGS]
     top = torch.argmin(scores_to_ranks(scored.scores[:len(samples)].float()), dim=2)       # [dialogs, rounds]
     queries = [round_query(data, data["dialogs"][d], r, text.options[r][int(top[d, r])])

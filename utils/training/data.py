@@ -1,11 +1,5 @@
-"""The data side of a training run: datasets and the resumable loader.
-
-`build_training_data(options, context)` opens the feature store and tokenizer once and builds
-the train dataset of the mode (VisDial train items for base training, dense-annotation items for
-dense finetuning) and the val dataset. `TrainingData.epoch_batches(epoch, start)` yields the
-collated batches of one epoch from batch `start` on (see dataloader/sampling.py for why the order
-and the random draws are reproducible).
-"""
+"""The data side of a training run: the train dataset of the mode, the val dataset, and the resumable
+loader of an epoch's batches (dataloader/sampling.py)."""
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -22,16 +16,7 @@ from options import TrainOptions
 from utils.distributed import DistributedContext
 from utils.errors import UserError
 
-OVERFIT_IMAGES_PER_BATCH = 5
-
-
-def images_per_batch(batch_size: int, sequences_per_image: int, overfit: bool) -> int:
-    """Images per base-training batch, as the reference: batch_size // sequences_per_image, or
-    1 (5 with -overfit) when that is 0."""
-    images = batch_size // sequences_per_image
-    if images:
-        return images
-    return OVERFIT_IMAGES_PER_BATCH if overfit else 1
+OVERFIT_IMAGES_PER_BATCH = 5  # the reference's, when -batch_size is below -sequences_per_image
 
 
 @dataclass
@@ -86,8 +71,7 @@ class TrainingData:
 
 
 def _require_files(options: TrainOptions) -> None:
-    """Raise UserError naming the first data file of the run that does not exist (checked before
-    the tokenizer is loaded, so that a wrong path fails fast)."""
+    """UserError naming the first data file of the run that does not exist (before the slow tokenizer)."""
     flags = ["visdial_image_feats"]
     if options.mode == "dense":
         flags += ["visdial_processed_train_dense", "visdial_processed_train_dense_annotations"]
@@ -120,7 +104,8 @@ def build_training_data(options: TrainOptions, context: DistributedContext) -> T
                                  num_negative_samples=options.num_negative_samples,
                                  num_samples=options.num_train_samples, **common)
         source = Path(options.visdial_processed_train)
-        batch_images = images_per_batch(options.batch_size, options.sequences_per_image, options.overfit)
+        batch_images = (options.batch_size // options.sequences_per_image
+                        or (OVERFIT_IMAGES_PER_BATCH if options.overfit else 1))
         shuffle = True
     validation = None
     if options.val_every != -1:

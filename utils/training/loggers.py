@@ -1,13 +1,5 @@
-"""Where training reports its progress: metrics.jsonl, visdom and TensorBoard.
-
-`TrainingLogger` sends every record to the sinks the options enable; only rank 0 logs.
-
-* metrics.jsonl (always): one JSON object per line in the run folder, `{"event": "train" | "val",
-  "iteration": ..., ...}`, flushed line by line so a killed run keeps what it logged.
-* visdom (`-enable_visdom 1`): line plots as the reference drew them (window 'loss' with lines
-  'tot loss', 'lm loss' ...; window 'Retrieval Val Metrics'; one window per round).
-* TensorBoard (`-tensorboard 1`): scalars `loss/<name>` and `val/<metric>` in <run folder>/tensorboard.
-"""
+"""Where training reports its progress (rank 0 only): metrics.jsonl always, visdom (`-enable_visdom 1`, the
+reference's windows) and TensorBoard (`-tensorboard 1`: `loss/<name>`, `val/<metric>`)."""
 import contextlib
 import io
 import json
@@ -25,9 +17,9 @@ from utils.errors import UserError
 
 
 class MetricsFile:
-    """Appends one JSON object per line to a file (created with its folder). A line that cannot
-    be written whole (a full disk) is cut off again and is a UserError naming the file: the file
-    keeps only whole lines."""
+    """Appends one JSON object per line (`{"event": "train" | "val" | ..., "iteration": ...}`), unbuffered so
+    a killed run keeps what it logged; a line not written whole (a full disk) is cut off again and is a
+    UserError naming the file."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -54,13 +46,9 @@ class MetricsFile:
 
 
 class VisdomLogger:
-    """Line plots and text on a visdom server (the reference's VisdomVisualize).
-
-    A window is created by its first point and appended to afterwards; a line is named
-    within its window. The server is optional: if it cannot be reached, or stops answering
-    during the run, one `warning:` line on stderr says so and nothing more is sent. The
-    visdom client's own output (its tracebacks, "waiting", session messages) never shows.
-    """
+    """Line plots and text on a visdom server (the reference's VisdomVisualize). A server that cannot be
+    reached, or stops answering, is one `warning:` line on stderr, then nothing more is sent; the
+    client's own output never shows."""
 
     PROBE_TIMEOUT_SECONDS = 3
 
@@ -93,8 +81,6 @@ class VisdomLogger:
         self._visdom = None
 
     def _send(self, method: str, **kwargs) -> None:
-        """Call the client's `method`; a server that stopped answering turns visdom logging off.
-        The client prints its own failures to stdout ("Error connecting to Visdom server!"): hidden."""
         if self._visdom is None:
             return
         try:
@@ -120,7 +106,7 @@ class VisdomLogger:
 
 
 def visdom_address(server: str, port: int) -> str:
-    """The base URL the visdom client posts to: `server` (scheme optional, as visdom accepts) and `port`."""
+    """The base URL the visdom client posts to (`server`'s scheme optional, as visdom accepts)."""
     parsed = urlparse(server if "://" in server else f"http://{server}")
     return f"{parsed.scheme}://{parsed.netloc}:{port}"
 
@@ -136,50 +122,30 @@ def http_problem(url: str, timeout_seconds: float) -> Optional[str]:
         return str(error)
 
 
-class TensorBoardLogger:
-    """Scalars in TensorBoard event files under `log_dir`."""
-
-    def __init__(self, log_dir: Path):
-        from torch.utils.tensorboard import SummaryWriter
-        self._writer = SummaryWriter(log_dir=str(log_dir))
-
-    def scalar(self, tag: str, value: float, step: int) -> None:
-        self._writer.add_scalar(tag, value, step)
-
-    def text(self, tag: str, text: str) -> None:
-        self._writer.add_text(tag, text)
-
-    def flush(self) -> None:
-        self._writer.flush()
-
-    def close(self) -> None:
-        self._writer.close()
-
-
 # The reference's visdom line names of the training losses.
 VISDOM_LOSS_NAMES = {"loss": "tot loss", "lm_nsp_loss": "lm + nsp loss", "lm_loss": "lm loss",
                      "nsp_loss": "nsp loss", "img_loss": "img loss", "ce_loss": "ce loss"}
 
 
 class TrainingLogger:
-    """Fans training and validation records out to metrics.jsonl, visdom and TensorBoard.
-
-    run_dir: the run folder (metrics.jsonl, tensorboard/). enabled: False on ranks other than 0.
-    """
+    """Fans records out to the run folder's metrics.jsonl, visdom and tensorboard/ (`enabled`: rank 0)."""
 
     def __init__(self, run_dir: Path, enabled: bool = True, visdom: Optional[dict] = None,
                  tensorboard: bool = False):
         self.enabled = enabled
         self.metrics = MetricsFile(Path(run_dir) / "metrics.jsonl") if enabled else None
         self.visdom = VisdomLogger(**visdom) if enabled and visdom else None
-        self.tensorboard = TensorBoardLogger(Path(run_dir) / "tensorboard") if enabled and tensorboard else None
+        self.tensorboard = None
+        if enabled and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # seconds to import: only when asked for
+            self.tensorboard = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
 
     def log_text(self, text: str) -> None:
         """The run's options, shown once (visdom text window, TensorBoard text)."""
         if self.visdom:
             self.visdom.text(text)
         if self.tensorboard:
-            self.tensorboard.text("options", text.replace("\n", "  \n"))
+            self.tensorboard.add_text("options", text.replace("\n", "  \n"))
 
     def log_train(self, iteration: int, losses: dict, **extra) -> None:
         """Losses by name ('loss', 'lm_loss' ...) at an iteration, plus extra fields for the file."""
@@ -190,10 +156,9 @@ class TrainingLogger:
             if self.visdom:
                 self.visdom.line(iteration, value, "loss", VISDOM_LOSS_NAMES.get(name, name))
             if self.tensorboard:
-                self.tensorboard.scalar(f"loss/{name}", value, iteration)
+                self.tensorboard.add_scalar(f"loss/{name}", value, iteration)
 
     def log_validation(self, iteration: int, metrics: dict) -> None:
-        """Validation metrics by the reference's names ('r@1', 'mrr', 'r_1_round_3', ...)."""
         if not self.enabled:
             return
         self.metrics.write({"event": "val", "iteration": iteration, **metrics})
@@ -203,7 +168,7 @@ class TrainingLogger:
                           if "round" in name else "Retrieval Val Metrics")
                 self.visdom.line(iteration, value, window, name)
             if self.tensorboard:
-                self.tensorboard.scalar(f"val/{name}", value, iteration)
+                self.tensorboard.add_scalar(f"val/{name}", value, iteration)
 
     def log_event(self, event: str, iteration: int, **fields) -> None:
         """Any other record for metrics.jsonl (a checkpoint written, a skipped step ...)."""

@@ -12,10 +12,11 @@
 A run folder belongs to one run (`claim`): the run holds its lock (utils/training/run_lock.py)
 while it lives, and a folder that holds checkpoints is reused only with -continue. Nothing is
 written into it before every check of the run has passed; a folder that `claim` created and that
-stays empty is removed again. Every file is written atomically (utils/files.py);
+stays empty is removed again. Every file is written atomically (utils/outputs.py);
 `remove_stale_temporaries` removes what a killed save left.
 """
 import contextlib
+import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,8 +27,8 @@ import yaml
 from utils.checkpoints.run_checkpoint import rank_file
 from utils.distributed import broadcast_from_main, check_on_main
 from utils.errors import UserError
-from utils.files import TEMPORARY_MARK, write_text
-from utils.outputs import Output, check_outputs
+from utils.outputs import Output, TEMPORARY_MARK, check_outputs, write_text
+from utils.inputs import input_file
 from utils.training.run_lock import RunLock
 
 CHECKPOINT_PREFIX = "visdial_dialog_encoder_"
@@ -66,13 +67,20 @@ class RunFolder:
         return sorted(found)
 
     def resume_from(self, start_path: str) -> Path:
-        """The checkpoint -continue resumes from: the newest periodic checkpoint of the folder, or,
-        when it has none, `start_path` (-start_path, the reference's way); UserError without either."""
+        """The checkpoint -continue resumes from: `start_path` (-start_path, the reference's way) when
+        given, else the newest periodic checkpoint of the folder; UserError without either, and for a
+        `start_path` other than the newest checkpoint of a folder that holds some (the two runs'
+        checkpoints would mix)."""
         checkpoints = self.checkpoints()
-        if checkpoints:
-            return checkpoints[-1][1]
+        if start_path and checkpoints and not os.path.samefile(input_file(start_path, "checkpoint"),
+                                                               checkpoints[-1][1]):
+            raise UserError(f"-start_path: {start_path} is not the newest checkpoint of the run folder {self.path} "
+                            f"({checkpoints[-1][1].name}); continuing from it there would mix two runs' "
+                            "checkpoints: give another -save_name (a new run folder), or leave out -start_path")
         if start_path:
             return Path(start_path)
+        if checkpoints:
+            return checkpoints[-1][1]
         raise UserError(f"{self.path}: no checkpoint to continue from ({CHECKPOINT_PREFIX}<iteration>.ckpt)")
 
     def prune(self, keep: int) -> list[Path]:

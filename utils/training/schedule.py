@@ -1,16 +1,10 @@
-"""The learning-rate schedule of the reference's training scripts.
-
-Linear warm-up from 0 to each parameter group's base rate over `warmup_steps`, then linear decay
-to 0 at `total_steps`, every rate floored at `min_lr` (1e-5; the reference's
-WarmupLinearScheduleNonZero). The groups and their base rates come from
-`models.optimizer.configure_optimizer`.
-"""
+"""The reference's learning-rate schedule (WarmupLinearScheduleNonZero): linear warm-up to each group's
+'base_lr', linear decay to 0 at `total_steps`, floored at `min_lr`."""
 import torch
 
 
 def warmup_linear_rate(base_lr: float, step: int, warmup_steps: int, total_steps: int,
                        min_lr: float) -> float:
-    """The learning rate after `step` scheduler steps (the reference's WarmupLinearScheduleNonZero)."""
     if step < warmup_steps:
         factor = step / max(1, warmup_steps)
     else:
@@ -20,13 +14,8 @@ def warmup_linear_rate(base_lr: float, step: int, warmup_steps: int, total_steps
 
 
 class WarmupLinearSchedule:
-    """Sets each param group's 'lr' from its 'base_lr' for a given scheduler step.
-
-    The reference steps its scheduler once per iteration *before* the optimizer step, so the
-    optimizer step of iteration i uses the rate of step i + 1; `apply(i + 1)` reproduces that.
-    The schedule has no state of its own: the iteration number determines it, which makes
-    resuming exact.
-    """
+    """Sets each param group's 'lr' for a scheduler step; stateless, so resuming is exact. The reference
+    steps its scheduler before the optimizer, so iteration i uses `apply(i + 1)`."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
                  min_lr: float = 1e-5):
@@ -36,7 +25,6 @@ class WarmupLinearSchedule:
         self.min_lr = min_lr
 
     def rates(self, step: int) -> list[float]:
-        """The learning rate of every param group after `step` scheduler steps."""
         return [warmup_linear_rate(group["base_lr"], step, self.warmup_steps, self.total_steps,
                                    self.min_lr) for group in self.optimizer.param_groups]
 

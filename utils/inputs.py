@@ -3,8 +3,8 @@
 A user can name anything as an input: a folder, a device (`/dev/zero` reads forever), a FIFO (an
 open blocks until some writer appears), a file of many gigabytes, a file of binary junk, or JSON
 nested so deeply that the parser overflows. `input_file` admits regular files only, and
-`read_text` / `read_json` read at most a size limit (checked before reading), decode UTF-8 and
-parse, turning each of these into one UserError line naming the file:
+`read_text` / `read_json` read at most a size limit (checked before reading), decode UTF-8 (with
+or without a byte-order mark, any line ends) and parse, turning each of these into one UserError line naming the file:
 
     config = read_json("config/toy_model.json", "model config", max_bytes=SMALL_FILE_BYTES)
 
@@ -38,6 +38,18 @@ MAX_JSON_DEPTH = 64
 def is_json_number(value) -> bool:
     """Whether a value read from a json file is a finite number (an int or a float, not a bool)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_text(value) -> bool:
+    """Whether a value is a string that encodes to UTF-8 (json escapes and lenient decodings make
+    lone surrogates, which do not)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _size(count: int) -> str:
@@ -79,13 +91,14 @@ def read_bytes(path: PathLike, what: str, max_bytes: int) -> bytes:
 
 
 def read_text(path: PathLike, what: str, max_bytes: int = SMALL_FILE_BYTES) -> str:
-    """A UTF-8 text file of at most `max_bytes` bytes; binary content is a UserError."""
+    """A UTF-8 text file of at most `max_bytes` bytes, as an editor may save it: a byte-order mark
+    is dropped and CRLF or CR line ends read as LF. Binary content is a UserError."""
     return _decoded(read_bytes(path, what, max_bytes), path, what)
 
 
 def _decoded(content: bytes, path: PathLike, what: str) -> str:
     try:
-        text = content.decode("utf-8")
+        text = content.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
     except UnicodeDecodeError as error:
         raise UserError(f"{path}: not a text file (byte {error.start} is 0x{content[error.start]:02x}, not UTF-8)") \
             from None
