@@ -2,14 +2,15 @@
 
 The data: the toy VisDial (preprocessing/make_toy_data.py) with one-hop questions only, one round
 per dialog ("what color is the background ?", "what pattern is the background ?"), so every dialog
-shows the model the same text and only its image tells the answer. Two checks, in process on one
+shows the model the same text and only its image tells the answer. Three checks, in process on one
 torch thread, through train.py and evaluate.py as a user runs them:
 
 * the tiny model trained on the real features ranks the right answer far better on held-out
   dialogs than the same run on the same dialogs whose features are pure noise;
-* trained on a handful of dialogs and scored on the same dialogs, it reaches val MRR above 0.9.
+* trained on a handful of dialogs and scored on the same dialogs, it reaches val MRR above 0.9;
+* dense fine-tuning of a base model raises its val NDCG (the paper's finding).
 
-Both fail when the image stream is cut off (the text cannot tell the dialogs apart) and when the
+The first two fail when the image stream is cut off (the text cannot tell the dialogs apart) and when the
 optimiser step is skipped (nothing is learned): docs/learning.md.
 """
 import json
@@ -30,7 +31,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TRAINING = ["-config", "config/presets/toy.yml", "-lr", "6e-3", "-image_lr", "6e-3", "-warmup_steps", "20",
             "-img_loss_coeff", "0.1",
             "-num_options", "7", "-sequences_per_image", "2", "-visdial_tot_rounds", "2", "-log_every", "100"]
-DENSE_ITERATIONS = 100
 
 
 def one_hop_toy(folder: Path, train_dialogs: int, val_dialogs: int, **features) -> dict:
@@ -96,15 +96,15 @@ def test_a_handful_of_dialogs_is_learned_by_heart(tmp_path, repo_root, monkeypat
 
 
 def test_dense_fine_tuning_raises_ndcg(tmp_path, repo_root, monkeypatch):
-    """The paper's finding on a tiny toy: the base model ranks the right answer above its
-    paraphrases (base training drew them as negatives); config/presets/toy_dense.yml, shortened,
-    teaches that they are relevant too, and val NDCG rises."""
+    """The paper's finding on a tiny toy: config/presets/toy_dense.yml, shortened, fine-tunes the base
+    model on every train dialog's dense annotations, and val NDCG rises over the base's on the same val."""
     monkeypatch.chdir(repo_root)
-    data = one_hop_toy(tmp_path, train_dialogs=400, val_dialogs=40)
-    base = train_and_score(data, tmp_path / "base", 300, [*TRAINING, "-batch_size", "16"])
-    dense = train_and_score(data, tmp_path / "dense", DENSE_ITERATIONS, [
+    data = one_hop_toy(tmp_path, train_dialogs=400, val_dialogs=100, dense_train_fraction=1.0)
+    base = train_and_score(data, tmp_path / "base", 400, [*TRAINING, "-batch_size", "16"])
+    dense = train_and_score(data, tmp_path / "dense", 400, [
         "-config", "config/presets/toy_dense.yml", "-visdial_tot_rounds", "2", "-warmup_steps", "5",
-        "-start_path", str(tmp_path / "base" / "run" / "visdial_dialog_encoder_300.ckpt")])
+        "-start_path", str(tmp_path / "base" / "run" / "visdial_dialog_encoder_400.ckpt")])
     print(f"val NDCG: base {base['ndcg']:.3f}, +dense {dense['ndcg']:.3f}; MRR {base['mrr']:.3f} -> "
           f"{dense['mrr']:.3f}")
-    assert dense["ndcg"] > base["ndcg"] + 0.05
+    # measured: 0.196 -> 0.509 (-seed 1: 0.169 -> 0.316; -seed 2: 0.363 -> 0.577)
+    assert dense["ndcg"] > base["ndcg"] + 0.1
