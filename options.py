@@ -1,13 +1,5 @@
-"""Command-line options of train.py and evaluate.py: one typed, validated dataclass per program.
-
-Every flag is one dataclass field declared with `flag(...)`: its default, help text, argument
-group, choices, range and what `-continue` does when it changes. The argparse parser, the YAML
-preset reader and the validation are all built from those fields, so adding a flag is one edit.
-
-Every flag of the reference's options.py keeps its single-dash name, meaning and default (except
-`-visdom_server`, which defaults to localhost instead of the authors' lab machine); each also has a
-double-dash alias (`--batch_size`). `-config preset.yml` reads defaults from a YAML file whose keys
-are flag names (`batch_size: 80`); flags given on the command line override the preset.
+"""Command-line options: one typed, validated dataclass per program, one `flag(...)` field per flag,
+from which the parser, the YAML preset reader and the checks are built.
 
     options = parse_options(sys.argv[1:], TrainOptions)   # a typed TrainOptions
     report_problems(options.problems())                    # one `error:` line per problem
@@ -22,8 +14,9 @@ from typing import Optional, Sequence, TypeVar
 import torch
 import yaml
 
+from dataloader.feature_record import NUM_CLASSES
 from dataloader.visdial_json import EVALUATED_SPLITS, NUM_ANSWER_OPTIONS, SPLITS
-from models import MODEL_TYPES
+from models import MODEL_TYPES, BertConfig, checked_model_config
 from models.losses import DENSE_LOSSES
 from utils.errors import ArgumentParser, UserError, report_problems
 from utils.outputs import resolved
@@ -44,12 +37,9 @@ CPU_COUNT = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") els
 
 
 def resolve_precision(name: str, device: torch.device, evaluation: bool = False) -> str:
-    """The one meaning of a -precision value on `device`, for every entry point (train.py,
-    evaluate.py, DialogRanker and chat). `auto` is bf16 for training on a GPU that supports it, and
-    fp32 for evaluation (`evaluation`: bf16 moved a trained model's val MRR by 0.0021, more than the
-    0.001 allowed; scripts/benchmark_precision.py, docs/performance.md) and on the CPU (CPU bf16 is
-    slower than fp32 on many CPUs). UserError for fp16 off a CUDA device (its grad scaler and kernels
-    need one) and for a name that is neither auto nor one of PRECISIONS."""
+    """The one meaning of a -precision value on `device`, for every entry point: `auto` is bf16 for
+    training on a GPU that supports it, else fp32 (evaluation: docs/performance.md). UserError for
+    fp16 off a CUDA device and for a name that is neither auto nor one of PRECISIONS."""
     if name == "auto":
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() and not evaluation else "fp32"
     if not isinstance(name, str) or name not in PRECISIONS:
@@ -63,13 +53,9 @@ def flag(default, help: str, group: Optional[str], *, choices: Sequence = (), at
          at_most=None, note: str = "", wanted: str = "", on_resume: str = EXACT,
          name: str = "", is_input: bool = False, item_type: Optional[type] = None):
     """A dataclass field that is also a flag `-<name>` / `--<name>` (name: the field's, unless given).
-
-    group: the argparse group (None: at the top). at_least / at_most: the accepted range, checked
-    by `problems()` (floats must also be finite); `note` is appended to the range in the message,
-    `wanted` replaces the range's wording. on_resume: EXACT, NOTED or FREE (see above). is_input:
-    the value is a file or folder the program reads (no output may be written over it, utils/outputs.py).
-    item_type: the flag takes one or more values of this type (`-scores A B`; the field is a tuple).
-    """
+    at_least / at_most: the range `problems()` checks (floats also finite); `note` is appended to its
+    message, `wanted` replaces its wording. on_resume: EXACT, NOTED or FREE. is_input: a file or
+    folder the program reads (no output may overwrite it). item_type: one or more values (a tuple)."""
     metadata = dict(help=help, group=group, choices=tuple(choices), at_least=at_least, at_most=at_most,
                     note=note, wanted=wanted, on_resume=on_resume, name=name, is_input=is_input,
                     item_type=item_type)
@@ -77,8 +63,7 @@ def flag(default, help: str, group: Optional[str], *, choices: Sequence = (), at
 
 
 def same_flag(options_type: type, name: str) -> dataclasses.Field:
-    """The flag `name` of another options dataclass, for a command that takes it with the same
-    default, help and checks (scripts/ensemble.py and scripts/chat.py take flags of evaluate.py)."""
+    """The flag `name` of another options dataclass, with the same default, help and checks."""
     field = options_type.__dataclass_fields__[name]
     return dataclasses.field(default=field.default, metadata=field.metadata)
 
@@ -89,8 +74,7 @@ def flag_name(field: dataclasses.Field) -> str:
 
 
 def _range_problem(field: dataclasses.Field, value, name: str = "") -> Optional[str]:
-    """`-name must be ..., got value` when `value` is outside the field's range, else None (`name`:
-    another name than the flag's, a Python API parameter's)."""
+    """`-name must be ..., got value` when `value` is outside the field's range (`name`: a Python parameter's)."""
     low, high = field.metadata["at_least"], field.metadata["at_most"]
     if (low is None and high is None) or field.metadata["item_type"] is not None:
         return None
@@ -181,8 +165,8 @@ class SharedOptions(FlagOptions):
         "data/visdial/visdial_1.0_val_dense_annotations_processed.json",
         "dense annotations of the val split", "data", on_resume=NOTED, is_input=True)
     vocab: str = flag("data/bert-base-uncased/vocab.txt",
-                      "BERT WordPiece vocabulary: a vocab.txt, a folder, or a Hugging Face hub name "
-                      "(default: where scripts/download_preprocessed.sh puts it)", "data", is_input=True)
+                      "BERT WordPiece vocabulary: a vocab.txt, a folder, or a Hugging Face hub name", "data",
+                      is_input=True)
     num_options: int = flag(100, "answer options per round (2..100)", "data", at_least=2, at_most=100)
     visdial_tot_rounds: int = flag(11, "rounds kept in a sequence, the caption counting as one (at most 11)",
                                    "data", at_least=2, at_most=11, note=" (the caption counts as a round)")
@@ -201,8 +185,8 @@ class SharedOptions(FlagOptions):
     # runtime
     n_gpus: int = flag(N_GPUS_DEFAULT, "accepted for the reference's scripts and otherwise ignored: the processes "
                           "come from torchrun", "runtime", at_least=1, on_resume=FREE)
-    num_workers: int = flag(min(8, CPU_COUNT), "DataLoader worker processes (default: 8, or the CPUs of this "
-                            "machine when it has fewer)", "runtime", at_least=0, at_most=CPU_COUNT,
+    num_workers: int = flag(min(8, CPU_COUNT), "DataLoader worker processes (default: 8, or fewer CPUs)",
+                            "runtime", at_least=0, at_most=CPU_COUNT,
                             note=" (the CPUs of this machine)", on_resume=NOTED)
     precision: str = flag("auto", "autocast precision; auto = bf16 for training on GPUs that support it, fp32 "
                                   "for evaluation and on the CPU", "runtime", choices=("auto", *PRECISIONS))
@@ -230,6 +214,13 @@ class SharedOptions(FlagOptions):
             if name in saved and saved[name] != value:
                 changes[field.metadata["on_resume"]].append(f"-{name} {saved[name]!r} -> {value!r}")
         return changes[EXACT], changes[NOTED]
+
+
+def model_config_for(options: SharedOptions, dataset) -> BertConfig:
+    """-model_config, checked against the data the model will see (a dataset of dataloader/datasets.py):
+    its vocabulary, -max_seq_len and the feature store; UserError naming the config and the data file."""
+    return checked_model_config(options.model_config, options.model_type, dataset.vocabulary_size, options.vocab,
+                                options.max_seq_len, dataset.features, NUM_CLASSES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,20 +261,14 @@ class TrainOptions(SharedOptions):
     img_loss_coeff: float = flag(1.0, "weight of the masked-region loss", "training", at_least=0.0)
     dense_chunk: int = flag(20, "dense mode: sequences per forward pass (sets peak memory; the loss stays exact)",
                             "training", at_least=1)
-    dense_loss: str = flag("ce", "dense mode: the ranking loss over the 100 options of an annotated round. ce "
-                                 "(the reference's): ListNet's top-one loss, KL from softmax(relevance) to "
-                                 "log_softmax of the class-0 NSP logits; listmle: Plackett-Luce likelihood of the "
-                                 "options sorted by relevance (ties in a random order drawn each step); approxndcg: "
-                                 "1 - NDCG with smooth ranks (Qin et al. 2010). listmle and approxndcg score an "
-                                 "option by its NSP log-odds, the order evaluation ranks by, and skip rounds whose "
-                                 "relevances are all 0", "training", choices=DENSE_LOSSES)
-    approxndcg_temperature: float = flag(1.0, "dense mode, -dense_loss approxndcg: the temperature of the smooth "
-                                              "ranks, sigmoid(score difference / temperature); smaller is closer "
-                                              "to NDCG, with sparser gradients", "training", at_least=1e-3)
-    dense_target_temperature: float = flag(1.0, "dense mode, -dense_loss ce: the target is softmax(relevance / "
-                                                "this); 1.0 is the reference's (nearly flat over 100 options); "
-                                                "smaller is sharper (0.1: the relevant options take almost all "
-                                                "of it)", "training", at_least=1e-3)
+    dense_loss: str = flag("ce", "dense mode: the ranking loss over an annotated round's options: ce (the "
+                                 "reference's), listmle or approxndcg (docs/training.md)", "training",
+                           choices=DENSE_LOSSES)
+    approxndcg_temperature: float = flag(1.0, "-dense_loss approxndcg: temperature of the smooth ranks (smaller: "
+                                              "closer to NDCG, sparser gradients)", "training", at_least=1e-3)
+    dense_target_temperature: float = flag(1.0, "-dense_loss ce: the target is softmax(relevance / this); 1.0 is the "
+                                                "reference's, smaller is sharper (docs/training.md)", "training",
+                                           at_least=1e-3)
     bert_init: str = flag("", "initialise the text stream from a Hugging Face BERT", "training", on_resume=FREE,
                            is_input=True)
     seed: int = flag(0, "seed of every random number generator", "training", at_least=0, at_most=2**32 - 1)
@@ -296,9 +281,8 @@ class TrainOptions(SharedOptions):
                                  at_least=1, on_resume=NOTED)
     nan_policy: str = flag("stop", "on a non-finite loss: stop (default) or skip the step", "training",
                            choices=NAN_POLICIES, on_resume=NOTED)
-    skip_bad_records: bool = flag(False, "count and skip unreadable records instead of stopping (training "
-                                         "still stops when more than half of the records read are "
-                                         "unreadable)", "training", on_resume=NOTED)
+    skip_bad_records: bool = flag(False, "count and skip unreadable records instead of stopping (until more "
+                                         "than half of those read are)", "training", on_resume=NOTED)
     val_every: int = flag(0, "validate every this many iterations (0: as the reference, every "
                              "8 // sequences_per_image epochs, every epoch in dense mode; -1: never)", "training",
                           at_least=-1, wanted="-1 (never), 0 (as the reference) or positive", on_resume=NOTED)
@@ -348,50 +332,37 @@ class EvalOptions(SharedOptions):
 
     split: str = flag("test", "test: write the EvalAI submission; val: compute the metrics", "evaluation",
                       choices=EVALUATED_SPLITS)
-    eval_tokens_per_batch: int = flag(0, "tokens of one forward pass (sequences x their longest length); 0: "
-                                         "4096 on the CPU, 65536 on a GPU; lower it on small GPUs", "evaluation",
-                                      at_least=0)
+    eval_tokens_per_batch: int = flag(0, "tokens of one forward pass (0: 4096 on the CPU, 65536 on a GPU)",
+                                      "evaluation", at_least=0)
     save_path: str = flag(".", "folder for the output files", "evaluation")
     save_name: str = flag("", "prefix of the output files: <save_name>_predictions.json, "
                               "<save_name>_metrics.json (default: the split name)", "evaluation")
     val_evalai: bool = flag(False, "val only: also write <save_name>_val_predictions.json for EvalAI's val phase",
                             "evaluation")
     report: str = flag("", "val only: write an HTML report with plots into this folder", "evaluation")
-    question_types: str = flag("", "val only: a question-type file (dataloader/question_types.py); adds MRR and "
-                                   "R@1 per type, and of a random ranking, to the metrics, the printed table "
-                                   "and the report", "evaluation", is_input=True)
-    images: str = flag("", "with -report: a folder of the images by image id (<id>.png or .jpg, or COCO style "
-                           "COCO_val2014_<12-digit id>.jpg); the report shows each sample round's picture with "
-                           "its regions shaded by the top answer's co-attention weights (ViLBERT only)", "evaluation",
+    question_types: str = flag("", "val only: a question-type file; adds MRR and R@1 per type, and of a random "
+                                   "ranking (docs/evaluation.md)", "evaluation", is_input=True)
+    images: str = flag("", "with -report: a folder of the images by image id; the report shades each sample's "
+                           "regions by the top answer's co-attention (ViLBERT only; docs/explain.md)", "evaluation",
                        is_input=True)
-    compare_metrics: str = flag("", "with -question_types: LABEL=FILE[,LABEL=FILE...], metrics files of other "
-                                    "runs (evaluated with the same types) shown beside this one in the "
-                                    "per-type table", "evaluation")
-
-    save_scores: str = flag("", "also write the probability of every scored option, with the image ids, "
-                                "round ids and option order that identify them, to this file (plain tensors, "
-                                "read with torch.load(weights_only=True); the input of scripts/ensemble.py)",
-                            "evaluation")
+    compare_metrics: str = flag("", "with -question_types: LABEL=FILE[,LABEL=FILE...], metrics of other runs "
+                                    "shown beside this one per type", "evaluation")
+    save_scores: str = flag("", "also write every scored option's probability to this file (the input of "
+                                "scripts/ensemble.py; docs/evaluation.md)", "evaluation")
 
     @property
-    def compared_entries(self) -> list[tuple[str, str]]:
-        """-compare_metrics as (label, metrics file) pairs in the order given (an entry without
-        both is kept as (its text, ''), for `problems` to name)."""
+    def compared_metrics(self) -> list[tuple[str, str]]:
+        """-compare_metrics as (label, metrics file) pairs in the order given (an entry without both
+        is (its text, ''), for `problems` to name)."""
         entries = []
         for entry in filter(None, self.compare_metrics.split(",")):
             label, _, path = entry.partition("=")
             entries.append((label, path) if label and path else (entry, ""))
         return entries
 
-    @property
-    def compared_metrics(self) -> dict[str, str]:
-        """-compare_metrics as label -> metrics file (`compared_entries`; `problems` refuses a label
-        given twice)."""
-        return dict(self.compared_entries)
-
     def input_paths(self) -> dict[str, str]:
         paths = super().input_paths()
-        paths.update({f"-compare_metrics {label}": path for label, path in self.compared_metrics.items() if path})
+        paths.update({f"-compare_metrics {label}": path for label, path in self.compared_metrics if path})
         return paths
 
     def problems(self) -> list[str]:
@@ -405,8 +376,8 @@ class EvalOptions(SharedOptions):
         if self.images and self.model_type != "vilbert":
             problems.append(f"-images: the {self.model_type} model reads no image, so there is nothing to shade")
         problems += [f"-compare_metrics: {label!r} is not LABEL=FILE"
-                     for label, path in self.compared_metrics.items() if not path]
-        labels = [label for label, _ in self.compared_entries]
+                     for label, path in dict(self.compared_metrics).items() if not path]
+        labels = [label for label, _ in self.compared_metrics]
         problems += [f"-compare_metrics: the label {label!r} is given {labels.count(label)} times; give each file "
                      "its own" for label in dict.fromkeys(labels) if labels.count(label) > 1]
         if self.val_evalai and self.num_options != NUM_ANSWER_OPTIONS:
@@ -428,9 +399,8 @@ class EnsembleOptions(FlagOptions):
                              "rounds and options", "ensemble", is_input=True, item_type=str)
     weights: tuple = flag((), "one weight (>= 0) per score file (default: equal weights)", "ensemble",
                           item_type=float)
-    combine: str = flag("mean_prob", "mean_prob: weighted mean of the probabilities; mean_logprob: weighted mean "
-                                     "of their logs (a geometric mean); rank: weighted mean of the ranks",
-                        "ensemble", choices=COMBINATIONS)
+    combine: str = flag("mean_prob", "weighted mean of the probabilities (mean_prob), of their logs "
+                                     "(mean_logprob) or of the ranks (rank)", "ensemble", choices=COMBINATIONS)
     split: str = same_flag(EvalOptions, "split")
     visdial_processed_val: str = same_flag(SharedOptions, "visdial_processed_val")
     visdial_processed_test: str = same_flag(SharedOptions, "visdial_processed_test")
@@ -464,8 +434,7 @@ OptionsT = TypeVar("OptionsT", bound=FlagOptions)
 
 
 def build_parser(options_type: type[FlagOptions]) -> argparse.ArgumentParser:
-    """The argparse parser of an options dataclass: one `-name` / `--name` flag per field, in
-    argument groups by the fields' `group`."""
+    """The argparse parser of an options dataclass: `-name` / `--name` per field, grouped by `group`."""
     parser = ArgumentParser(description=options_type.DESCRIPTION)
     groups = {}
     for field in dataclasses.fields(options_type):
@@ -511,8 +480,6 @@ def _preset_value(path: str, key: str, field: dataclasses.Field, value):
 
 
 def _apply_preset(parser: argparse.ArgumentParser, options_type: type[FlagOptions], path: str) -> None:
-    """Use the values of a YAML preset (flag name -> value) as the parser's defaults, each checked
-    against its flag's type (`_preset_value`)."""
     text = read_text(path, "preset", max_bytes=SMALL_FILE_BYTES)
     try:
         preset = yaml.safe_load(text)

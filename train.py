@@ -12,13 +12,8 @@ One process uses one GPU (or the CPU). For several GPUs or nodes, launch it with
     torchrun --nnodes=2 --node_rank=0 --master_addr=HOST --master_port=29500 \\
              --nproc_per_node=8 train.py -config config/presets/base.yml
 
-Everything a run writes goes to its folder <save_path>/<save_name>/ (utils/training/run_folder.py):
-config.yml, metrics.jsonl, visdial_dialog_encoder_<iteration>.ckpt (every epoch, the last
--keep_checkpoints kept, and always one at the end), visdial_dialog_encoder_best.ckpt (best val
-MRR) and tensorboard/. The run holds a lock on its folder (a second run on it fails at once,
-naming the first; under torchrun rank 0 holds it), and a folder that holds checkpoints is reused
-only with -continue. SIGTERM or SIGINT finishes the current iteration, saves a checkpoint and
-exits; `-continue` with the same -save_name resumes exactly where it stopped.
+A run writes into <save_path>/<save_name>/ (docs/training.md); SIGTERM or SIGINT saves and exits,
+and the same command with -continue resumes exactly.
 """
 import sys
 
@@ -26,50 +21,46 @@ import torch
 import yaml
 
 from models import build_model
-from options import TrainOptions, parse_options, resolve_precision
-from utils.checkpoints import (estimated_checkpoint_bytes, git_commit, load_bert_weights, load_model_weights,
-                               read_run_state, restore_run_state)
+from options import TrainOptions, model_config_for, parse_options, resolve_precision
 from utils.distributed import DistributedContext, barrier, setup_distributed, teardown_distributed, wrap_model
 from utils.errors import report_problems, run_cli
-from utils.evaluation.run import model_config_for
 from utils.random_state import seed_everything
+from utils.training.checkpoints import CheckpointManager
 from utils.training.data import build_training_data
 from utils.training.loggers import TrainingLogger
-from utils.training.run_folder import RunFolder
 from utils.training.run_state import RunState
 from utils.training.trainer import Trainer
 
 
 def train(options: TrainOptions, context: DistributedContext) -> int:
-    """Claim the run folder, build the run and train; returns the process exit code. Every input is
-    validated before the heavy work, and nothing is written into the run folder before every check
-    has passed (utils/training/run_folder.py)."""
+    """Claim the run folder, build the run and train; returns the process exit code. Nothing is
+    written into the run folder before every check has passed."""
     precision = resolve_precision(options.precision, context.device)
-    folder = RunFolder.named(options.save_path, options.save_name, options.visdom_env)
+    folder = CheckpointManager.named(options.save_path, options.save_name, options.visdom_env)
     with folder.claim(options.input_paths(), options.resume, context.is_main):
         return build_and_train(options, context, folder, precision)
 
 
-def build_and_train(options: TrainOptions, context: DistributedContext, folder: RunFolder, precision: str) -> int:
+def build_and_train(options: TrainOptions, context: DistributedContext, folder: CheckpointManager,
+                    precision: str) -> int:
     """The checks and the building of the run, then its first writes into `folder`, then training."""
     say = print if context.is_main else (lambda message: None)
     for note in options.unused_flags(context.world_size):
         say(note)
-    checkpoint = read_run_state(folder.resume_from(options.start_path), options, say) if options.resume else None
+    checkpoint = folder.read_for_resume(options.start_path, options, say) if options.resume else None
     data = build_training_data(options, context)
 
     seed_everything(options.seed)
-    model = build_model(model_config_for(options, data.dataset), options.model_type)
-    if options.bert_init and not options.resume:
-        say(load_bert_weights(model, options.bert_init).describe(options.bert_init))
-    if options.start_path and not options.resume:
-        say(load_model_weights(model, options.start_path, strict=False).describe(options.start_path))
+    # -continue restores its checkpoint's weights below; a new run starts from -bert_init, then -start_path
+    start_path, bert_init = (None, None) if options.resume else (options.start_path, options.bert_init)
+    model = build_model(model_config_for(options, data.dataset), options.model_type, start_path, strict=False,
+                        bert_init=bert_init, say=say)
     model.to(context.device)
     if context.is_main:
-        folder.check_space(estimated_checkpoint_bytes(model))
+        folder.check_space(model)
     state = RunState.start(model, options, precision)
     if checkpoint:
-        restore_run_state(checkpoint, state, context, say)
+        folder.restore(*checkpoint, state, context, say)
 
     # every check has passed: from here on the run writes into its folder
     if context.is_main and (removed := folder.remove_stale_temporaries()):
@@ -81,7 +72,7 @@ def build_and_train(options: TrainOptions, context: DistributedContext, folder: 
     logger = TrainingLogger(folder.path, enabled=context.is_main, tensorboard=bool(options.tensorboard),
                             visdom=visdom if options.enable_visdom else None)
     if context.is_main:
-        folder.write_config(options.to_dict(), git_commit())
+        folder.write_config(options)
         logger.log_text(yaml.safe_dump(options.to_dict(), sort_keys=False))
     # validation is evaluation: under -precision auto in fp32, as evaluate.py runs, so that the best
     # checkpoint is picked by the metrics evaluate.py will report

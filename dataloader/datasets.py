@@ -1,14 +1,7 @@
 """VisDial datasets: one item per dialog (image), sequences not padded to max_seq_len.
 
-    tokenizer = load_tokenizer("data/visdial/bert-base-uncased-vocab.txt")
-    features = open_feature_store("data/visdial/visdial_img_feat.lmdb")
-    train = VisdialDataset("train", "data/visdial/visdial_1.0_train_processed.json", features, tokenizer,
-                           max_seq_len=256, sequences_per_image=8)
-    val = VisdialDataset("val", "data/visdial/visdial_1.0_val_processed.json", features, tokenizer,
-                         dense_annotations_json="data/visdial/visdial_1.0_val_dense_annotations_processed.json")
-    loader = DataLoader(train, batch_size=10, shuffle=True, collate_fn=collate_dialog_batch)
-
-An item holds its n sequences padded to their own longest length L_item, and its image once:
+An item holds its n sequences padded to their own longest length L_item, and its image once, as
+numpy arrays (`dataloader.collate.collate_dialog_batch` makes the batch's tensors):
 
     tokens, segments      [n, L_item] int64 (0-padded)  `[CLS] caption [SEP] q1 [SEP] a1 [SEP] ... [SEP]`
     lm_labels             [n, L_item] int64: original id at masked positions, -1 elsewhere
@@ -21,11 +14,9 @@ An item holds its n sequences padded to their own longest length L_item, and its
 
 Split-specific fields: val `gt_option_inds` [num_rounds] (all 0: the ground truth is moved to
 option 0) and, given the dense annotations, `gt_relevance` [num_options] (permuted like the
-options) and `round_id` 0-d; test
-`round_id` 0-d; dense `gt_relevance` [100], `gt_relevance_round_id` 0-d, `gt_option` 0-d.
-
-Every string is tokenised once, when the dataset is built. Random draws (negatives, masking) come
-from Python's `random` (seed it, as DataLoader does per worker, for reproducible items).
+options) and `round_id` 0-d; test `round_id` 0-d; dense `gt_relevance` [100],
+`gt_relevance_round_id` 0-d, `gt_option` 0-d. Random draws come from Python's `random`: seed it
+(as DataLoader does per worker) for reproducible items.
 """
 from __future__ import annotations
 
@@ -34,11 +25,10 @@ import random
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
-from dataloader.encoding import (MAX_REGIONS, REGION_MASK_PROB, EncodedPrefix, TokenTable, encode_image,
-                                 encode_prefix, mask_tokens, pack_sequences)
+from dataloader.encoding import (REGION_MASK_PROB, EncodedPrefix, TokenTable, encode_image, encode_prefix, mask_tokens,
+                                 pack_sequences)
 from dataloader.visdial_json import (NUM_ANSWER_OPTIONS, SPLITS, check_annotations_follow_dialogs,
                                      load_dense_annotations, load_visdial_json, relevance_of)
 from utils.errors import UserError
@@ -96,6 +86,11 @@ class _DialogDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self._item(index)
+
     def _prefix(self, index: int, round_index: int) -> EncodedPrefix:
         """Caption, then q/a of the rounds before `round_index` (from its `history_start`, when
         preprocessing cut its history: -keep_all_val), then its question."""
@@ -115,16 +110,22 @@ class _DialogDataset(Dataset):
                             "(preprocess it with the same -max_seq_len)")
         return packed
 
-    def _image(self, index: int, mask_prob: float, rng: np.random.Generator) -> dict:
-        record = self.features[self.dialogs[index]["image_id"]]
-        image = encode_image(record, mask_prob, rng, MAX_REGIONS)
+    def _unmasked(self, index: int, prefixes: list[EncodedPrefix], finals: list[tuple[int, np.ndarray]]) -> dict:
+        item = self._pack(index, prefixes, finals)
+        item["lm_labels"] = np.full_like(item["tokens"], -1)
+        return item
+
+    def _every_option(self, index: int, round_index: int) -> dict:
+        """The round's sequences with each of its answer options, in json order, unmasked."""
+        options = self.dialogs[index]["dialog"][round_index]["answer_options"]
+        return self._unmasked(index, [self._prefix(index, round_index)],
+                              [(0, self.answers[option]) for option in options])
+
+    def _image(self, index: int, mask_prob: float = 0.0, rng: np.random.Generator | None = None) -> dict:
+        rng = np.random.default_rng(random.getrandbits(64)) if rng is None else rng
+        image = encode_image(self.features[self.dialogs[index]["image_id"]], mask_prob, rng)
         image["image_id"] = np.int64(self.dialogs[index]["image_id"])
         return image
-
-
-def _as_tensors(item: dict) -> dict:
-    return {key: torch.from_numpy(np.asarray(value)) if isinstance(value, (np.ndarray, np.generic)) else value
-            for key, value in item.items()}
 
 
 class VisdialDataset(_DialogDataset):
@@ -140,17 +141,12 @@ class VisdialDataset(_DialogDataset):
         order); without them val items have no gt_relevance / round_id (no NDCG)
     max_seq_len, num_options, visdial_tot_rounds, mask_prob, sequences_per_image,
     num_negative_samples, overfit, num_samples : the reference's flags of the same names
-        (num_samples is -num_train_samples or -num_val_samples; the test split ignores it and
-        -overfit, as the reference)
+        (num_samples is -num_train_samples or -num_val_samples; test ignores it and -overfit)
 
-    Train: each item draws `sequences_per_image` of its rounds x (1 + num_negative_samples)
-    sequences uniformly without replacement (the reference built all of them and kept
-    batch_size random ones per batch of batch_size // sequences_per_image images: the same
-    expected count per image) and builds only those: a positive is the dialog up to the round's
-    answer; a negative replaces that answer by one of the first num_options - 1 wrong options that
-    fits the length check (or, if none fits, a random one cut to the true answer's length). Text
-    is masked with `mask_prob`, image regions with 0.15. Val: every round x num_options options,
-    ground truth first. Test: the last round's 100 options in json order.
+    Train: `sequences_per_image` of the rounds x (1 + num_negative_samples) sequences, drawn
+    without replacement; a negative's answer is one of the first num_options - 1 wrong options that
+    fits max_seq_len (else a random one cut to the true answer's length). Val: every round x
+    num_options options, ground truth first. Test: the last round's 100 options in json order.
     """
 
     def __init__(self, split: str, dialogs_json, features, tokenizer, dense_annotations_json=None, *,
@@ -178,14 +174,10 @@ class VisdialDataset(_DialogDataset):
             self.dense_annotations = load_dense_annotations(dense_annotations_json)
             check_annotations_follow_dialogs(self.dense_annotations, self.dialogs, dense_annotations_json)
 
-    def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        build = {"train": self._train_item, "val": self._val_item, "test": self._test_item}[self.split]
-        return _as_tensors(build(index))
+    def _item(self, index: int) -> dict:
+        return {"train": self._train_item, "val": self._val_item, "test": self._test_item}[self.split](index)
 
     def _option_order(self, turn: dict) -> list[int]:
-        """Positions of the options to score: the ground truth, then the first num_options - 1 others."""
         return val_option_order(turn["gt_index"], self.num_options)
 
     def _train_item(self, index: int) -> dict:
@@ -232,8 +224,7 @@ class VisdialDataset(_DialogDataset):
             prefixes.append(self._prefix(index, round_index))
             finals += [(round_index, self.answers[turn["answer_options"][position]])
                        for position in self._option_order(turn)]
-        item = self._pack(index, prefixes, finals)
-        item["lm_labels"] = np.full_like(item["tokens"], -1)
+        item = self._unmasked(index, prefixes, finals)
         item.update(gt_option_inds=np.zeros(len(rounds), dtype=np.int64), num_rounds=len(rounds),
                     num_options=self.num_options)
         if self.dense_annotations is not None:
@@ -241,28 +232,20 @@ class VisdialDataset(_DialogDataset):
             order = self._option_order(rounds[annotation["round_id"] - 1])
             item.update(gt_relevance=np.asarray(relevance_of(annotation), dtype=np.float32)[order],
                         round_id=np.int64(annotation["round_id"]))
-        return {**item, **self._image(index, 0.0, np.random.default_rng(random.getrandbits(64)))}
+        return {**item, **self._image(index)}
 
     def _test_item(self, index: int) -> dict:
         dialog = self.dialogs[index]
-        last = len(dialog["dialog"]) - 1
-        options = dialog["dialog"][last]["answer_options"]
-        item = self._pack(index, [self._prefix(index, last)], [(0, self.answers[option]) for option in options])
-        item["lm_labels"] = np.full_like(item["tokens"], -1)
-        item.update(round_id=np.int64(dialog["round_id"]), num_rounds=1, num_options=len(options))
-        return {**item, **self._image(index, 0.0, np.random.default_rng(random.getrandbits(64)))}
+        item = self._every_option(index, len(dialog["dialog"]) - 1)
+        item.update(round_id=np.int64(dialog["round_id"]), num_rounds=1, num_options=len(item["tokens"]))
+        return {**item, **self._image(index)}
 
 
 class VisdialDenseDataset(_DialogDataset):
     """Dense-annotation items (the reference's VisdialDatasetDense): for annotation i, the dialog i
     up to the annotated round's question followed by each of its 100 options in json order.
-
-    Parameters: dialogs_json (processed train dense dialogs), dense_annotations_json (the
-    matching annotations, same order), features, tokenizer, split ("train" or "val": which kind of
-    dialog file), and the reference's max_seq_len, visdial_tot_rounds, overfit, num_samples.
-    Items: 100 sequences, next_sentence_labels [100] (0 at gt_option), gt_relevance [100],
-    gt_relevance_round_id, gt_option (module docstring).
-    """
+    dialogs_json / dense_annotations_json: the processed dense dialogs and their annotations, in the
+    same order; split: which kind of dialog file; the rest as VisdialDataset."""
 
     def __init__(self, dialogs_json, dense_annotations_json, features, tokenizer, split: str = "train", *,
                  max_seq_len: int = 256, visdial_tot_rounds: int = 11, overfit: bool = False,
@@ -272,18 +255,13 @@ class VisdialDenseDataset(_DialogDataset):
         self.dense_annotations = load_dense_annotations(dense_annotations_json)
         check_annotations_follow_dialogs(self.dense_annotations, self.dialogs, dense_annotations_json)
 
-    def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < len(self):
-            raise IndexError(index)
+    def _item(self, index: int) -> dict:
         annotation = self.dense_annotations[index]
-        round_index = annotation["round_id"] - 1
-        turn = self.dialogs[index]["dialog"][round_index]
-        options = turn["answer_options"]
-        item = self._pack(index, [self._prefix(index, round_index)], [(0, self.answers[option]) for option in options])
-        item["lm_labels"] = np.full_like(item["tokens"], -1)
-        labels = np.ones(len(options), dtype=np.int64)
-        labels[turn["gt_index"]] = 0
+        gt_index = self.dialogs[index]["dialog"][annotation["round_id"] - 1]["gt_index"]
+        item = self._every_option(index, annotation["round_id"] - 1)
+        labels = np.ones(len(item["tokens"]), dtype=np.int64)
+        labels[gt_index] = 0
         item.update(next_sentence_labels=labels, gt_relevance=np.asarray(relevance_of(annotation), dtype=np.float32),
-                    gt_relevance_round_id=np.int64(annotation["round_id"]), gt_option=np.int64(turn["gt_index"]),
-                    num_rounds=1, num_options=len(options))
-        return _as_tensors({**item, **self._image(index, 0.0, np.random.default_rng(random.getrandbits(64)))})
+                    gt_relevance_round_id=np.int64(annotation["round_id"]), gt_option=np.int64(gt_index),
+                    num_rounds=1, num_options=len(labels))
+        return {**item, **self._image(index)}

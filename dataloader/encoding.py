@@ -1,12 +1,5 @@
-"""Turn tokenised dialogs and image records into model inputs (the reference's encode_input /
-encode_image_input semantics, built with numpy and without padding to max_seq_len).
-
-A sequence is `[CLS] u1 [SEP] u2 [SEP] ... un [SEP]` over utterances u (caption, questions,
-answers). `[CLS]` and u1 (with its [SEP]) get the start segment, then the segment alternates per
-utterance. When a context has more rounds than `max_rounds` (the caption counts as a round), only
-its last `2 * max_rounds` utterances are kept and the start segment is 0 (the reference's
-`pruneRounds`).
-"""
+"""Tokenised dialogs and image records -> model inputs (the reference's encode_input /
+encode_image_input), built with numpy and without padding to max_seq_len."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,10 +12,8 @@ REGION_ZEROING_PROB = 0.9      # a masked region's features become 0 with this p
 
 
 class TokenTable:
-    """Token ids of a list of strings, stored flat (compact, cheap to pickle to DataLoader workers).
-
-    `table[i]` -> int64 array of the ids of string i.
-    """
+    """Token ids of a list of strings, stored flat (cheap to pickle to DataLoader workers):
+    `table[i]` -> int64 array of the ids of string i."""
 
     def __init__(self, token_lists: list[list[int]]):
         lengths = np.fromiter((len(ids) for ids in token_lists), dtype=np.int64, count=len(token_lists))
@@ -52,11 +43,10 @@ class EncodedPrefix:
 
 
 def encode_prefix(utterances: list[np.ndarray], max_rounds: int, cls_id: int, sep_id: int) -> EncodedPrefix:
-    """Encode the shared utterances of contexts whose final utterance comes later.
-
-    The context has len(utterances) + 1 utterances; it is pruned to its last 2 * max_rounds
-    utterances (start segment 0) when it has more than max_rounds rounds, else starts at segment 1.
-    """
+    """Encode the shared utterances of contexts whose final utterance comes later. `[CLS]` and u1
+    get the start segment, then it alternates per utterance. A context (len(utterances) + 1
+    utterances; the caption counts as a round) of more than max_rounds rounds keeps its last
+    2 * max_rounds utterances and starts at segment 0 (the reference's `pruneRounds`), else at 1."""
     context_length = len(utterances) + 1
     start_segment = 1
     if context_length // 2 + 1 > max_rounds:
@@ -75,11 +65,9 @@ def encode_prefix(utterances: list[np.ndarray], max_rounds: int, cls_id: int, se
 
 
 def pack_sequences(prefixes: list[EncodedPrefix], finals: list[tuple[int, np.ndarray]], sep_id: int) -> dict:
-    """Complete each (prefix index, final utterance) into a sequence; pad to the longest of them.
-
-    Returns int64 arrays: tokens / segments [n, L] (0-padded), sep_indices [n, S] (0-padded
-    positions of the [SEP]s), hist_len [n] (number of utterances - 1), lengths [n].
-    """
+    """Complete each (prefix index, final utterance) into a sequence, padded to the longest: int64
+    tokens / segments [n, L], sep_indices [n, S] (the [SEP]s' positions), hist_len [n] (utterances
+    - 1), lengths [n]; 0-padded."""
     count = len(finals)
     prefix_of_row = np.array([prefix_index for prefix_index, _ in finals], dtype=np.int64)
     final_lengths = np.array([len(final) for _, final in finals], dtype=np.int64)
@@ -108,11 +96,9 @@ def pack_sequences(prefixes: list[EncodedPrefix], finals: list[tuple[int, np.nda
 
 def mask_tokens(tokens: np.ndarray, sep_indices: np.ndarray, hist_len: np.ndarray, mask_prob: float,
                 mask_id: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Masked-LM corruption: every utterance token (not [CLS], [SEP] or padding) is masked with
-    probability mask_prob; a masked token becomes [MASK] (no 80/10/10 split, as the reference).
-
-    Returns (masked tokens [n, L], labels [n, L]: the original id at masked positions, -1 elsewhere).
-    """
+    """Masked-LM corruption: each utterance token (not [CLS], [SEP] or padding) becomes [MASK] with
+    probability mask_prob (no 80/10/10 split, as the reference). Returns (tokens [n, L], labels
+    [n, L]: the original id at masked positions, -1 elsewhere)."""
     count, width = tokens.shape
     real = np.arange(width)[None, :] <= sep_indices[np.arange(count), hist_len][:, None]
     is_sep = np.zeros_like(real)
@@ -126,16 +112,10 @@ def mask_tokens(tokens: np.ndarray, sep_indices: np.ndarray, hist_len: np.ndarra
 
 def encode_image(record: dict, mask_prob: float, rng: np.random.Generator,
                  max_regions: int = MAX_REGIONS) -> dict:
-    """A feature-store record -> fixed-size image inputs with region masking (encode_image_input).
-
-    The first min(num_boxes, max_regions) rows are kept (row 0 is the whole image). Each kept row
-    is masked with probability mask_prob (label 1; its features zeroed with probability 0.9),
-    others get label -1; then one random row in 1..max_regions-1 is forced to label 1 (even a
-    padding row, as the reference) and row 0 gets label 0.
-
-    Returns float32 image_feat [R, F] (F: the store's feature width), image_loc [R, 5],
-    image_mask [R], image_target [R, 1601] and int64 image_label [R] (R = max_regions).
-    """
+    """A feature-store record -> float32 image_feat [R, F], image_loc [R, 5], image_mask [R],
+    image_target [R, 1601] and int64 image_label [R] (R = max_regions, the first rows kept). A kept
+    row is masked with probability mask_prob (label 1, features zeroed with probability 0.9), else
+    -1; one random row in 1..R-1 is then forced to 1 (a padding row too, as the reference), row 0 to 0."""
     rows = min(int(record["num_boxes"]), max_regions)
     features = np.zeros((max_regions, record["features"].shape[1]), dtype=np.float32)
     features[:rows] = record["features"][:rows]

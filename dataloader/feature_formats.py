@@ -1,26 +1,8 @@
-"""Importers of the image-feature formats in use: each turns a foreign file into the stored
-records of dataloader/feature_record.py, one image at a time (never a whole file in memory),
-checked by the same `check_record` as the readers and writers; `convert_features` writes them as
-a feature store (preprocessing/convert_features.py is its command line).
-
-Formats, recognised from the input itself (`detect_format`):
-
-* ``tsv``: the bottom-up-attention TSV (the trainval_36 files and the Faster R-CNN extractors
-  derived from them): one image a line, 6 tab-separated columns image_id, image_w, image_h,
-  num_boxes, boxes, features, the last two base64 of float32 C-order arrays [num_boxes, 4]
-  (x1, y1, x2, y2 pixels) and [num_boxes, F]. No class probabilities: written as zeros.
-* ``starter_hdf5``: the VisDial challenge starter's HDF5 files: `image_id` (or `image_ids`) [N]
-  and `features` [N, B, F]; optionally `boxes` [N, B, 4] pixels with `image_w`, `image_h` [N]
-  (needed to normalise them), `num_boxes` [N] (else the rows up to the last one whose features are
-  not all zero) and `cls_prob` [N, B, 1601] (else zeros). Without `boxes`, every box is the whole
-  image: the model needs locations, and the whole image is the only one known.
-* ``npz``: a folder of `<image_id>.npz` files (numpy.savez), one per image, as any detector can
-  write: `features` [n, F], `boxes` [n, 4] (x1, y1, x2, y2 pixels), `image_w`, `image_h` (integers),
-  optionally `cls_prob` [n, 1601] (else zeros). Read with allow_pickle=False.
-* ``lmdb``, ``hdf5``: the project's own stores (dataloader/feature_store.py), copied as they are.
-
-What a format lacks is said once through `note` (the command line prints it on stderr), never
-silently filled in.
+"""Importers of the image-feature formats in use (bottom-up-attention TSV, the challenge starter's
+HDF5, a folder of `<image_id>.npz`, the project's own stores), recognised from the input itself:
+each yields stored records one image at a time, checked by `check_record`; what a format lacks is
+said once through `note`, never silently filled in. The formats: docs/data.md "Features from your
+detector"; `convert_features` writes them as a store (preprocessing/convert_features.py).
 """
 from __future__ import annotations
 
@@ -38,16 +20,13 @@ from tqdm import tqdm
 
 from dataloader.feature_record import (MAX_IMAGE_ID, NUM_CLASSES, RECORD_FIELDS, check_image_id, check_integer,
                                        check_record, parse_integer)
-from dataloader.feature_store import (FeatureStoreReader, open_feature_store, rows_by_image, write_hdf5_feature_store,
-                                      write_lmdb_feature_store)
+from dataloader.feature_store import (HDF5_MAGIC, HDF5_SUFFIXES, FeatureStoreReader, open_feature_store, rows_by_image,
+                                      write_hdf5_feature_store, write_lmdb_feature_store)
 from utils.errors import UserError
 from utils.inputs import input_file
 
-FORMATS = ("tsv", "starter_hdf5", "npz", "lmdb", "hdf5")
 TSV_COLUMNS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features")
-HDF5_SUFFIXES = (".h5", ".hdf5")
 LMDB_SUFFIX = ".lmdb"
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 NO_CLASSES = ("no class probabilities: cls_prob is written as zeros (no targets for the masked-region loss of "
               "base training; ranking and dense fine-tuning do not use them)")
 
@@ -55,7 +34,7 @@ Note = Callable[[str], None]
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """The format of an input (module docstring), from its content; UserError if none fits."""
+    """The format of an input (a key of READERS), from its content; UserError if none fits."""
     path = Path(path)
     if path.is_dir():
         if (path / "data.mdb").exists():
@@ -65,7 +44,7 @@ def detect_format(path: str | os.PathLike) -> str:
         raise UserError(f"{path}: folder holds neither data.mdb (an LMDB store) nor .npz files (one per image)")
     with open(input_file(path, "feature file"), "rb") as handle:
         head = handle.read(1 << 16)
-    if head.startswith(_HDF5_MAGIC):
+    if head.startswith(HDF5_MAGIC):
         import h5py
 
         try:
@@ -105,7 +84,8 @@ def _tsv_floats(text: bytes, rows: int, width: int | None, name: str, source: st
 
 
 def tsv_records(path: Path, note: Note) -> Iterator[dict]:
-    """The images of a bottom-up-attention TSV (module docstring), line by line."""
+    """The images of a bottom-up-attention TSV: image_id, image_w, image_h, num_boxes, then boxes
+    [n, 4] and features [n, F] as base64 float32, tab-separated, one image a line; no cls_prob."""
     note(f"{path}: {NO_CLASSES}")
     feature_size = None
     with open(input_file(path, "TSV feature file"), "rb") as handle:
@@ -133,8 +113,7 @@ def tsv_records(path: Path, note: Note) -> Iterator[dict]:
 # ---------------------------------------------------------------- VisDial challenge starter HDF5
 
 def _hdf5_dataset(handle, name: str, path: Path):
-    """The dataset `name` of an open HDF5 file; UserError naming `path` when it is a group (or a
-    link to nothing) instead."""
+    """The dataset `name` of an open HDF5 file; UserError naming `path` when it is none."""
     import h5py
 
     item = handle.get(name)
@@ -145,7 +124,8 @@ def _hdf5_dataset(handle, name: str, path: Path):
 
 
 def starter_hdf5_records(path: Path, note: Note) -> Iterator[dict]:
-    """The images of a challenge-starter HDF5 file (module docstring), row by row."""
+    """The images of a challenge-starter HDF5 file (image_id or image_ids [N], features [N, B, F];
+    optional boxes in pixels with image_w / image_h, num_boxes, cls_prob), row by row."""
     import h5py
 
     with h5py.File(path, "r") as handle:
@@ -235,9 +215,9 @@ def _npz_arrays(path: Path, source: str) -> dict:
 
 
 def record_from_arrays(arrays: Mapping, image_id: int, source: str, feature_size: int | None) -> dict:
-    """One image given as the arrays of the .npz schema (module docstring; an open .npz or any
-    mapping of those names) -> its stored record, checked by `check_record` against the width
-    `feature_size` (None: any); cls_prob is zeros when absent. UserError naming `source` otherwise."""
+    """One image as the arrays of the .npz schema (features [n, F], boxes [n, 4] in pixels, image_w,
+    image_h, optional cls_prob; an open .npz or any mapping) -> its stored record, checked against
+    the width `feature_size` (None: any); UserError naming `source` otherwise."""
     missing = [name for name in NPZ_REQUIRED if name not in arrays]
     if missing:
         raise UserError(f"{source}: lacks {', '.join(missing)} (has {', '.join(arrays) or 'nothing'})")
@@ -253,7 +233,7 @@ def record_from_arrays(arrays: Mapping, image_id: int, source: str, feature_size
 
 
 def npz_records(folder: Path, note: Note) -> Iterator[dict]:
-    """The images of a folder of `<image_id>.npz` files (module docstring), in image id order."""
+    """The images of a folder of `<image_id>.npz` files, in image id order."""
     feature_size, said = None, False
     for image_id, path in _npz_files(folder):
         source = f"{path} (image {image_id})"
@@ -279,9 +259,8 @@ READERS = {"tsv": tsv_records, "starter_hdf5": starter_hdf5_records, "npz": npz_
 
 
 class ImportedFeatures(FeatureStoreReader):
-    """The images of a foreign feature file (tsv, starter_hdf5 or npz), read once into memory and
-    served like a feature store (`open_image_features`). Meant for your own few images (a few hundred
-    kB each); a large collection converts once to a store (`convert_features`) instead."""
+    """The images of a foreign feature file read into memory and served like a feature store: for a
+    few images of your own (a large collection converts once to a store, `convert_features`)."""
 
     def __init__(self, path: Path, form: str, note: Note):
         self.path = path
@@ -298,9 +277,8 @@ class ImportedFeatures(FeatureStoreReader):
 
 
 def open_image_features(path: str | os.PathLike, note: Note):
-    """Image features in any format of the module docstring, served like a feature store (the
-    mapping image id -> ImageRecord of dataloader/feature_store.py): the project's own LMDB and HDF5
-    stores opened as they are, a foreign file or folder read into memory (`ImportedFeatures`)."""
+    """Image features in any format of READERS served like a feature store (image id -> ImageRecord):
+    the project's own stores opened as they are, a foreign file read into memory."""
     form = detect_format(path)
     if form in ("lmdb", "hdf5"):
         return open_feature_store(path)
@@ -318,10 +296,8 @@ def output_kind(output: str | os.PathLike) -> str:
 
 
 def convert_features(inputs: list, output: str | os.PathLike, note: Note, show_progress: bool = True) -> tuple[int, int]:
-    """Write the images of every input (any format of the module docstring, recognised from the
-    file) into one feature store at `output` (its kind from its name, see `output_kind`); returns
-    (images written, their feature width). Every record is checked on the way; the store is
-    written atomically, so a bad record leaves no output."""
+    """Write the images of every input (any format of READERS) into one feature store at `output`,
+    atomically (a bad record leaves no output); returns (images written, their feature width)."""
     writer = write_hdf5_feature_store if output_kind(output) == "hdf5" else write_lmdb_feature_store
     sources = [(Path(path), detect_format(path)) for path in inputs]
     records = itertools.chain.from_iterable(READERS[form](path, note) for path, form in sources)

@@ -1,22 +1,13 @@
 """What a valid stored image record is: the one check that every feature store reader and writer,
-and every importer of a foreign format, applies to every image.
-
-A stored record of one image with n boxes (no whole-image row: readers add it):
+and every importer of a foreign format, applies to every image (`check_record`). A stored record of
+one image with n boxes (no whole-image row: readers add it):
 
     image_id          int, 0 <= image_id < 2**63
     image_w, image_h  int >= 1, the image size in pixels
-    num_boxes         int n >= 1 (a reader also checks n against the rows it has stored)
-                      (the numbers may be stored as text, '36' or b'36', as the released LMDB of a
-                      TSV conversion does: `parse_integer` reads them as the reference's int() did)
-    features          [n, F] finite floats; F is the store's feature width, the same for every
-                      image of a store (2048 for the released bottom-up features; a store of
-                      another detector may have another F, which the model config must match)
-    boxes             [n, 4] finite floats x1, y1, x2, y2 in pixels, x1 <= x2 and y1 <= y2
-    cls_prob          [n, 1601] finite floats: the detector's class distribution per box (the
-                      targets of the masked-region loss)
-
-`check_record` returns the record with ints and float32 arrays, or raises one UserError line naming the
-source (a file and the image) and the first problem; nothing is repaired silently.
+    num_boxes         int n >= 1 (stored as text too: `parse_integer`)
+    features          [n, F] finite; F is the store's feature width (2048 for the released features)
+    boxes             [n, 4] finite, x1, y1, x2, y2 in pixels, x1 <= x2 and y1 <= y2
+    cls_prob          [n, 1601] finite: the detector's class distribution per box
 """
 from __future__ import annotations
 
@@ -36,14 +27,8 @@ MAX_IMAGE_ID = 2**63 - 1
 
 
 def parse_integer(value) -> Optional[int]:
-    """`value` as the reference's `int()` reads a stored number, or None when it is no integer.
-
-    Taken: an int, a NumPy integer (or a 0-d array of one), a whole float (36.0), and text as str or
-    bytes that `int()` parses ('36', b' 36\n', '+36'): stores converted from the bottom-up TSV keep
-    every number as text. Refused: bools, fractions (3.5), and text `int()` refuses ('3.5', '12²',
-    '0x10', ''). `int()` itself decides for text, so nothing it would refuse slips through (unlike
-    `str.isdigit`, which takes the superscript '²').
-    """
+    """`value` as the reference's `int()` reads a stored number (an int, a NumPy integer, a whole
+    float, text as str or bytes), or None: bools, fractions (3.5) and text `int()` refuses ('12²')."""
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
     if isinstance(value, (bool, np.bool_)):
@@ -61,8 +46,7 @@ def parse_integer(value) -> Optional[int]:
 
 
 def check_integer(value, name: str, source: str, low: int = 1, high: Optional[int] = None) -> int:
-    """`value` read by `parse_integer` (an integer in any stored form the reference took) and in
-    low..high, as an int; UserError naming `source` otherwise."""
+    """`value` read by `parse_integer` and in low..high, as an int; UserError naming `source`."""
     number = parse_integer(value)
     if number is None:
         raise UserError(f"{source}: {name} must be an integer, got {_describe(value)}")
@@ -97,15 +81,22 @@ def check_array(value, name: str, shape: tuple, source: str) -> np.ndarray:
     return array
 
 
-def check_record(record: Mapping, source: str, feature_size: Optional[int] = FEATURE_SIZE) -> dict:
-    """Validate one stored record (module docstring) against the store's feature width
-    (`feature_size`; None: any width, as for the first record a writer sees). Returns a dict of
-    RECORD_FIELDS with ints and float32 arrays; UserError naming `source` otherwise."""
+def record_fields(record, source: str) -> dict:
+    """`record` as a dict with str keys (a Python 2 pickle stores bytes) holding every RECORD_FIELDS."""
     if not isinstance(record, Mapping):
         raise UserError(f"{source}: record is a {type(record).__name__}, expected a dict")
+    record = {key.decode() if isinstance(key, bytes) else key: value for key, value in record.items()}
     missing = [field for field in RECORD_FIELDS if field not in record]
     if missing:
         raise UserError(f"{source}: record lacks field(s) {', '.join(missing)}")
+    return record
+
+
+def check_record(record: Mapping, source: str, feature_size: Optional[int] = FEATURE_SIZE) -> dict:
+    """Validate one stored record (module docstring) against the feature width `feature_size`
+    (None: any). Returns a dict of RECORD_FIELDS with ints and float32 arrays; UserError naming
+    `source` (a file and the image) and the first problem otherwise."""
+    record = record_fields(record, source)
     image_id = check_image_id(record["image_id"], "image_id", source)
     image_h = check_integer(record["image_h"], "image_h", source)
     image_w = check_integer(record["image_w"], "image_w", source)

@@ -1,31 +1,7 @@
-"""Image feature stores: read (and write) pre-extracted bottom-up region features by image id.
-
-A reader returns an image's record almost as stored and knows nothing about BERT or dialogs
-(tokenising and tensor building belong to the datasets in `dataloader/`). Two on-disk formats
-hold the same data and give identical values:
-
-* LMDB, the layout of the released `visdial_img_feat.lmdb` (see `write_lmdb_feature_store`):
-  key `b'keys'` -> pickled list of `str(image_id).encode()`; key `str(image_id).encode()` ->
-  pickled dict `{image_id, image_h, image_w, num_boxes, features, boxes, cls_prob}` where the three
-  arrays are base64 of float32 C-order buffers [num_boxes, F], [num_boxes, 4], [num_boxes, 1601].
-  Records are unpickled by `RestrictedUnpickler`, which builds only plain containers, numbers,
-  str and bytes: a hostile file cannot run code.
-  An optional key `b'feature_size'` (pickled int, written by `write_lmdb_feature_store`) gives the
-  width F of the features when it is not 2048 (the released store has no such key).
-* HDF5 (see `write_hdf5_feature_store` for the layout), converted from an LMDB store by
-  `convert_lmdb_to_hdf5` (the command line: `preprocessing/convert_features.py`, which also
-  imports the foreign formats of `dataloader/feature_formats.py`).
-
-Every record read or written passes `dataloader.feature_record.check_record` (sizes, counts,
-shapes, finite values, ordered boxes); a store's structure is checked when it is opened (the
-keys record or the datasets and their shapes, no image id twice).
-
-`open_feature_store(path)` picks the reader from the file itself. Every reader maps
-`reader[image_id]` to the dict documented in `ImageRecord` below, offers `image_ids()`, `len()`,
-`image_id in reader` and `feature_size` (the width F of its features), and is picklable: it
-reopens its file lazily in each process, so it can be used by DataLoader worker processes, and
-several readers over one LMDB share one environment per process (py-lmdb refuses to open the same
-environment twice in a process).
+"""Image feature stores (LMDB in the released layout, HDF5): read and write pre-extracted region
+features by image id. `open_feature_store` picks the reader from the file; a reader maps
+`reader[image_id]` to an `ImageRecord`, knows nothing about BERT, and is picklable (it reopens its
+file lazily in each process). The layouts and their checks: docs/data.md "File formats".
 """
 from __future__ import annotations
 
@@ -44,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dataloader.feature_record import (FEATURE_SIZE, NUM_CLASSES, RECORD_FIELDS, check_image_id, check_integer,
-                                       check_record)
+                                       check_record, record_fields)
 from utils.errors import UserError
 from utils.outputs import atomic_folder, atomic_output
 from utils.inputs import input_file
@@ -53,20 +29,19 @@ HDF5_FORMAT_NAME = "visdial-bert image features"
 HDF5_FORMAT_VERSION = 1
 HDF5_CHUNK_BOXES = 12
 """Boxes per HDF5 chunk: 36 boxes (the released features) fill 3 chunks, 10-100 boxes waste < 12 rows."""
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+HDF5_SUFFIXES = (".h5", ".hdf5")
 _LMDB_KEYS_RECORD = b"keys"
 _LMDB_FEATURE_SIZE_RECORD = b"feature_size"
 LMDB_FILES = frozenset({"data.mdb", "lock.mdb"})
-"""What an LMDB store's folder holds."""
 
 
 class ImageRecord(TypedDict):
-    """What a reader returns for one image with n boxes (row 0 is the whole image).
+    """What a reader returns for one image with n boxes, row 0 being the whole image:
 
-    features            [n+1, F] float32: row 0 = mean of the n box features, then the boxes (F = 2048
-                        for the released features)
+    features            [n+1, F] float32: row 0 = mean of the n box features, then the boxes
     num_boxes           int: n + 1
-    image_location      [n+1, 5] float64: row 0 = [0, 0, 1, 1, 1], then
-                        [x1/w, y1/h, x2/w, y2/h, box area / image area] (computed in float32)
+    image_location      [n+1, 5] float64: row 0 = [0, 0, 1, 1, 1], then [x1/w, y1/h, x2/w, y2/h, area ratio]
     image_location_ori  [n+1, 5] float64: row 0 = [0, 0, w, h, w*h], then [x1, y1, x2, y2, area ratio]
     cls_prob            [n+1, 1601] float32: row 0 = one-hot class 0, then the stored class probabilities
     """
@@ -79,13 +54,8 @@ class ImageRecord(TypedDict):
 
 
 def build_image_record(raw: dict) -> ImageRecord:
-    """Turn the checked stored fields of one image (n boxes; `FeatureStoreReader.read_raw`) into an
-    `ImageRecord`.
-
-    raw: image_h, image_w and float32 arrays features [n, F], boxes [n, 4] (x1, y1, x2, y2 in
-    pixels), cls_prob [n, 1601]. The arithmetic is done in float32 and in the reference's order, so
-    values are bit-identical.
-    """
+    """The checked stored fields of one image (`FeatureStoreReader.read_raw`) -> its `ImageRecord`,
+    computed in float32 and in the reference's order, so that values are bit-identical."""
     image_h, image_w, features, boxes, cls_prob = (raw[name] for name in ("image_h", "image_w", "features",
                                                                           "boxes", "cls_prob"))
     num_boxes = features.shape[0]
@@ -110,13 +80,9 @@ def build_image_record(raw: dict) -> ImageRecord:
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that builds only plain containers, numbers, str and bytes, and NumPy scalars.
-
-    Plain data needs no class lookup. NumPy scalars (a record written with `np.int64(36)` as
-    num_boxes, which the reference's plain `pickle.loads` read) need three harmless callables,
-    looked up in `_NUMPY_SCALAR_PARTS`; any other pickle that names a class or function (the way a
-    `__reduce__` payload runs code) is refused with a UserError before anything is called.
-    """
+    """An unpickler that builds only plain data and NumPy scalars (`np.int64(36)` as num_boxes, which
+    the reference's `pickle.loads` read); a pickle naming any other class or function (the way a
+    `__reduce__` payload runs code) is a UserError before anything is called."""
 
     def __init__(self, data: bytes, source: str):
         super().__init__(io.BytesIO(data), encoding="bytes")
@@ -164,23 +130,15 @@ def _decode_array(value, shape: tuple[int, int], source: str, field: str) -> np.
 
 def _parse_lmdb_record(record, source: str, feature_size: int) -> dict:
     """Decode and check an unpickled LMDB record; returns the checked fields (see `read_raw`)."""
-    if not isinstance(record, dict):
-        raise UserError(f"{source}: record is a {type(record).__name__}, expected a dict")
-    record = {key.decode() if isinstance(key, bytes) else key: value for key, value in record.items()}
-    missing = [field for field in RECORD_FIELDS if field not in record]
-    if missing:
-        raise UserError(f"{source}: record lacks field(s) {', '.join(missing)}")
+    record = record_fields(record, source)
     num_boxes = check_integer(record["num_boxes"], "num_boxes", source)
     decoded = {field: _decode_array(record[field], (num_boxes, width), source, field)
                for field, width in (("features", feature_size), ("boxes", 4), ("cls_prob", NUM_CLASSES))}
     return check_record({**record, **decoded}, source, feature_size)
 
 
-# One py-lmdb environment per store path and process: py-lmdb refuses a second open of the same
-# environment in one process, and an environment must not be used across fork(), so a forked
-# child (a DataLoader worker) closes the ones it inherited and reopens on first use. They are
-# keyed by the data file's device and inode, as py-lmdb knows them: a store renamed after it was
-# opened (written into a temporary folder, then moved into place) is the same environment.
+# One py-lmdb environment per data file (device, inode) and process: py-lmdb refuses a second open
+# of one environment, and a forked child (a DataLoader worker) must reopen the ones it inherited.
 _open_lmdb_environments: dict[tuple[int, int], object] = {}
 
 
@@ -253,8 +211,7 @@ class FeatureStoreReader(abc.ABC):
 
 
 def rows_by_image(image_ids, source: str) -> dict[int, int]:
-    """image id -> row; an id in any stored form (an int, or text such as b'185565' as the LMDB
-    keys hold it: `check_image_id`) is read as an int; one that is no id, or listed twice, is a
+    """image id (any stored form: `check_image_id`) -> row; one that is no id, or listed twice, is a
     UserError."""
     rows = {}
     for row, image_id in enumerate(image_ids):
@@ -266,7 +223,7 @@ def rows_by_image(image_ids, source: str) -> dict[int, int]:
 
 
 class LmdbFeatureStore(FeatureStoreReader):
-    """Reader of the released LMDB layout (module docstring). `path`: the folder or the .mdb file."""
+    """Reader of the released LMDB layout. `path`: the folder or the .mdb file."""
 
     def __init__(self, path: str | os.PathLike):
         import lmdb
@@ -292,7 +249,6 @@ class LmdbFeatureStore(FeatureStoreReader):
                                               "feature_size", f"{self.path} (b'feature_size')")
 
     def _load_record(self, image_id: int) -> tuple[object, str]:
-        """The unpickled record of `image_id` and the name of its source for error messages."""
         self._check_known(image_id)
         import lmdb
 
@@ -390,28 +346,22 @@ class Hdf5FeatureStore(FeatureStoreReader):
 def open_feature_store(path: str | os.PathLike) -> LmdbFeatureStore | Hdf5FeatureStore:
     """Open an image feature store, LMDB (folder with data.mdb, or the .mdb file) or HDF5, by its content."""
     path = Path(path)
-    if not path.exists():  # also False for a link to nothing or a loop of links
-        dangling = " (a symbolic link to nothing, or a loop of links)" if path.is_symlink() else ""
-        raise UserError(f"{path}: image feature store not found{dangling}")
     if path.is_dir():
-        if not (path / "data.mdb").exists():
-            raise UserError(f"{path}: folder has no data.mdb, not an LMDB feature store")
         input_file(path / "data.mdb", "LMDB data file")
         return LmdbFeatureStore(path)
     input_file(path, "image feature store")
     with open(path, "rb") as handle:
         magic = handle.read(8)
-    if magic == b"\x89HDF\r\n\x1a\n":
+    if magic == HDF5_MAGIC:
         return Hdf5FeatureStore(path)
-    if path.suffix in (".h5", ".hdf5"):
+    if path.suffix in HDF5_SUFFIXES:
         raise UserError(f"{path}: not an HDF5 file")
     return LmdbFeatureStore(path)
 
 
 def _checked_records(records: Iterable[dict], destination: Path, feature_size: int | None) -> Iterator[dict]:
-    """`records` checked one by one (dataloader/feature_record.py): the first one's feature width
-    is the store's unless `feature_size` is given; an image id twice, or no record at all, is a
-    UserError naming `destination`."""
+    """`records` checked one by one, at the first one's feature width unless `feature_size` is
+    given; an image id twice, or no record at all, is a UserError naming `destination`."""
     seen = set()
     for record in records:
         image_id = record.get("image_id") if isinstance(record, dict) else None
@@ -426,14 +376,8 @@ def _checked_records(records: Iterable[dict], destination: Path, feature_size: i
 
 
 def write_lmdb_feature_store(path: str | os.PathLike, records: Iterable[dict], feature_size: int | None = None) -> int:
-    """Write `records` as an LMDB store in the released layout (module docstring); returns the count.
-
-    Each record: dict(image_id, image_h, image_w, num_boxes, features [n, F], boxes [n, 4]
-    (x1, y1, x2, y2 pixels), cls_prob [n, 1601]), checked by `check_record` (F: `feature_size`,
-    or the first record's); arrays are stored as base64 bytes of float32, records as pickle
-    protocol 3, `b'keys'` lists the image ids in the order written and `b'feature_size'` holds F.
-    The store is built in a temporary folder and renamed into place: complete, or not at all.
-    """
+    """Write stored `records` (dataloader/feature_record.py) as an LMDB store in the released
+    layout, plus `b'feature_size'`, atomically; returns the count."""
     import lmdb
 
     path = Path(path)
@@ -463,18 +407,8 @@ def write_lmdb_feature_store(path: str | os.PathLike, records: Iterable[dict], f
 
 
 def write_hdf5_feature_store(path: str | os.PathLike, records: Iterable[dict], feature_size: int | None = None) -> int:
-    """Write `records` (as for `write_lmdb_feature_store`) to an HDF5 file; returns the count.
-
-    Layout (N images, B the largest box count, F the feature width; rows beyond an image's
-    num_boxes are zero):
-        image_id   [N] int64        num_boxes [N] int32      image_h, image_w [N] int32
-        features   [N, B, F] float32    boxes [N, B, 4] float32 (x1, y1, x2, y2 pixels)
-        cls_prob   [N, B, 1601] float32
-        attrs: format = "visdial-bert image features", version = 1
-    Records are streamed (N and B need not be known: the datasets grow). Arrays are chunked one
-    image and HDF5_CHUNK_BOXES boxes per chunk, so reading an image touches only its own chunks.
-    The file is written atomically (utils/outputs.py): complete, or not at all.
-    """
+    """Write stored `records` to an HDF5 file (layout: docs/data.md), streamed and atomically;
+    returns the count. A chunk is one image's HDF5_CHUNK_BOXES boxes: a read touches its own only."""
     import h5py
 
     path = Path(path)
@@ -487,11 +421,9 @@ def write_hdf5_feature_store(path: str | os.PathLike, records: Iterable[dict], f
 
 
 class _Hdf5Sink(io.FileIO):
-    """The file an HDF5 store is written through. The first failed write, truncate or flush (a full
-    disk, a file-size limit) is kept in `error` and it and every later one are dropped, so HDF5
-    sees none fail: HDF5 crashes the process (a segmentation fault) when it closes, or exits with,
-    a file whose write failed. The writer stops at once and raises `error` after HDF5 has closed
-    the file."""
+    """The file an HDF5 store is written through: the first failed write, truncate or flush is kept
+    in `error` and it and every later one dropped, since HDF5 crashes (SIGSEGV) on closing a file
+    whose write failed (docs/reliability.md, "HDF5 and a full disk")."""
 
     error: OSError | None = None
 

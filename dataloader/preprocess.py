@@ -1,31 +1,6 @@
-"""From the raw VisDial v1.0 json files to the processed ones: the reference's length rules.
-
-Token counts use the BERT tokenizer without special tokens; a sequence is
-`[CLS] caption [SEP] q1 [SEP] a1 [SEP] ... q_t [SEP] answer [SEP]`. The rules of the reference:
-
-* train: a dialog is dropped when `22 + len(caption) + sum over its rounds (len(q) + len(a))`
-  exceeds max_seq_len (22 = [CLS] + 21 [SEP]).
-* train dense annotations: kept when their dialog survived and every answer option of the
-  annotated round r fits: `1 + (caption+1) + sum_{k<r} (q_k+1 + a_k+1) + (q_r+1) + (option+1)`.
-* val: a dialog (and the dense annotation at the same position) is dropped when some option of
-  some round gives a sequence longer than max_seq_len.
-* test: `round_id` (the original number of rounds) is added to every dialog; when the longest
-  last-round option does not fit, whole rounds are removed from the front (caption kept) until
-  it does (`rounds_to_drop`, the rule for any round whose history must be cut).
-
-With `keep_all_val` (-keep_all_val) no val dialog is dropped: the test split's rule is applied to
-every val round instead, recorded as the round's `history_start` (the rounds of its history left
-out from the front; the datasets read it), so EvalAI's val phase gets every dialog.
-
-Two reference bugs are fixed on purpose: the reference's train output held only the
-dense-annotated dialogs (a shallow copy shared the `data` dict), ours holds every surviving train
-dialog; and the reference checked train dense annotations with the rounds of a stale dialog and
-without the annotated round's question, ours applies the rule above to the annotated dialog.
-
-`preprocess(files, max_seq_len, vocab)` runs it all (preprocessing/pre_process_visdial.py is its
-command line): outputs are written atomically, as one set, and a summary lists what was dropped
-and why.
-"""
+"""From the raw VisDial v1.0 json files to the processed ones: the reference's length rules (token
+counts without special tokens, as the BERT tokenizer gives them), with its two preprocessing bugs
+fixed (docs/data.md "Preprocessing", docs/reference.md). `preprocess` runs it all."""
 from __future__ import annotations
 
 import copy
@@ -40,7 +15,7 @@ from dataloader.tokenizer import encode_texts, load_tokenizer
 from dataloader.visdial_json import (check_annotations_follow_dialogs, load_dense_annotations,
                                      load_visdial_json)
 from utils.errors import UserError
-from utils.outputs import Output, check_outputs, write_json_files
+from utils.outputs import Output, check_outputs, json_writer, write_files
 
 INPUT_FILES = ("visdial_train", "visdial_val", "visdial_test", "visdial_val_ndcg", "visdial_train_ndcg")
 OUTPUT_FILES = ("save_path_train", "save_path_val", "save_path_test", "save_path_train_dense_samples",
@@ -69,7 +44,6 @@ class TokenLengths:
         return int(self.answer[turn["answer_options"]].max())
 
     def rounds_to_drop(self, position: int, rounds: list[dict], round_index: int, max_seq_len: int):
-        """`rounds_to_drop` (below) for round `round_index` of the dialog at `position`."""
         history = [(self.question[turn["question"]], self.answer[turn["answer"]]) for turn in rounds[:round_index]]
         return rounds_to_drop(self.caption[position], history, self.question[rounds[round_index]["question"]],
                               self.longest_option(rounds[round_index]), max_seq_len)
@@ -77,14 +51,10 @@ class TokenLengths:
 
 def rounds_to_drop(caption: int, history: Sequence[tuple[int, int]], question: int, longest_answer: int,
                    max_seq_len: int) -> Optional[int]:
-    """How many rounds to remove from the front of the history (the caption stays) so that the
-    question with its longest answer fits in max_seq_len: the rule of the test split, also used to
-    rank answers to your own dialogs (utils/evaluation/ranker.py).
-
-    Token counts without special tokens: `caption`, `question`, `longest_answer`, and `history` as
-    (question, answer) per earlier round. The sequence is `[CLS] caption [SEP] (q [SEP] a [SEP])...
-    question [SEP] answer [SEP]`. Returns None when even the question without any history does not fit.
-    """
+    """How many rounds to remove from the front of the history (the caption stays) so that
+    `[CLS] caption [SEP] (q [SEP] a [SEP])... question [SEP] answer [SEP]` fits in max_seq_len for
+    the longest answer (the test split's rule); None when even no history does not fit. Token counts
+    without special tokens; `history`: (question, answer) per earlier round."""
     longest = 1 + caption + 1 + sum(q + 1 + a + 1 for q, a in history) + question + 1 + longest_answer + 1
     dropped = 0
     while longest > max_seq_len:
@@ -149,8 +119,7 @@ def filter_train_dense(annotations: list[dict], kept_train: list[dict], lengths:
 
 def keep_all_val_dialogs(val: dict, lengths: TokenLengths, max_seq_len: int, summary: Summary) -> list[dict]:
     """Every val dialog: a round whose longest option does not fit with its whole history gets
-    `history_start`, the number of rounds dropped from the front of its history (the caption
-    stays; `TokenLengths.rounds_to_drop`, the test split's rule applied per round)."""
+    `history_start`, the rounds the test split's rule drops from the front of its history."""
     cut = []
     for position, dialog in enumerate(val["data"]["dialogs"]):
         rounds = dialog["dialog"]
@@ -205,16 +174,10 @@ def truncate_test(test: dict, lengths: TokenLengths, max_seq_len: int, summary: 
 
 def preprocess(files: dict, max_seq_len: int, vocab: str, show_progress: bool = False,
                keep_all_val: bool = False) -> Summary:
-    """Run the whole preprocessing (module docstring); returns the summary.
-
-    keep_all_val: keep every val dialog, cutting the history of the rounds that do not fit
-    (`keep_all_val_dialogs`) instead of dropping the dialog (the reference's rule, the default).
-
-    files: a path for every name of INPUT_FILES (raw json) and OUTPUT_FILES (processed json).
-    Before any work every output is checked (none may be an input or another output, each must be
-    writable: utils/outputs.py) and every input is validated; the outputs are written as one set,
-    all or none (utils/outputs.py).
-    """
+    """Check the outputs against the inputs, validate the inputs, apply the rules and write the
+    outputs as one set; returns the summary of what was dropped. files: a path for every name of
+    INPUT_FILES (raw json) and OUTPUT_FILES (processed json). keep_all_val: cut the history of the
+    val rounds that do not fit (`keep_all_val_dialogs`) instead of dropping their dialog."""
     check_outputs([Output(f"-{name}", Path(files[name])) for name in OUTPUT_FILES],
                   {**{f"-{name}": files[name] for name in INPUT_FILES}, "-vocab": vocab})
     train = load_visdial_json(files["visdial_train"], "train")
@@ -247,7 +210,7 @@ def preprocess(files: dict, max_seq_len: int, vocab: str, show_progress: bool = 
     outputs = {"save_path_train": train, "save_path_val": val, "save_path_val_ndcg": kept_val_annotations,
                "save_path_test": test, "save_path_train_dense_samples": train_dense,
                "save_path_train_ndcg": kept_train_annotations}
-    write_json_files({files[name]: content for name, content in outputs.items()})
+    write_files({files[name]: json_writer(content) for name, content in outputs.items()})
     summary.lines.append(f"kept: {len(kept_train)} train dialogs, {len(kept_train_annotations)} train dense "
                          f"annotations, {len(kept_val)} val dialogs, {len(test['data']['dialogs'])} test dialogs")
     return summary

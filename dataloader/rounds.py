@@ -1,21 +1,12 @@
-"""Your own dialog rounds as model inputs, encoded exactly as the datasets encode VisDial's.
-
-A round is a caption, a history of (question, answer) pairs, a question and candidate answers,
-asked about one image. `RoundEncoder.encode` tokenises it with the datasets' tokenizer, cuts whole
-rounds from the front of the history while the longest candidate would not fit max_seq_len (the
-rule of the test split, `dataloader.preprocess.rounds_to_drop`; the caption stays), keeps the last
-`max_rounds` rounds as the datasets do (`encode_prefix`) and packs one sequence per candidate
-(`pack_sequences`). An image is a feature store's record, or arrays of the .npz schema made into a
-record by the importers' own code (`image_record_from_arrays`); `image_inputs` encodes it as the
-evaluation items do (no region masking).
-"""
+"""Your own dialog rounds (a caption, a history of (question, answer) pairs, a question, candidate
+answers, an image) as model inputs, encoded exactly as the datasets encode VisDial's."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from dataloader.encoding import MAX_REGIONS, encode_image, encode_prefix, pack_sequences
+from dataloader.encoding import encode_image, encode_prefix, pack_sequences
 from dataloader.feature_formats import record_from_arrays
 from dataloader.feature_store import ImageRecord, build_image_record
 from dataloader.preprocess import rounds_to_drop
@@ -47,10 +38,9 @@ class RoundEncoder:
                candidates: Sequence[str]) -> dict:
         """The sequences of one round, one per candidate, as an evaluation item holds them:
         int64 arrays tokens, segments, lm_labels (all -1) [n, L], sep_indices [n, S], hist_len [n]
-        (n = len(candidates), L their longest length). An empty text is encoded as the datasets
-        encode one. UserError for no candidates, a repeated candidate, a text that is no valid
-        string, a history that is not (question, answer) pairs of strings, or a round that does not
-        fit max_seq_len even without history."""
+        (n = len(candidates)). Rounds are cut from the front of the history while the longest
+        candidate does not fit (the test split's rule). UserError for no or repeated candidates, a
+        text that is no valid string, or a round that does not fit even without history."""
         history = _checked_round(caption, history, question, candidates)
         texts = [caption, *(text for turn in history for text in turn), question, *candidates]
         ids = [np.asarray(tokens, dtype=np.int64) for tokens in encode_texts(self.tokenizer, texts)]
@@ -105,13 +95,8 @@ def _checked_round(caption, history, question, candidates) -> list[tuple[str, st
 
 
 def image_record_from_arrays(arrays: Mapping, feature_size: int | None) -> ImageRecord:
-    """An image given as arrays -> the record a feature store's reader returns for it.
-
-    arrays: features [n, F], boxes [n, 4] (x1, y1, x2, y2 in pixels), image_w, image_h, optional
-    cls_prob [n, 1601]: the .npz schema of the importers (a dict, or `numpy.load("<id>.npz")`),
-    checked by the same code (`record_from_arrays`, then the record check) against the width
-    `feature_size`, then built like every reader builds its records (`build_image_record`).
-    """
+    """An image given as the arrays of the .npz schema (`record_from_arrays`: a dict, or
+    `numpy.load("<id>.npz")`) -> the record a feature store's reader returns for it."""
     if not isinstance(arrays, Mapping):
         raise UserError(f"an image is an image id or a mapping of arrays (features, boxes, image_w, image_h), "
                         f"got {type(arrays).__name__}")
@@ -121,6 +106,6 @@ def image_record_from_arrays(arrays: Mapping, feature_size: int | None) -> Image
 def image_inputs(record: ImageRecord) -> dict:
     """The image inputs of an evaluation item: image_feat [37, F], image_loc [37, 5], image_mask [37]
     float32 (the first 37 regions, no masking: what the val and test items hold)."""
-    encoded = encode_image(record, 0.0, np.random.default_rng(0), MAX_REGIONS)
+    encoded = encode_image(record, 0.0, np.random.default_rng(0))
     return {name: encoded[name] for name in IMAGE_FIELDS}
 

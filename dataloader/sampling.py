@@ -1,20 +1,6 @@
-"""Reproducible, resumable order of training items, and unreadable records reported, not crashed on.
-
-Exact resume needs the data to come back in the same order with the same random draws:
-
-* `ResumableSampler` shuffles each epoch with its own generator seeded by (seed, epoch), shards
-  the order across torchrun ranks (rank r takes the epoch's items r, r + W, r + 2W, ...), and
-  can start in the middle of an epoch.
-* `SeededItems` calls the dataset with Python's, NumPy's and torch's generators seeded by
-  (seed, epoch, position in the epoch's whole order), so an item's random draws (masking,
-  negative sampling) depend neither on the DataLoader workers, nor on where the run was resumed,
-  nor on the number of processes; the caller's generators are left untouched
-  (utils/random_state.py).
-* A record that cannot be read (a UserError of the readers, an OSError, a decoding error) becomes
-  a `BadRecord` with a one-line message, which `collate_skipping_bad` moves out of the batch into
-  `batch['bad_records']`. The training loop then stops with that message, or counts and skips it
-  under `-skip_bad_records`. Any other exception is a bug and propagates with its traceback.
-"""
+"""Reproducible, resumable order of training items, and unreadable records reported, not crashed
+on: an item's random draws depend only on (seed, epoch, its position in the epoch's whole order),
+neither on the DataLoader workers, nor where the run was resumed, nor the number of processes."""
 import pickle
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
@@ -31,14 +17,9 @@ UNREADABLE_RECORD_ERRORS = (UserError, OSError, UnicodeError, pickle.UnpicklingE
 
 
 class ResumableSampler(Sampler):
-    """Yields (epoch, position, dataset index) for one epoch of this rank's share; position is the
-    item's place in the epoch's whole order (the same item has the same position whatever the
-    number of processes).
-
-    num_items: dataset size; seed: the run's seed; rank / world_size: torchrun shard (the order
-    is cut to a multiple of world_size so every rank gets as many items); start: position in
-    this rank's share to start from (resuming). `set_epoch(epoch, start)` before each epoch.
-    """
+    """Yields (epoch, position in the epoch's whole order, dataset index) for this rank's share
+    (items r, r + W, ... of an order cut to a multiple of world_size W), shuffled per (seed, epoch),
+    from `start` in the share (resuming). `set_epoch(epoch, start)` before each epoch."""
 
     def __init__(self, num_items: int, seed: int, shuffle: bool = True, rank: int = 0,
                  world_size: int = 1):
@@ -84,13 +65,9 @@ class BadRecord:
 
 
 class SeededItems(Dataset):
-    """Wraps a dataset indexed by `ResumableSampler` keys (epoch, position, index).
-
-    Each item is produced with every global CPU generator seeded from (seed, epoch, position);
-    the generators' previous states are restored afterwards. Unreadable records become
-    BadRecord items (UNREADABLE_RECORD_ERRORS); other errors propagate.
-    describe(index) -> str names a record in error messages (e.g. its image id).
-    """
+    """A dataset indexed by `ResumableSampler` keys, each item made with the CPU generators seeded
+    from (seed, epoch, position), then restored. An unreadable record becomes a BadRecord named by
+    `describe(index)` (its image id); any other error propagates."""
 
     def __init__(self, dataset: Dataset, seed: int, describe: Optional[Callable[[int], str]] = None):
         self.dataset = dataset

@@ -1,10 +1,8 @@
 """The BERT WordPiece tokenizer, configured like the reference's (bert-base-uncased, no special tokens).
 
-Two traps of transformers 5 are avoided here: `BertTokenizer(vocab_file=path)` silently ignores the
-file (every word becomes [UNK]), so the vocabulary is read here (utils/inputs.read_text, which
-also keeps an editor's byte-order mark and CRLF line ends out of the tokens) and passed as a dict;
-and `encode` adds [CLS]/[SEP] by default, while the reference's pytorch-transformers 1.2.0 did not,
-so `encode_texts` asks for no special tokens.
+Two traps of transformers 5: `BertTokenizer(vocab_file=path)` silently ignores the file (every word
+becomes [UNK]), so the vocabulary is read here and passed as a dict; and `encode` adds [CLS]/[SEP],
+which the reference's pytorch-transformers 1.2.0 did not, so `encode_texts` asks for none.
 """
 from __future__ import annotations
 
@@ -21,12 +19,9 @@ MAX_VOCABULARY_BYTES = 64 << 20
 
 
 def load_tokenizer(vocab: str):
-    """Build a lower-casing `transformers.BertTokenizer` from `vocab`.
-
-    `vocab` is a WordPiece vocab.txt, a folder holding vocab.txt (or a saved tokenizer), or a
-    hub name such as `bert-base-uncased` (needs a network or the hub cache). Raises UserError,
-    one line naming `vocab`, when it cannot be loaded or lacks the BERT special tokens.
-    """
+    """A lower-casing `transformers.BertTokenizer` from a WordPiece vocab.txt, a folder holding one
+    (or a saved tokenizer), or a hub name (needs a network or the hub cache); UserError naming
+    `vocab` when it cannot be loaded or lacks the BERT special tokens."""
     path = Path(vocab)
     if path.is_dir() and (path / "vocab.txt").exists():
         path = path / "vocab.txt"

@@ -1,30 +1,6 @@
-"""Readers of the VisDial v1.0 json files: load, validate, return the data as stored.
-
-A VisDial split file is `{"version", "split", "data": {"questions": [str], "answers": [str],
-"dialogs": [dialog]}}`, a dialog `{"image_id": int, "caption": str, "dialog": [round]}`. Train and
-val rounds are `{"question", "answer", "answer_options": [100 ints], "gt_index"}` (indices into the
-split's question / answer lists, `answer_options[gt_index] == answer`). In test dialogs the earlier
-rounds are `{"question", "answer"}` and the last round is `{"question", "answer_options"}`; the
-preprocessed test file adds `round_id` (the original number of rounds) to every dialog; a val round
-of a file preprocessed with -keep_all_val may carry `history_start`, the earlier rounds its history
-leaves out from the front (0..its number - 1).
-
-Dense annotation files are lists of `{"image_id", "round_id" (1-based), "gt_relevance" | "relevance":
-[100 floats]}` (val files use `gt_relevance`, train files `relevance`).
-
-What is checked when a file is read (utils/inputs.py reads it: a regular file of at most
-2 GiB, UTF-8, json nested at most 64 deep, no NaN / Infinity, no true / false anywhere):
-
-* every field's type: ints (never floats, strings or booleans) for ids and indices, strings that
-  encode to UTF-8 for texts, lists of exactly 100 answer indices, 100 finite relevance values in
-  [0, 1]; every index in range;
-* a split holds at least one dialog, a dialog 1..10 rounds (VisDial's dialogs have 10), no image
-  twice; all val dialogs have the same number of rounds (the metrics are computed per round);
-* test dialogs of a processed file carry `round_id`, the 1-based number of their last round.
-
-These readers know nothing about BERT: every problem is reported as a one-line UserError naming
-the file, the dialog and what is wrong.
-"""
+"""Readers of the VisDial v1.0 json files (split files, dense annotations): load, validate every
+field, return the data as stored; a problem is one UserError naming the file, the dialog and what is
+wrong. The formats and their checks: docs/data.md "File formats"."""
 from __future__ import annotations
 
 import math
@@ -45,14 +21,9 @@ MAX_ROUNDS = 10
 class Split:
     """One VisDial split, described once: the code asks these fields, never the split's name.
 
-    json_flag: the flag of its processed json (options.py); dense_annotations_flag: the flag of the
-    dense annotations evaluation reads with it ("": none); last_round_only: the rounds rule of
-    test: a dialog stops at the round asked, which alone has answer options and no answer, gt_index
-    or metrics (the split is served whole and EvalAI takes one entry per dialog); elsewhere every
-    round has its answer, gt_index and options. same_round_count: every dialog has as many rounds
-    (val: EvalAI's val phase takes each round of each dialog). samples_flag: the flag that takes
-    its first dialogs only ("": served whole). evalai_phase: the EvalAI phase its predictions go to
-    ("": never submitted, so evaluate.py does not take it).
+    last_round_only (test): a dialog stops at the round asked, which alone has answer options and no
+    answer or gt_index. same_round_count (val): every dialog has as many rounds. A flag or phase of
+    "" means none (samples_flag "": served whole; evalai_phase "": evaluate.py does not take it).
     """
     name: str
     json_flag: str
@@ -71,18 +42,16 @@ SPLITS = {split.name: split for split in (
     Split("test", "visdial_processed_test", "", last_round_only=True, same_round_count=False, samples_flag="",
           evalai_phase="test-std"),
 )}
-"""Every split by name (train, val, test)."""
 EVALUATED_SPLITS = tuple(name for name, split in SPLITS.items() if split.evalai_phase)
-"""The splits evaluate.py scores (val, test)."""
-
-
-def read_visdial_json(path: str | os.PathLike):
-    """Parse a VisDial json file (no booleans belong anywhere in one); UserError naming it."""
-    return read_json(path, "file", booleans=False)
 
 
 def _is_int(value) -> bool:
     return type(value) is int
+
+
+def _check_image_id(value, where: str) -> None:
+    if not _is_int(value) or not 0 <= value < 2**63:
+        raise UserError(f"{where}: image_id {value!r} is not an image id (an integer >= 0)")
 
 
 def _check_texts(texts: list, path: Path, what: str) -> None:
@@ -115,8 +84,7 @@ def _validate_dialog(dialog, position: int, split: str, num_questions: int, num_
     where = f"{path}: dialog {position}"
     if not isinstance(dialog, dict) or not {"image_id", "caption", "dialog"} <= dialog.keys():
         raise UserError(f"{where}: needs image_id, caption and dialog")
-    if not _is_int(dialog["image_id"]) or not 0 <= dialog["image_id"] < 2**63:
-        raise UserError(f"{where}: image_id {dialog['image_id']!r} is not an image id (an integer >= 0)")
+    _check_image_id(dialog["image_id"], where)
     if not isinstance(dialog["caption"], str):
         raise UserError(f"{where}: caption must be a string")
     rounds = dialog["dialog"]
@@ -162,7 +130,7 @@ def _check_answer_options(with_options: list, num_answers: int, check_answer: bo
         options = np.array([turn["answer_options"] for _, _, turn in with_options])
     except ValueError:  # a list or an object among the options
         options = np.zeros(0)
-    # (booleans, which numpy would take for integers, never get here: read_visdial_json refuses them)
+    # (booleans, which numpy would take for integers, never get here: read_json(booleans=False) refuses them)
     if options.dtype.kind not in "iu" or options.ndim != 2:
         bad = np.ones(len(with_options), dtype=bool)
     else:
@@ -183,16 +151,13 @@ def _check_answer_options(with_options: list, num_answers: int, check_answer: bo
 
 
 def load_visdial_json(path: str | os.PathLike, split: str | None, processed: bool = False) -> dict:
-    """Load and validate a VisDial split file; returns the parsed json (see the module docstring).
-
-    split: "train", "val" or "test" (decides which round fields are required), or None for the
-    split the file names (its "split" field: "val", or VisDial's "val2018"). processed: the
-    file is an output of preprocessing (test dialogs must then carry `round_id`).
-    """
+    """Load and validate a VisDial split file; returns the parsed json. split: "train", "val",
+    "test" or None for the one its "split" field names (`split_of`); processed: an output of
+    preprocessing (test dialogs must then carry `round_id`)."""
     if split not in (*SPLITS, None):
         raise ValueError(f"split must be one of {', '.join(SPLITS)} or None, got {split!r}")
     path = Path(path)
-    content = read_visdial_json(path)
+    content = read_json(path, "file", booleans=False)
     if split is None:
         split = split_of(content, path)
     data = content.get("data") if isinstance(content, dict) else None
@@ -238,7 +203,6 @@ def _check_unique_images(dialogs: list, path: Path) -> None:
 
 
 def _check_same_round_count(dialogs: list, path: Path) -> None:
-    """Val metrics are computed per round: every val dialog must have as many rounds as the first."""
     expected = len(dialogs[0]["dialog"])
     for dialog in dialogs:
         if len(dialog["dialog"]) != expected:
@@ -252,9 +216,9 @@ def relevance_of(annotation: dict) -> list:
 
 
 def load_dense_annotations(path: str | os.PathLike) -> list[dict]:
-    """Load and validate a dense annotation file (module docstring); returns the parsed list."""
+    """Load and validate a dense annotation file; returns the parsed list."""
     path = Path(path)
-    annotations = read_visdial_json(path)
+    annotations = read_json(path, "file", booleans=False)
     if not isinstance(annotations, list):
         raise UserError(f"{path}: not a dense annotation file (expected a json list)")
     if not annotations:
@@ -264,8 +228,7 @@ def load_dense_annotations(path: str | os.PathLike) -> list[dict]:
         if not isinstance(annotation, dict) or not {"image_id", "round_id"} <= annotation.keys() or not (
                 "gt_relevance" in annotation or "relevance" in annotation):
             raise UserError(f"{where}: needs image_id, round_id and gt_relevance (or relevance)")
-        if not _is_int(annotation["image_id"]) or not 0 <= annotation["image_id"] < 2**63:
-            raise UserError(f"{where}: image_id {annotation['image_id']!r} is not an image id (an integer >= 0)")
+        _check_image_id(annotation["image_id"], where)
         if not _is_int(annotation["round_id"]) or not 1 <= annotation["round_id"] <= MAX_ROUNDS:
             raise UserError(f"{where}: round_id {annotation['round_id']!r} is not a round in 1..{MAX_ROUNDS}")
         relevance = relevance_of(annotation)

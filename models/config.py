@@ -162,12 +162,9 @@ class BertConfig:
                      f"({getattr(self, heads)})")
         if len(self.v_biattention_id) != len(self.t_biattention_id):
             fail("v_biattention_id and t_biattention_id must have the same length")
-        if self.v_biattention_id and max(self.v_biattention_id) >= self.v_num_hidden_layers:
-            fail(f"v_biattention_id {self.v_biattention_id} must be below v_num_hidden_layers "
-                 f"({self.v_num_hidden_layers})")
-        if self.t_biattention_id and max(self.t_biattention_id) >= self.num_hidden_layers:
-            fail(f"t_biattention_id {self.t_biattention_id} must be below num_hidden_layers "
-                 f"({self.num_hidden_layers})")
+        for ids, layers in (("v_biattention_id", "v_num_hidden_layers"), ("t_biattention_id", "num_hidden_layers")):
+            if getattr(self, ids) and max(getattr(self, ids)) >= getattr(self, layers):
+                fail(f"{ids} {getattr(self, ids)} must be below {layers} ({getattr(self, layers)})")
         for ids in (self.v_biattention_id, self.t_biattention_id):
             if list(ids) != sorted(ids):
                 fail(f"co-attention positions must be increasing, got {ids}")

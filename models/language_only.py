@@ -8,17 +8,14 @@ from torch import nn
 from models import losses
 from models.config import BertConfig
 from models.layers import (TEXT_STREAM_PARAMETERS, DialogTextEmbeddings, FirstTokenPooler, LMPredictionHead,
-                           TransformerLayer, additive_mask, init_bert_weights)
+                           PreTraining, TransformerLayer, additive_mask, init_bert_weights)
 from models.vilbert import EncoderOutput
 
 
 class TextEncoder(nn.Module):
-    """A stack of BERT layers (`encoder.layer`)."""
-
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.layer = nn.ModuleList(TransformerLayer.text(config)
-                                   for _ in range(config.num_hidden_layers))
+        self.layer = nn.ModuleList(TransformerLayer.text(config) for _ in range(config.num_hidden_layers))
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         for layer in self.layer:
@@ -60,15 +57,6 @@ class DialogPreTrainingHeads(nn.Module):
         return out
 
 
-class DialogPreTraining(nn.Module):
-    """`bert_pretrained`: the body and its heads (the checkpoints' key paths)."""
-
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.bert = DialogBertModel(config)
-        self.cls = DialogPreTrainingHeads(config, self.bert.embeddings.word_embeddings)
-
-
 class LanguageOnlyDialogEncoder(nn.Module):
     """Scores dialog sequences from text alone: tokens, segments, attention_mask [N, L]; lm_labels [N, L]
     (-1 ignored); nsp_labels [N] -> an EncoderOutput without image fields."""
@@ -86,7 +74,7 @@ class LanguageOnlyDialogEncoder(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
-        self.bert_pretrained = DialogPreTraining(config)
+        self.bert_pretrained = PreTraining(config, DialogBertModel, DialogPreTrainingHeads)
         self.apply(lambda module: init_bert_weights(module, config.initializer_range))
 
     def forward(self, tokens: torch.Tensor, segments: torch.Tensor, attention_mask: torch.Tensor,

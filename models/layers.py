@@ -25,14 +25,12 @@ def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return (1.0 - mask[:, None, None, :].to(dtype)) * MASK_VALUE
 
 
-def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """[N, T, H] -> [N, heads, T, H / heads]."""
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:  # [N, T, H] -> [N, heads, T, H / heads]
     batch, length, hidden = x.shape
     return x.view(batch, length, num_heads, hidden // num_heads).transpose(1, 2)
 
 
-def merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """[N, heads, T, d] -> [N, T, heads * d]."""
+def merge_heads(x: torch.Tensor) -> torch.Tensor:  # [N, heads, T, d] -> [N, T, heads * d]
     batch, heads, length, head_size = x.shape
     return x.transpose(1, 2).reshape(batch, length, heads * head_size)
 
@@ -55,8 +53,6 @@ def attention_probs(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor, 
 
 
 class SelfAttention(nn.Module):
-    """Query, key and value projections of one stream (`attention.self`)."""
-
     def __init__(self, hidden_size: int, num_heads: int, dropout: float):
         super().__init__()
         self.num_heads = num_heads
@@ -66,10 +62,8 @@ class SelfAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """hidden [N, T, H], mask [N, 1, 1, T] additive -> context [N, T, H]."""
         dropout = self.dropout.p if self.training else 0.0
-        return attend(self.query(hidden), self.key(hidden), self.value(hidden), mask,
-                      self.num_heads, dropout)
+        return attend(self.query(hidden), self.key(hidden), self.value(hidden), mask, self.num_heads, dropout)
 
 
 class ResidualOutput(nn.Module):
@@ -86,10 +80,7 @@ class ResidualOutput(nn.Module):
 
 
 class Attention(nn.Module):
-    """Self-attention followed by its residual output (`attention`)."""
-
-    def __init__(self, hidden_size: int, num_heads: int, attention_dropout: float,
-                 hidden_dropout: float):
+    def __init__(self, hidden_size: int, num_heads: int, attention_dropout: float, hidden_dropout: float):
         super().__init__()
         self.self = SelfAttention(hidden_size, num_heads, attention_dropout)
         self.output = ResidualOutput(hidden_size, hidden_size, hidden_dropout)
@@ -99,8 +90,6 @@ class Attention(nn.Module):
 
 
 class Intermediate(nn.Module):
-    """The first half of the feed-forward block: dense + activation (`intermediate`)."""
-
     def __init__(self, hidden_size: int, intermediate_size: int, act: str):
         super().__init__()
         self.dense = nn.Linear(hidden_size, intermediate_size)
@@ -162,8 +151,7 @@ class DialogTextEmbeddings(nn.Module):
             (segments >= self.type_vocab_size)[..., None],
             self.token_type_embeddings_extension((segments - self.type_vocab_size).clamp(min=0)),
             self.token_type_embeddings(segments.clamp(max=self.type_vocab_size - 1)))
-        embeddings = (self.word_embeddings(tokens) + self.position_embeddings(positions)[None]
-                      + segment_embeddings)
+        embeddings = self.word_embeddings(tokens) + self.position_embeddings(positions)[None] + segment_embeddings
         return self.dropout(self.LayerNorm(embeddings))
 
 
@@ -180,8 +168,6 @@ class FirstTokenPooler(nn.Module):
 
 
 class PredictionHeadTransform(nn.Module):
-    """dense -> activation -> LayerNorm before a prediction decoder (`transform`)."""
-
     def __init__(self, hidden_size: int, act: str):
         super().__init__()
         self.dense = nn.Linear(hidden_size, hidden_size)
@@ -205,6 +191,16 @@ class LMPredictionHead(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [..., H] -> vocabulary scores [..., vocab]."""
         return self.decoder(self.transform(hidden)) + self.bias
+
+
+class PreTraining(nn.Module):
+    """`bert_pretrained`: a model's body `bert` and its heads `cls`, tied by the word embeddings (the
+    key paths of the reference's checkpoints)."""
+
+    def __init__(self, config: BertConfig, body: type, heads: type):
+        super().__init__()
+        self.bert = body(config)
+        self.cls = heads(config, self.bert.embeddings.word_embeddings)
 
 
 def init_bert_weights(module: nn.Module, std: float) -> None:

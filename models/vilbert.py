@@ -11,7 +11,7 @@ from torch import nn
 from models import losses
 from models.config import BertConfig
 from models.layers import (LAYER_NORM_EPS, TEXT_STREAM_PARAMETERS, DialogTextEmbeddings, FirstTokenPooler,
-                           Intermediate, LMPredictionHead, PredictionHeadTransform, ResidualOutput,
+                           Intermediate, LMPredictionHead, PredictionHeadTransform, PreTraining, ResidualOutput,
                            TransformerLayer, additive_mask, attend, attention_probs, init_bert_weights)
 
 POOLER_BIAS_INIT = 1.0  # the reference: 0 (see VisualDialogEncoder.__init__)
@@ -38,8 +38,6 @@ class EncoderOutput:
 
 @dataclass
 class StreamStates:
-    """Hidden states of both streams."""
-
     embedding_t: torch.Tensor                       # [N, L, H]
     embedding_v: torch.Tensor                       # [N, R, Hv]
     sequence_t: torch.Tensor                        # [N, L, H]  last layer
@@ -64,8 +62,7 @@ class ImageEmbeddings(nn.Module):
         """image_feat [K, R, F], image_loc [K, R, 5], image_index [N] or None -> [N, R, Hv].
         Projected once per image, gathered per sequence before the dropout: each sequence draws its
         own mask, as when the reference copied the features."""
-        embeddings = self.LayerNorm(self.image_embeddings(image_feat)
-                                    + self.image_location_embeddings(image_loc))
+        embeddings = self.LayerNorm(self.image_embeddings(image_feat) + self.image_location_embeddings(image_loc))
         if image_index is not None:
             embeddings = embeddings[image_index]
         return self.dropout(embeddings)
@@ -90,13 +87,11 @@ class BiAttention(nn.Module):
     def forward(self, image: torch.Tensor, image_mask: torch.Tensor, text: torch.Tensor,
                 text_mask: torch.Tensor, output_probs: bool = False):
         """image [N, R, Hv], text [N, L, H], additive masks -> (text context [N, L, Hbi], image context
-        [N, R, Hbi], text-to-image probabilities [N, heads, L, R] or None). The probabilities are
-        computed beside the fused kernel, from the same queries and keys: the contexts do not change."""
+        [N, R, Hbi], text-to-image probabilities [N, heads, L, R] from the same queries and keys, or None)."""
         dropout1 = self.dropout1.p if self.training else 0.0
         dropout2 = self.dropout2.p if self.training else 0.0
         text_query, image_key = self.query2(text), self.key1(image)
-        text_context = attend(text_query, image_key, self.value1(image),
-                              image_mask, self.num_heads, dropout1)
+        text_context = attend(text_query, image_key, self.value1(image), image_mask, self.num_heads, dropout1)
         image_context = attend(self.query1(image), self.key2(text), self.value2(text),
                                text_mask, self.num_heads, dropout2)
         probs = attention_probs(text_query, image_key, image_mask, self.num_heads) if output_probs else None
@@ -131,17 +126,12 @@ class ConnectionLayer(nn.Module):
         super().__init__()
         self.biattention = BiAttention(config)
         self.biOutput = BiOutput(config)
-        self.v_intermediate = Intermediate(config.v_hidden_size, config.v_intermediate_size,
-                                           config.v_hidden_act)
-        self.v_output = ResidualOutput(config.v_intermediate_size, config.v_hidden_size,
-                                       config.v_hidden_dropout_prob)
-        self.t_intermediate = Intermediate(config.hidden_size, config.intermediate_size,
-                                           config.hidden_act)
-        self.t_output = ResidualOutput(config.intermediate_size, config.hidden_size,
-                                       config.hidden_dropout_prob)
+        self.v_intermediate = Intermediate(config.v_hidden_size, config.v_intermediate_size, config.v_hidden_act)
+        self.v_output = ResidualOutput(config.v_intermediate_size, config.v_hidden_size, config.v_hidden_dropout_prob)
+        self.t_intermediate = Intermediate(config.hidden_size, config.intermediate_size, config.hidden_act)
+        self.t_output = ResidualOutput(config.intermediate_size, config.hidden_size, config.hidden_dropout_prob)
 
     def forward(self, image, image_mask, text, text_mask, output_probs: bool = False):
-        """-> (image, text) hidden states and the text-to-image probabilities (BiAttention)."""
         text_context, image_context, probs = self.biattention(image, image_mask, text, text_mask, output_probs)
         image, text = self.biOutput(image_context, image, text_context, text)
         image = self.v_output(self.v_intermediate(image), image)
@@ -157,12 +147,9 @@ class Encoder(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
-        self.layer = nn.ModuleList(TransformerLayer.text(config)
-                                   for _ in range(config.num_hidden_layers))
-        self.v_layer = nn.ModuleList(TransformerLayer.image(config)
-                                     for _ in range(config.v_num_hidden_layers))
-        self.c_layer = nn.ModuleList(ConnectionLayer(config)
-                                     for _ in range(len(config.v_biattention_id)))
+        self.layer = nn.ModuleList(TransformerLayer.text(config) for _ in range(config.num_hidden_layers))
+        self.v_layer = nn.ModuleList(TransformerLayer.image(config) for _ in range(config.v_num_hidden_layers))
+        self.c_layer = nn.ModuleList(ConnectionLayer(config) for _ in range(len(config.v_biattention_id)))
 
     @staticmethod
     def _run(layers, start: int, end: int, frozen_below: int, hidden, mask):
@@ -254,17 +241,6 @@ class PreTrainingHeads(nn.Module):
         return out
 
 
-# The wrappers below give parameters the key paths of the released checkpoints (`bert_pretrained.bert...`).
-
-class MultiModalPreTraining(nn.Module):
-    """The ViLBERT body with its pre-training heads (`bert_pretrained`)."""
-
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.bert = ViLBertModel(config)
-        self.cls = PreTrainingHeads(config, self.bert.embeddings.word_embeddings)
-
-
 class VisualDialogEncoder(nn.Module):
     """The paper's model: scores dialog sequences with their images, and computes the losses.
 
@@ -276,8 +252,7 @@ class VisualDialogEncoder(nn.Module):
     >>> ranking_scores = out.nsp_scores.softmax(-1)[:, 0]
     """
 
-    # parameter-name prefixes by learning rate (models/optimizer.py): the text stream at -lr; the
-    # text pooler t_pooler is not in the reference's language list, so it gets -image_lr
+    # parameter-name prefixes by learning rate (models/optimizer.py); t_pooler is not in the reference's list
     LANGUAGE_PARAMETERS = TEXT_STREAM_PARAMETERS
     IMAGE_LR_PARAMETERS = ("bert_pretrained.bert.v_embeddings.", "bert_pretrained.bert.encoder.v_layer.",
                            "bert_pretrained.bert.encoder.c_layer.", "bert_pretrained.bert.t_pooler.",
@@ -297,7 +272,7 @@ class VisualDialogEncoder(nn.Module):
         super().__init__()
         config.validate_two_stream()
         self.config = config
-        self.bert_pretrained = MultiModalPreTraining(config)
+        self.bert_pretrained = PreTraining(config, ViLBertModel, PreTrainingHeads)
         self.apply(lambda module: init_bert_weights(module, config.initializer_range))
         # Not the reference's zero: with zero biases half of each ReLU pooler starts dead and a model
         # trained from scratch scores every answer alike (docs/reference.md). Checkpoints overwrite them.

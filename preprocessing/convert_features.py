@@ -1,18 +1,12 @@
-"""Convert image features into a feature store the datasets read (LMDB or HDF5, by the output name).
+"""Convert image features into a feature store the datasets read (LMDB or HDF5, by the output name;
+the input formats: docs/data.md).
 
-    # the released LMDB to HDF5
     python preprocessing/convert_features.py -input data/visdial/visdial_img_feat.lmdb \
         -output data/visdial/visdial_img_feat.h5
-    # the bottom-up-attention TSV (several files: give them all), the challenge starter's HDF5,
-    # a folder of <image_id>.npz files from your own detector
+    # the bottom-up-attention TSV (give all its files), the challenge starter's HDF5, a folder of .npz
     python preprocessing/convert_features.py -input trainval_36.tsv -output features.lmdb
     python preprocessing/convert_features.py -input features_faster_rcnn_x101_val.h5 -output val.h5
     python preprocessing/convert_features.py -input my_detections/ -output my_features.h5
-
-The formats and what is checked are in `dataloader/feature_formats.py` (docs/data.md documents the
-.npz schema); both stores give identical values through `dataloader.feature_store.open_feature_store`.
-The output may be neither an input nor inside one; it is written atomically (SIGTERM or Ctrl-C
-leave no partial file).
 """
 import argparse
 from pathlib import Path
@@ -38,8 +32,7 @@ def main(argv=None) -> None:
     is_lmdb = Path(args.output).suffix.lower() == LMDB_SUFFIX  # a folder (the name is checked after the paths)
     check_outputs([Output("-output", Path(args.output), is_folder=is_lmdb, what="the feature store")],
                   {"-input" if len(args.input) == 1 else f"-input {path}": path for path in args.input})
-    count, width = convert_features(args.input, args.output, note=note_on_stderr,
-                                    show_progress=not args.quiet)
+    count, width = convert_features(args.input, args.output, note=note_on_stderr, show_progress=not args.quiet)
     print(f"wrote {count} images ({width}-d features) to {args.output}")
 
 

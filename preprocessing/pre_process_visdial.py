@@ -1,10 +1,8 @@
-"""Filter the raw VisDial v1.0 json files so every model input fits in `-max_seq_len` tokens.
+"""Filter the raw VisDial v1.0 json files so every model input fits in `-max_seq_len` tokens
+(dataloader/preprocess.py; docs/data.md, "Preprocessing").
 
     python preprocessing/pre_process_visdial.py -max_seq_len 256 -vocab data/bert-base-uncased/vocab.txt \
         -visdial_train data/visdial/visdial_1.0_train.json ... (every path has a flag, see -h)
-
-The command line of `dataloader.preprocess`, which states the reference's length rules, the two
-fixed reference bugs and what is written. Prints what was dropped and why.
 """
 import argparse
 
@@ -52,9 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def preprocess(args: argparse.Namespace) -> Summary:
-    """Preprocess the files named by parsed flags (see `dataloader.preprocess.preprocess`)."""
-    return preprocess_files({name: getattr(args, name) for name in INPUT_FILES + OUTPUT_FILES}, args.max_seq_len, args.vocab,
-                            show_progress=not args.quiet, keep_all_val=args.keep_all_val)
+    return preprocess_files({name: getattr(args, name) for name in INPUT_FILES + OUTPUT_FILES}, args.max_seq_len,
+                            args.vocab, show_progress=not args.quiet, keep_all_val=args.keep_all_val)
 
 
 def main(argv=None) -> None:

@@ -1,13 +1,8 @@
-"""Write a question-type file for real VisDial dialogs by grouping questions on their first words.
+"""Write a question-type file for real VisDial dialogs by grouping questions on their first words (`RULES`).
 
     python preprocessing/question_types_by_word.py -split val \\
         -visdial_json data/visdial/visdial_1.0_val_processed.json -out data/visdial/visdial_1.0_val_question_types.json
     python evaluate.py -split val ... -question_types data/visdial/visdial_1.0_val_question_types.json
-
-Each question gets the type of the first rule of `RULES` whose words start it ("what color is the
-car ?" -> color, "is he smiling ?" -> yes_no), else "other". The output is the format of
-dataloader/question_types.py (the one the toy generator writes), so per-type metrics work alike on
-real and toy data; edit `RULES` or write the file yourself for other groupings.
 """
 from pathlib import Path
 
@@ -59,8 +54,7 @@ def main(argv=None) -> None:
     check_outputs([Output("-out", out, what="the question-type file")], {"-visdial_json": source})
     content = load_visdial_json(source, args.split)
     rounds = round_types(content)
-    descriptions = {name: description for name, description, _ in RULES}
-    descriptions[OTHER[0]] = OTHER[1]
+    descriptions = dict([(name, description) for name, description, _ in RULES] + [OTHER])
     write_question_types(out, descriptions, rounds)
     counts = {name: sum(entry["question_type"] == name for entry in rounds) for name in descriptions}
     print(f"wrote the types of {len(rounds)} rounds to {out}: "

@@ -39,13 +39,13 @@ from utils.benchmarking.measure import (SteadyState, count_flops, describe_devic
                                         reset_peak_memory, steady_state)
 from utils.benchmarking.reference import score_padded_reference_style, spread_weights
 from utils.benchmarking.synthetic import write_synthetic_visdial
-from utils.checkpoints import git_commit
 from utils.distributed import DistributedContext
 from utils.errors import ArgumentParser, UserError, bounded, run_cli
 from utils.evaluation.metrics import NEAR_TIE
 from utils.evaluation.scoring import (autocast, length_batches, resolve_tokens_per_batch, score_dataset,
                                       score_sequences)
 from utils.outputs import Output, check_outputs, write_json
+from utils.training.checkpoints import git_commit
 from utils.training.data import TrainingData
 from utils.training.run_state import RunState
 from utils.training.steps import StepSettings, score_chunk, base_step, dense_step

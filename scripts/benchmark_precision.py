@@ -1,14 +1,11 @@
-"""Precision on evidence: one trained checkpoint scored on the same val data in fp32 and in lower
-precisions, through evaluate.py's engine, and what that does to the metrics and the EvalAI ranks.
+"""fp32 against lower precisions on one trained checkpoint's val scores, through evaluate.py's engine
+(docs/performance.md, "Precision on evidence").
 
     python scripts/benchmark_precision.py -start_path CHECKPOINT [evaluate.py's flags] \\
         [--compare bf16 tf32 fp16] [--out precision.json]
 
-evaluate.py's flags (-split val implied). fp32 runs with TF32 off; tf32 is fp32 with a GPU's TF32 matrix
-products; bf16 and fp16 are autocast. Default --compare: bf16 on the CPU, bf16 and tf32 on a GPU. Prints
-each precision's val metrics, their change from fp32, the largest score difference, the EvalAI ranks moved
-beyond near-ties of the fp32 scores and the wall seconds; then whether MRR moved by more than 0.001, and a
-machine-readable line.
+fp32 runs with TF32 off; tf32 is fp32 with a GPU's TF32 matrix products; bf16 and fp16 are autocast.
+Default --compare: bf16 on the CPU, bf16 and tf32 on a GPU.
 """
 import argparse
 import time
@@ -33,7 +30,6 @@ MRR_TOLERANCE = 0.001  # a precision that moves val MRR by more is not used for 
 
 
 def score(model: torch.nn.Module, dataset, options: EvalOptions, precision: str) -> tuple[ScoredDialogs, float]:
-    """The val split's scores in `precision` and the wall seconds they took."""
     saved = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     start = time.perf_counter()
@@ -64,7 +60,6 @@ def compare_precisions(model: torch.nn.Module, dataset, options: EvalOptions, pr
 
 
 def format_results(results: dict) -> str:
-    """The table of every precision, the verdict and the machine-readable line."""
     keys = [(label, key) for label, key in METRICS if key in results["fp32"]["metrics"]]
     lines = [f"{'precision':<14}" + "".join(f"{label:>9}" for label, _ in keys)
              + f"{'max |d score|':>15}{'ranks beyond near-ties':>26}{'s':>8}"]

@@ -1,30 +1,9 @@
-"""Chat with a trained checkpoint about an image: ask questions, see the model's top answers.
+"""Chat with a trained checkpoint about an image: ask questions, see the model's top answers
+(commands, candidate pool and the -json events: docs/evaluation.md, "Chat with a checkpoint").
 
     python scripts/chat.py -start_path checkpoints-release/basemodel \\
         -visdial_image_feats data/visdial/visdial_img_feat.lmdb \\
         -dialogs data/visdial/visdial_1.0_val_processed.json [-image_id 185565]
-
-The image is -image_id, or one drawn with -seed (from the -dialogs file's images when it is given,
-else from the feature store). Its caption comes from the -dialogs file; an image the file lacks
-asks for one (the first input line). Then every line is a question: the top 5 answers of the
-candidate pool are printed with their probabilities and the best goes into the history, or the
-answer typed after `=` (`is it sunny ? = yes`). Commands: `:why` (the image regions the last
-answer's sequence attended to most, with their weights and boxes: the text-to-image co-attention of
-utils/evaluation/explain.py; ViLBERT only), `:reset` (clear the history), `:image ID` (another
-image, new history), `:quit` (or end of input).
-
-The candidate pool is -candidates FILE (one answer a line) or else the -pool_size most frequent
-answers of the -dialogs file's split. Ranking goes through utils/evaluation/ranker.DialogRanker,
-the engine of evaluate.py.
-
-Without a terminal the questions come from standard input (`printf 'what color is it ?\\n' |
-python scripts/chat.py ...`) and a bad line stops the chat with one `error:` line and exit code 2;
-with -json every output line is one JSON object: {"event": "image", "image_id", "caption"} when an
-image is chosen, {"event": "turn", "image_id", "round", "question", "answers": [{"answer",
-"probability"}, ...], "answer", "answered_by": "model" | "user"} per question, {"event": "why",
-"image_id", "round", "question", "answer", "explain": {"regions": [{"region", "box", "weight"}, ...]}}
-after `:why` (the top regions, heaviest first; region 0 is the whole image, boxes x1, y1, x2, y2 in
-pixels), {"event": "reset", "image_id"} after `:reset`.
 """
 import dataclasses
 import json
@@ -42,8 +21,7 @@ from utils.inputs import read_text
 
 TOP_ANSWERS = 5
 TOP_REGIONS = 5
-CANDIDATES_FILE_BYTES = 64 << 20
-"""VisDial's 337,527 distinct answers take 7 MB as one answer a line."""
+CANDIDATES_FILE_BYTES = 64 << 20  # VisDial's 337,527 distinct answers take 7 MB
 COMMANDS = ":why, :reset, :image ID, :quit"
 
 
@@ -90,8 +68,7 @@ class ChatOptions(FlagOptions):
 
 
 def read_candidates(path: str) -> list[str]:
-    """The answers of a candidates file, one a line (blank lines skipped); a repeated answer, or
-    none at all, is a UserError naming the file."""
+    """The answers of a candidates file, one a line; UserError for a repeated answer or none at all."""
     first_line = {}
     for number, line in enumerate(read_text(path, "candidates file", CANDIDATES_FILE_BYTES).split("\n"), start=1):
         answer = line.strip()
@@ -105,16 +82,14 @@ def read_candidates(path: str) -> list[str]:
 
 
 def check_pool(tokenizer, pool: list[str], source: str) -> None:
-    """Refuse, naming `source` (the candidates or dialogs file), an answer of the pool that has no
-    tokens (only characters the vocabulary drops), before the chat starts."""
+    """UserError naming `source` for an answer of the pool without tokens, before the chat starts."""
     for answer, tokens in zip(pool, encode_texts(tokenizer, pool)):
         if not len(tokens):
             raise UserError(f"{source}: the candidate answer {answer!r} is empty (it has no tokens); remove it")
 
 
 def frequent_answers(data: dict, pool_size: int, path: str) -> list[str]:
-    """The `pool_size` most frequent answers of a split's rounds (distinct texts; equal counts in
-    order of first use)."""
+    """The `pool_size` most frequent answers of a split's rounds (equal counts in order of first use)."""
     counts = Counter(data["answers"][turn["answer"]].strip() for dialog in data["dialogs"]
                      for turn in dialog["dialog"] if "answer" in turn)
     counts.pop("", None)
@@ -135,9 +110,8 @@ class Chat:
         self.lines_read = 0
 
     def read(self, prompt: str) -> Optional[str]:
-        """The next input line (None at the end of the input), counted for error messages; a line
-        that is not UTF-8 text (undecodable bytes, or the lone surrogates that a lenient decoding
-        makes of them) is a UserError naming it."""
+        """The next input line (None at the end); UserError naming a line that is not UTF-8 (undecodable
+        bytes, or the lone surrogates a lenient decoding makes of them)."""
         try:
             line = self.read_line(prompt)
             if line is not None:
@@ -170,22 +144,20 @@ class Chat:
             return True
         if line.startswith(":"):
             command, _, argument = line.partition(" ")
-            if command == ":quit":
-                return False
             if command == ":why":
                 self.why()
-                return True
-            if command == ":reset":
+            elif command == ":reset":
                 self.history = []
                 self.show("(history cleared)", event="reset", image_id=self.image_id)
-                return True
-            if command == ":image":
+            elif command == ":image":
                 try:
                     image_id = int(argument)
                 except ValueError:
                     raise UserError(f":image needs an image id (an integer), got {argument.strip()!r}") from None
                 return self.open_image(image_id)
-            raise UserError(f"unknown command {command!r} (the commands: {COMMANDS})")
+            elif command != ":quit":
+                raise UserError(f"unknown command {command!r} (the commands: {COMMANDS})")
+            return command != ":quit"
         question, given, answer = (part.strip() for part in line.partition("="))
         if not question:
             raise UserError(f"the question is empty in {line!r}")
@@ -207,7 +179,6 @@ class Chat:
                                               for text, probability in ranking],
                   answer=chosen, answered_by="user" if answer is not None else "model")
 
-
     def why(self) -> None:
         """Show the regions the last answer's sequence attended to most (its round as it was asked)."""
         if not self.history:
@@ -225,9 +196,8 @@ class Chat:
 
 
 def line_reader(interactive: bool, stdin: TextIO) -> Callable[[str], Optional[str]]:
-    """A function prompt -> the next input line (None at the end): input() with its prompt on a
-    terminal, plain lines of `stdin` otherwise (read as bytes when it has them, each line decoded
-    as UTF-8, a byte-order mark and CRLF dropped: a UnicodeDecodeError names its line, see `Chat.read`)."""
+    """prompt -> the next input line (None at the end): input() on a terminal, else lines of `stdin`
+    decoded one by one as UTF-8 (a byte-order mark and CRLF dropped)."""
     def from_terminal(prompt: str) -> Optional[str]:
         try:
             return input(prompt)
@@ -256,7 +226,6 @@ def pick_image(options: ChatOptions, ranker: DialogRanker, captions: dict[int, s
 
 
 def chat(options: ChatOptions, stdin: TextIO, stdout: TextIO, interactive: bool) -> None:
-    """Run a chat session as the options say (module docstring)."""
     pool = read_candidates(options.candidates) if options.candidates else None
     captions = {}
     if options.dialogs:

@@ -4,17 +4,10 @@
 
 Reads one request a line on stdin, `CHECK<tab>FILE`, and answers each with one line on stdout:
 `ok`, or what is wrong with FILE (the calling script names the URL). One process serves a whole
-download run, so torch is imported once, and only when a checkpoint comes.
-
-Every FILE must first not be a web page (markup where the file should start: a server's error or
-login page served with status 200). Then CHECK is one of
-  lmdb          an image feature store in the released LMDB layout, opened by the project's reader
-                (the file is LMDB's data file itself, every page it refers to lies inside it, and
-                it holds the b'keys' record);
-  json          a file that parses as JSON within the project's input limits (utils/inputs.py);
-  checkpoint    a PyTorch checkpoint (a zip archive or a pickle stream) that the project's
-                safe reader opens (`torch.load(weights_only=True)`, a dict);
-  sha256:<hex>  a file with this sha256.
+download run, so torch is imported once, and only when a checkpoint comes. Every FILE must not be
+a web page (an error page served with status 200); CHECK is `lmdb` (the released LMDB layout, by
+the project's reader), `json` (parses within the input limits), `checkpoint` (opens with
+`torch.load(weights_only=True)`, a dict) or `sha256:<hex>`.
 """
 import argparse
 import hashlib
@@ -23,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from utils.errors import ArgumentParser, UserError, run_cli
-from utils.inputs import read_json
+from utils.inputs import read_checkpoint, read_json
 
 
 def check_not_a_web_page(path: Path) -> None:
@@ -38,21 +31,6 @@ def check_lmdb(path: Path) -> None:
     LmdbFeatureStore(path)
 
 
-def check_json(path: Path) -> None:
-    read_json(path, "json file")
-
-
-def check_checkpoint(path: Path) -> None:
-    with open(path, "rb") as handle:
-        start = handle.read(4)
-    # torch.save writes a zip archive (torch >= 1.6) or a pickle stream (before): anything else is
-    # refused at once, without the seconds that importing torch takes
-    if not (start == b"PK\x03\x04" or start[:1] == b"\x80"):
-        raise UserError("not a PyTorch checkpoint (neither a zip archive nor a pickle stream)")
-    from utils.checkpoints import read_checkpoint
-    read_checkpoint(path)
-
-
 def check_sha256(path: Path, expected: str) -> None:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -62,7 +40,7 @@ def check_sha256(path: Path, expected: str) -> None:
         raise UserError(f"sha256 is {digest.hexdigest()}, expected {expected}")
 
 
-CHECKS = {"lmdb": check_lmdb, "json": check_json, "checkpoint": check_checkpoint}
+CHECKS = {"lmdb": check_lmdb, "json": lambda path: read_json(path, "json file"), "checkpoint": read_checkpoint}
 
 
 def verdict(check: str, path: Path) -> str:

@@ -1,18 +1,8 @@
 #!/usr/bin/env bash
-# What the model learns, and that it looks: the whole system on a generated toy VisDial, zero
-# downloads, about three minutes on 2 CPU cores:
+# The whole system on a generated toy VisDial, zero downloads, about three minutes on 2 CPU cores:
+# ViLBERT and the language-only baseline trained side by side, scored per question type (docs/learning.md).
 #   bash scripts/demo.sh
-# Sets up .venv (like scripts/test.sh); generates the toy VisDial (questions of six types: one-hop,
-# binding, counting, existence, caption, history; the train split also holds dialogs that ask only
-# whole-image questions) and preprocesses it with the real preprocessing script; trains ViLBERT and
-# the language-only baseline on the same data with the same budget, side by side on one thread each;
-# writes the EvalAI test file; scores both on val per question type beside a random ranking, with the
-# val report (each sample round's toy picture with the regions behind the top answer lit) and
-# ViLBERT's pointing score (does the ground truth's most-weighted region hold the object asked about?);
-# ends with that table and one summary line.
-# DEMO_DIR (default: demo_output) is where everything goes; DEMO_SEED changes the toy data and the runs.
-# The demo deletes DEMO_DIR when it starts, so it only takes a folder it made itself (marked by the
-# file .made-by-demo.sh), a new one, or an empty one: anything else is refused before any work.
+# DEMO_DIR (default: demo_output, only a folder the demo made, a new or an empty one) and DEMO_SEED.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/usage.sh"
 expect_arguments 0 "$@"
@@ -34,9 +24,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1   # two processes at a time on 2 core
 
 step() { printf '\n== [%3ds] %s\n' "$((SECONDS - started))" "$1"; }
 
-# The files every train.py / evaluate.py call reads. A toy question needs at most the caption
-# (round 1) or the previous round: one round of history is kept (-visdial_tot_rounds 2). The model
-# config is the one the generator writes: config/toy_model.json's sizes, this data's vocab_size.
+# A toy question needs at most the caption or the previous round: -visdial_tot_rounds 2.
 DATA_FLAGS=(
     -visdial_tot_rounds 2
     -vocab "$DATA/vocab.txt"
@@ -111,9 +99,6 @@ python evaluate.py -split val "${EVAL_FLAGS[@]}" -start_path "$CHECKPOINT" -save
     > "$DEMO_DIR/val.log" 2>&1 || { tail -n 5 "$DEMO_DIR/val.log" >&2; exit 2; }
 sed -n '/^MRR/p; /^NDCG/p; /^wrote/p' "$DEMO_DIR/val.log"
 
-# Chat with the trained ViLBERT about the first val image (scripts/chat.py): its first three
-# questions are asked; the model's top answers go into the history; `:why` shows where the last
-# answer looked.
 CHAT_IMAGE=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["data"]["dialogs"][0]["image_id"])' \
     "$DATA/visdial_1.0_val_processed.json")
 step "5/6 chat about val image $CHAT_IMAGE (scripts/chat.py, three questions from its dialog, then :why)"

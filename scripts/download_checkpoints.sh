@@ -1,16 +1,9 @@
 #!/usr/bin/env bash
-# Downloads the released checkpoints to checkpoints-release/ (the reference's file names):
-#   basemodel                      pretrained on Conceptual Captions and VQA, finetuned on VisDial
-#   basemodel_dense                basemodel + dense-annotation finetuning
-#   basemodel_dense_nsp            basemodel + dense-annotation finetuning + NSP loss
-#   vqa_pretrained_weights         ViLBERT pretrained on Conceptual Captions and VQA (start of training)
-#   concep_cap_pretrained_weights  ViLBERT pretrained on Conceptual Captions
+# Downloads the released checkpoints to checkpoints-release/ (basemodel, basemodel_dense,
+# basemodel_dense_nsp, vqa_pretrained_weights, concep_cap_pretrained_weights), each checked (docs/data.md).
 #   bash scripts/download_checkpoints.sh                   # all of them
 #   bash scripts/download_checkpoints.sh basemodel_dense   # only the ones named
-# VISDIAL_CKPT_URL replaces the base URL (a mirror). Every file is checked before it is put in place
-# (size, and `torch.load(weights_only=True)` opens it; see download_common.sh); reruns resume partial
-# files and check, then skip, complete ones. Exit code 2 and one `error:` line when a file cannot be
-# fetched or fails its check.
+# VISDIAL_CKPT_URL replaces the base URL (a mirror).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/usage.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

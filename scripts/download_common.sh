@@ -1,22 +1,8 @@
 #!/usr/bin/env bash
-# The download function shared by scripts/download_preprocessed.sh and download_checkpoints.sh.
-#
+# The download function shared by the download scripts (docs/data.md, "Downloads").
 #   source scripts/download_common.sh
 #   start_content_checker MODULE...   # before any download: the checks need the project's packages
 #   download URL DESTINATION CHECK    # CHECK: lmdb, json, checkpoint or sha256:<hex>
-#
-# A file is fetched into DESTINATION.part, which a rerun resumes, and renamed to DESTINATION only
-# once it has passed every check:
-#   * its size is the one the server announced (Content-Length, or the total of Content-Range
-#     when resuming): a transfer that ended early fails, whatever the tool thinks of it;
-#   * it is not a web page (an error or login page served with status 200), and its content is
-#     what CHECK says (scripts/check_download.py).
-# Every failure is one `error: ...` line naming the URL, and exit code 2. A .part cut short by the
-# network is kept for the rerun to resume; a .part that failed a check is deleted, so the rerun
-# fetches it afresh instead of resuming garbage.
-# A file already at DESTINATION is not fetched again but gets the content check (no network): a
-# broken file, say from an older version of these scripts, is reported, never deleted.
-# The tool is curl, else wget, else Python's urllib; VISDIAL_DOWNLOADER=curl|wget|python forces one.
 
 source "$(dirname "${BASH_SOURCE[0]}")/usage.sh"
 
@@ -51,9 +37,8 @@ sys.exit(not all(importlib.util.find_spec(name) for name in sys.argv[1:]))' "$@"
          "python, python3): run bash scripts/setup_env.sh or activate the project's environment"
 }
 
-# One Python process checks every file of a run, so that torch is imported once, not once a
-# checkpoint (seconds each): content_problem writes to it through one pipe and reads its verdict
-# from another (descriptors 3 and 4).
+# One Python process checks every file of a run (torch imported once): content_problem writes to it
+# on descriptor 3 and reads its verdict on descriptor 4.
 start_content_checker() {  # MODULE...: the packages the checks of this script need
     find_python "$@"
     local pipes
@@ -75,21 +60,8 @@ content_problem() (  # CHECK FILE: prints what is wrong with FILE and fails; sil
     exit 1
 )
 
-download_tool() {
-    if [ -n "${VISDIAL_DOWNLOADER:-}" ]; then
-        echo "$VISDIAL_DOWNLOADER"
-    elif command -v curl >/dev/null 2>&1; then
-        echo curl
-    elif command -v wget >/dev/null 2>&1; then
-        echo wget
-    else
-        echo python
-    fi
-}
-
-# download_<tool> URL PART: appends to PART (resuming it with an HTTP Range request), writes the
-# response headers to $RESPONSE_HEADERS, prints why it failed when it did. A 416 answer to the
-# Range request means the part already holds the whole file: success, the size check confirms it.
+# download_<tool> URL PART: appends to PART (an HTTP Range request), the headers to $RESPONSE_HEADERS,
+# prints why it failed. A 416 answer means PART is whole already: success, the size check confirms it.
 
 download_python() {
     "$PYTHON" - "$1" "$2" "$RESPONSE_HEADERS" <<'PYTHON'
@@ -167,10 +139,6 @@ announced_size() {  # the file's full size by the last response in $RESPONSE_HEA
         }'
 }
 
-file_size() {  # FILE: its size in bytes, 0 when it does not exist
-    if [ -f "$1" ]; then echo $(($(wc -c < "$1"))); else echo 0; fi
-}
-
 download() {  # URL DESTINATION CHECK
     local url="$1" destination="$2" check="$3" problem
     if [ -e "$destination" ]; then
@@ -180,8 +148,12 @@ download() {  # URL DESTINATION CHECK
         return 0
     fi
     mkdir -p "$(dirname "$destination")"
-    local part="$destination.part" tool failure=""
-    tool="$(download_tool)"
+    local part="$destination.part" tool="${VISDIAL_DOWNLOADER:-}" failure=""
+    if [ -z "$tool" ]; then  # curl, else wget, else Python's urllib
+        tool=python
+        command -v wget >/dev/null 2>&1 && tool=wget
+        command -v curl >/dev/null 2>&1 && tool=curl
+    fi
     case "$tool" in curl|wget|python) ;; *)
         fail "VISDIAL_DOWNLOADER=$tool is not one of curl, wget, python" ;;
     esac
@@ -191,7 +163,8 @@ download() {  # URL DESTINATION CHECK
 
     local expected have
     expected="$(announced_size)"
-    have="$(file_size "$part")"
+    have=0
+    [ -f "$part" ] && have=$(($(wc -c < "$part")))
     if [ -n "$expected" ] && [ "$have" -lt "$expected" ]; then
         fail "$url: the transfer ended early ($have of the $expected bytes the server announced); rerun to resume"
     elif [ -n "$expected" ] && [ "$have" -gt "$expected" ]; then

@@ -1,20 +1,8 @@
 #!/usr/bin/env bash
-# The GPU checks in one command, for a machine with one GPU (made for 15 minutes of an
-# H200: about 7 minutes, every step under its own time limit, at most 9 minutes in all):
+# The GPU checks in one command, for one GPU and about 7 minutes (docs/performance.md): conformance,
+# the toy ViLBERT trained in bf16 and compared with fp32, the benchmark rows; each step under a time limit.
 #   bash scripts/gpu_check.sh OUT_DIR
-# Run from anywhere; it works in the repository root and writes only to OUT_DIR (made if absent).
-#   1. conformance: tests/test_gpu.py, the model conformance checks on the GPU in fp32 with TF32 off
-#      (conformance.txt); a skip counts as a failure. It needs the reference fixtures:
-#      $VISDIAL_GOLDEN, else ../shared/golden, else shared/golden (on a device machine that gets a
-#      copy of the tree, copy them into the tree first: `mkdir -p shared && cp -r ../shared/golden shared/`).
-#   2. precision: the toy VisDial generated here, the demo's ViLBERT (config/presets/toy.yml) trained
-#      on the GPU (-precision auto: bf16; train.log), then scripts/benchmark_precision.py: fp32
-#      against bf16 and TF32 on the toy val (precision.txt, precision.json).
-#   3. benchmark: scripts/benchmark.py with what is left of 540 s, the rows of the issue's
-#      targets with their warm-up column (benchmark.txt, benchmark.json): matmul bf16, eval bf16,
-#      eval fp32, input eval, train bf16, input train, dense chunk 100, eval compiled, eval reference.
-# Each step's exit code and seconds go to OUT_DIR/summary.txt; a failing step does not stop the
-# next; the exit code is 1 when any step failed. PYTHON (default: python) is the interpreter.
+# Each step's exit code and seconds go to OUT_DIR/summary.txt; exit code 1 when any step failed.
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/usage.sh"
 expect_arguments 1 "$@"
@@ -39,10 +27,7 @@ step() {  # NAME LIMIT_S LOG COMMAND...: run under a time limit, output to LOG, 
 echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" | tee -a "$OUT/summary.txt"
 
 for candidate in "${VISDIAL_GOLDEN:-}" ../shared/golden shared/golden; do
-    if [ -n "$candidate" ] && [ -f "$candidate/README.md" ]; then
-        export VISDIAL_GOLDEN="$candidate"
-        break
-    fi
+    [ -n "$candidate" ] && [ -f "$candidate/README.md" ] && { export VISDIAL_GOLDEN="$candidate"; break; }
 done
 if [ -f "${VISDIAL_GOLDEN:-}/README.md" ]; then
     step conformance 100 "$OUT/conformance.txt" "$PYTHON" -m pytest -p no:xdist -q -s -rA -m gpu tests/test_gpu.py
@@ -56,8 +41,7 @@ else
 fi
 
 TOY="$OUT/toy"
-# the demo's toy VisDial, generated and preprocessed by utils/benchmarking/toy.py (one place knows its
-# file names); its train.py / evaluate.py data flags, one a line, in flags.txt
+# the demo's toy VisDial (utils/benchmarking/toy.py); its data flags, one a line, in flags.txt
 step "toy data" 120 "$OUT/toy_data.log" "$PYTHON" -c '
 import sys
 from utils.benchmarking.toy import make_toy_visdial

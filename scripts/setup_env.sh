@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv (when missing), installs requirements.txt into it, then the project itself in
-# editable mode (pyproject.toml), so that every script imports the project's modules.
+# Creates .venv and installs requirements.txt and the project (editable) into it, when they changed.
 # Sourced by scripts/test.sh and scripts/demo.sh so both get the same environment.
-# The install is skipped when requirements.txt and pyproject.toml have not changed since the last one.
 #   bash scripts/setup_env.sh && source .venv/bin/activate
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/usage.sh"

@@ -2,8 +2,6 @@
 # The test entry point: sets up .venv like scripts/demo.sh, then runs the whole suite.
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh -k metrics # extra arguments go to pytest (-n 0: one process)
-# The test files are spread over one worker process per core (at most 4, pytest-xdist), each
-# running torch on one thread: the tiny test models gain nothing from more.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/usage.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,5 +13,6 @@ if ! command -v chromium >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
+# one worker process per core (at most 4), one torch thread each: the tiny test models gain nothing from more
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 python -m pytest --numprocesses auto --maxprocesses 4 --dist loadfile "$@"

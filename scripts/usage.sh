@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
-# Sourced first by every shell script of scripts/ (source "$(dirname "${BASH_SOURCE[0]}")/usage.sh"):
-# run with -h or --help, a script prints its header comment, its usage, and exits 0 doing nothing;
-# `expect_arguments COUNT "$@"` refuses another number of arguments, or one that looks like a flag,
-# with one error line and exit code 2.
+# Sourced first by every shell script of scripts/: -h or --help prints the script's header comment;
+# `expect_arguments COUNT "$@"` refuses another number of arguments, or a flag, with exit code 2.
 #   bash scripts/usage.sh -h     # this text
 if [ "${BASH_SOURCE[1]:-$0}" = "$0" ] && { [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; }; then
     sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"

@@ -3,13 +3,6 @@
     python scripts/validate_submission.py mine_predictions.json -split test \
         [-dialogs data/visdial/visdial_1.0_test_processed.json]      # or the raw visdial_1.0_test.json
     python scripts/validate_submission.py mine_val_predictions.json -split val -dialogs val.json
-
-A list of objects with image_id an integer >= 0, round_id in 1..10 and ranks a permutation of 1..100;
-test: one entry per dialog (its last round), val: one per dialog and round; no duplicates; with
--dialogs (by default the split's processed file of the data layout, data/visdial/, when it is
-there), exactly the dialogs and rounds of that file (processed or raw): an unknown image id is
-flagged then, and the summary says when it could not be. Each problem is one `error:` line naming
-the entry (exit code 2); a valid file gets a one-line summary (exit code 0).
 """
 import argparse
 from pathlib import Path

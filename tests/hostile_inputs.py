@@ -46,7 +46,7 @@ def written(path: Path, content: bytes) -> Path:
     return path
 
 
-def deeply_nested_json(folder: Path, name: str, depth: int = 600) -> Path:
+def deeply_nested_json(folder: Path, name: str, depth: int = 100_000) -> Path:
     """Deeper than Python's parsers (json, YAML) can follow with its default recursion limit."""
     return written(folder / name, b'{"data": ' + b"[" * depth + b"]" * depth + b"}")
 

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from models import build_model
-from utils.checkpoints import load_bert_weights, load_model_weights, read_checkpoint
+from models.weights import load_bert_weights, load_model_weights
 from scripts import check_reference
 from utils.errors import UserError
+from utils.inputs import read_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -234,6 +234,8 @@ def test_a_sparse_tensor_in_a_score_file(tmp_path, key):
 def test_a_symbolic_link_loop_as_an_input(tmp_path):
     loop = hostile.symlink_loop(tmp_path, "val.json")
     raises_one_line(lambda: load_visdial_json(loop, "val"), loop, "Too many levels of symbolic links")
-    raises_one_line(lambda: open_feature_store(loop), loop, "not found (a symbolic link to nothing, or a loop of links)")
+    raises_one_line(lambda: open_feature_store(loop), loop, "Too many levels of symbolic links")
+    raises_one_line(lambda: open_feature_store(tmp_path / "nothing"), "nothing: image feature store not found")
+    raises_one_line(lambda: open_feature_store(tmp_path), tmp_path / "data.mdb", "LMDB data file not found")
     raises_one_line(lambda: check_outputs([Output("-out", tmp_path / "out.json")], {"-visdial_val": loop}),
                     loop, "-visdial_val: cannot resolve it (symbolic links form a loop)")

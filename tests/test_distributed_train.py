@@ -17,16 +17,15 @@ import torch.multiprocessing as mp
 import evaluate
 import train
 from models import build_model
-from utils.checkpoints import load_model_weights
-from utils.checkpoints.weights import parameters_sha256
+from models.weights import load_model_weights
 from options import TrainOptions, parse_options
 from tests.dropout_free_run import without_dropout
 from tests.test_evaluate import golden_args
 from tests.train_helpers import assert_bit_identical, final_weights, fixture_flags, read_metrics
 from utils.distributed import DistributedContext
 from utils.errors import UserError
-from utils.checkpoints import save_checkpoint
-from utils.checkpoints.run_checkpoint import _pending_gradients, _world_size_change
+from utils.training.checkpoints import _pending_gradients, parameters_sha256, save_checkpoint
+from utils.training.resume_checks import _world_size_change
 
 
 def free_port() -> int:

@@ -273,7 +273,7 @@ BAD_DATA_FILES = [  # in the order the script fetches them
 BAD_CHECKPOINTS = [
     BadFile("checkpoint_web_page", CHECKPOINT, WEB_PAGE, WEB_PAGE_PROBLEM),
     BadFile("checkpoint_not_a_checkpoint", CHECKPOINT, b"\x1f\x8b\x08\x00" + bytes(range(256)) * 8,
-            "not a PyTorch checkpoint (neither a zip archive nor a pickle stream)"),
+            "not a PyTorch checkpoint"),
 ]
 
 

@@ -19,14 +19,13 @@ import torch
 import train
 from dataloader.datasets import VisdialDataset
 from preprocessing import make_toy_data
-from utils.checkpoints import read_checkpoint
 from tests.train_helpers import assert_bit_identical, final_weights, fixture_flags, read_metrics
 from utils.errors import UserError, run_cli
+from utils.inputs import read_checkpoint
 from utils.outputs import TEMPORARY_MARK, atomic_write
 from utils.training import trainer
-from utils.checkpoints import save_checkpoint
+from utils.training.checkpoints import CheckpointManager, save_checkpoint
 from utils.training.loggers import MetricsFile
-from utils.training.run_folder import RunFolder
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -50,7 +49,7 @@ def test_sigterm_saves_and_resume_matches_uninterrupted_run(golden_dir, repo_roo
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, stderr
     assert "stopped by SIGTERM" in stdout and "-continue" in stdout and "Traceback" not in stderr
-    stopped_at = max(iteration for iteration, _ in RunFolder(tmp_path / "killed").checkpoints())
+    stopped_at = max(iteration for iteration, _ in CheckpointManager(tmp_path / "killed").checkpoints())
     assert 2 <= stopped_at < 9
 
     train.main(flags + ["-continue"])
@@ -61,9 +60,8 @@ def test_sigterm_saves_and_resume_matches_uninterrupted_run(golden_dir, repo_roo
 
 SAVE_LOOP = """
 import sys, torch
-from utils.checkpoints import save_checkpoint
-from utils.training.run_folder import RunFolder
-folder, start = RunFolder(sys.argv[1]), int(sys.argv[2])
+from utils.training.checkpoints import CheckpointManager, save_checkpoint
+folder, start = CheckpointManager(sys.argv[1]), int(sys.argv[2])
 content = {"weights": torch.randn(300_000), "iter_id": 0}
 for iteration in range(start, start + 10_000):
     content["iter_id"] = iteration
@@ -84,11 +82,11 @@ def test_sigkill_during_saves_never_leaves_a_broken_checkpoint(repo_root, tmp_pa
         time.sleep(generator.uniform(0, 0.05))
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
-        checkpoints = RunFolder(tmp_path).checkpoints()
+        checkpoints = CheckpointManager(tmp_path).checkpoints()
         assert 1 <= len(checkpoints) <= 4
         for iteration, path in checkpoints:
             assert read_checkpoint(path)["iter_id"] == iteration
-        RunFolder(tmp_path).remove_stale_temporaries()
+        CheckpointManager(tmp_path).remove_stale_temporaries()
         assert [p.name for p in tmp_path.iterdir() if TEMPORARY_MARK in p.name] == []
         start = checkpoints[-1][0] + 1
 
@@ -124,7 +122,7 @@ def test_full_disk_on_save_keeps_the_previous_checkpoint(tmp_path):
 def test_too_little_free_space_is_detected_early(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda _: type("usage", (), {"free": 10 * 2**20})())
     with pytest.raises(UserError, match="only 10 MiB free"):
-        RunFolder(tmp_path).check_space(needed_bytes=500 * 2**20)
+        CheckpointManager(tmp_path).check_space(torch.nn.Linear(4096, 4096))
 
 
 def poison_iteration(monkeypatch, poisoned_iteration: int):

@@ -15,8 +15,8 @@ from options import TrainOptions, parse_options
 from utils.benchmarking.toy import make_toy_visdial
 from utils.distributed import DistributedContext
 from utils.training.data import build_training_data
+from utils.training.checkpoints import CheckpointManager
 from utils.training.loggers import TrainingLogger
-from utils.training.run_folder import RunFolder
 from utils.training.run_state import RunState
 from utils.training.trainer import Trainer
 
@@ -36,7 +36,7 @@ def test_overflowing_fp16_steps_are_skipped_and_reported_and_the_loss_falls(tmp_
     context = DistributedContext(0, 1, 0, torch.device("cpu"))
     torch.manual_seed(options.seed)
     model = build_model(options.model_config)
-    folder = RunFolder(tmp_path / "runs" / "fp16")
+    folder = CheckpointManager(tmp_path / "runs" / "fp16")
     folder.path.mkdir(parents=True)
     state = RunState.start(model, options, "fp16")
     state.grad_scaler = torch.amp.GradScaler("cpu", init_scale=INITIAL_SCALE)

@@ -66,7 +66,7 @@ def test_late_rounds_lose_early_history_the_caption_stays_and_every_option_fits(
                              golden_dir / VOCAB_FILE, folder / "val_dense_annotations_processed.json",
                              max_seq_len=MAX_SEQ_LEN)
     item = dataset[position]
-    lengths = (item["tokens"] != 0).sum(dim=1).view(10, 100)  # 0 is [PAD], never a real token
+    lengths = (item["tokens"] != 0).sum(axis=1).reshape(10, 100)  # 0 is [PAD], never a real token
     assert int(lengths.max()) <= MAX_SEQ_LEN  # every option of every round fits
     cut_rounds = 0
     for round_index, turn in enumerate(raw_rounds):

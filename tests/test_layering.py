@@ -6,7 +6,6 @@ From the bottom up (a module may import its own unit and any lower layer, nothin
                               (at most six modules at the top of utils/)
     1  data, model            dataloader/ | models/            (two units: neither imports the other)
     2  options                options.py                       (the typed flags; the model types)
-    3  checkpoints            utils/checkpoints/               (reading, writing, checking, resuming)
     4  evaluation             utils/evaluation/
     5  training, conformance, utils/training/ | utils/conformance/ | utils/benchmarking/
        benchmarking
@@ -29,7 +28,6 @@ LAYERS = [  # (rank, unit, the paths in it: a file, or a folder ending in '/')
     (0, "the shared base", BASE),
     (1, "dataloader/", ("dataloader/",)), (1, "models/", ("models/",)),
     (2, "options.py", ("options.py",)),
-    (3, "utils/checkpoints/", ("utils/checkpoints/",)),
     (4, "utils/evaluation/", ("utils/evaluation/",)),
     (5, "utils/training/", ("utils/training/",)), (5, "utils/conformance/", ("utils/conformance/",)),
     (5, "utils/benchmarking/", ("utils/benchmarking/",)),

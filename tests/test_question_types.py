@@ -120,7 +120,7 @@ def test_compared_metrics_files_are_checked(tmp_path):
 
 def test_compare_metrics_is_a_list_of_labelled_files():
     options = EvalOptions(split="val", question_types="types.json", compare_metrics="base=a.json,other=b.json")
-    assert options.compared_metrics == {"base": "a.json", "other": "b.json"}
+    assert options.compared_metrics == [("base", "a.json"), ("other", "b.json")]
     assert options.input_paths()["-compare_metrics other"] == "b.json"     # no output may overwrite it
     assert options.problems() == []
     assert EvalOptions(split="val", question_types="t.json", compare_metrics="a.json,=b.json").problems() == [

@@ -1,4 +1,4 @@
-"""A run folder belongs to one run (utils/training/run_folder.py, run_lock.py): the lock that names
+"""A run folder belongs to one run (utils/training/checkpoints.py): the lock that names
 its holder and dies with it, reuse only with -continue, nothing written before every check passed.
 
 The command-line cases run train.py's `main` under `run_cli` in this process and assert exit code
@@ -22,8 +22,7 @@ from tests.test_bad_input import train_argv
 from tests.test_outputs import assert_one_error_line, listing
 from tests.train_helpers import fixture_flags
 from utils.errors import UserError, run_cli
-from utils.training.run_folder import RunFolder
-from utils.training.run_lock import LOCK_FILE, RunLock
+from utils.training.checkpoints import LOCK_FILE, CheckpointManager
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOLDER = f"on host {socket.gethostname()}"
@@ -37,15 +36,15 @@ def run_train(argv: list[str], capsys) -> tuple[int, str]:
 
 
 def test_a_second_lock_on_a_folder_names_the_holder_and_the_released_lock_is_gone(tmp_path):
-    first, second = RunLock(tmp_path), RunLock(tmp_path)
-    first.acquire()
+    first, second = CheckpointManager(tmp_path), CheckpointManager(tmp_path)
+    first.lock()
     with pytest.raises(UserError, match=f"{tmp_path}: the run folder is in use by another training run "
                                         rf"\(pid {os.getpid()} {HOLDER}\)"):
-        second.acquire()
-    first.release()
+        second.lock()
+    first.unlock()
     assert not (tmp_path / LOCK_FILE).exists()
-    second.acquire()
-    second.release()
+    second.lock()
+    second.unlock()
 
 
 def test_two_train_processes_on_one_folder_and_a_killed_holder(golden_dir, tmp_path, single_thread_env):
@@ -71,9 +70,9 @@ def test_two_train_processes_on_one_folder_and_a_killed_holder(golden_dir, tmp_p
         first.kill()
         first.wait(timeout=60)
     assert first.returncode == -signal.SIGKILL and lock.is_file()
-    after_the_kill = RunLock(lock.parent)
-    after_the_kill.acquire()
-    after_the_kill.release()
+    after_the_kill = CheckpointManager(lock.parent)
+    after_the_kill.lock()
+    after_the_kill.unlock()
 
 
 def test_a_folder_with_checkpoints_is_reused_only_with_continue(golden_dir, tmp_path, capsys, one_torch_thread):
@@ -113,6 +112,6 @@ def test_only_the_names_this_code_writes_are_periodic_checkpoints(tmp_path):
     for name in ("visdial_dialog_encoder_3.ckpt", "visdial_dialog_encoder_12.ckpt", "visdial_dialog_encoder_best.ckpt",
                  "visdial_dialog_encoder_1².ckpt", "visdial_dialog_encoder_٣.ckpt", "visdial_dialog_encoder_.ckpt"):
         (tmp_path / name).write_bytes(b"")
-    folder = RunFolder(tmp_path)
+    folder = CheckpointManager(tmp_path)
     assert folder.checkpoints() == [(3, tmp_path / "visdial_dialog_encoder_3.ckpt"),
                                     (12, tmp_path / "visdial_dialog_encoder_12.ckpt")]

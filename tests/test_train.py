@@ -7,7 +7,7 @@ import torch
 import evaluate
 import train
 from models import build_model
-from utils.checkpoints import load_model_weights
+from models.weights import load_model_weights
 from tests.train_helpers import assert_bit_identical, final_weights, fixture_flags, read_metrics
 from utils.errors import UserError
 

@@ -31,16 +31,15 @@ from dataloader.tokenizer import load_tokenizer
 from dataloader.visdial_json import load_dense_annotations, load_visdial_json
 from models import build_model
 from models.config import BertConfig
-from utils.checkpoints import load_model_weights, read_checkpoint
-from options import CPU_COUNT, EvalOptions, TrainOptions, parse_options
+from models.weights import load_model_weights
+from options import CPU_COUNT, EvalOptions, TrainOptions, model_config_for, parse_options
 from tests import hostile_inputs as hostile
 from tests.train_helpers import fixture_flags
 from utils.distributed import DistributedContext
 from utils.errors import UserError
-from utils.evaluation.run import model_config_for
-from utils.training.run_folder import RunFolder
-from utils.checkpoints import Checkpoint, read_run_state, restore_run_state, save_run_state
-from utils.checkpoints.run_checkpoint import check_resume_content
+from utils.inputs import read_checkpoint
+from utils.training.checkpoints import CheckpointManager
+from utils.training.resume_checks import check_resume_content
 from utils.training.run_state import RunState
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -120,18 +119,20 @@ def test_every_text_reader_reads_a_file_as_an_editor_saves_it(reader, form, gold
     assert compared(READERS[reader](edited)) == compared(READERS[reader](plain))
 
 
-def test_a_file_just_under_the_limit_is_read(tmp_path):
-    """The limits are limits, not a refusal of everything: deep but sane json parses."""
-    from utils.inputs import MAX_JSON_DEPTH, read_json
+def test_deep_but_sane_json_is_read_and_too_deep_json_is_one_line(tmp_path):
+    """No depth limit of our own: json that Python's parser follows is read (brackets inside strings
+    too); one deeper than it can follow is refused in one line, not a RecursionError traceback."""
+    from utils.inputs import read_json
 
-    depth = MAX_JSON_DEPTH
+    depth = 500
     path = hostile.written(tmp_path / "deep.json", b"[" * depth + b'"[[[ \\" {"' + b"]" * depth)
     value = read_json(path, "file")
     for _ in range(depth - 1):
         value = value[0]
     assert value == ['[[[ " {']
-    deeper = hostile.written(tmp_path / "deeper.json", b"[" * (depth + 1) + b"]" * (depth + 1))
-    one_line_error(lambda: read_json(deeper, "file"), deeper, f"nested {depth + 1} levels deep")
+    deeper = hostile.deeply_nested_json(tmp_path, "deeper.json")
+    one_line_error(lambda: read_json(deeper, "file"), deeper,
+                   "not valid JSON (nested deeper than the reader can follow)")
 
 
 # ---------------------------------------------------------------- 2. json schema
@@ -370,9 +371,10 @@ def resume_run(golden_dir, tmp_path_factory):
     for parameter in state.model.parameters():
         parameter.grad = torch.full_like(parameter, 1e-3)
     state.optimizer.step()
-    folder = RunFolder(folder / "run")
+    state.progress.iteration = 1
+    folder = CheckpointManager(folder / "run")
     folder.path.mkdir()
-    save_run_state(folder.checkpoint(1), state, options, context)
+    folder.save(state, options, context)
     fresh = RunState.start(build_model(golden_dir / "model_config.json"), options, "fp32")
     return SimpleNamespace(folder=folder, path=folder.checkpoint(1), options=options, context=context, state=fresh,
                            content=torch.load(folder.checkpoint(1), weights_only=True))
@@ -416,15 +418,15 @@ def test_every_field_of_a_resume_state_is_checked(name, change, fragments, resum
 
     def resume():
         check_resume_content(content, resume_run.path)
-        restore_run_state(Checkpoint(resume_run.path, content), resume_run.state, resume_run.context, print)
+        CheckpointManager.restore(resume_run.path, content, resume_run.state, resume_run.context, print)
 
     one_line_error(resume, resume_run.path, *fragments)
 
 
 def test_an_untouched_resume_state_resumes(resume_run):
-    checkpoint = read_run_state(resume_run.folder.resume_from(""), resume_run.options, print)
-    restore_run_state(checkpoint, resume_run.state, resume_run.context, print)
-    assert resume_run.state.progress.iteration == checkpoint.content["progress"]["iteration"]
+    path, content = resume_run.folder.read_for_resume("", resume_run.options, print)
+    resume_run.folder.restore(path, content, resume_run.state, resume_run.context, print)
+    assert resume_run.state.progress.iteration == content["progress"]["iteration"]
 
 
 # ---------------------------------------------------------------- 7. resource flags

@@ -1,11 +1,5 @@
-"""Running under torchrun: process group, devices, and the few collective helpers training needs.
-
-Without torchrun (no WORLD_SIZE in the environment) everything here is a single process: rank 0 of
-a world of 1, and the helpers return their input.
-
-    torchrun --nproc_per_node=8 train.py ...                     # one node, 8 GPUs
-    torchrun --nnodes=2 --node_rank=0 --master_addr=HOST --nproc_per_node=8 train.py ...
-"""
+"""Running under torchrun: process group, devices and the collective helpers. Without torchrun
+(no WORLD_SIZE) a process is rank 0 of a world of 1, and the helpers return their input."""
 import contextlib
 import os
 from dataclasses import dataclass
@@ -43,13 +37,12 @@ def is_initialized() -> bool:
 
 
 def get_world_size() -> int:
-    """The number of processes of the torchrun job (1 without torchrun)."""
     return dist.get_world_size() if is_initialized() else 1
 
 
 def setup_distributed() -> DistributedContext:
-    """Join the torchrun process group when launched by torchrun (NCCL on GPUs, gloo on CPUs),
-    and pick this process's device: cuda:<local rank> when GPUs exist, else the CPU."""
+    """Join the torchrun process group, if launched by it (NCCL on GPUs, gloo on CPUs); the device
+    is cuda:<local rank> when GPUs exist, else the CPU."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -70,11 +63,8 @@ def teardown_distributed() -> None:
 
 
 def wrap_model(model: nn.Module, context: DistributedContext) -> nn.Module:
-    """DistributedDataParallel under torchrun, the model itself otherwise.
-
-    find_unused_parameters: some parameters never get a gradient (the reference's unused
-    `sep_embeddings` and `q_dense` layers; the LM and region heads in dense mode).
-    """
+    """DistributedDataParallel under torchrun, the model itself otherwise. find_unused_parameters:
+    some parameters never get a gradient (`sep_embeddings`, `q_dense`; the LM and region heads in dense mode)."""
     if not context.is_distributed:
         return model
     device_ids = [context.device.index] if context.device.type == "cuda" else None
@@ -82,13 +72,11 @@ def wrap_model(model: nn.Module, context: DistributedContext) -> nn.Module:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel (the model itself without it)."""
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def gradient_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
-    """The context of one backward pass: `model.no_sync()` unless `sync`, so that gradients only
-    accumulate locally; nothing to do for a model without `no_sync` (a single process)."""
+    """`model.no_sync()` (gradients accumulate locally) unless `sync` or the model has no DDP."""
     if sync or not hasattr(model, "no_sync"):
         return contextlib.nullcontext()
     return model.no_sync()
@@ -106,8 +94,7 @@ def all_ranks_agree(flag: bool) -> bool:
 
 
 def sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
-    """The elementwise sum of a CPU tensor over every rank, on the CPU (`values` itself without
-    torchrun)."""
+    """The elementwise sum of a CPU tensor over every rank, on the CPU."""
     if not is_initialized():
         return values
     total = values.cuda() if dist.get_backend() == "nccl" else values.clone()

@@ -11,24 +11,21 @@ from typing import Callable, Iterator, Sequence
 
 
 class UserError(Exception):
-    """An error caused by the user's input (a file, a flag): printed as one `error:` line, no
-    traceback. A message of several lines (see `report_problems`) prints one `error:` line each."""
+    """An error caused by the user's input (a file, a flag): one `error:` line per line of its
+    message under `run_cli`, no traceback."""
 
 
 class Terminated(BaseException):
-    """SIGTERM, raised in the main thread like KeyboardInterrupt for SIGINT, so that what is being
-    written is cleaned up (temporary files removed) before the process exits."""
+    """SIGTERM, raised in the main thread like KeyboardInterrupt, so that writers clean up."""
 
 
 def note_on_stderr(line: str) -> None:
-    """Tell the user something that is not an error (`note: <line>` on stderr), such as what an
-    imported feature format lacks."""
+    """Tell the user something that is not an error: `note: <line>` on stderr."""
     print(f"note: {line}", file=sys.stderr)
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser whose argument errors are a UserError `-flag: problem` (one `error:` line
-    and exit code 2 under `run_cli`) instead of its usage block. Every command line uses it."""
+    """argparse's parser whose argument errors are a UserError `-flag: problem` instead of its usage block."""
 
     def error(self, message: str):
         raise UserError(argument_problem(message))
@@ -63,8 +60,7 @@ def argument_problem(message: str) -> str:
 
 
 def library_problem(error: BaseException) -> str:
-    """The one line of an error a library raised for a file or the disk (an OSError, an lmdb.Error)
-    that no caller converted: the file when the error names one, and the reason."""
+    """One line for an OSError or lmdb.Error no caller converted: the file, if named, and the reason."""
     if isinstance(error, OSError):
         subject = f"{error.filename}: " if error.filename else ""
         return subject + (error.strerror or str(error) or type(error).__name__)
@@ -72,8 +68,7 @@ def library_problem(error: BaseException) -> str:
 
 
 def _quiet_stdout() -> None:
-    """Point standard output at /dev/null, so that flushing it at exit raises nothing (nothing to do
-    when it is no file, as under a test's capture)."""
+    """Point standard output at /dev/null, so that flushing it at exit raises nothing."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     with contextlib.suppress(OSError, ValueError):
         os.dup2(devnull, sys.stdout.fileno())
@@ -112,7 +107,7 @@ def report_problems(problems: Sequence[str]) -> None:
 
 @contextlib.contextmanager
 def sigterm_raises() -> Iterator[None]:
-    """Within the block, SIGTERM raises `Terminated` in this process's main thread. A process forked
+    """Within the block, SIGTERM raises `Terminated` in this process's main thread; a process forked
     inside it (a DataLoader worker) keeps the default: SIGTERM ends it at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -134,17 +129,9 @@ def sigterm_raises() -> Iterator[None]:
 
 
 def run_cli(main: Callable[[], object]) -> None:
-    """Run a command-line `main`, turning a UserError into `error: ...` lines on stderr and exit code 2.
-
-    The last net for what a library raises for a file or the disk and no caller converted with its
-    file's name (an OSError such as a full disk or a symbolic-link loop, an lmdb.Error): one
-    `error:` line and exit code 2 as well. Any other exception is a bug and keeps its traceback.
-    A reader of standard output that went away (`... | head -1`) ends the command quietly with
-    exit code 141 (128 + SIGPIPE), as Unix tools end.
-
-    SIGINT (Ctrl-C) and SIGTERM stop it with one line and exit code 130 or 143, after the writers
-    have removed their temporary files (training handles both itself: it saves, then stops).
-    """
+    """Run a command-line `main`: a UserError, an OSError or an lmdb.Error becomes `error:` lines on
+    stderr and exit code 2, a closed stdout exit 141, Ctrl-C 130, SIGTERM 143; anything else is a bug
+    and keeps its traceback (docs/reliability.md, "The error boundary")."""
     import lmdb
 
     stdout, sys.stdout = sys.stdout, _NamedStdout(sys.stdout)

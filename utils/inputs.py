@@ -1,22 +1,11 @@
-"""Reading input files with limits: every text and JSON input of the project goes through here.
-
-A user can name anything as an input: a folder, a device (`/dev/zero` reads forever), a FIFO (an
-open blocks until some writer appears), a file of many gigabytes, a file of binary junk, or JSON
-nested so deeply that the parser overflows. `input_file` admits regular files only, and
-`read_text` / `read_json` read at most a size limit (checked before reading), decode UTF-8 (with
-or without a byte-order mark, any line ends) and parse, turning each of these into one UserError line naming the file:
-
-    config = read_json("config/toy_model.json", "model config", max_bytes=SMALL_FILE_BYTES)
-
-`what` names the kind of file in the messages ("data/x.json: file not found", "...: is a folder,
-not a model config").
-
-JSON's non-standard `NaN` / `Infinity` are refused, and nesting deeper than `MAX_JSON_DEPTH`
-levels is refused before Python's parser recurses into it.
-"""
+"""Reading input files with limits: regular files only, a size cap checked before reading, UTF-8
+(a byte-order mark and CRLF or CR line ends accepted), JSON without NaN or Infinity, torch.save
+files without running pickled code; every problem is one UserError line naming the file (`what`
+names its kind: "model config not found")."""
 import json
 import math
 import os
+import pickle
 import stat
 from pathlib import Path
 from typing import Union
@@ -31,8 +20,6 @@ SMALL_FILE_BYTES = 1 << 20
 """Model configs and presets: a few kB each."""
 DATA_FILE_BYTES = 2 << 30
 """VisDial json files and dense annotations (the largest released one is about 0.2 GB)."""
-MAX_JSON_DEPTH = 64
-"""The deepest nesting any json of the project has is 6 levels (a round's answer_options)."""
 
 
 def is_json_number(value) -> bool:
@@ -41,8 +28,8 @@ def is_json_number(value) -> bool:
 
 
 def is_text(value) -> bool:
-    """Whether a value is a string that encodes to UTF-8 (json escapes and lenient decodings make
-    lone surrogates, which do not)."""
+    """Whether a value is a string that encodes to UTF-8 (not one with a lone surrogate, which json
+    escapes and lenient decodings make)."""
     if not isinstance(value, str):
         return False
     try:
@@ -115,26 +102,14 @@ def _backslashes_before(raw: bytes, position: int) -> int:
 
 
 def _string_quotes(raw: bytes) -> np.ndarray:
-    """Positions of the quotes that open or close json strings: a quote preceded by an odd number
-    of backslashes is escaped (only those right after a backslash are looked at one by one).
-    Vectorised over the bytes; UTF-8 never puts an ASCII byte inside a multi-byte character."""
+    """Positions of the quotes that open or close json strings (not those after an odd number of
+    backslashes); vectorised, since UTF-8 never puts an ASCII byte inside a multi-byte character."""
     data = np.frombuffer(raw, dtype=np.uint8)
     quotes = np.flatnonzero(data == ord('"'))
     after_backslash = quotes[quotes > 0]
     after_backslash = after_backslash[data[after_backslash - 1] == ord("\\")]
     escaped = [position for position in after_backslash.tolist() if _backslashes_before(raw, position) % 2]
     return np.delete(quotes, np.searchsorted(quotes, escaped))
-
-
-def json_depth(raw: bytes, quotes: np.ndarray) -> int:
-    """The deepest nesting of `[` and `{` in a json text, brackets inside strings (after an odd
-    number of the string `quotes`) not counted. Up to the first syntax error this is the parser's
-    own view, so the parser never nests deeper than this number."""
-    data = np.frombuffer(raw, dtype=np.uint8)
-    brackets = np.flatnonzero((data == ord("[")) | (data == ord("]")) | (data == ord("{")) | (data == ord("}")))
-    brackets = brackets[np.searchsorted(quotes, brackets) % 2 == 0]
-    opening = (data[brackets] == ord("[")) | (data[brackets] == ord("{"))
-    return int(np.cumsum(np.where(opening, 1, -1)).max(initial=0))
 
 
 def _first_boolean(raw: bytes, quotes: np.ndarray) -> int:
@@ -149,16 +124,12 @@ def _first_boolean(raw: bytes, quotes: np.ndarray) -> int:
 
 
 def read_json(path: PathLike, what: str, max_bytes: int = DATA_FILE_BYTES, booleans: bool = True):
-    """Parse a json file (see the module docstring for the limits); UserError naming the file.
+    """Parse a json file of at most `max_bytes`; UserError naming the file.
 
     booleans=False: the file's schema has no boolean anywhere (the VisDial files), so a `true` or
     `false` is a wrong type wherever it is (Python would take it for the integer 1 or 0)."""
     content = read_bytes(path, what, max_bytes)
-    quotes = _string_quotes(content)
-    depth = json_depth(content, quotes)
-    if depth > MAX_JSON_DEPTH:
-        raise UserError(f"{path}: json nested {depth} levels deep, more than the {MAX_JSON_DEPTH} allowed")
-    if not booleans and (position := _first_boolean(content, quotes)) >= 0:
+    if not booleans and (position := _first_boolean(content, _string_quotes(content))) >= 0:
         line = content.count(b"\n", 0, position) + 1
         raise UserError(f"{path}: a true/false at line {line}, where this file holds only numbers, strings, "
                         "lists and objects")
@@ -172,3 +143,28 @@ def read_json(path: PathLike, what: str, max_bytes: int = DATA_FILE_BYTES, boole
         raise UserError(f"{path}: not valid JSON (line {error.lineno} column {error.colno}: {error.msg})") from None
     except ValueError as error:
         raise UserError(f"{path}: not valid JSON ({error})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid JSON (nested deeper than the reader can follow)") from None
+
+
+def read_checkpoint(path: PathLike, what: str = "checkpoint") -> dict:
+    """The dict a torch.save file holds, loaded onto the CPU with weights_only=True (pickled code is
+    refused, never run); UserError if it cannot be. what: how messages name the file."""
+    import torch  # here, not at the top: the shared base stays cheap to import
+
+    path = input_file(path, what)
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's boilerplate holds one line "... unsupported GLOBAL module.name ..." for pickled code
+        code = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
+        if code:
+            raise UserError(f"{path}: refused to load: the {what} needs pickled code, which is "
+                            f"never executed ({code[0]})") from None
+        raise UserError(f"{path}: not a PyTorch {what} (weights-only loading cannot read it)") from None
+    except Exception as error:  # torch raises many types for a file that is not a checkpoint
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"{path}: not a PyTorch {what} ({reason})") from None
+    if not isinstance(content, dict):
+        raise UserError(f"{path}: not a {what} (holds a {type(content).__name__}, expected a dict)")
+    return content

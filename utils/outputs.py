@@ -1,10 +1,6 @@
-"""A command's outputs: checked against its inputs before any work, then written atomically.
-
-`check_outputs` refuses an output that is an input, holds one or lies inside one, two outputs at
-one path, and outputs that cannot be written. The writers (`atomic_output`, `write_files`,
-`atomic_folder` and the helpers on them) write into a temporary file or folder next to the target
-and rename it into place, so a reader or a crash sees the previous output or the whole new one.
-"""
+"""A command's outputs: checked against its inputs before any work (`check_outputs`), then written
+through a temporary file or folder renamed into place, so a reader or a crash sees the previous
+output or the whole new one."""
 import contextlib
 import errno
 import fnmatch
@@ -17,11 +13,11 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable, Iterator, Mapping, Sequence, Union
 
 from utils.errors import UserError, report_problems
+from utils.inputs import PathLike
 
 TEMPORARY_MARK = ".tmp-"
 """Temporary files are `.<name>.tmp-<pid>` next to their target (a killed writer leaves them)."""
 
-PathLike = Union[str, os.PathLike]
 Writer = Callable[[BinaryIO], None]
 
 
@@ -41,9 +37,8 @@ def _fsync(path: Path) -> None:
 
 
 def resolved(path: PathLike, subject: str = "") -> Path:
-    """The absolute `path` with every symbolic link of its existing part resolved; a loop of
-    symbolic links (Python raises RuntimeError or OSError) is a UserError naming `path` and
-    `subject` (the flag that gave it)."""
+    """The absolute `path`, symbolic links resolved; a loop (RuntimeError or OSError, by Python
+    version) is a UserError naming `path` and `subject` (the flag that gave it)."""
     try:
         return Path(os.path.abspath(path)).resolve()
     except (RuntimeError, OSError) as error:
@@ -70,18 +65,16 @@ def _temporary(path: Path) -> Path:
 
 
 def _disk_error(error: BaseException):
-    """The OSError behind `error`: itself, or the one a library turned into an error of its own
-    (torch.save raises a RuntimeError when a write of its file fails); None when there is none. A
-    context the raiser suppressed (`raise ... from None`) is not behind it."""
+    """The OSError behind `error` (torch.save turns a failed write into a RuntimeError), or None; a
+    suppressed context (`raise ... from None`) is not behind it."""
     while error is not None and not isinstance(error, OSError):
         error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
     return error
 
 
 def _failed(error: BaseException, path: Path, what: str, kept: str) -> BaseException:
-    """The error to raise for a failed write of `path`: a UserError when an OSError (a full disk)
-    is behind it, else `error` itself (a bug keeps its traceback). Our own UserError (an input the
-    writer read, named by it) and Ctrl-C or SIGTERM pass unchanged."""
+    """A UserError for a failed write of `path` with an OSError (a full disk) behind it; anything
+    else (a bug, our own UserError, Ctrl-C or SIGTERM) unchanged."""
     if isinstance(error, UserError) or not isinstance(error, Exception):
         return error
     if (disk_error := _disk_error(error)) is not None:
@@ -92,9 +85,7 @@ def _failed(error: BaseException, path: Path, what: str, kept: str) -> BaseExcep
 @contextlib.contextmanager
 def atomic_output(path: PathLike, what: str = "") -> Iterator[Path]:
     """Yield a temporary path to write `path` through; on success it replaces `path` atomically.
-
-    what: names the output in the error message ("cannot write the HDF5 feature store ...").
-    """
+    `what` names the output in the error message ("cannot write the HDF5 feature store ...")."""
     path = Path(path)
     temporary = _temporary(path)
     created = []
@@ -114,15 +105,9 @@ def atomic_output(path: PathLike, what: str = "") -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_folder(path: PathLike, what: str, extra: frozenset = frozenset()) -> Iterator[Path]:
     """Yield a temporary folder next to `path` to write a set of files into; when the block
-    succeeds it takes the place of `path` (renames: the previous set, or the new one, never a mix).
-
-    An existing `path` is replaced only when every file in it, at any depth, is one of the new set
-    or matches a pattern of `extra` (what an earlier run may have written besides: relative paths
-    whose wildcards stay within one folder, `images/*.png`); else a UserError, and the previous
-    folder stays as it was. A failure (a full disk, a signal, an error of the writer) removes the
-    temporary folder and the parent folders it created; an OSError (or an error of a library with
-    an OSError behind it) is a UserError naming `path` and `what`.
-    """
+    succeeds it takes the place of `path`. An existing `path` is replaced only when every file in
+    it is one of the new set or matches a pattern of `extra` (`images/*.png`), else UserError; a
+    failure leaves the previous folder as it was (docs/reliability.md, "Outputs as one set")."""
     path = Path(path)
     temporary = _temporary(path)
     created = []
@@ -150,8 +135,7 @@ def atomic_folder(path: PathLike, what: str, extra: frozenset = frozenset()) -> 
 
 
 def _foreign_files(previous: Path, new: Path, extra: frozenset) -> list[str]:
-    """The files and symbolic links under the folder `previous` (relative paths, sorted) that are
-    neither under `new` nor match a pattern of `extra` (`atomic_folder`); [] when it is no folder."""
+    """The files and links under `previous` (relative, sorted) neither under `new` nor in `extra`."""
     foreign = []
     for root, folders, files in os.walk(previous):
         for name in files + [folder for folder in folders if os.path.islink(os.path.join(root, folder))]:
@@ -169,10 +153,8 @@ def _matches(relative: Path, pattern: str) -> bool:
 
 def write_files(writers: Mapping[PathLike, Writer], what: str = "") -> None:
     """Write several files as one set: `writers` maps each path to a function that writes its
-    content into a binary file. Each is written to a temporary file next to it and flushed to disk;
-    only when all are complete are they renamed into place, one after the other (microseconds).
-    A failure while writing (a full disk, a signal) removes the temporaries and leaves every
-    previous file as it was; a UserError names the file that failed."""
+    content into a binary file; all are renamed into place only when all are complete, so a failure
+    leaves every previous file as it was (a UserError names the file that failed)."""
     targets = [Path(path) for path in writers]
     temporaries = [_temporary(path) for path in targets]
     current, renamed, created = targets[0], 0, []
@@ -212,28 +194,18 @@ def json_writer(content) -> Writer:
 
 
 def write_json(path: PathLike, content) -> None:
-    """`content` as JSON (the `json` module's default formatting), atomically."""
-    write_json_files({path: content})
-
-
-def write_json_files(contents: Mapping[PathLike, object]) -> None:
-    """Each path's content as JSON, all written as one set (`write_files`)."""
-    write_files({path: json_writer(content) for path, content in contents.items()})
+    """`content` as JSON, atomically."""
+    write_files({path: json_writer(content)})
 
 
 def write_text(path: PathLike, text: str) -> None:
     """`text` in UTF-8, atomically."""
-    atomic_write(path, lambda file: file.write(text.encode("utf-8")))
+    write_files({path: lambda file: file.write(text.encode("utf-8"))})
 
 
 def check_writable(path: PathLike, what: str = "the output", is_folder: bool = False) -> None:
-    """Fail early, naming `path`, when an output cannot be written; nothing is left behind.
-
-    A file (or a folder, `is_folder`) can be written when its folder, or the nearest existing folder
-    above it (the missing ones are created when the output is written), accepts a new file: one is
-    created and removed there. The UserError says `cannot write <what>` (`cannot create <what>`
-    for a folder that does not exist yet).
-    """
+    """UserError `cannot write <what>` (`cannot create` for a folder not there yet) unless the
+    nearest existing folder of `path` accepts a new file (one is created there and removed)."""
     path = Path(path)
     folder = path if is_folder else path.parent
     existing = folder
@@ -253,9 +225,8 @@ def check_writable(path: PathLike, what: str = "the output", is_folder: bool = F
 
 @dataclass(frozen=True)
 class Output:
-    """One output of a command: `flag` names it as the user gave it (`-save_path_val`,
-    `-save_path/-save_name`), `path` is where it goes, `is_folder` whether it is a folder, `what`
-    names it in the writability message (`cannot write the output`)."""
+    """One output of a command: `flag` names it as the user gave it (`-save_path/-save_name`),
+    `what` in the writability message (`cannot write the output`)."""
     flag: str
     path: Path
     is_folder: bool = False
@@ -263,7 +234,7 @@ class Output:
 
 
 def _same(first: Path, second: Path) -> bool:
-    """Whether two resolved paths are one file (equal, or hard links to the same inode)."""
+    """Whether two resolved paths are one file (equal, or hard links to one inode)."""
     if first == second:
         return True
     try:
@@ -296,13 +267,9 @@ def _input_problem(output: Output, resolved_output: Path, flag: str, path: PathL
 
 
 def check_outputs(outputs: Union[Sequence[Output], Mapping[str, PathLike]], inputs: Mapping[str, PathLike]) -> None:
-    """Refuse, before any work, outputs that would destroy an input or another output (module
-    docstring), then outputs that cannot be written.
-
-    outputs: Outputs, or flag -> path of output files (`{"--out": args.out}`); inputs: flag
-    (`-visdial_train`) -> path of everything the command reads. Empty paths are skipped. Raises
-    UserError: one line per problem.
-    """
+    """UserError, one line per problem, for an output that is an input, holds one or lies inside
+    one, two outputs at one path, then outputs that cannot be written. outputs: Outputs, or flag ->
+    path of output files; inputs: flag -> path of everything read; empty paths skipped."""
     if isinstance(outputs, Mapping):
         outputs = [Output(flag, Path(path)) for flag, path in outputs.items() if str(path)]
     inputs = {flag: path for flag, path in inputs.items() if str(path)}

@@ -1,12 +1,5 @@
-"""The random generators of a process, captured and restored as one.
-
-Exact resume, the dense step's replay of dropout and reproducible data items need the same thing:
-the states of Python's `random`, NumPy's global generator, torch's CPU generator and (when CUDA is
-used) torch's CUDA generators. `RandomState.capture()` takes them, `restore()` puts them back, and
-`to_checkpoint()` / `from_checkpoint()` turn them into tensors and plain values (so a checkpoint
-holding them loads with weights_only=True). `seeded(seed)` runs a block with the CPU generators
-seeded and leaves the caller's generators as they were.
-"""
+"""The random generators of a process (Python's, NumPy's, torch's CPU and CUDA), captured and
+restored as one: exact resume, the dense step's replay of dropout and reproducible data items."""
 import contextlib
 import random
 from dataclasses import dataclass
@@ -38,7 +31,7 @@ class RandomState:
             torch.cuda.set_rng_state_all(self.cuda)
 
     def to_checkpoint(self) -> dict:
-        """{'python', 'numpy', 'torch', 'cuda'} of tensors and plain values."""
+        """{'python', 'numpy', 'torch', 'cuda'} of tensors and plain values (loads with weights_only)."""
         name, keys, *rest = self.numpy
         return {"python": self.python, "numpy": (name, torch.from_numpy(keys.astype(np.int64)), *rest),
                 "torch": self.torch, "cuda": self.cuda}
@@ -61,8 +54,7 @@ def seed_everything(seed: int) -> None:
 
 @contextlib.contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Run a block with Python's, NumPy's and torch's CPU generators seeded by `seed`; afterwards
-    they are back where they were. CUDA generators are not touched."""
+    """Run a block with the CPU generators seeded by `seed`, then put them back (CUDA's untouched)."""
     state = RandomState.capture(cuda=False)
     random.seed(seed)
     np.random.seed(seed % 2**32)

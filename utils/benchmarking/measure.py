@@ -29,13 +29,11 @@ class SteadyState:
     cpu_seconds_per_unit: float  # this process's, over the windows
 
     def describe(self, window_s: float) -> str:
-        """How the figure was measured, for a row's note."""
         windows = f"windows of at least {window_s:g} s" if window_s > 0 else "passes"
         return f"median of {len(self.rates)} {windows} ({min(self.rates):,.4g}-{max(self.rates):,.4g})"
 
 
-def steady_state(function: Callable[[], float], device: torch.device, window_s: float,
-                 repeats: int) -> SteadyState:
+def steady_state(function: Callable[[], float], device: torch.device, window_s: float, repeats: int) -> SteadyState:
     """Time `function` (one pass over every shape it will meet; returns the units it did): a cold call
     apart, then `repeats` windows of whole calls, each at least `window_s` seconds."""
     synchronize(device)

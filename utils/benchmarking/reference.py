@@ -21,13 +21,10 @@ def score_padded_reference_style(model: torch.nn.Module, batch: dict, max_seq_le
     scores = []
     for start in range(0, num_sequences, sequences_per_call):
         rows = slice(start, start + sequences_per_call)
-        output = model(
-            tokens[rows].to(device), segments[rows].to(device), attention_mask[rows].to(device),
-            batch["image_feat"][image_index[rows]].to(device),
-            batch["image_loc"][image_index[rows]].to(device),
-            batch["image_mask"][image_index[rows]].to(device),
-            output_lm_scores=all_heads, output_img_scores=all_heads,
-        )
+        images = image_index[rows]
+        output = model(tokens[rows].to(device), segments[rows].to(device), attention_mask[rows].to(device),
+                       batch["image_feat"][images].to(device), batch["image_loc"][images].to(device),
+                       batch["image_mask"][images].to(device), output_lm_scores=all_heads, output_img_scores=all_heads)
         scores.append(ranking_scores(output.nsp_scores).cpu())
     return torch.cat(scores)
 

@@ -70,8 +70,7 @@ def write_synthetic_visdial(folder: Path, num_dialogs: int, seed: int = 0,
             gt_index = int(rng.integers(NUM_OPTIONS))
             rounds.append({"question": int(rng.integers(len(questions))), "answer": options[gt_index],
                            "answer_options": options, "gt_index": gt_index})
-        dialogs.append({"image_id": image_ids[index], "caption": _sentence(rng, 5, 12, False),
-                        "dialog": rounds})
+        dialogs.append({"image_id": image_ids[index], "caption": _sentence(rng, 5, 12, False), "dialog": rounds})
     paths = SyntheticVisdial(train=folder / "train.json", val=folder / "val.json",
                              val_dense=folder / "val_dense.json", train_dense=folder / "train_dense.json",
                              features=folder / ("features.h5" if feature_format == "hdf5" else "features.lmdb"),

@@ -1,8 +1,5 @@
-"""What every conformance check shares: a result row, tensor comparison, the fixture's model.
-
-Each check returns `CheckResult`s; `scripts/check_reference.py` prints them as a table. The checks
-live in `model.py`, `data.py` and `evaluation.py` next to this module.
-"""
+"""What every conformance check shares: a result row (scripts/check_reference.py prints them as a
+table), tensor comparison, the fixture's model."""
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -10,7 +7,6 @@ from typing import Optional
 import torch
 
 from models import build_model
-from utils.checkpoints import load_model_weights
 
 # Tolerances suggested by the fixture README (float32 reference, other thread counts / batches).
 ATOL_LM = 1e-4
@@ -34,10 +30,8 @@ def absent(name: str, path: Path) -> CheckResult:
 
 def compare(name: str, actual: torch.Tensor, expected: torch.Tensor, atol: float = ATOL,
             where: Optional[torch.Tensor] = None) -> CheckResult:
-    """Compare two tensors (only at `where` if given) with atol = rtol = `atol`.
-
-    Integer and boolean tensors must be equal exactly.
-    """
+    """Compare two tensors (only at `where` if given) with atol = rtol = `atol`; integer and boolean
+    tensors must be equal exactly."""
     actual, expected = actual.detach().cpu(), expected.detach().cpu()
     if actual.shape != expected.shape:
         return CheckResult(name, False, None,
@@ -62,6 +56,4 @@ def load_fixture(path: Path):
 
 def fixture_model(fixtures: Path, checkpoint: str = "model_raw.pt"):
     """The fixture's model (model_config.json + a checkpoint) in eval mode, or a UserError."""
-    model = build_model(fixtures / "model_config.json")
-    load_model_weights(model, fixtures / checkpoint, strict=True)
-    return model.eval()
+    return build_model(fixtures / "model_config.json", checkpoint=fixtures / checkpoint).eval()

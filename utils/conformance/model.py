@@ -1,11 +1,6 @@
-"""Conformance checks of the model against a fixture folder (laid out like ../shared/golden).
-
-`model_checks(fixtures)` runs them all: parameter names, shapes and dtypes (keys.json), strict
-loading of both checkpoint formats, every stored output of every forward case (LM scores to 1e-4,
-the rest to 1e-5) with the losses of the labelled cases, and the dense fine-tuning losses.
-`model_checks(fixtures, device)` runs the forward passes on `device` (a GPU: tests/test_gpu.py),
-in fp32; the outputs are compared on the CPU.
-"""
+"""Conformance checks of the model against a fixture folder (laid out like ../shared/golden): parameter
+names, shapes and dtypes, strict loading of both checkpoint formats, every stored output of every
+forward case (LM scores to 1e-4, the rest to 1e-5) with its losses, and the dense fine-tuning losses."""
 from pathlib import Path
 from typing import Dict, List
 
@@ -13,7 +8,6 @@ import torch
 
 from models import build_model
 from models.losses import dense_loss, pretraining_loss
-from utils.checkpoints import extract_state_dict, read_checkpoint
 from utils.conformance.common import ATOL, ATOL_LM, CheckResult, absent, compare, fixture_model, load_fixture
 from utils.errors import UserError
 from utils.inputs import read_json
@@ -65,14 +59,13 @@ def check_checkpoints(fixtures: Path) -> List[CheckResult]:
             results.append(absent(f"{name} loads strictly", path))
             continue
         try:
-            fixture_model(fixtures, name)
-            states[name] = extract_state_dict(read_checkpoint(path), path)
+            states[name] = fixture_model(fixtures, name).state_dict()
             results.append(CheckResult(f"{name} loads strictly", True))
         except UserError as error:
             results.append(CheckResult(f"{name} loads strictly", False, None, str(error)))
     if len(states) == 2:
         raw, wrapped = states["model_raw.pt"], states["model_ckpt.pt"]
-        same = raw.keys() == wrapped.keys() and all(torch.equal(raw[k], wrapped[k]) for k in raw)
+        same = all(torch.equal(raw[key], wrapped[key]) for key in raw)
         results.append(CheckResult("model_ckpt.pt weights == model_raw.pt", same))
     return results
 
@@ -214,6 +207,6 @@ def check_dense_scores(fixtures: Path, device: torch.device = CPU) -> List[Check
 
 
 def model_checks(fixtures: Path, device: torch.device = CPU) -> List[CheckResult]:
-    """All model checks of a fixture folder, the forward passes on `device`."""
+    """All model checks of a fixture folder, the forward passes on `device` in fp32 (compared on the CPU)."""
     return (check_keys(fixtures) + check_checkpoints(fixtures) + check_forward_cases(fixtures, device)
             + check_dense_finetune(fixtures) + check_dense_scores(fixtures, device))

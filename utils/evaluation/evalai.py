@@ -30,8 +30,7 @@ def evalai_val_entries(scored: ScoredDialogs, dialogs: list[dict]) -> list[dict]
         for round_index, turn in enumerate(dialog["dialog"]):
             in_json_order = torch.empty(NUM_ANSWER_OPTIONS, dtype=torch.long)
             in_json_order[val_option_order(turn["gt_index"], NUM_ANSWER_OPTIONS)] = dialog_ranks[round_index]
-            entries.append({"image_id": int(image_id), "round_id": round_index + 1,
-                            "ranks": in_json_order.tolist()})
+            entries.append({"image_id": int(image_id), "round_id": round_index + 1, "ranks": in_json_order.tolist()})
     return entries
 
 

@@ -38,15 +38,7 @@ def near_tie_swaps(actual: torch.Tensor, expected: torch.Tensor, reference_score
 
 class SparseGTMetrics:
     """Recall@{1,5,10}, mean rank and MRR of the ground-truth option: the reference's keys `r@1, r@5, r@10,
-    mean, mrr` (float32, as the reference) and `r_1_round_k, ..., mrr_round_k` for each round k (float64).
-
-    Example
-    -------
-    >>> metrics = SparseGTMetrics()
-    >>> metrics.observe(torch.rand(2, 10, 100), torch.zeros(2, 10, dtype=torch.long))
-    >>> sorted(metrics.retrieve())[:3]
-    ['mean', 'mean_round_1', 'mean_round_10']
-    """
+    mean, mrr` (float32, as the reference) and `r_1_round_k, ..., mrr_round_k` for each round k (float64)."""
 
     def __init__(self) -> None:
         self._gt_ranks: list[torch.Tensor] = []
@@ -55,9 +47,7 @@ class SparseGTMetrics:
         """scores [B, rounds, options], gt_option_inds [B, rounds]."""
         ranks = scores_to_ranks(scores.detach())
         if self._gt_ranks and ranks.shape[1] != self._gt_ranks[0].shape[1]:
-            raise ValueError(
-                f"SparseGTMetrics: {ranks.shape[1]} rounds observed after {self._gt_ranks[0].shape[1]}"
-            )
+            raise ValueError(f"SparseGTMetrics: {ranks.shape[1]} rounds observed after {self._gt_ranks[0].shape[1]}")
         gt_index = gt_option_inds.to(ranks.device).long().view(ranks.shape[0], ranks.shape[1], 1)
         self._gt_ranks.append(ranks.gather(2, gt_index).squeeze(2).cpu())
 
@@ -113,10 +103,8 @@ class NDCG:
     def retrieve(self, reset: bool = True) -> dict[str, float]:
         """{"ndcg": mean over annotations}, or {} when none was usable."""
         if self._num_all_zero:
-            warnings.warn(
-                f"NDCG: skipped {self._num_all_zero} annotation(s) whose relevances are all zero",
-                stacklevel=2,
-            )
+            warnings.warn(f"NDCG: skipped {self._num_all_zero} annotation(s) whose relevances are all zero",
+                          stacklevel=2)
         metrics = {"ndcg": self._ndcg_sum / self._count} if self._count else {}
         if reset:
             self.reset()
@@ -141,12 +129,8 @@ def exact_ties(scores: torch.Tensor, gt_option_inds: torch.Tensor) -> dict[str, 
     return metrics
 
 
-def visdial_metrics(
-    scores: torch.Tensor,
-    gt_option_inds: torch.Tensor,
-    round_id: torch.Tensor | None = None,
-    gt_relevance: torch.Tensor | None = None,
-) -> dict[str, float]:
+def visdial_metrics(scores: torch.Tensor, gt_option_inds: torch.Tensor, round_id: torch.Tensor | None = None,
+                    gt_relevance: torch.Tensor | None = None) -> dict[str, float]:
     """All val metrics of scores [dialogs, rounds, options], gt_option_inds [dialogs, rounds]; NDCG when
     round_id [dialogs] (1-based, annotated) and gt_relevance [dialogs, options] are given."""
     sparse = SparseGTMetrics()

@@ -64,7 +64,6 @@ def random_ranking_metrics(shape: torch.Size, gt_index: torch.Tensor, draws: int
 
 
 def type_names(metrics: dict) -> list[str]:
-    """The question types of a metrics dict, in its order."""
     return [key[len("rounds_type_"):] for key in metrics if key.startswith("rounds_type_")]
 
 

@@ -1,29 +1,9 @@
-"""Rank candidate answers to your own questions about your own images with a trained checkpoint.
+"""Rank candidate answers to your own questions about your own images with a trained checkpoint,
+encoded and scored exactly as evaluate.py does (docs/evaluation.md, "Ranking answers in Python").
 
-    from utils.evaluation import DialogRanker
-
-    ranker = DialogRanker.from_checkpoint("checkpoints-release/basemodel",
-                                          model_config="config/bert_base_6layer_6conect.json",
-                                          vocab="data/bert-base-uncased/vocab.txt", features="my_features.lmdb")
+    ranker = DialogRanker.from_checkpoint("checkpoints-release/basemodel", features="my_features.lmdb")
     ranker.rank(185565, "a man riding a horse", [("is it sunny ?", "yes")], "what color is the horse ?",
                 ["brown", "white", "black"])          # -> [("brown", 0.93), ("white", 0.41), ("black", 0.12)]
-
-A round is encoded by dataloader/rounds.py exactly as the datasets encode VisDial's (tokenizer,
-segments, the whole-image region, box normalisation, the history cut from the front when it does
-not fit, the caption kept) and scored by evaluate.py's engine (utils/evaluation/scoring.py:
-length-sorted batches of at most `tokens_per_batch` tokens, only the NSP head), so a round of the
-val split gets the probabilities evaluate.py computes for it. The probability of an answer is the
-softmax of its NSP logits, class 0 ("the answer belongs"), as in evaluation: each candidate is
-scored on its own, so the probabilities of a round do not sum to 1.
-
-With `explain=True` every ranked answer also carries the weight of each image region, with its
-box: what the answer's sequence attended to in the text-to-image co-attention
-(utils/evaluation/explain.py says which layers, heads and tokens, and why). The ranking is the
-same; without `explain` the co-attention probabilities are never computed.
-
-    ranker.rank(185565, caption, history, "what color is the horse ?", candidates, explain=True)[0]
-    # -> ExplainedAnswer(answer="brown", probability=0.93,
-    #                    regions=(RegionWeight(region=0, box=(0, 0, 640, 480), weight=0.05), ...))
 """
 from __future__ import annotations
 
@@ -39,7 +19,6 @@ from dataloader.rounds import RoundEncoder, image_inputs, image_record_from_arra
 from dataloader.tokenizer import load_tokenizer
 from models import build_model, checked_model_config, model_class
 from options import EvalOptions, SharedOptions, check_parameters, resolve_precision
-from utils.checkpoints import load_model_weights
 from utils.errors import UserError, note_on_stderr
 from utils.evaluation.explain import ExplainedAnswer, RegionWeight
 from utils.evaluation.scoring import resolve_tokens_per_batch, score_sequences
@@ -76,21 +55,16 @@ def resolve_device(device) -> torch.device:
 
 
 class DialogRanker:
-    """Ranks candidate answers of dialog rounds with a model (module docstring).
+    """Ranks candidate answers of dialog rounds with a model (`from_checkpoint`: from files).
 
     Parameters
     ----------
-    model : a VisualDialogEncoder or the language-only baseline, on its device (put in eval mode)
+    model : a model of models.MODEL_TYPES on its device (put in eval mode)
     tokenizer : the BertTokenizer of dataloader/tokenizer.load_tokenizer
-    features : image features opened by dataloader/feature_formats.open_image_features (a store or
-        a foreign file served like one) for images given by id, or None (images then come as arrays)
-    max_seq_len, max_rounds : the datasets' -max_seq_len and -visdial_tot_rounds
-    precision : fp32, bf16 or fp16 (autocast; fp16 on a CUDA device only), or auto (fp32: evaluation
-        stays in fp32, see options.resolve_precision)
-    tokens_per_batch : token budget of one forward pass (evaluate.py's -eval_tokens_per_batch; 0:
-        the default of the model's device, utils/evaluation/scoring.resolve_tokens_per_batch)
-
-    `DialogRanker.from_checkpoint` builds all of it from files, checked against one another.
+    features : open image features (dataloader/feature_formats.open_image_features) for images given
+        by id, or None (images then come as arrays)
+    max_seq_len, max_rounds, precision, tokens_per_batch : as -max_seq_len, -visdial_tot_rounds,
+        -precision and -eval_tokens_per_batch of evaluate.py
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer, features=None, *, max_seq_len: int = 256,
@@ -109,15 +83,11 @@ class DialogRanker:
                         features=None, device=None, precision: str = "auto", model_type: str = "vilbert",
                         max_seq_len: int = 256, max_rounds: int = 11,
                         tokens_per_batch: int = 0, note=None) -> "DialogRanker":
-        """A ranker with the weights of the checkpoint `path` (a released checkpoint or one that
-        train.py wrote) in the model of `model_config`, the vocabulary `vocab` and the image
-        features `features`: a path in any format of dataloader/feature_formats.py (an LMDB or HDF5
-        store; a bottom-up-attention TSV, a challenge-starter HDF5 or a folder of .npz, read into
-        memory), an open store, or None. What a format lacks is said through `note` (a function of
-        one line; default: printed on stderr). The model
-        config is checked against the vocabulary, max_seq_len and the features' width before the
-        model is built; the weights load strictly. device: "cpu", "cuda", "cuda:N", or None / "auto"
-        for a GPU when there is one. Every problem is one UserError line naming the file."""
+        """A ranker with the weights of the checkpoint `path` (loaded strictly) in the model of
+        `model_config` (checked against `vocab`, max_seq_len and `features` first). features: a path
+        in any format of dataloader/feature_formats.py, an open store, or None; what a format lacks
+        goes to `note` (default: stderr). device: "cpu", "cuda", "cuda:N", or None / "auto" for a
+        GPU when there is one. Every problem is one UserError line naming the file."""
         _check_sizes(max_seq_len, max_rounds, tokens_per_batch)  # before anything is read
         model_class(model_type)
         device = resolve_device(device)
@@ -127,21 +97,16 @@ class DialogRanker:
             features = open_image_features(features, note or note_on_stderr)
         config = checked_model_config(model_config, model_type, len(tokenizer), vocab, max_seq_len, features,
                                       NUM_CLASSES)
-        model = build_model(config, model_type)
-        load_model_weights(model, path)
+        model = build_model(config, model_type, path)
         return cls(model.to(device), tokenizer, features, max_seq_len=max_seq_len, max_rounds=max_rounds,
                    precision=precision, tokens_per_batch=tokens_per_batch)
 
     def rank(self, image: Image, caption: str, history: Sequence[tuple[str, str]], question: str,
              candidates: Sequence[str], explain: bool = False) -> Ranking:
         """The candidates with their probabilities, best first (equal ones in the given order).
-
-        image: an image id of the feature store, or the arrays of one image (a mapping such as
-        `numpy.load("<id>.npz")`: features [n, F], boxes [n, 4] in pixels, image_w, image_h);
-        history: the earlier rounds as (question, answer) pairs, oldest first.
-        explain: each answer as an ExplainedAnswer (answer, probability, regions): the weight of
-        every real region (region 0 the whole image, then the image's boxes; weights sum to 1).
-        """
+        image: an id of the feature store, or one image's arrays (features [n, F], boxes [n, 4] in
+        pixels, image_w, image_h); history: (question, answer) pairs, oldest first. explain: each
+        answer as an ExplainedAnswer with the weight of every real region (region 0 the whole image)."""
         return self._rank_chunk([RankingQuery(image, caption, history, question, candidates)], {}, explain)[0]
 
     def rank_many(self, queries: Iterable[RankingQuery | Sequence | Mapping], explain: bool = False) -> list[Ranking]:
@@ -176,8 +141,7 @@ class DialogRanker:
                 if first_number is None:
                     raise
                 raise UserError(f"query {first_number + number}: {error}") from None
-        batch = collate_dialog_batch([{name: torch.from_numpy(value) for name, value in item.items()}
-                                      for item in items])
+        batch = collate_dialog_batch(items)
         sizes = [len(query.candidates) for query in queries]
         weights = torch.zeros(sum(sizes), batch["image_mask"].shape[1]) if explain else None
         scores = score_sequences(self.model, batch, self.tokens_per_batch, self.precision, weights)
@@ -195,8 +159,7 @@ class DialogRanker:
         return rankings
 
     def _image_inputs(self, image: Image, images: dict) -> tuple[dict, list]:
-        """The image inputs of `image` and the pixel boxes of its real regions (x1, y1, x2, y2;
-        the whole image first), those of an image id read once per `images` cache."""
+        """The image inputs of `image` and the pixel boxes of its real regions (an id read once per `images`)."""
         if not _is_image_id(image):
             return _inputs_and_boxes(self.image_record(image))
         if int(image) not in images:
@@ -205,8 +168,6 @@ class DialogRanker:
 
 
 def _check_sizes(max_seq_len, max_rounds, tokens_per_batch) -> None:
-    """The ranker's sizes, checked as the flags they stand for (-max_seq_len, -visdial_tot_rounds,
-    -eval_tokens_per_batch); UserError naming the parameter."""
     check_parameters(EvalOptions, max_seq_len=("max_seq_len", max_seq_len),
                      max_rounds=("visdial_tot_rounds", max_rounds),
                      tokens_per_batch=("eval_tokens_per_batch", tokens_per_batch))
@@ -220,12 +181,10 @@ def _inputs_and_boxes(record) -> tuple[dict, list]:
 
 
 def _is_image_id(image) -> bool:
-    """Whether `image` is an image id (a Python or NumPy integer, not a bool) rather than arrays."""
     return isinstance(image, Integral) and not isinstance(image, bool)
 
 
 def _as_query(query, number: int) -> RankingQuery:
-    """A query of rank_many as a RankingQuery; UserError naming its position otherwise."""
     if isinstance(query, Mapping):
         unknown = set(query) - set(RankingQuery._fields)
         missing = set(RankingQuery._fields) - set(query)

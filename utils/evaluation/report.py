@@ -7,7 +7,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from PIL import Image, ImageDraw
@@ -119,20 +119,25 @@ def per_round_ndcg(scores: torch.Tensor, round_id: torch.Tensor, gt_relevance: t
     return values
 
 
-def headless_pyplot():
-    """matplotlib.pyplot on the Agg backend, imported on first use (half a second CLIs that plot nothing skip)."""
-    import matplotlib
+def plot(draw: Callable, path: Path, alt: str) -> str:
+    """`draw(axes)` on a new figure, written as a PNG to `path`; returns it as an embedded <img>."""
+    import matplotlib  # on first use: half a second that CLIs which plot nothing skip
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # the backend must be chosen before pyplot is imported
 
-    return plt
-
-
-def plot_per_round(metrics: dict, num_rounds: int, ndcg_by_round: Dict[int, float], path: Path) -> None:
-    plt = headless_pyplot()
-    rounds = list(range(1, num_rounds + 1))
     figure, axes = plt.subplots(figsize=(7, 3.6), dpi=100)
+    draw(axes)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    atomic_write(path, lambda file: file.write(buffer.getvalue()))
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+
+
+def draw_per_round(axes, metrics: dict, num_rounds: int, ndcg_by_round: Dict[int, float]) -> None:
+    rounds = list(range(1, num_rounds + 1))
     axes.plot(rounds, [metrics[f"r_1_round_{r}"] for r in rounds], "o-", label="R@1")
     axes.plot(rounds, [metrics[f"mrr_round_{r}"] for r in rounds], "s-", label="MRR")
     if ndcg_by_round:
@@ -145,27 +150,14 @@ def plot_per_round(metrics: dict, num_rounds: int, ndcg_by_round: Dict[int, floa
     axes.grid(alpha=0.3)
     axes.legend(loc="best")
     axes.set_title("Metrics per round")
-    figure.tight_layout()
-    atomic_write(path, lambda file: figure.savefig(file, format="png"))
-    plt.close(figure)
 
 
-def plot_rank_histogram(gt_ranks: torch.Tensor, num_options: int, path: Path) -> None:
-    plt = headless_pyplot()
-    figure, axes = plt.subplots(figsize=(7, 3.6), dpi=100)
+def draw_rank_histogram(axes, gt_ranks: torch.Tensor, num_options: int) -> None:
     axes.hist(gt_ranks.view(-1).numpy(), bins=range(1, num_options + 2), color="#4c72b0")
     axes.set_xlabel("rank of the ground-truth answer (1 = best)")
     axes.set_ylabel("rounds")
     axes.set_xlim(1, num_options + 1)
     axes.set_title(f"Ground-truth rank distribution ({gt_ranks.numel()} rounds)")
-    figure.tight_layout()
-    atomic_write(path, lambda file: figure.savefig(file, format="png"))
-    plt.close(figure)
-
-
-def embedded_png(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
 def metrics_table(metrics: dict) -> str:
@@ -256,10 +248,10 @@ def write_report(out_dir, metrics: dict, scores, gt_option_inds, dialogs: Sequen
         gt_relevance = torch.as_tensor(gt_relevance, dtype=torch.float32)
     ndcg_by_round = per_round_ndcg(scores, round_id, gt_relevance) if annotated else {}
 
-    per_round_path = out_dir / "per_round_metrics.png"
-    histogram_path = out_dir / "gt_rank_histogram.png"
-    plot_per_round(metrics, num_rounds, ndcg_by_round, per_round_path)
-    plot_rank_histogram(gt_ranks, num_options, histogram_path)
+    per_round_plot = plot(lambda axes: draw_per_round(axes, metrics, num_rounds, ndcg_by_round),
+                          out_dir / "per_round_metrics.png", "per-round R@1, MRR and NDCG")
+    histogram = plot(lambda axes: draw_rank_histogram(axes, gt_ranks, num_options), out_dir / "gt_rank_histogram.png",
+                     "histogram of ground-truth ranks")
 
     samples = [
         dialog_section(d, dialogs[d], scores[d], ranks[d], gt_option_inds[d],
@@ -279,8 +271,8 @@ MRR: mean reciprocal rank; NDCG: normalised discounted cumulative gain on the de
 {metrics_table(metrics)}
 {f"<h2>Per question type</h2>{type_table_html}" if type_table_html else ""}
 <h2>Per round and rank distribution</h2>
-<div class="plots">{embedded_png(per_round_path, "per-round R@1, MRR and NDCG")}
-{embedded_png(histogram_path, "histogram of ground-truth ranks")}</div>
+<div class="plots">{per_round_plot}
+{histogram}</div>
 <h2>Sample dialogs</h2>
 <p>Ground-truth answers are in <b style="color:#1a7f37">green</b> when in the top {TOP_K}.</p>
 {''.join(samples)}

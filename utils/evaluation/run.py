@@ -1,19 +1,5 @@
-"""What evaluate.py runs: load the evaluated split and the model, score, then report and write.
-
-Only the evaluated split is read. Test: the EvalAI test-std file (`<save_name>_predictions.json`,
-the same content in `.txt`). Val: the metrics table and `<save_name>_metrics.json`, with
--val_evalai the EvalAI val-phase file, with -report the HTML report, with -question_types the
-metrics per question type (utils/evaluation/question_types.py) in the metrics, the table and the
-report. Before any scoring, every output is checked (none may be an input or another output, each
-must be writable: utils/outputs.py), then every input is validated (the split, the features, the
-model config against them, the weights, the question types and the compared metrics); nothing is written before all of that. The files of a split are
-written as one set (utils/files.write_files: the .json and .txt pair; the metrics and the
-val-phase file; with -save_scores the score file of utils/evaluation/score_files.py), the report after
-them. Under torchrun every rank scores a share and rank 0 writes.
-
-scripts/ensemble.py runs `ensemble`: score files of several models combined, then written by the
-same `write_results`, with the same output flags and file names.
-"""
+"""What evaluate.py and scripts/ensemble.py run: load the evaluated split and the model, score, then
+check and write the outputs (docs/evaluation.md: the files, the order of the checks, what is atomic)."""
 import warnings
 from pathlib import Path
 from typing import Optional, Union
@@ -23,15 +9,13 @@ from torch.utils.data import Dataset
 
 from dataloader.collate import collate_dialog_batch
 from dataloader.datasets import VisdialDataset
-from dataloader.feature_record import NUM_CLASSES
 from dataloader.feature_store import open_feature_store
 from dataloader.question_types import QuestionTypes, load_question_types
 from dataloader.tokenizer import load_tokenizer
 from dataloader.visdial_json import (NUM_ANSWER_OPTIONS, SPLITS, check_annotations_follow_dialogs,
                                      load_dense_annotations, load_visdial_json)
-from models import BertConfig, build_model, checked_model_config
-from options import EnsembleOptions, EvalOptions, SharedOptions, resolve_precision
-from utils.checkpoints import load_model_weights
+from models import build_model
+from options import EnsembleOptions, EvalOptions, model_config_for, resolve_precision
 from utils.distributed import DistributedContext, check_on_main
 from utils.errors import UserError
 from utils.evaluation.evalai import check_submission, evalai_test_entries, evalai_val_entries, expected_entries
@@ -78,9 +62,8 @@ def load_split(options: EvalOptions) -> Dataset:
 
 
 def _dense_annotations_path(options) -> Optional[str]:
-    """The dense annotations of the evaluated split (-visdial_processed_val_dense_annotations), or
-    None with a warning when it does not exist (a folder or a device given for it is an error when
-    it is read, not "absent")."""
+    """The dense annotations of the evaluated split, or None with a warning when nothing is at its
+    path (a folder or a device there is an error when it is read, not "absent")."""
     annotations = getattr(options, SPLITS[options.split].dense_annotations_flag)
     if not Path(annotations).exists():
         warnings.warn(f"{annotations}: no {options.split} dense annotations; NDCG will not be computed", stacklevel=3)
@@ -88,25 +71,12 @@ def _dense_annotations_path(options) -> Optional[str]:
     return annotations
 
 
-def model_config_for(options: SharedOptions, dataset) -> BertConfig:
-    """-model_config, checked against the data the model will see (a dataset of
-    dataloader/datasets.py): its vocabulary, -max_seq_len and, for a model that reads them, the
-    feature store's width and classes; UserError naming the config and the data file otherwise."""
-    return checked_model_config(options.model_config, options.model_type, dataset.vocabulary_size, options.vocab,
-                                options.max_seq_len, dataset.features, NUM_CLASSES)
-
-
 def load_model(options: EvalOptions, dataset, device: torch.device, verbose: bool = True) -> torch.nn.Module:
-    """The model of -model_config (checked against `dataset`) with the weights of -start_path, on
-    `device`."""
-    model = build_model(model_config_for(options, dataset), options.model_type)
-    if options.start_path:
-        report = load_model_weights(model, options.start_path)
-        if verbose:
-            print(report.describe(options.start_path))
-    else:
+    """The model of -model_config (checked against `dataset`) with the weights of -start_path, on `device`."""
+    model = build_model(model_config_for(options, dataset), options.model_type, options.start_path,
+                        say=print if verbose else None).to(device)
+    if not options.start_path:
         warnings.warn("no -start_path: scoring a randomly initialised model", stacklevel=2)
-    model = model.to(device)
     return torch.compile(model, dynamic=True) if options.compile else model
 
 
@@ -118,7 +88,7 @@ def evaluate(options: EvalOptions, context: DistributedContext) -> None:
     written = outputs(options)
     check_on_main(lambda: check_outputs(list(written.values()), options.input_paths()), context.is_main)
     question_types = load_question_types(options.question_types) if options.question_types else None
-    compared = load_compared_metrics(options.compared_metrics, options.model_type)
+    compared = load_compared_metrics(dict(options.compared_metrics), options.model_type)
     pictures = {}  # read before the scoring: a bad -images folder costs no hours
     if options.images:
         check_on_main(lambda: pictures.update(image_files(options.images)), context.is_main)
@@ -128,8 +98,7 @@ def evaluate(options: EvalOptions, context: DistributedContext) -> None:
         check_on_main(lambda: check_pictures(pictures, samples), context.is_main)
     model = load_model(options, dataset, context.device, verbose=context.is_main)
     scored = score_dataset(model, dataset, collate_dialog_batch, tokens_per_batch=options.eval_tokens_per_batch,
-                           precision=precision,
-                           num_workers=options.num_workers, progress=context.is_main)
+                           precision=precision, num_workers=options.num_workers, progress=context.is_main)
     if context.is_main:
         explains = options.model_type == "vilbert" and (options.images or (question_types and question_types.regions))
         ranker = DialogRanker(model, load_tokenizer(options.vocab), dataset.features, max_seq_len=options.max_seq_len,
@@ -141,23 +110,18 @@ def evaluate(options: EvalOptions, context: DistributedContext) -> None:
 
 
 def _split_path(options) -> str:
-    """The processed json of the evaluated split (its -visdial_processed_<split>)."""
     return getattr(options, SPLITS[options.split].json_flag)
 
 
 def write_results(options, scored: ScoredDialogs, paths: dict, data: Optional[dict] = None,
                   question_types: Optional[QuestionTypes] = None, compared: Optional[dict] = None,
                   ranker: Optional[DialogRanker] = None, pictures: Optional[dict] = None) -> None:
-    """Print and write what `outputs(options)` declares (at `paths`, by kind) for `scored`: the
-    test submission, or the val metrics with the optional val-phase file and report; the score
-    file with -save_scores. Every file is checked before any is written; the files of the split are
-    written as one set, the report after them. data: the processed split's `data` (read from it
-    when needed and not given). options: evaluate.py's or scripts/ensemble.py's. question_types:
-    val only, adds the metrics per question type and their table beside the `compared` runs' (label
-    -> metrics dict). ranker: the evaluated ViLBERT as a DialogRanker, for the pointing score of
-    the rounds with relevant regions (utils/evaluation/pointing.py) and, with `pictures` (-images
-    read by report.image_files: image id -> picture file), the report's pictures of the regions
-    behind its top answers."""
+    """Print and write what `outputs(options)` (evaluate.py's or ensemble.py's) declares, at `paths` by
+    kind, for `scored`: every file checked before any is written, the split's files as one set, the
+    report after them. data: the processed split's `data` (read when needed and not given).
+    question_types (val): metrics per type, beside the `compared` runs' (label -> metrics). ranker:
+    the evaluated ViLBERT, for the pointing score and, with `pictures` (image id -> file), the
+    report's shaded regions."""
     needs_data = options.save_scores or ranker is not None or options.val_evalai or options.report
     if data is None and needs_data:
         data = load_visdial_json(_split_path(options), options.split, processed=True)["data"]
@@ -205,8 +169,8 @@ def write_results(options, scored: ScoredDialogs, paths: dict, data: Optional[di
 
 
 def ensemble(options: EnsembleOptions) -> None:
-    """scripts/ensemble.py: check the score files (readable, the same keys, the dialogs of the
-    processed split file), combine them (-combine, -weights) and write as evaluate.py does."""
+    """scripts/ensemble.py: check the score files against one another and the split, combine them
+    (-combine, -weights) and write as evaluate.py does."""
     written = outputs(options)
     check_outputs(list(written.values()), options.input_paths())
     contents = [read_score_file(path) for path in options.scores]

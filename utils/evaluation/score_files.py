@@ -6,10 +6,10 @@ import torch
 
 from dataloader.datasets import val_option_order
 from dataloader.visdial_json import EVALUATED_SPLITS, NUM_ANSWER_OPTIONS, SPLITS, relevance_of
-from utils.checkpoints import read_checkpoint
 from utils.errors import UserError
 from utils.evaluation.metrics import scores_to_ranks
 from utils.evaluation.scoring import ScoredDialogs
+from utils.inputs import read_checkpoint
 from utils.outputs import Writer
 
 FORMAT, VERSION = "visdial-bert option scores", 1

@@ -80,18 +80,12 @@ def score_sequences(model: torch.nn.Module, batch: dict, tokens_per_batch: int, 
         images, image_index = torch.unique(batch["image_index"][indices], return_inverse=True)
         rows, images = indices.to(device, non_blocking=True), images.to(device, non_blocking=True)
         with autocast(device, precision):
-            output = model(
-                tokens=inputs["tokens"][rows, :longest],
-                segments=inputs["segments"][rows, :longest],
-                attention_mask=inputs["attention_mask"][rows, :longest],
-                image_feat=inputs["image_feat"][images],
-                image_loc=inputs["image_loc"][images],
-                image_mask=inputs["image_mask"][images],
-                image_index=image_index.to(device, non_blocking=True),
-                output_lm_scores=False,
-                output_img_scores=False,
-                output_coattention=region_weights is not None,
-            )
+            output = model(tokens=inputs["tokens"][rows, :longest], segments=inputs["segments"][rows, :longest],
+                           attention_mask=inputs["attention_mask"][rows, :longest],
+                           image_feat=inputs["image_feat"][images], image_loc=inputs["image_loc"][images],
+                           image_mask=inputs["image_mask"][images], output_lm_scores=False, output_img_scores=False,
+                           image_index=image_index.to(device, non_blocking=True),
+                           output_coattention=region_weights is not None)
         scores[rows] = ranking_scores(output.nsp_scores)
         if region_weights is not None:
             if output.coattention_t2v is None:
@@ -110,17 +104,9 @@ def _concatenate(parts: list[ScoredDialogs]) -> ScoredDialogs:
     return ScoredDialogs(torch.cat([part.scores for part in parts]), fields)
 
 
-def score_dataset(
-    model: torch.nn.Module,
-    dataset: Dataset,
-    collate_fn: Callable[[list], dict],
-    *,
-    tokens_per_batch: Optional[int] = None,
-    dialogs_per_chunk: int = 16,
-    precision: str = "fp32",
-    num_workers: int = 0,
-    progress: bool = True,
-) -> ScoredDialogs:
+def score_dataset(model: torch.nn.Module, dataset: Dataset, collate_fn: Callable[[list], dict], *,
+                  tokens_per_batch: Optional[int] = None, dialogs_per_chunk: int = 16, precision: str = "fp32",
+                  num_workers: int = 0, progress: bool = True) -> ScoredDialogs:
     """Every option of every round of an evaluation dataset (items of one dialog each; `collate_fn` adds
     num_rounds and num_options), in eval mode, the model's mode restored after. `dialogs_per_chunk`
     dialogs are length-sorted as one pool. Under torchrun each rank scores a contiguous share and

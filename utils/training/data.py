@@ -71,12 +71,8 @@ class TrainingData:
 
 
 def _require_files(options: TrainOptions) -> None:
-    """UserError naming the first data file of the run that does not exist (before the slow tokenizer)."""
-    flags = ["visdial_image_feats"]
-    if options.mode == "dense":
-        flags += ["visdial_processed_train_dense", "visdial_processed_train_dense_annotations"]
-    else:
-        flags += ["visdial_processed_train"]
+    flags = ["visdial_image_feats"] + (["visdial_processed_train_dense", "visdial_processed_train_dense_annotations"]
+                                       if options.mode == "dense" else ["visdial_processed_train"])
     if options.val_every != -1:
         flags += ["visdial_processed_val", "visdial_processed_val_dense_annotations"]
     for flag in flags:
@@ -86,7 +82,6 @@ def _require_files(options: TrainOptions) -> None:
 
 
 def build_training_data(options: TrainOptions, context: DistributedContext) -> TrainingData:
-    """Datasets and batching of a run from its options."""
     _require_files(options)
     features = open_feature_store(options.visdial_image_feats)
     tokenizer = load_tokenizer(options.vocab)

@@ -90,13 +90,11 @@ class VisdomLogger:
             self._turn_off(f"visdom server {self.address} stopped answering")
 
     def line(self, x: float, y: float, window: str, line_name: str, xlabel: str = "Iterations") -> None:
-        if window in self._windows:
-            self._send("line", X=np.array([x]), Y=np.array([y]), win=window, update="append",
-                       name=line_name, opts={"showlegend": True})
-        else:
-            self._send("line", X=np.array([x]), Y=np.array([y]), win=window, name=line_name,
-                       opts={"xlabel": xlabel, "ylabel": window, "title": window, "showlegend": True})
-            self._windows.add(window)
+        update = {"update": "append"} if window in self._windows else {}
+        opts = {} if update else {"xlabel": xlabel, "ylabel": window, "title": window}
+        self._send("line", X=np.array([x]), Y=np.array([y]), win=window, **update, name=line_name,
+                   opts={**opts, "showlegend": True})
+        self._windows.add(window)
 
     def text(self, text: str) -> None:
         self._send("text", text=text)
@@ -130,8 +128,7 @@ VISDOM_LOSS_NAMES = {"loss": "tot loss", "lm_nsp_loss": "lm + nsp loss", "lm_los
 class TrainingLogger:
     """Fans records out to the run folder's metrics.jsonl, visdom and tensorboard/ (`enabled`: rank 0)."""
 
-    def __init__(self, run_dir: Path, enabled: bool = True, visdom: Optional[dict] = None,
-                 tensorboard: bool = False):
+    def __init__(self, run_dir: Path, enabled: bool = True, visdom: Optional[dict] = None, tensorboard: bool = False):
         self.enabled = enabled
         self.metrics = MetricsFile(Path(run_dir) / "metrics.jsonl") if enabled else None
         self.visdom = VisdomLogger(**visdom) if enabled and visdom else None
@@ -171,12 +168,10 @@ class TrainingLogger:
                 self.tensorboard.add_scalar(f"val/{name}", value, iteration)
 
     def log_event(self, event: str, iteration: int, **fields) -> None:
-        """Any other record for metrics.jsonl (a checkpoint written, a skipped step ...)."""
         if self.enabled:
             self.metrics.write({"event": event, "iteration": iteration, **fields})
 
     def flush(self) -> None:
-        """Make what was logged durable: visdom env saved, event files flushed."""
         if self.visdom:
             self.visdom.save()
         if self.tensorboard:

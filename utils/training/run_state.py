@@ -1,8 +1,4 @@
-"""The state of a training run: the model and everything that changes while it trains.
-
-What a checkpoint of it holds, how it is saved, checked and restored exactly is
-utils/checkpoints/run_checkpoint.py's.
-"""
+"""The state of a training run: the model and everything that changes while it trains."""
 from dataclasses import dataclass
 
 import torch
@@ -10,13 +6,29 @@ from torch import nn
 
 from models.optimizer import configure_optimizer
 from options import TrainOptions
-from utils.checkpoints import Progress
 from utils.training.schedule import WarmupLinearSchedule
 
 
 @dataclass
+class Progress:
+    """Where the run is, besides weights and optimizer state: iterations done (the reference's
+    iter_id of the next one), the epoch and its batches consumed, whether the losses since the last
+    optimizer step were finite, the best val MRR (-1: none yet), train records read and skipped as
+    unreadable, optimizer steps skipped for a non-finite loss and for an fp16 overflow."""
+    iteration: int = 0
+    epoch: int = 0
+    position: int = 0
+    window_finite: bool = True
+    best_mrr: float = -1.0
+    records_read: int = 0
+    skipped_records: int = 0
+    skipped_steps: int = 0
+    overflow_steps: int = 0
+
+
+@dataclass
 class RunState:
-    """The model and everything that changes while it trains (module docstring)."""
+    """The model and everything that changes while it trains."""
     model: nn.Module
     optimizer: torch.optim.Optimizer
     schedule: WarmupLinearSchedule

@@ -3,8 +3,7 @@
 import torch
 
 
-def warmup_linear_rate(base_lr: float, step: int, warmup_steps: int, total_steps: int,
-                       min_lr: float) -> float:
+def warmup_linear_rate(base_lr: float, step: int, warmup_steps: int, total_steps: int, min_lr: float) -> float:
     if step < warmup_steps:
         factor = step / max(1, warmup_steps)
     else:
@@ -17,8 +16,7 @@ class WarmupLinearSchedule:
     """Sets each param group's 'lr' for a scheduler step; stateless, so resuming is exact. The reference
     steps its scheduler before the optimizer, so iteration i uses `apply(i + 1)`."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
-                 min_lr: float = 1e-5):
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_lr: float = 1e-5):
         self.optimizer = optimizer
         self.warmup_steps = warmup_steps
         self.total_steps = total_steps
@@ -29,7 +27,6 @@ class WarmupLinearSchedule:
                                    self.min_lr) for group in self.optimizer.param_groups]
 
     def apply(self, step: int) -> list[float]:
-        """Set every group's rate for `step` and return the rates."""
         rates = self.rates(step)
         for group, rate in zip(self.optimizer.param_groups, rates):
             group["lr"] = rate

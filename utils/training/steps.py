@@ -14,7 +14,6 @@ from utils.random_state import RandomState
 
 @dataclass
 class StepSettings:
-    """How a step computes and scales its loss."""
     device: torch.device
     precision: str = "fp32"
     loss_divisor: float = 1.0  # -batch_multiply: the loss is divided by it before backward, as the reference
@@ -55,8 +54,7 @@ def _backward(loss: torch.Tensor, settings: StepSettings) -> None:
     settings.grad_scaler.scale(loss / settings.loss_divisor).backward()
 
 
-def base_step(model: torch.nn.Module, batch: dict, settings: StepSettings,
-              sync_gradients: bool = True) -> StepResult:
+def base_step(model: torch.nn.Module, batch: dict, settings: StepSettings, sync_gradients: bool = True) -> StepResult:
     """Forward and backward of the base objective (masked LM + NSP + masked regions) on a collated train
     batch: tokens, segments, attention_mask, lm_labels [N, L], next_sentence_labels [N], image tensors
     [K, ...] with image_index [N], image_label [K, R], image_target [K, R, C]."""
@@ -92,8 +90,7 @@ def global_batch_coefficients(batch: dict, coefficients: dict) -> dict:
 def score_chunk(model: torch.nn.Module, batch: dict, indices: torch.Tensor, settings: StepSettings) -> torch.Tensor:
     """NSP logits [len(indices), 2] (float32) of some sequences of the batch."""
     with autocast(settings.device, settings.precision):
-        out = model(**model_inputs(batch, settings.device, indices),
-                    output_lm_scores=False, output_img_scores=False)
+        out = model(**model_inputs(batch, settings.device, indices), output_lm_scores=False, output_img_scores=False)
     return out.nsp_scores.float()
 
 

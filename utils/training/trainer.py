@@ -1,20 +1,5 @@
-"""The training loop: iterations, optimizer steps, logging, validation, checkpoints and signals.
-
-`Trainer.run()` trains a built run (train.py builds it) until the last epoch or -max_iterations:
-
-* an iteration is one step of the objective (utils/training/steps.py) with backward; every
-  -batch_multiply iterations (never at iteration 0, so its gradient joins the next one, as the
-  reference) the optimizer steps at the rate of scheduler step iteration + 1;
-* a non-finite loss stops before the weights change (-nan_policy stop) or skips the step; in fp16
-  the grad scaler skips a step whose gradients overflowed, which is counted and reported;
-* annotated rounds whose relevances are all 0, which -dense_loss listmle / approxndcg leave out,
-  are counted in metrics.jsonl (`skipped_rounds` events; a warning the first time);
-* an unreadable record stops with its message, or is counted and skipped (-skip_bad_records)
-  until more than half of the records read are unreadable;
-* a checkpoint every epoch and at the end (the last -keep_checkpoints kept), validation on the
-  reference's schedule or every -val_every iterations, the best val MRR saved apart;
-* SIGTERM / SIGINT finish the iteration, save and exit with 128 + the signal number.
-"""
+"""The training loop: iterations, optimizer steps, logging, validation, checkpoints and signals
+(docs/training.md; resume and faults: docs/reliability.md)."""
 import signal
 import time
 from pathlib import Path
@@ -25,13 +10,12 @@ from tqdm import tqdm
 
 from models.losses import RankingLoss
 from options import TrainOptions
-from utils.checkpoints import save_run_state
 from utils.distributed import DistributedContext, all_ranks_agree, any_rank, barrier
 from utils.errors import UserError
 from utils.evaluation.validation import evaluate_val
+from utils.training.checkpoints import CheckpointManager
 from utils.training.data import TrainingData
 from utils.training.loggers import TrainingLogger
-from utils.training.run_folder import RunFolder
 from utils.training.run_state import RunState
 from utils.training.steps import StepSettings, base_step, dense_step
 
@@ -42,10 +26,8 @@ from this many records on (one early bad record must not stop a run)."""
 
 
 class StopRequest:
-    """Turns SIGTERM / SIGINT into a request to stop after the current iteration.
-
-    A second signal of the same kind stops at once (the default behaviour).
-    """
+    """Turns SIGTERM / SIGINT into a request to stop after the current iteration; a second signal of
+    the same kind stops at once."""
 
     def __init__(self):
         self.signal_name: Optional[str] = None
@@ -69,13 +51,10 @@ class StopRequest:
 
 
 class Trainer:
-    """The loop of one built run (module docstring).
+    """The loop of one built run: train_model (compiled and/or wrapped in DistributedDataParallel)
+    runs the steps, state.model (the plain model) is saved and validated."""
 
-    train_model is the model the steps run (compiled and/or wrapped in DistributedDataParallel);
-    state.model is the plain model that is saved and validated.
-    """
-
-    def __init__(self, options: TrainOptions, context: DistributedContext, folder: RunFolder, state: RunState,
+    def __init__(self, options: TrainOptions, context: DistributedContext, folder: CheckpointManager, state: RunState,
                  data: TrainingData, train_model: torch.nn.Module, logger: TrainingLogger, precision: str,
                  validation_precision: str):
         self.options, self.context, self.folder, self.state = options, context, folder, state
@@ -138,13 +117,10 @@ class Trainer:
             self.logger.flush()
             self.logger.close()
 
-    def save(self, path: Optional[Path] = None) -> Path:
+    def save(self, best: bool = False) -> Path:
         """Write a checkpoint (all ranks take part, rank 0 writes); keep the last -keep_checkpoints."""
-        path = path or self.folder.checkpoint(self.state.progress.iteration)
-        save_run_state(path, self.state, self.options, self.context)
+        path = self.folder.save(self.state, self.options, self.context, best)
         if self.context.is_main:
-            if path != self.folder.best:
-                self.folder.prune(self.options.keep_checkpoints)
             self.logger.log_event("checkpoint", self.state.progress.iteration, path=str(path))
         barrier()
         return path
@@ -196,10 +172,8 @@ class Trainer:
         image_ids = batch["image_id"].reshape(-1).tolist() if "image_id" in batch else "unknown"
         where = f"non-finite loss ({result.loss}) at iteration {self.state.progress.iteration}, images {image_ids}"
         if self.options.nan_policy == "stop":
-            saved = self.folder.checkpoints()
-            last_good = saved[-1][1] if saved else "none yet"
             raise UserError(f"{where}; training stopped before the weights were updated; "
-                            f"last good checkpoint: {last_good}")
+                            f"last good checkpoint: {self.folder.newest() or 'none yet'}")
         self.state.progress.window_finite = False
         self.say(f"warning: {where}; skipping this optimizer step (-nan_policy skip)")
 
@@ -261,7 +235,7 @@ class Trainer:
         mrr = metrics.get("mrr", -1.0)
         if mrr > self.state.progress.best_mrr:
             self.state.progress.best_mrr = mrr
-            self.save(self.folder.best)
+            self.save(best=True)
 
     def _stop_for_signal(self) -> int:
         path = self.save()
