@@ -10,13 +10,16 @@ A question-type file is JSON:
 do), so the file survives preprocessing dropping dialogs. Rounds a file does not list have no type.
 A round may also list `relevant_regions`: the image regions that answer it, as the model sees the
 image (0 the whole image, 1.. the feature record's boxes in its order), e.g. the object a binding
-question names; the pointing score (utils/evaluation/explain.py) is measured on those rounds.
+question names; the pointing score (utils/evaluation/explain.py) is measured on those rounds. It
+may list `object_regions` too: the regions of the image that hold an object (the deletion test
+compares the heaviest region with them; without them, with every box).
 `preprocessing/make_toy_data.py` writes one per split; for real VisDial,
 `preprocessing/question_types_by_word.py` writes one by grouping the questions by their first words.
 
     types = load_question_types("data/visdial_1.0_val_question_types.json")
     types.of(image_id=185565, round_id=1)    # -> "one_hop", or None when not listed
     types.regions[(185565, 3)]               # -> (2,): the relevant regions, for rounds that list them
+    types.objects[(185565, 3)]               # -> (1, 2, 4): the object regions, for rounds that list them
 """
 from __future__ import annotations
 
@@ -32,10 +35,12 @@ from utils.inputs import read_json
 @dataclass(frozen=True)
 class QuestionTypes:
     """The contents of a question-type file: descriptions by type name (in table order), the
-    type of each listed (image_id, round_id) and the relevant regions of the rounds that list them."""
+    type of each listed (image_id, round_id), and the relevant regions and object regions of the
+    rounds that list them."""
     descriptions: dict[str, str]
     by_round: dict[tuple[int, int], str]
     regions: dict[tuple[int, int], tuple[int, ...]] = field(default_factory=dict)
+    objects: dict[tuple[int, int], tuple[int, ...]] = field(default_factory=dict)
 
     def of(self, image_id: int, round_id: int) -> str | None:
         return self.by_round.get((image_id, round_id))
@@ -53,6 +58,7 @@ def load_question_types(path: str | os.PathLike) -> QuestionTypes:
         raise UserError(f"{path}: question_types must map at least one type name to a description string")
     by_round: dict[tuple[int, int], str] = {}
     regions: dict[tuple[int, int], tuple[int, ...]] = {}
+    objects: dict[tuple[int, int], tuple[int, ...]] = {}
     for position, entry in enumerate(rounds):
         where = f"{path}: rounds[{position}]"
         if not isinstance(entry, dict) or not {"image_id", "round_id", "question_type"} <= entry.keys():
@@ -66,16 +72,18 @@ def load_question_types(path: str | os.PathLike) -> QuestionTypes:
         if (image_id, round_id) in by_round:
             raise UserError(f"{where}: round {round_id} of image {image_id} is listed twice")
         by_round[(image_id, round_id)] = name
-        if "relevant_regions" in entry:
-            relevant = entry["relevant_regions"]
-            if not isinstance(relevant, list) or not relevant or \
-                    not all(type(region) is int and region >= 0 for region in relevant):
-                raise UserError(f"{where}: relevant_regions must be a non-empty list of region indices (ints >= 0)")
-            regions[(image_id, round_id)] = tuple(relevant)
-    return QuestionTypes(dict(descriptions), by_round, regions)
+        for field_name, listed in (("relevant_regions", regions), ("object_regions", objects)):
+            if field_name in entry:
+                indices = entry[field_name]
+                if not isinstance(indices, list) or not indices or \
+                        not all(type(region) is int and region >= 0 for region in indices):
+                    raise UserError(f"{where}: {field_name} must be a non-empty list of region indices (ints >= 0)")
+                listed[(image_id, round_id)] = tuple(indices)
+    return QuestionTypes(dict(descriptions), by_round, regions, objects)
 
 
 def write_question_types(path: str | os.PathLike, descriptions: dict[str, str], rounds: list[dict]) -> None:
     """Write a question-type file atomically: `descriptions` type name -> description (table
-    order), `rounds` [{"image_id", "round_id", "question_type"}, optional "relevant_regions"]."""
+    order), `rounds` [{"image_id", "round_id", "question_type"}, optional "relevant_regions" and
+    "object_regions"]."""
     write_json(path, {"question_types": descriptions, "rounds": rounds})

@@ -29,7 +29,8 @@ Outputs, in the layout the real data uses (all written under ``-out``):
     visdial_1.0_{train,val,test}.json                raw VisDial v1.0 dialogs
     visdial_1.0_{train,val,test}_question_types.json the type of every round's question and, for
                                                      binding, counting and "yes" existence rounds,
-                                                     the regions of the objects they are about
+                                                     the regions of the objects they are about and
+                                                     of every object of the image
     visdial_1.0_val_dense_annotations.json           one annotated round per val dialog
     visdial_1.0_train_dense_annotations.json         one annotated round for some train dialogs
     visdial_img_feat.lmdb/                           region features in the released LMDB layout
@@ -52,6 +53,9 @@ some types (then dialogs are as long as the types allow, at most `-rounds`).
 the toy's stand-in for the image-text pretraining data the paper's model saw before VisDial. A
 tiny model trained from scratch for minutes on the six types alone never starts to use the image;
 with as many such dialogs as mixed ones it does (scripts/demo.sh, docs/learning.md).
+`-binding_dialogs N` adds N train dialogs on other images that ask only binding questions, one per
+object (its colour or its shape), after the others and from a random stream of their own: the rest
+of the set is byte for byte the set without them (the data of scripts/binding_study.py).
 
 Usage:
     python preprocessing/make_toy_data.py -out data/toy -seed 0 -train_dialogs 1000
@@ -215,13 +219,7 @@ def question_pools(scene: ToyScene, rng: random.Random) -> Dict[str, List[ToyQue
     one_hop = [ToyQuestion(question, "one_hop", name, scene.property(name), subject)
                for name, (question, subject, _, _) in SCENE_PROPERTIES.items()]
     rng.shuffle(one_hop)
-    binding = [
-        ToyQuestion(QUESTION_TEXTS["colour_of"].format(shape=colour_of.shape), "binding", "colour", colour_of.colour,
-                    subject_phrase(shape=colour_of.shape),
-                    tuple(obj.colour for obj in objects if obj is not colour_of), (colour_of,)),
-        ToyQuestion(QUESTION_TEXTS["shape_of"].format(colour=shape_of.colour), "binding", "shape", shape_of.shape,
-                    subject_phrase(colour=shape_of.colour),
-                    tuple(obj.shape for obj in objects if obj is not shape_of), (shape_of,))]
+    binding = [binding_question(colour_of, "colour", objects), binding_question(shape_of, "shape", objects)]
     rng.shuffle(binding)
     return {
         "one_hop": one_hop, "binding": binding, "existence": existence,
@@ -229,6 +227,19 @@ def question_pools(scene: ToyScene, rng: random.Random) -> Dict[str, List[ToyQue
                                  NUMBER_WORDS[len(objects)], "the number of shapes", objects=tuple(objects))],
         "caption": [ToyQuestion(QUESTION_TEXTS["caption"], "caption", "day", scene.day, "the day")],
     }
+
+
+def binding_question(obj: ToyObject, kind: str, objects: Sequence[ToyObject]) -> ToyQuestion:
+    """The binding question about `obj` among `objects`: its colour (kind "colour", named by its
+    shape) or its shape (kind "shape", named by its colour); the other objects' values of that kind
+    are its related values."""
+    if kind == "colour":
+        return ToyQuestion(QUESTION_TEXTS["colour_of"].format(shape=obj.shape), "binding", "colour", obj.colour,
+                           subject_phrase(shape=obj.shape),
+                           tuple(other.colour for other in objects if other is not obj), (obj,))
+    return ToyQuestion(QUESTION_TEXTS["shape_of"].format(colour=obj.colour), "binding", "shape", obj.shape,
+                       subject_phrase(colour=obj.colour),
+                       tuple(other.shape for other in objects if other is not obj), (obj,))
 
 
 def history_question(previous: ToyQuestion) -> ToyQuestion:
@@ -287,15 +298,42 @@ class ToyDialog:
 
 def make_dialog(image_id: int, answer_pool: Sequence[str], rng: random.Random, min_objects: int,
                 max_objects: int, types: Sequence[str], max_rounds: int) -> ToyDialog:
+    """A dialog of the graded types `types` (round_plan) about a new scene."""
     scene = sample_scene(rng, min_objects, max_objects)
     pools = question_pools(scene, rng)
     questions: List[ToyQuestion] = []
     for question_type in round_plan(types, max_rounds, rng):
         questions.append(history_question(questions[-1]) if question_type == "history"
                          else pools[question_type].pop())
+    return dialog_of(image_id, scene, questions, "caption" in types, answer_pool, rng)
+
+
+def make_binding_dialog(image_id: int, answer_pool: Sequence[str], rng: random.Random, min_objects: int,
+                        max_objects: int, max_rounds: int) -> ToyDialog:
+    """A dialog of binding questions about a new scene: one per object, in random order, its colour
+    or its shape at random (never both, so that no round is told by the one before)."""
+    scene = sample_scene(rng, min_objects, max_objects)
+    objects = list(scene.objects)
+    rng.shuffle(objects)
+    questions = [binding_question(obj, rng.choice(("colour", "shape")), scene.objects) for obj in objects]
+    return dialog_of(image_id, scene, questions[:max_rounds], False, answer_pool, rng)
+
+
+def make_binding_dialogs(count: int, seed: int, used_ids: set, answer_pool: Sequence[str], min_objects: int,
+                         max_objects: int, max_rounds: int) -> List[ToyDialog]:
+    """`count` binding dialogs (make_binding_dialog) on images not in `used_ids`, drawn from their own
+    random stream, so that the rest of the set is the same with or without them."""
+    rng = random.Random(f"{seed} binding")
+    image_ids = [image_id for image_id in rng.sample(IMAGE_IDS, count + len(used_ids)) if image_id not in used_ids]
+    return [make_binding_dialog(image_id, answer_pool, rng, min_objects, max_objects, max_rounds)
+            for image_id in image_ids[:count]]
+
+
+def dialog_of(image_id: int, scene: ToyScene, questions: List[ToyQuestion], with_day: bool,
+              answer_pool: Sequence[str], rng: random.Random) -> ToyDialog:
+    """The dialog asking `questions` about `scene`, with each round's options (round_options)."""
     options, gt_indices = zip(*(round_options(question, answer_pool, rng) for question in questions))
-    return ToyDialog(image_id, scene, caption_of(scene, "caption" in types), questions, list(options),
-                     list(gt_indices))
+    return ToyDialog(image_id, scene, caption_of(scene, with_day), questions, list(options), list(gt_indices))
 
 
 class TextIndex:
@@ -340,10 +378,12 @@ def split_json(split: str, dialogs: Sequence[ToyDialog], test_rounds: Dict[int, 
 def round_types(dialogs: Sequence[ToyDialog], object_regions: Dict[int, Dict[ToyObject, int]],
                 num_rounds: Optional[Dict[int, int]] = None) -> List[dict]:
     """The question type of every round (1-based round_id) of the dialogs, for the types file,
-    with the regions of the objects that answer it (`relevant_regions`, where there are any).
-    object_regions: image id -> object -> its region (0 is the whole image, 1.. the boxes)."""
+    with the regions of the objects that answer it (`relevant_regions`, where there are any) and
+    then the regions of all the image's objects (`object_regions`). object_regions: image id ->
+    object -> its region (0 is the whole image, 1.. the boxes)."""
     return [{"image_id": dialog.image_id, "round_id": number, "question_type": question.question_type,
-             **({"relevant_regions": sorted(object_regions[dialog.image_id][obj] for obj in question.objects)}
+             **({"relevant_regions": sorted(object_regions[dialog.image_id][obj] for obj in question.objects),
+                 "object_regions": sorted(object_regions[dialog.image_id].values())}
                 if question.objects else {})}
             for dialog in dialogs
             for number, question in enumerate(dialog.questions, start=1)
@@ -576,7 +616,7 @@ def unique_image_ids(count: int, rng: random.Random) -> List[int]:
     return rng.sample(IMAGE_IDS, count)
 
 
-def check_arguments(seed: int, train_dialogs: int, whole_image_dialogs: int, val_dialogs: int,
+def check_arguments(seed: int, train_dialogs: int, whole_image_dialogs: int, binding_dialogs: int, val_dialogs: int,
                     test_dialogs: int, dense_train_fraction: float, boxes_per_image: int, min_objects: int,
                     max_objects: int, image_signal: float, noise: float, hidden_size: int,
                     question_types: Sequence[str], rounds: int) -> None:
@@ -593,10 +633,12 @@ def check_arguments(seed: int, train_dialogs: int, whole_image_dialogs: int, val
                         "(the background needs a region)")
     if min(train_dialogs, val_dialogs, test_dialogs) < 1:
         raise UserError("-train_dialogs, -val_dialogs and -test_dialogs must be at least 1")
-    if whole_image_dialogs < 0:
-        raise UserError(f"-whole_image_dialogs must be at least 0, got {whole_image_dialogs}")
-    if (dialogs := train_dialogs + whole_image_dialogs + val_dialogs + test_dialogs) > len(IMAGE_IDS):
-        raise UserError(f"-train_dialogs, -whole_image_dialogs, -val_dialogs and -test_dialogs: {dialogs} dialogs, "
+    for flag, value in (("-whole_image_dialogs", whole_image_dialogs), ("-binding_dialogs", binding_dialogs)):
+        if value < 0:
+            raise UserError(f"{flag} must be at least 0, got {value}")
+    if (dialogs := train_dialogs + whole_image_dialogs + binding_dialogs + val_dialogs + test_dialogs) > len(IMAGE_IDS):
+        raise UserError(f"-train_dialogs, -whole_image_dialogs, -binding_dialogs, -val_dialogs and -test_dialogs: "
+                        f"{dialogs} dialogs, "
                         f"more than the {len(IMAGE_IDS)} image ids the generator has (one image per dialog)")
     if not 0.0 <= dense_train_fraction <= 1.0:
         raise UserError(f"-dense_train_fraction {dense_train_fraction} is not between 0 and 1")
@@ -628,7 +670,8 @@ def write_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 1000, val_
                   min_objects: int = 2, max_objects: int = 4, image_signal: float = 1.0, noise: float = 0.1,
                   hidden_size: int = 32,
                   write_hdf5: bool = False, question_types: Sequence[str] = tuple(QUESTION_TYPES),
-                  rounds: int = NUM_ROUNDS, whole_image_dialogs: int = 0, draw_images: bool = True) -> Dict[str, Path]:
+                  rounds: int = NUM_ROUNDS, whole_image_dialogs: int = 0, binding_dialogs: int = 0,
+                  draw_images: bool = True) -> Dict[str, Path]:
     """Write the toy dataset under out_dir; returns the written paths by name (`draw_images`:
     also the pictures, images/<image_id>.png).
 
@@ -638,9 +681,9 @@ def write_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 1000, val_
     """
     out_dir = Path(out_dir)
     question_types = list(dict.fromkeys(question_types))
-    check_arguments(seed, train_dialogs, whole_image_dialogs, val_dialogs, test_dialogs, dense_train_fraction,
-                    boxes_per_image, min_objects, max_objects, image_signal, noise, hidden_size, question_types,
-                    rounds)
+    check_arguments(seed, train_dialogs, whole_image_dialogs, binding_dialogs, val_dialogs, test_dialogs,
+                    dense_train_fraction, boxes_per_image, min_objects, max_objects, image_signal, noise, hidden_size,
+                    question_types, rounds)
     rng = random.Random(seed)
     answer_pool = all_answer_strings()
     sizes = {"train": train_dialogs, "val": val_dialogs, "test": test_dialogs}
@@ -651,11 +694,15 @@ def write_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 1000, val_
                                      rounds) for _ in range(whole_image_dialogs)]
     rng.shuffle(dialogs["train"])
     test_rounds = {dialog.image_id: rng.randint(1, len(dialog.questions)) for dialog in dialogs["test"]}
+    binding = make_binding_dialogs(binding_dialogs, seed, {dialog.image_id for split in dialogs.values()
+                                                           for dialog in split}, answer_pool, min_objects,
+                                   max_objects, rounds)
+    written = {**dialogs, "train": dialogs["train"] + binding}  # the binding dialogs last, in the json and the LMDB
 
     paths: Dict[str, Path] = {}
     for split in SPLITS:
         paths[split] = out_dir / f"visdial_1.0_{split}.json"
-        write_json(paths[split], split_json(split, dialogs[split], test_rounds))
+        write_json(paths[split], split_json(split, written[split], test_rounds))
     dense_train = rng.sample(dialogs["train"], round(dense_train_fraction * train_dialogs))
     paths["train_dense"] = out_dir / "visdial_1.0_train_dense_annotations.json"
     write_json(paths["train_dense"], dense_annotations(dense_train, "relevance", rng))
@@ -667,14 +714,14 @@ def write_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 1000, val_
         paths["images"] = out_dir / "images"
         paths["images"].mkdir(exist_ok=True)
     regions: Dict[int, Dict[ToyObject, int]] = {}
-    write_lmdb_feature_store(str(paths["features"]), image_records(dialogs, seed, boxes_per_image, image_signal,
-                                                                   noise, regions, paths.get("images")))
+    write_lmdb_feature_store(str(paths["features"]), image_records([*dialogs.values(), binding], seed, boxes_per_image,
+                                                                   image_signal, noise, regions, paths.get("images")))
     for split in SPLITS:
         paths[f"{split}_question_types"] = out_dir / f"visdial_1.0_{split}_question_types.json"
         asked_rounds = test_rounds if SPLITS[split].last_round_only else None
         write_question_types(paths[f"{split}_question_types"],
                              {name: QUESTION_TYPES[name] for name in question_types},
-                             round_types(dialogs[split], regions, asked_rounds))
+                             round_types(written[split], regions, asked_rounds))
     if write_hdf5:
         paths["features_hdf5"] = out_dir / "visdial_img_feat.h5"
         convert_lmdb_to_hdf5(str(paths["features"]), str(paths["features_hdf5"]), show_progress=False)
@@ -687,14 +734,14 @@ def write_toy_data(out_dir: Path, seed: int = 0, train_dialogs: int = 1000, val_
     return paths
 
 
-def image_records(dialogs: Dict[str, List[ToyDialog]], seed: int, boxes_per_image: int, signal: float,
+def image_records(dialogs: Sequence[List[ToyDialog]], seed: int, boxes_per_image: int, signal: float,
                   noise: float, regions: Dict[int, Dict[ToyObject, int]], images: Optional[Path]) -> Iterator[dict]:
-    """The feature records of every split's images; fills `regions` (image id -> object -> its
-    region) and draws each image into the folder `images` when it is given."""
+    """The feature records of the images of every list of `dialogs`, in order; fills `regions` (image
+    id -> object -> its region) and draws each image into the folder `images` when it is given."""
     directions = FeatureDirections(seed)
     rng = np.random.default_rng(seed + 1)
-    for split in SPLITS:
-        for dialog in dialogs[split]:
+    for split in dialogs:
+        for dialog in split:
             record = image_record(dialog, directions, boxes_per_image, signal, noise, rng)
             regions[dialog.image_id] = object_regions(dialog.scene, record)
             if images is not None:
@@ -738,15 +785,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="at most this many rounds per dialog")
     parser.add_argument("-whole_image_dialogs", "--whole_image_dialogs", type=int, default=0,
                         help="more train dialogs, on other images, that ask only the one-hop (whole-image) questions")
+    parser.add_argument("-binding_dialogs", "--binding_dialogs", type=int, default=0,
+                        help="more train dialogs, on other images, that ask only binding questions (one per object)")
     parser.add_argument("-h5", "--h5", action="store_true",
                         help="also write the features as HDF5 (visdial_img_feat.h5)")
     parser.add_argument("-no_images", "--no_images", action="store_true",
                         help="do not draw the images (images/<image_id>.png)")
     args = parser.parse_args(argv)
     args.question_types = list(dict.fromkeys(name.strip() for name in args.question_types.split(",") if name.strip()))
-    check_arguments(args.seed, args.train_dialogs, args.whole_image_dialogs, args.val_dialogs, args.test_dialogs,
-                    args.dense_train_fraction, args.boxes_per_image, args.min_objects, args.max_objects,
-                    args.image_signal, args.noise, args.hidden_size, args.question_types, args.rounds)
+    check_arguments(args.seed, args.train_dialogs, args.whole_image_dialogs, args.binding_dialogs, args.val_dialogs,
+                    args.test_dialogs, args.dense_train_fraction, args.boxes_per_image, args.min_objects,
+                    args.max_objects, args.image_signal, args.noise, args.hidden_size, args.question_types, args.rounds)
     return args
 
 
@@ -761,6 +810,7 @@ def main(argv=None) -> None:
                           hidden_size=args.hidden_size, write_hdf5=args.h5,
                           question_types=args.question_types,
                           rounds=args.rounds, whole_image_dialogs=args.whole_image_dialogs,
+                          binding_dialogs=args.binding_dialogs,
                           draw_images=not args.no_images)
     print(f"toy VisDial written to {args.out}:")
     for name, path in paths.items():

@@ -517,6 +517,7 @@ ARGUMENT_CASES = [  # (script, argv, the flag the line starts with, the problem)
     ("scripts/benchmark_precision.py", ["--compare", "fp8"], "--compare", "invalid choice"),
     ("scripts/toy_paper_table.py", ["--val_dialogs", "many"], "--val_dialogs", "invalid int value"),
     ("scripts/benchmark.py", ["--time_limit", "soon"], "--time_limit", "invalid float value: 'soon'"),
+    ("scripts/binding_study.py", ["--seeds", "0", "0", "--out", "study"], "--seeds", "must be distinct"),
     ("preprocessing/convert_features.py", ["-output", "x.h5"], "-input", "required"),
     ("preprocessing/question_types_by_word.py", ["-visdial_json", "v.json", "-out", "t.json", "-split", "dev"],
      "-split", "invalid choice"),

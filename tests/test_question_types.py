@@ -69,8 +69,8 @@ def test_types_without_rounds_are_left_out_and_the_random_ranking_is_seeded(tmp_
     ({"question_types": {"a": "x"}, "rounds": [{"image_id": 1, "round_id": 1, "question_type": "a"}] * 2},
      "listed twice"),
     *[({"question_types": {"a": "x"}, "rounds": [{"image_id": 1, "round_id": 1, "question_type": "a",
-                                                  "relevant_regions": regions}]}, "relevant_regions must be")
-      for regions in ([], [-1], [1.0], ["2"], 3, None)],
+                                                  field: regions}]}, f"{field} must be")
+      for regions in ([], [-1], [1.0], ["2"], 3, None) for field in ("relevant_regions", "object_regions")],
 ])
 def test_bad_question_type_files_are_one_line_errors(tmp_path, content, problem):
     path = tmp_path / "types.json"
@@ -80,10 +80,13 @@ def test_bad_question_type_files_are_one_line_errors(tmp_path, content, problem)
     assert str(path) in str(error.value) and "\n" not in str(error.value)
 
 
-def test_relevant_regions_are_read_where_a_round_lists_them(tmp_path):
-    types = types_file(tmp_path, [{"image_id": 5, "round_id": 1, "question_type": "a", "relevant_regions": [3, 0]},
-                                  {"image_id": 5, "round_id": 2, "question_type": "a"}], {"a": "x"})
-    assert types.regions == {(5, 1): (3, 0)} and types.of(5, 2) == "a"
+def test_relevant_and_object_regions_are_read_where_a_round_lists_them(tmp_path):
+    types = types_file(tmp_path, [{"image_id": 5, "round_id": 1, "question_type": "a", "relevant_regions": [3, 0],
+                                   "object_regions": [1, 3, 4]},
+                                  {"image_id": 5, "round_id": 2, "question_type": "a", "relevant_regions": [2]},
+                                  {"image_id": 5, "round_id": 3, "question_type": "a"}], {"a": "x"})
+    assert types.regions == {(5, 1): (3, 0), (5, 2): (2,)} and types.of(5, 3) == "a"
+    assert types.objects == {(5, 1): (1, 3, 4)}
 
 
 def run_metrics(mrr_look: float, mrr_read: float) -> dict:
@@ -220,8 +223,9 @@ def test_evaluate_reports_the_pointing_score_and_shows_the_pictures(golden_dir, 
         assert metrics[f"pointing_rounds_{name}"] == len(chance[name]) == 15
         assert metrics[f"pointing_chance_{name}"] == pytest.approx(sum(chance[name]) / 15)
         assert 0 <= metrics[f"pointing_{name}"] <= 1
-        assert f"{name:<14}{15:>7}{metrics[f'pointing_{name}']:>14.3f}{metrics[f'pointing_chance_{name}']:>9.3f}" \
-            in printed
+        assert metrics[f"deletion_rounds_{name}"] == 15 and 0 <= metrics[f"deletion_{name}"] <= 1
+        assert f"{name:<14}{15:>7}{metrics[f'pointing_{name}']:>10.3f}{metrics[f'pointing_chance_{name}']:>9.3f}" \
+               f"{metrics[f'deletion_{name}']:>10.3f}{metrics[f'deletion_chance_{name}']:>9.3f}" in printed
     page = (tmp_path / "report" / "index.html").read_text()
     sections = page.split("<section")[1:]
     assert [section.count('<img class="shaded"') for section in sections] == [10, 10, 0]

@@ -31,9 +31,10 @@ MEANINGFUL = {  # command line -> flag -> the values of (-1, 0) it takes
     "evaluate.py": {"-num_train_samples": {"0"}, "-num_val_samples": {"0"}, "-num_workers": {"0"},
                     "-eval_tokens_per_batch": {"0"}},
     "scripts/chat.py": {"-eval_tokens_per_batch": {"0"}, "-image_id": {"-1", "0"}, "-seed": {"-1", "0"}},
-    "preprocessing/make_toy_data.py": {"-seed": {"0"}, "-whole_image_dialogs": {"0"},
+    "preprocessing/make_toy_data.py": {"-seed": {"0"}, "-whole_image_dialogs": {"0"}, "-binding_dialogs": {"0"},
                                        "-dense_train_fraction": {"0"}, "-image_signal": {"0"}, "-noise": {"0"}},
     "scripts/benchmark.py": {"--workers": {"0"}},
+    "scripts/binding_study.py": {"--seeds": {"0"}},
 }
 MEANINGFUL["scripts/benchmark_precision.py"] = MEANINGFUL["evaluate.py"]  # it takes evaluate.py's flags
 
@@ -124,7 +125,8 @@ def test_every_numeric_flag_refuses_what_it_cannot_mean_at_the_door(script, flag
                 "preprocessing/convert_features.py": ["-input", "absent.lmdb", "-output", "out.h5"],
                 "scripts/ensemble.py": ["-scores", "absent.pt"],
                 "scripts/benchmark.py": ["--model_config", "absent.json"],
-                "preprocessing/make_toy_data.py": ["-out", str(blocked / "toy")]}.get(script, [])
+                "preprocessing/make_toy_data.py": ["-out", str(blocked / "toy")],
+                "scripts/binding_study.py": ["--out", str(blocked / "study")]}.get(script, [])
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         run_cli(lambda: module_of(script).main([flag, value, *required]))

@@ -248,6 +248,50 @@ def test_whole_image_dialogs_are_more_train_dialogs_of_one_hop_questions(tmp_pat
     assert len(load(paths["val"])["data"]["dialogs"]) == 2
 
 
+def test_binding_dialogs_are_more_train_dialogs_that_ask_each_object_once(tmp_path):
+    """After the set without them, which they leave byte for byte as it is (features included)."""
+    paths = make_toy_data(tmp_path / "with", seed=2, train_dialogs=6, whole_image_dialogs=2, binding_dialogs=5,
+                          val_dialogs=2, test_dialogs=1)
+    without = make_toy_data(tmp_path / "without", seed=2, train_dialogs=6, whole_image_dialogs=2, val_dialogs=2,
+                            test_dialogs=1)
+    for name in ("val", "test", "train_dense", "val_dense", "val_question_types", "vocab", "model_config"):
+        assert paths[name].read_bytes() == without[name].read_bytes(), name
+    train, store = load(paths["train"])["data"], open_feature_store(paths["features"])
+    earlier = load(without["train"])["data"]
+    assert [dialog["image_id"] for dialog in train["dialogs"][:8]] == [d["image_id"] for d in earlier["dialogs"]]
+    other_store = open_feature_store(without["features"])
+    for dialog in earlier["dialogs"] + load(without["val"])["data"]["dialogs"]:
+        assert all(np.array_equal(value, store[dialog["image_id"]][key])
+                   for key, value in other_store[dialog["image_id"]].items())
+    types = load_question_types(paths["train_question_types"])
+    kinds = [{types.of(dialog["image_id"], number) for number in range(1, len(dialog["dialog"]) + 1)}
+             for dialog in train["dialogs"]]
+    assert len(kinds) == 13 and kinds[8:] == [{"binding"}] * 5 and {"binding"} not in kinds[:8]
+    for dialog, kind in zip(train["dialogs"], kinds):
+        if kind != {"binding"}:
+            continue
+        objects = scene_of(store, dialog["image_id"])["objects"]
+        asked = [train["questions"][turn["question"]] for turn in dialog["dialog"]]
+        named = [next(obj for obj in objects if question.split()[4] in obj) for question in asked]
+        assert sorted(named) == sorted(objects), "every object asked about once, by its shape or its colour"
+        assert dialog["caption"] == "a drawing"
+        for question, obj, turn in zip(asked, named, dialog["dialog"]):
+            attribute = 1 if question.startswith("what color") else 0
+            assert train["answers"][turn["answer"]] == obj[attribute], question
+    image_ids = [dialog["image_id"] for split in ("train", "val", "test")
+                 for dialog in load(paths[split])["data"]["dialogs"]]
+    assert len(set(image_ids)) == len(image_ids) == 16
+
+
+def test_object_regions_are_every_object_of_the_image(toy):
+    store = open_feature_store(toy["features"])
+    types = load_question_types(toy["val_question_types"])
+    assert types.objects.keys() == types.regions.keys()
+    for (image_id, _), regions in types.objects.items():
+        classes = store[image_id]["cls_prob"].argmax(1)
+        assert list(regions) == [region for region, c in enumerate(classes) if 1 <= c <= NUM_OBJECT_CLASSES]
+
+
 def test_bert_tokenizer_covers_every_word_with_bert_special_ids(toy, golden_dir):
     vocab = toy["vocab"].read_text().splitlines()
     assert vocab[:999] == (golden_dir / "bert-base-uncased-vocab.txt").read_text().splitlines()[:999]
@@ -295,6 +339,7 @@ def test_same_seed_same_files_other_seed_other_files(toy, tmp_path):
     (dict(question_types=["one_hop", "colour"]), "-question_types: unknown type colour"),
     (dict(question_types=["history"]), "history questions need a round of another type"),
     (dict(whole_image_dialogs=-1), "-whole_image_dialogs must be at least 0, got -1"),
+    (dict(binding_dialogs=-2), "-binding_dialogs must be at least 0, got -2"),
 ])
 def test_bad_arguments_are_user_errors_before_anything_is_written(tmp_path, arguments, message):
     with pytest.raises(UserError, match=re.escape(message)):

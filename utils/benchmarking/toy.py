@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from dataloader.preprocess import preprocess
 
@@ -24,16 +25,17 @@ DATA_FLAGS = {  # train.py's and evaluate.py's data flags -> the processed file 
 
 
 def make_toy_visdial(folder: Path, train_dialogs: int, val_dialogs: int, test_dialogs: int,
-                     whole_image_dialogs: int = 0, seed: int = 0) -> list[str]:
-    """Generate and preprocess the toy VisDial into `folder` -> train.py's and evaluate.py's data flags
-    (-visdial_tot_rounds 2, as the demo); RuntimeError with the generator's last line when it fails."""
+                     whole_image_dialogs: int = 0, seed: int = 0, extra: Sequence[str] = ()) -> list[str]:
+    """Generate (`extra`: more make_toy_data.py flags) and preprocess the toy VisDial into `folder` ->
+    train.py's and evaluate.py's data flags (-visdial_tot_rounds 2, as the demo); RuntimeError with
+    the generator's last line when it fails."""
     folder = Path(folder)
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
         filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     generated = subprocess.run(
         [sys.executable, "-m", "preprocessing.make_toy_data", "-out", str(folder), "-seed", str(seed),
          "-train_dialogs", str(train_dialogs), "-whole_image_dialogs", str(whole_image_dialogs),
-         "-val_dialogs", str(val_dialogs), "-test_dialogs", str(test_dialogs)],
+         "-val_dialogs", str(val_dialogs), "-test_dialogs", str(test_dialogs), *extra],
         cwd=REPO_ROOT, env=environment, capture_output=True, text=True)
     if generated.returncode:
         raise RuntimeError(f"make_toy_data.py failed: {(generated.stderr.strip().splitlines() or ['?'])[-1]}")

@@ -85,3 +85,24 @@ def points_at(weights: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
 def pointing_chance(relevant: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """The hit rate of a uniformly random real region: relevant, real bool [M, R] -> float64 [M]."""
     return relevant.sum(dim=1).double() / real.sum(dim=1).double()
+
+
+def deletion_outcomes(drops: torch.Tensor, chosen: torch.Tensor, objects: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The deletion test of M rounds: does masking the chosen region lower the right answer's score
+    more than masking an object region would?
+
+    drops [M, R]: how much the score fell with region r alone masked (read at `chosen` and where
+    `objects` is True); chosen [M]: the region of highest weight; objects bool [M, R]: the object
+    regions, at least two per round. Returns float64 [M] twice: the share of the object regions
+    other than the chosen one whose deletion lowers the score strictly less (the expected outcome
+    of a random one), and the same share for a uniformly random object region in the chosen one's
+    place (chance: 0.5 less half the ties).
+    """
+    chosen_drop = drops.gather(1, chosen[:, None])                                     # [M, 1]
+    others = objects.clone()
+    others[torch.arange(len(chosen)), chosen] = False
+    hits = ((chosen_drop > drops) & others).sum(dim=1).double() / others.sum(dim=1).double()
+    pairs = objects[:, :, None] & objects[:, None, :]                                  # [M, R, R]
+    beats = (drops[:, :, None] > drops[:, None, :]) & pairs                            # a's drop > b's
+    count = objects.sum(dim=1).double()
+    return hits, beats.sum(dim=(1, 2)).double() / (count * (count - 1))

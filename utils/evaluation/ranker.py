@@ -10,6 +10,7 @@ from __future__ import annotations
 from numbers import Integral
 from typing import Iterable, Mapping, NamedTuple, Sequence, Union
 
+import numpy as np
 import torch
 
 from dataloader.collate import collate_dialog_batch
@@ -117,6 +118,22 @@ class DialogRanker:
         for start in range(0, len(queries), ROUNDS_PER_CHUNK):
             rankings += self._rank_chunk(queries[start:start + ROUNDS_PER_CHUNK], images, explain, first_number=start)
         return rankings
+
+    def scores_without(self, query: RankingQuery, regions: Sequence[int]) -> torch.Tensor:
+        """The probabilities of the query's candidates [1 + len(regions), candidates]: row 0 with every
+        region, row 1 + k with region `regions[k]` masked as padding is (the image attention mask:
+        no token or region attends to it). UserError for a region the image does not have."""
+        inputs, _ = self._image_inputs(query.image, {})
+        real = int(inputs["image_mask"].sum())
+        absent = [region for region in regions
+                  if not (isinstance(region, Integral) and not isinstance(region, bool) and 0 <= region < real)]
+        if absent:
+            raise UserError(f"region {absent[0]!r} is not a region of this image (0..{real - 1})")
+        item = {**self.encoder.encode(query.caption, query.history, query.question, query.candidates), **inputs}
+        masks = np.repeat(item["image_mask"][None], 1 + len(regions), axis=0)
+        masks[np.arange(1, 1 + len(regions)), list(regions)] = 0
+        batch = collate_dialog_batch([{**item, "image_mask": mask} for mask in masks])
+        return score_sequences(self.model, batch, self.tokens_per_batch, self.precision).view(len(masks), -1)
 
     def image_record(self, image: Image):
         """The reader's record of `image` (an id of the store, or arrays); UserError when the id is
