@@ -1,17 +1,7 @@
-"""Every training objective of the paper, computed from the model's scores and hidden states.
-
-Labels follow the reference: masked-LM labels hold the original token id at masked positions and
--1 elsewhere; NSP labels are 0 ("the answer belongs to the dialog") or 1 ("a random answer"), -1
-ignored; a region labelled 1 is one whose class distribution is predicted. Where the reference
-returns nan for a batch without anything to predict, these return 0 (a conscious fix).
-
-* Base training: `masked_lm_loss`, `next_sentence_loss`, `masked_region_loss`, weighted and
-  summed by `pretraining_loss`.
-* Dense fine-tuning (section 3.2 of the paper): a ranking loss over the options of an annotated
-  round, plus the NSP loss, in `dense_loss`. The ranking loss is `-dense_loss` (`RankingLoss`):
-  `dense_relevance_loss` (ce, the reference's: ListNet's top-one loss), `listmle_loss`
-  (Xia et al. 2008) or `approx_ndcg_loss` (Qin, Liu, Li 2010).
-"""
+"""Every training objective of the paper (base: masked LM, NSP, masked regions; dense: a ranking
+loss over a round's options plus NSP). Labels as the reference's: masked-LM labels hold the token
+id at masked positions, -1 elsewhere; NSP 0 (the answer belongs), 1 (a random one), -1 ignored; a
+region labelled 1 is predicted. A batch with nothing to predict gives 0 (the reference: nan)."""
 from dataclasses import dataclass
 from typing import Callable, Optional
 
