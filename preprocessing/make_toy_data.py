@@ -11,6 +11,7 @@ import random
 import re
 from collections import defaultdict
 from dataclasses import dataclass, fields
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -507,6 +508,14 @@ class ToySettings:
     draw_images: bool = True
 
     def __post_init__(self) -> None:
+        for field in fields(self):
+            value, kind = getattr(self, field.name), {int: Integral, float: Real, bool: bool}.get(field.type)
+            if kind and (not isinstance(value, kind) or isinstance(value, bool) and field.type is not bool):
+                raise UserError(f"{field.name} must be {field.type.__name__}, got {value!r}")
+            if kind:
+                setattr(self, field.name, field.type(value))  # numpy numbers as Python's
+        if isinstance(self.question_types, str):
+            raise UserError(f"question_types must be a sequence of type names, got {self.question_types!r}")
         self.question_types = list(dict.fromkeys(self.question_types))
         if not 0 <= self.seed <= MAX_SEED:
             raise UserError(f"-seed must be in 0..{MAX_SEED}, got {self.seed}")
