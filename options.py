@@ -266,6 +266,9 @@ class TrainOptions(SharedOptions):
                            choices=DENSE_LOSSES)
     approxndcg_temperature: float = flag(1.0, "-dense_loss approxndcg: temperature of the smooth ranks (smaller: "
                                               "closer to NDCG, sparser gradients)", "training", at_least=1e-3)
+    dense_target_temperature: float = flag(1.0, "-dense_loss ce: the target is softmax(relevance / this); 1.0 is the "
+                                                "reference's, smaller is sharper (docs/training.md)", "training",
+                                           at_least=1e-3)
     bert_init: str = flag("", "initialise the text stream from a Hugging Face BERT", "training", on_resume=FREE,
                            is_input=True)
     seed: int = flag(0, "seed of every random number generator", "training", at_least=0, at_most=2**32 - 1)
@@ -298,6 +301,9 @@ class TrainOptions(SharedOptions):
                             f"got {self.num_negative_samples}")
         if self.dense_loss != "ce" and self.mode != "dense":
             problems.append(f"-dense_loss {self.dense_loss} needs -mode dense (base training has no ranking loss)")
+        if self.dense_target_temperature != 1.0 and (self.mode, self.dense_loss) != ("dense", "ce"):
+            problems.append(f"-dense_target_temperature {self.dense_target_temperature:g} needs -mode dense and "
+                            "-dense_loss ce (the target of the ce loss)")
         if self.lr <= 0 and self.image_lr <= 0:
             problems.append("-lr and -image_lr are both 0: nothing would be trained")
         if self.resume and not (self.start_path or self.save_name):

@@ -1,20 +1,5 @@
-"""Question-type files: which kind of question each dialog round asks (for per-type metrics).
-
-A question-type file is JSON:
-
-    {"question_types": {"one_hop": "a property of the whole image", "counting": "how many ..."},
-     "rounds": [{"image_id": 185565, "round_id": 1, "question_type": "one_hop"}, ...]}
-
-`question_types` names every type with a short description, in the order tables list them;
-`rounds` gives the type of a round by image id and 1-based round number (as dense annotations
-do), so the file survives preprocessing dropping dialogs. Rounds a file does not list have no type.
-A round may also list `relevant_regions`: the image regions that answer it, as the model sees the
-image (0 the whole image, 1.. the feature record's boxes in its order), e.g. the object a binding
-question names; the pointing score (utils/evaluation/explain.py) is measured on those rounds. It
-may list `object_regions` too: the regions of the image that hold an object (the deletion test
-compares the heaviest region with them; without them, with every box).
-`preprocessing/make_toy_data.py` writes one per split; for real VisDial,
-`preprocessing/question_types_by_word.py` writes one by grouping the questions by their first words.
+"""Question-type files: the kind of question each dialog round asks, and optionally its relevant
+and object regions (the format: docs/evaluation.md, "Metrics per question type").
 
     types = load_question_types("data/visdial_1.0_val_question_types.json")
     types.of(image_id=185565, round_id=1)    # -> "one_hop", or None when not listed
@@ -47,7 +32,7 @@ class QuestionTypes:
 
 
 def load_question_types(path: str | os.PathLike) -> QuestionTypes:
-    """Read and validate a question-type file (module docstring); a bad file is a UserError."""
+    """Read and validate a question-type file (docs/evaluation.md); a bad file is a UserError."""
     path = Path(path)
     content = read_json(path, "question-type file", booleans=False)
     descriptions = content.get("question_types") if isinstance(content, dict) else None

@@ -1,17 +1,7 @@
-"""Every training objective of the paper, computed from the model's scores and hidden states.
-
-Labels follow the reference: masked-LM labels hold the original token id at masked positions and
--1 elsewhere; NSP labels are 0 ("the answer belongs to the dialog") or 1 ("a random answer"), -1
-ignored; a region labelled 1 is one whose class distribution is predicted. Where the reference
-returns nan for a batch without anything to predict, these return 0 (a conscious fix).
-
-* Base training: `masked_lm_loss`, `next_sentence_loss`, `masked_region_loss`, weighted and
-  summed by `pretraining_loss`.
-* Dense fine-tuning (section 3.2 of the paper): a ranking loss over the options of an annotated
-  round, plus the NSP loss, in `dense_loss`. The ranking loss is `-dense_loss` (`RankingLoss`):
-  `dense_relevance_loss` (ce, the reference's: ListNet's top-one loss), `listmle_loss`
-  (Xia et al. 2008) or `approx_ndcg_loss` (Qin, Liu, Li 2010).
-"""
+"""Every training objective of the paper (base: masked LM, NSP, masked regions; dense: a ranking
+loss over a round's options plus NSP). Labels as the reference's: masked-LM labels hold the token
+id at masked positions, -1 elsewhere; NSP 0 (the answer belongs), 1 (a random one), -1 ignored; a
+region labelled 1 is predicted. A batch with nothing to predict gives 0 (the reference: nan)."""
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -78,10 +68,12 @@ class RankingLoss:
 
     name: a key of DENSE_LOSSES (`ce`, the reference's, `listmle` or `approxndcg`; another name is
     a ValueError here); temperature: how smoothly approxNDCG turns score differences into ranks
-    (-approxndcg_temperature).
+    (-approxndcg_temperature); target_temperature: ce's target is softmax(relevance /
+    target_temperature) (-dense_target_temperature; 1.0 is the reference's).
     """
     name: str = "ce"
     temperature: float = 1.0
+    target_temperature: float = 1.0
 
     def __post_init__(self):
         if self.name not in DENSE_LOSSES:
@@ -113,18 +105,21 @@ def tie_break_keys(ranking: RankingLoss, num_rounds: int, num_options: int) -> O
     return torch.rand(num_rounds, num_options) if DENSE_LOSSES[ranking.name].draws_tie_keys else None
 
 
-def dense_relevance_loss(nsp_scores: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
+def dense_relevance_loss(nsp_scores: torch.Tensor, relevance: torch.Tensor,
+                         target_temperature: float = 1.0) -> torch.Tensor:
     """The reference's dense loss (`ce`): ListNet's top-one loss between the model's distribution
     over the options of a round and the softmax of their dense relevance.
 
     nsp_scores [B, O, 2] NSP logits of the O options of B rounds; relevance [B, O] raw
     relevance (0 ... 1). The model's distribution is log_softmax over options of the class-0
-    logit; the target is softmax(relevance) (nearly flat: the reference's choice). Returns
-    KL(target || model) summed over options and averaged over B (0-d): ListNet's cross-entropy
-    minus the target's entropy, a constant, so the gradients are ListNet's.
+    logit; the target is softmax(relevance / target_temperature). At 1.0 (the reference's) it is
+    nearly flat: 3 options of relevance 1 among 100 get 0.026 each, the others 0.009, so flat
+    scores almost satisfy it; a smaller temperature sharpens it. Returns KL(target || model)
+    summed over options and averaged over B (0-d): ListNet's cross-entropy minus the target's
+    entropy, a constant, so the gradients are ListNet's.
     """
     log_probs = F.log_softmax(nsp_scores[..., 0].float(), dim=1)
-    target = F.softmax(relevance.float(), dim=1)
+    target = F.softmax(relevance.float() / target_temperature, dim=1)
     return F.kl_div(log_probs, target, reduction="batchmean")
 
 
@@ -191,8 +186,8 @@ class DenseLoss:
 
 
 DENSE_LOSSES = {
-    "ce": DenseLoss(lambda nsp_scores, relevance, ranking, tie_keys: dense_relevance_loss(nsp_scores, relevance),
-                    skips_unannotated_rounds=False),
+    "ce": DenseLoss(lambda nsp_scores, relevance, ranking, tie_keys: dense_relevance_loss(
+        nsp_scores, relevance, ranking.target_temperature), skips_unannotated_rounds=False),
     "listmle": DenseLoss(_on_annotated_log_odds(_listmle_per_round), skips_unannotated_rounds=True,
                          draws_tie_keys=True),
     "approxndcg": DenseLoss(_on_annotated_log_odds(

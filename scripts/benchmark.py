@@ -14,7 +14,6 @@ import dataclasses
 import gc
 import itertools
 import json
-import math
 import os
 import signal
 import tempfile
@@ -41,7 +40,7 @@ from utils.benchmarking.measure import (SteadyState, count_flops, describe_devic
 from utils.benchmarking.reference import score_padded_reference_style, spread_weights
 from utils.benchmarking.synthetic import write_synthetic_visdial
 from utils.distributed import DistributedContext
-from utils.errors import ArgumentParser, UserError, run_cli
+from utils.errors import ArgumentParser, UserError, bounded, run_cli
 from utils.evaluation.metrics import NEAR_TIE
 from utils.evaluation.scoring import (autocast, length_batches, resolve_tokens_per_batch, score_dataset,
                                       score_sequences)
@@ -443,19 +442,6 @@ def measure_row(name: str, measure: Callable[[Row], None], device: torch.device,
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return row
-
-
-def bounded(kind: type, low: float, high: float = math.inf, above: bool = False) -> Callable[[str], float]:
-    """An argparse type: a finite `kind` (int or float) in low..high (`above`: more than `low`)."""
-    wanted = f"in {low:g}..{high:g}" if high < math.inf else f"{'>' if above else '>='} {low:g}"
-
-    def parse(text: str):
-        value = kind(text)
-        if not math.isfinite(value) or not low <= value <= high or (above and value == low):
-            raise argparse.ArgumentTypeError(f"must be a number {wanted}, got {text}")
-        return value
-    parse.__name__ = kind.__name__  # argparse names it in `invalid int value`
-    return parse
 
 
 def parse_args(argv=None) -> argparse.Namespace:

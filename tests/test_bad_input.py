@@ -515,7 +515,7 @@ ARGUMENT_CASES = [  # (script, argv, the flag the line starts with, the problem)
     ("scripts/check_download.py", ["--bogus"], "--bogus", "unrecognized argument"),
     ("scripts/validate_submission.py", ["predictions.json"], "-split", "required"),
     ("scripts/benchmark_precision.py", ["--compare", "fp8"], "--compare", "invalid choice"),
-    ("scripts/benchmark_toolkit.py", ["--val_dialogs", "many"], "--val_dialogs", "invalid int value"),
+    ("scripts/toy_paper_table.py", ["--val_dialogs", "many"], "--val_dialogs", "invalid int value"),
     ("scripts/benchmark.py", ["--time_limit", "soon"], "--time_limit", "invalid float value: 'soon'"),
     ("scripts/binding_study.py", ["--seeds", "0", "0", "--out", "study"], "--seeds", "must be distinct"),
     ("preprocessing/convert_features.py", ["-output", "x.h5"], "-input", "required"),

@@ -68,7 +68,7 @@ def test_eval_tokens_per_batch_zero_means_the_device_default_everywhere(golden_d
 
 def test_flags_that_mean_nothing_in_a_run_are_stated_and_every_preset_still_loads(repo_root):
     presets = sorted((repo_root / "config" / "presets").glob("*.yml"))
-    assert len(presets) == 6
+    assert len(presets) == 8
     for preset in presets:
         options = parse_options(["-config", str(preset)], TrainOptions)
         assert options.problems() == []

@@ -1,7 +1,8 @@
 """The ranking losses of dense fine-tuning against brute-force versions of the papers' formulas.
 
 ListMLE (Xia et al. 2008) is written here as the explicit Plackett-Luce product over positions,
-approxNDCG (Qin, Liu, Li 2010) with an explicit double loop over options; both in Python floats.
+approxNDCG (Qin, Liu, Li 2010) with an explicit double loop over options, ce's tempered target as
+a sum over options; all in Python floats.
 """
 import math
 
@@ -39,6 +40,14 @@ def brute_force_approx_ndcg(scores: list, relevance: list, temperature: float) -
     ideal = sum(value / math.log2(2.0 + position)
                 for position, value in enumerate(sorted(relevance, reverse=True)))
     return 1.0 - dcg / ideal
+
+
+def brute_force_tempered_listnet(scores: list, relevance: list, temperature: float) -> float:
+    """KL(t || p): t = softmax(relevance / temperature), p = softmax(scores), summed over options."""
+    weights = [math.exp(value / temperature) for value in relevance]
+    log_total = math.log(sum(math.exp(score) for score in scores))
+    return sum(weight / sum(weights) * (math.log(weight / sum(weights)) - (score - log_total))
+               for weight, score in zip(weights, scores))
 
 
 def random_round(generator: torch.Generator, num_rounds: int = 3, num_options: int = 12):
@@ -131,6 +140,75 @@ def test_ce_keeps_the_reference_on_all_zero_rounds():
     loss = ranking_loss(nsp_scores, relevance, RankingLoss("ce"))
     assert loss.item() > 0 and loss.item() == dense_relevance_loss(nsp_scores, relevance).item()
     assert not RankingLoss("ce").skips_unannotated_rounds
+
+
+def test_ce_at_target_temperature_one_is_the_reference_loss_bit_for_bit():
+    """The reference: KLDivLoss(reduction='batchmean')(log_softmax(nsp[:, :, 0], dim=1),
+    softmax(gt_relevance, dim=1)), loss and gradients."""
+    generator = torch.Generator().manual_seed(8)
+    nsp_scores = torch.randn(3, 100, 2, generator=generator)
+    relevance = LEVELS[torch.randint(0, 5, (3, 100), generator=generator)]
+    reference_scores = nsp_scores.clone().requires_grad_()
+    expected = torch.nn.KLDivLoss(reduction="batchmean")(torch.log_softmax(reference_scores[:, :, 0], dim=1),
+                                                         torch.softmax(relevance, dim=1))
+    expected.backward()
+    for ranking in (RankingLoss(), RankingLoss("ce", target_temperature=1.0)):
+        scores = nsp_scores.clone().requires_grad_()
+        actual = ranking_loss(scores, relevance, ranking)
+        actual.backward()
+        assert torch.equal(actual, expected) and torch.equal(scores.grad, reference_scores.grad)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 0.1])
+def test_ce_target_is_softmax_of_the_relevance_over_the_temperature(temperature):
+    generator = torch.Generator().manual_seed(9)
+    nsp_scores = torch.randn(3, 12, 2, generator=generator, dtype=torch.float64) * 2
+    relevance = LEVELS[torch.randint(0, 5, (3, 12), generator=generator)].double()
+    actual = ranking_loss(nsp_scores, relevance, RankingLoss("ce", target_temperature=temperature))
+    expected = sum(brute_force_tempered_listnet(nsp_scores[row, :, 0].tolist(), relevance[row].tolist(), temperature)
+                   for row in range(3)) / 3
+    assert actual.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_flat_scores_almost_satisfy_the_reference_target_and_not_a_sharp_one():
+    """Three options of relevance 1 among 100, every score equal: the loss is KL(target || uniform),
+    with the target exp(1 / T) / (3 exp(1 / T) + 97) on each relevant option and 1 / (3 exp(1 / T) + 97)
+    on each other one."""
+    relevance = torch.zeros(1, 100)
+    relevance[0, :3] = 1.0
+    flat_scores = torch.zeros(1, 100, 2)
+
+    def from_uniform(temperature):
+        relevant, other = (weight / (3 * math.exp(1 / temperature) + 97) for weight in (math.exp(1 / temperature), 1))
+        return 3 * relevant * math.log(100 * relevant) + 97 * other * math.log(100 * other)
+
+    at_one = ranking_loss(flat_scores, relevance, RankingLoss())
+    sharp = ranking_loss(flat_scores, relevance, RankingLoss("ce", target_temperature=0.1))
+    assert at_one.item() == pytest.approx(from_uniform(1.0), rel=1e-5) and at_one.item() < 0.03
+    assert sharp.item() == pytest.approx(from_uniform(0.1), rel=1e-5) and sharp.item() > 3
+
+
+@pytest.mark.parametrize("argv", [["-dense_target_temperature", "0.1"], ["--dense_target_temperature", "1e-1"]])
+def test_the_target_temperature_is_read_as_every_flag(argv, tmp_path):
+    assert parse_options(["-mode", "dense", *argv], TrainOptions).dense_target_temperature == 0.1
+    preset = tmp_path / "p.yml"
+    preset.write_text("mode: dense\ndense_target_temperature: 1e-1\n")
+    parsed = parse_options(["-config", str(preset)], TrainOptions)
+    assert parsed.dense_target_temperature == 0.1 and parsed.problems() == []
+    assert parse_options([], TrainOptions).dense_target_temperature == 1.0
+
+
+@pytest.mark.parametrize("value", ["0", "-0.5", "nan", "inf"])
+def test_a_target_temperature_not_positive_and_finite_is_refused_naming_the_flag(value):
+    problems = parse_options(["-mode", "dense", "-dense_target_temperature", value], TrainOptions).problems()
+    assert problems == [f"-dense_target_temperature must be a finite number >= 0.001, got {float(value)}"]
+
+
+@pytest.mark.parametrize("argv", [["-dense_target_temperature", "0.1"],
+                                  ["-mode", "dense", "-dense_loss", "listmle", "-dense_target_temperature", "0.1"]])
+def test_a_target_temperature_outside_dense_ce_is_refused(argv):
+    assert parse_options(argv, TrainOptions).problems() == [
+        "-dense_target_temperature 0.1 needs -mode dense and -dense_loss ce (the target of the ce loss)"]
 
 
 @pytest.mark.parametrize("name", ["listmle", "approxndcg"])

@@ -106,7 +106,7 @@ def numeric_flags(script: str, monkeypatch) -> list[tuple[str, type]]:
             if action.option_strings and getattr(action.type, "__name__", None) in ("int", "float")]
 
 
-CASES = [(script, flag, value) for script in COMMAND_LINES if script != "scripts/benchmark_toolkit.py"
+CASES = [(script, flag, value) for script in COMMAND_LINES
          for flag, kind in numeric_flags(script, pytest.MonkeyPatch())
          for value in ("-1", "0", *(("nan", "inf") if kind.__name__ == "float" else ()))]
 

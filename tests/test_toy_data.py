@@ -340,11 +340,22 @@ def test_same_seed_same_files_other_seed_other_files(toy, tmp_path):
     (dict(question_types=["history"]), "history questions need a round of another type"),
     (dict(whole_image_dialogs=-1), "-whole_image_dialogs must be at least 0, got -1"),
     (dict(binding_dialogs=-2), "-binding_dialogs must be at least 0, got -2"),
+    (dict(train_dialogs="40"), "train_dialogs must be int, got '40'"),
+    (dict(seed=True), "seed must be int, got True"),
+    (dict(noise="0.1"), "noise must be float, got '0.1'"),
+    (dict(draw_images=1), "draw_images must be bool, got 1"),
+    (dict(question_types="binding"), "question_types must be a sequence of type names, got 'binding'"),
 ])
 def test_bad_arguments_are_user_errors_before_anything_is_written(tmp_path, arguments, message):
     with pytest.raises(UserError, match=re.escape(message)):
         make_toy_data(tmp_path / "toy", **arguments)
     assert list(tmp_path.iterdir()) == []
+
+
+
+def test_numbers_of_any_numeric_type_are_accepted(tmp_path):
+    paths = make_toy_data(tmp_path / "toy", **{**SMALL, "seed": np.int64(2), "noise": 0, "image_signal": np.float32(1)})
+    assert paths["val"].is_file()
 
 
 # Canonical colours (CSS named colours), independent of the generator's palette: a drawn pixel is

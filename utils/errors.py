@@ -1,6 +1,7 @@
 """User-facing errors: one clear line per problem, no traceback."""
 import argparse
 import contextlib
+import math
 import os
 import re
 import signal
@@ -28,6 +29,19 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise UserError(argument_problem(message))
+
+
+def bounded(kind: type, low: float, high: float = math.inf, above: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite `kind` (int or float) in low..high (`above`: more than `low`)."""
+    wanted = f"in {low:g}..{high:g}" if high < math.inf else f"{'>' if above else '>='} {low:g}"
+
+    def parse(text: str):
+        value = kind(text)
+        if not math.isfinite(value) or not low <= value <= high or (above and value == low):
+            raise argparse.ArgumentTypeError(f"must be a number {wanted}, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names it in `invalid int value`
+    return parse
 
 
 def argument_problem(message: str) -> str:

@@ -1,28 +1,6 @@
-"""Which image regions an answer's sequence looked at, and whether it points at the right ones.
-
-The weights come from ViLBERT's text-to-image co-attention (`VisualDialogEncoder(...,
-output_coattention=True)`: probabilities [N, C, heads, L, R], each text token's distribution over
-the regions in each of the C co-attention layers). A sequence's weight of region r is the mean of
-those probabilities over
-
-    the tokens   of the current round: the last question and the candidate answer (their [SEP]s,
-                 the caption and the history left out): what is asked and what is claimed;
-    the heads    all of them, equally: nothing in training tells one head to find objects, and a
-                 trained model spreads that job over heads in its own way;
-    the layers   all co-attention layers, equally: each feeds the text stream that the pooled
-                 [CLS], and so the answer's score, reads.
-
-A mean of distributions is a distribution: the weights are non-negative, sum to 1 over the real
-regions (renormalised against rounding) and are 0 on padded regions (masked with -10000 before
-the softmax). Region 0 is the whole image (the mean of the boxes' features), regions 1.. the
-feature record's boxes in its order.
-
-The pointing score of a model on rounds whose relevant regions are known (the toy's binding,
-existence and counting questions: the object named, the objects counted; the question-type file's
-`relevant_regions`) is the share of those rounds where the region with the highest weight for the
-ground-truth answer is a relevant one; a uniformly random region hits with probability
-(relevant regions) / (real regions), the chance level reported beside it.
-"""
+"""Which image regions an answer's sequence looked at (ViLBERT's text-to-image co-attention
+averaged over the current round's tokens, all heads and all co-attention layers), and whether
+they point at the right ones. The rules and their reasons: docs/explain.md."""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -69,7 +47,7 @@ def current_round_tokens(segments: torch.Tensor, attention_mask: torch.Tensor) -
 
 def region_weights(coattention: torch.Tensor, segments: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """coattention [N, C, heads, L, R] text-to-image probabilities, segments and attention_mask
-    [N, L] -> float32 weights [N, R] (module docstring: the current round's tokens, all heads
+    [N, L] -> float32 weights [N, R] (docs/explain.md: the current round's tokens, all heads
     and layers, equally), each row summing to 1."""
     tokens = current_round_tokens(segments, attention_mask).float()    # [N, L]
     per_token = coattention.float().mean(dim=(1, 2))                    # [N, L, R]

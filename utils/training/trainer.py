@@ -66,7 +66,8 @@ class Trainer:
             grad_scaler=state.grad_scaler, dense_chunk=options.dense_chunk,
             coefficients={"lm": options.lm_loss_coeff, "nsp": options.nsp_loss_coeff,
                           "img": options.img_loss_coeff},
-            ranking=RankingLoss(options.dense_loss, options.approxndcg_temperature))
+            ranking=RankingLoss(options.dense_loss, options.approxndcg_temperature,
+                                options.dense_target_temperature))
         self.stop: Optional[StopRequest] = None
         self.warned_skipped_rounds = False
 
