@@ -14,9 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dataloader.question_types import load_question_types
+from dataloader.visdial_json import load_visdial_json
 from utils.benchmarking.toy import make_toy_visdial
-from utils.errors import ArgumentParser, UserError, run_cli
+from utils.errors import ArgumentParser, UserError, bounded, run_cli
 from utils.outputs import Output, check_outputs, resolved, write_text
+from utils.training.checkpoints import CheckpointManager
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("vilbert", "language_only")
@@ -58,7 +60,7 @@ def train_curriculum(model: str, seed: int, flags: dict, runs: Path, smoke: bool
         if os.waitstatus_to_exitcode(status):
             sys.exit(f"failed: training {model}, seed {seed}, stage {number} (log: {runs / name}.log)")
         cpu_seconds += usage.ru_utime + usage.ru_stime
-        start = ["-start_path", str(runs / name / f"visdial_dialog_encoder_{iterations}.ckpt")]
+        start = ["-start_path", str(CheckpointManager(runs / name).checkpoint(iterations))]
     return Path(start[1]), cpu_seconds
 
 
@@ -66,7 +68,7 @@ def chat_answers(checkpoint: Path, folder: Path) -> list[tuple[str, str, str]]:
     """(question, ViLBERT's answer, the ground truth) for the binding rounds of the first val dialog
     of the toy set in `folder`, its questions asked in order in a scripts/chat.py session as the
     demo asks them (each top answer goes into the history)."""
-    data = json.loads((folder / "visdial_1.0_val_processed.json").read_text())["data"]
+    data = load_visdial_json(folder / "visdial_1.0_val_processed.json", "val", processed=True)["data"]
     types = load_question_types(folder / "visdial_1.0_val_question_types.json")
     dialog = data["dialogs"][0]
     binding = [number for number in range(len(dialog["dialog"]))
@@ -135,11 +137,11 @@ def print_table(rows: dict) -> None:
 def main(argv=None) -> None:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="a new (or empty) folder for the data, runs and results")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=bounded(int, 0), nargs="+", default=[0, 1, 2])
     parser.add_argument("--smoke", action="store_true", help=f"{SMOKE} dialogs a count and iterations a stage")
     args = parser.parse_args(argv)
-    if min(args.seeds) < 0 or len(set(args.seeds)) < len(args.seeds):
-        raise UserError(f"--seeds must be distinct numbers >= 0, got {' '.join(map(str, args.seeds))}")
+    if len(set(args.seeds)) < len(args.seeds):
+        raise UserError(f"--seeds must be distinct, got {' '.join(map(str, args.seeds))}")
     out = resolved(args.out, "--out")
     check_outputs([Output("--out", out, is_folder=True, what="the study folder")], {})
     if out.exists() and any(out.iterdir()):

@@ -26,6 +26,7 @@ from utils.errors import ArgumentParser, UserError, bounded, report_problems, ru
 from utils.evaluation.metrics import visdial_metrics
 from utils.evaluation.score_files import val_ground_truth
 from utils.outputs import Output, check_outputs, resolved, write_json
+from utils.training.checkpoints import CheckpointManager
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ROWS = {"base": ("base", "config/presets/toy.yml"), "+dense": ("dense", "config/presets/toy_dense.yml"),
@@ -34,6 +35,8 @@ METRICS = {"NDCG": "ndcg", "MRR": "mrr", "R@1": "r@1", "mean rank": "mean"}
 PAPER = {"base": (0.6387, 0.6750, 0.5385, 3.32), "+dense": (0.7447, 0.5074, 0.3795, 6.28),
          "+dense+NSP": (0.6808, 0.6392, 0.5078, 4.28)}  # VisDial v1.0 test-std, the original README
 MARK = ".made-by-toy_paper_table"
+WRITTEN = {MARK, "data", "runs", "logs", "evaluations", "toy_paper_table.json"}
+"""What the script writes into --out: nothing else there is ever deleted."""
 CHANCE_DRAWS = 100
 
 
@@ -45,6 +48,9 @@ def prepare_folder(out: Path) -> None:
     if out.exists() and any(out.iterdir()) and not (out / MARK).exists():
         raise UserError(f"{out}: --out is not empty and was not made by this script (no {MARK} in it); "
                         "give a new folder")
+    if out.exists() and (foreign := sorted(path.name for path in out.iterdir() if path.name not in WRITTEN)):
+        raise UserError(f"{out}: holds {', '.join(foreign[:3])}, which this script did not write; not emptied "
+                        "(move it away or give a new folder)")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     (out / MARK).touch()
@@ -115,8 +121,7 @@ def main(argv=None) -> None:
         name = f"{ROWS[row][0]}_seed{seed}"
         run(name, "train.py", "-config", ROWS[row][1], *flags, *extra, "-seed", str(seed), "-save_path", str(runs),
             "-save_name", name)
-        checkpoint = max((runs / name).glob("visdial_dialog_encoder_[0-9]*.ckpt"),
-                         key=lambda path: int(path.stem.rsplit("_", 1)[1]))
+        checkpoint = CheckpointManager(runs / name).newest()
         run(f"evaluate_{name}", "evaluate.py", "-split", "val", *flags, "-num_workers", "0", "-start_path",
             str(checkpoint), "-save_path", str(evaluations), "-save_name", name)
         return checkpoint, json.loads((evaluations / f"{name}_metrics.json").read_text())

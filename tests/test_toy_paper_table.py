@@ -83,6 +83,14 @@ def test_a_non_empty_folder_it_did_not_make_is_refused_and_left_as_it_was(run_sc
     assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
 
 
+def test_a_folder_it_made_that_holds_a_users_file_is_refused_and_left_as_it_was(run_script, tmp_path):
+    (tmp_path / toy_paper_table.MARK).touch()
+    (tmp_path / "notes.txt").write_text("mine")
+    code, err, _ = run_script("--out", str(tmp_path))
+    assert code == 2 and err.startswith(f"error: {tmp_path}: holds notes.txt, which this script did not write")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_an_empty_folder_or_one_it_made_is_taken_and_emptied(run_script, tmp_path):
     code, err, _ = run_script("--out", str(tmp_path))
     assert code is None, err
